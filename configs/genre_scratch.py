@@ -1,0 +1,29 @@
+"""Genre classification (comedy / history / tragedy) from random init on 100 labelled passages per class.
+
+Validation is 50 per class from the training plays; test is 200 per class from held-out plays.
+"""
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.task = 'classify'
+  c.dataset.name = 'jaxformer_genre'
+  c.dataset.tokenizer = 'sentencepiece'
+  c.dataset.vocab_size = 4096
+  c.dataset.test_split = 'test'
+  c.model.d_model = 256
+  c.model.num_heads = 4
+  c.model.num_layers = 4
+  c.model.max_len = 192            # 700 characters is about 180 BPE tokens
+  c.model.dropout_rate = 0.1
+  c.pooling = 'mean'
+  c.batch_size = 32
+  c.num_train_steps = 600
+  c.learning_rate = 5e-4
+  c.warmup_steps = 30
+  c.eval_every_steps = 20
+  c.log_every_steps = 10
+  c.checkpoint_every_steps = 1000
+  c.early_stopping.patience = 6    # 300 examples overfit quickly: stop and keep the best
+  return c

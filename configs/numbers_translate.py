@@ -1,0 +1,24 @@
+"""Encoder-decoder translation of English number words into German ("twenty-three" -> "dreiundzwanzig")."""
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.task = 'translate'
+  c.dataset.name = 'jaxformer_numbers/en_de'
+  c.dataset.tokenizer = 'byte'     # no vocabulary to learn; the model must spell every word
+  c.dataset.test_split = 'test'
+  c.model.d_model = 128
+  c.model.num_heads = 4
+  c.model.num_encoder_layers = 3
+  c.model.num_decoder_layers = 3
+  c.model.max_len = 72             # longest German number below a million is 60 bytes (+ BOS/EOS)
+  c.model.dropout_rate = 0.1
+  c.batch_size = 64
+  c.num_train_steps = 3000
+  c.learning_rate = 2e-3
+  c.warmup_steps = 200
+  c.eval_every_steps = 250
+  c.checkpoint_every_steps = 250
+  c.label_smoothing = 0.1
+  return c

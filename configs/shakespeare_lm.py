@@ -1,0 +1,27 @@
+"""The default: a GPT-style language model on the embedded Shakespeare corpus.
+
+Sized to finish in about 15 minutes on a 2-core CPU; validation is the 8 held-out plays.
+"""
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.task = 'lm'
+  c.dataset.name = 'jaxformer_shakespeare'
+  c.dataset.tokenizer = 'sentencepiece'
+  c.dataset.vocab_size = 4096      # BPE merges most words into one token; bigger costs softmax time
+  c.dataset.test_split = ''        # the held-out plays are the validation split
+  c.model.d_model = 256
+  c.model.num_heads = 4
+  c.model.num_layers = 4
+  c.model.max_len = 128
+  c.model.dropout_rate = 0.1
+  c.batch_size = 32
+  c.num_train_steps = 1200
+  c.learning_rate = 2e-3
+  c.warmup_steps = 100
+  c.eval_every_steps = 150
+  c.eval_steps = 20                # 20 x 32 windows of the held-out plays per evaluation
+  c.checkpoint_every_steps = 150
+  return c

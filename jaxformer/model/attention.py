@@ -1,0 +1,155 @@
+"""Multi-head attention with heads as a shardable kernel axis, masks and a KV cache.
+
+    q, k, v = x W_q, x W_k, x W_v            W_*: [D, H, K]   ('embed', 'heads', 'kv')
+    o_h     = softmax(q_h k_h^T / sqrt(K) + mask) v_h   for every head h, in parallel
+    out     = sum_h o_h W_out[h]                  W_out: [H, K, D] ('heads', 'kv', 'embed')
+
+Two equivalent kernels compute the softmax part:
+- `jax.nn.dot_product_attention` (XLA, or cuDNN flash attention on GPU), used whenever it
+  applies: no attention-probability dropout in this call and no request for the weights;
+- an explicit einsum version, used for attention dropout, and forced with
+  attention_impl='einsum', which also sows the probabilities as
+  'intermediates'/'attention_weights' [B, H, Lq, Lk] for inspection.
+
+KV cache (decode=True, self-attention only): the keys/values of every position seen so far
+live in the 'cache' collection as [B, Lmax, H, K]. A call with n >= 1 new tokens writes them at
+`positions[0]` (the caller's cache index) in one dynamic_update_slice, so a prompt is
+prefilled in a single call, and attends causally over the filled part of the cache.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxformer.config import ModelConfig
+from jaxformer.model.layers import Projection, apply_rope, partitioned, residual_init_std
+
+
+def attention_mask(q_len: int, k_len: int, *, key_valid=None, causal: bool = False, positions=None):
+    """Boolean mask broadcastable to [B, 1, Lq, Lk]; True = may attend. None = attend everywhere.
+
+    key_valid: [B, Lk] (False at padding). causal: position i sees keys j <= i.
+    positions: [Lq] absolute query positions while decoding from a cache of length Lk; then
+    key j is visible iff j <= position (the rest of the cache is empty or in the future).
+    """
+    if positions is not None:
+        return (jnp.arange(k_len)[None, :] <= positions[:, None])[None, None]
+    mask = None
+    if key_valid is not None:
+        mask = key_valid[:, None, None, :]
+        if q_len == k_len:
+            # Self-attention: every token may also see itself, so a padding query never has an
+            # empty row (an all-masked softmax would spread over *all* keys, future included).
+            mask = mask | jnp.eye(q_len, dtype=bool)[None, None]
+    if causal:
+        tril = jnp.tril(jnp.ones((q_len, k_len), dtype=bool))[None, None]
+        mask = tril if mask is None else mask & tril
+    return mask
+
+
+def einsum_attention(q, k, v, mask, *, dropout, deterministic):
+    """softmax(q k^T / sqrt(K)) v with explicit probabilities. q: [B,Lq,H,K], k/v: [B,Lk,H,K].
+
+    Returns (out [B, Lq, H, K], probs [B, H, Lq, Lk]). Logits and softmax run in float32.
+    """
+    logits = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
+    logits = logits / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    dropped = dropout(probs, deterministic=deterministic)
+    return jnp.einsum("bhqs,bshk->bqhk", dropped.astype(v.dtype), v), probs
+
+
+def fused_attention(q, k, v, mask, *, causal_only: bool, implementation):
+    """jax.nn.dot_product_attention; `causal_only` lets cuDNN skip the masked half entirely."""
+    if implementation == "auto":
+        use_cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+        if use_cudnn:
+            try:
+                return fused_attention(q, k, v, mask, causal_only=causal_only, implementation="cudnn")
+            except (ValueError, NotImplementedError, RuntimeError):
+                pass  # unsupported shape / dtype / cuDNN version: the XLA kernel always works
+        implementation = None
+    if causal_only:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention (inputs_kv=None) or cross-attention. inputs_q: [B, Lq, D] -> [B, Lq, D].
+
+    head_mask: optional [H] multiplier per head output (1 keep, 0 remove). The output bias is
+    shared equally by the heads, so masking every head removes the whole sublayer exactly.
+    """
+    cfg: ModelConfig
+    causal: bool = False
+
+    @nn.compact
+    def __call__(self, inputs_q, inputs_kv=None, *, key_valid=None, positions=None, head_mask=None,
+                 deterministic: bool = True, decode: bool = False):
+        cfg = self.cfg
+        is_self = inputs_kv is None
+        inputs_kv = inputs_q if is_self else inputs_kv
+        d, h, kd = cfg.d_model, cfg.num_heads, cfg.head_dim
+        common = dict(use_bias=cfg.use_bias, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
+
+        def in_proj(name, x):
+            y = Projection("bld,dhk->blhk", (d, h, kd), ("embed", "heads", "kv"), out_rank=2,
+                           name=name, **common)(x)
+            return nn.with_logical_constraint(y, ("batch", "length", "heads", "kv"))
+
+        q, k, v = in_proj("query", inputs_q), in_proj("key", inputs_kv), in_proj("value", inputs_kv)
+        q_len = q.shape[1]
+        if positions is None:
+            positions = jnp.arange(q_len)
+        if cfg.position == "rope" and is_self:
+            q, k = apply_rope(q, positions), apply_rope(k, positions)
+
+        decoding = False
+        if decode and is_self:
+            k, v, decoding = self._update_cache(k, v, positions)
+
+        if decoding:
+            mask = attention_mask(q_len, k.shape[1], positions=positions)
+        else:
+            mask = attention_mask(q_len, k.shape[1], key_valid=key_valid, causal=self.causal and is_self)
+
+        dropout = nn.Dropout(cfg.attention_dropout_rate)
+        needs_dropout = cfg.attention_dropout_rate > 0 and not deterministic
+        if cfg.attention_impl == "einsum" or needs_dropout:
+            out, probs = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
+            if cfg.attention_impl == "einsum":
+                self.sow("intermediates", "attention_weights", probs)
+        else:
+            causal_only = self.causal and is_self and key_valid is None and not decoding
+            out = fused_attention(q, k, v, mask, causal_only=causal_only, implementation=cfg.attention_impl)
+
+        bias_scale = None
+        if head_mask is not None:
+            head_mask = head_mask.astype(out.dtype)
+            out = out * head_mask[None, None, :, None]
+            bias_scale = jnp.mean(head_mask)
+        out = Projection("blhk,hkd->bld", (h, kd, d), ("heads", "kv", "embed"), out_rank=1, name="out",
+                         stddev=residual_init_std(cfg.num_layers), **common)(out, bias_scale)
+        return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+
+    def _update_cache(self, k, v, positions):
+        """Write k/v ([B, n, H, K]) into the cache at positions[0]; return the whole cache.
+
+        While the model is being initialised the cache variables do not exist yet: create them
+        (zeros, sized by the init input's length) and attend over the chunk as usual.
+        """
+        initialized = self.has_variable("cache", "cached_key")
+        shape, axes = k.shape, ("batch", "length", "heads", "kv")
+        cached_k = self.variable("cache", "cached_key", partitioned(jnp.zeros, axes), shape, k.dtype)
+        cached_v = self.variable("cache", "cached_value", partitioned(jnp.zeros, axes), shape, v.dtype)
+        if not initialized:
+            return k, v, False
+        start = positions[0]
+        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype),
+                                                      (0, start, 0, 0))
+        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v.astype(cached_v.value.dtype),
+                                                      (0, start, 0, 0))
+        return cached_k.value, cached_v.value, True

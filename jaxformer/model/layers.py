@@ -1,0 +1,143 @@
+"""Building blocks: projections with named axes, norms, embeddings, positions, feed-forward.
+
+Every parameter is created through `nn.with_logical_partitioning`, so it carries logical axis
+names ('embed', 'heads', 'kv', 'mlp', 'vocab', ...). `jaxformer.sharding` maps those names to
+mesh axes with one small table; nothing here knows about devices.
+
+Shapes: B = batch, L = length, D = d_model (logical 'embed'), H = heads, K = head_dim ('kv'),
+F = d_ff ('mlp'), V = vocab.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxformer.config import ModelConfig
+
+# GPT-2 / nanoGPT initialisation: N(0, 0.02) everywhere, and the projections that write into
+# the residual stream scaled by 1/sqrt(2 * num_layers) so the stream's variance does not grow
+# with depth.
+INIT_STD = 0.02
+
+
+def residual_init_std(num_layers: int) -> float:
+    return INIT_STD / math.sqrt(2 * num_layers)
+
+
+def partitioned(init, axes):
+    return nn.with_logical_partitioning(init, axes)
+
+
+class Projection(nn.Module):
+    """A learned linear map written as one einsum: `einsum(eq, x, kernel) + bias`.
+
+    The kernel keeps heads as their own axis instead of a flat [D, H*K] matrix, e.g.
+    q/k/v: [D, H, K] with axes ('embed', 'heads', 'kv'); attention output: [H, K, D]. That
+    lets the rule 'heads' -> 'model' split heads across devices (Megatron-style). The bias
+    covers the last `out_rank` kernel axes. `bias_scale` multiplies the bias (head masking).
+    """
+    eq: str
+    kernel_shape: tuple[int, ...]
+    kernel_axes: tuple[str, ...]
+    out_rank: int = 1
+    use_bias: bool = True
+    stddev: float = INIT_STD
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, bias_scale=None):
+        kernel = self.param("kernel", partitioned(nn.initializers.normal(self.stddev), self.kernel_axes),
+                            self.kernel_shape, self.param_dtype)
+        y = jnp.einsum(self.eq, x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias_axes, bias_shape = self.kernel_axes[-self.out_rank:], self.kernel_shape[-self.out_rank:]
+            bias = self.param("bias", partitioned(nn.initializers.zeros, bias_axes), bias_shape,
+                              self.param_dtype).astype(self.dtype)
+            y = y + (bias if bias_scale is None else bias * bias_scale)
+        return y
+
+
+def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+    # LayerNorm computes its statistics in float32 even when dtype is bfloat16.
+    return nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, use_bias=cfg.use_bias, dtype=cfg.compute_dtype,
+                        param_dtype=cfg.params_dtype, name=name,
+                        scale_init=partitioned(nn.initializers.ones, ("embed",)),
+                        bias_init=partitioned(nn.initializers.zeros, ("embed",)))
+
+
+def token_embedding(cfg: ModelConfig, name: str = "token_embed") -> nn.Embed:
+    """Token table [V, D]; its `.attend(x)` is the tied output projection x @ table.T."""
+    return nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+                    embedding_init=partitioned(nn.initializers.normal(INIT_STD), ("vocab", "embed")),
+                    name=name)
+
+
+def sinusoidal_table(length: int, dim: int) -> np.ndarray:
+    """The fixed positions of Vaswani et al. (2017): sin on even, cos on odd features. [length, dim]."""
+    pos = np.arange(length)[:, None]
+    inv_freq = np.exp(-math.log(10000.0) * np.arange(0, dim, 2) / dim)
+    table = np.zeros((length, dim), np.float32)
+    table[:, 0::2] = np.sin(pos * inv_freq)
+    table[:, 1::2] = np.cos(pos * inv_freq)[:, : dim // 2]
+    return table
+
+
+class AddPositions(nn.Module):
+    """x + position_table[positions] for 'learned' or 'sinusoidal' positions. x: [B, L, D], positions: [L]."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, positions):
+        cfg = self.cfg
+        if cfg.position == "learned":
+            table = self.param("embedding", partitioned(nn.initializers.normal(INIT_STD), ("length", "embed")),
+                               (cfg.max_len, cfg.d_model), cfg.params_dtype)
+        else:
+            table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model))
+        return x + jnp.take(table, positions, axis=0).astype(x.dtype)[None]
+
+
+def apply_rope(x, positions, base: float = 10000.0):
+    """Rotary position embedding (Su et al. 2021), rotate-half form. x: [B, L, H, K], positions: [L].
+
+    Pairs of features (i, i + K/2) are rotated by angle position * base^(-2i/K), so the dot
+    product q.k depends only on the distance between the two positions.
+    """
+    half = x.shape[-1] // 2
+    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]        # [L, K/2]
+    sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+class FeedForward(nn.Module):
+    """d_model -> d_ff -> activation -> d_model. x: [B, L, D] -> [B, L, D].
+
+    'swiglu' (Shazeer 2020) uses two input projections: act = silu(x W_gate) * (x W_up).
+    """
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        d, f = cfg.d_model, cfg.ff_dim
+
+        def proj(name, shape, axes, std=INIT_STD):
+            return Projection("bld,df->blf" if axes[0] == "embed" else "blf,fd->bld", shape, axes,
+                              use_bias=cfg.use_bias, stddev=std, dtype=cfg.compute_dtype,
+                              param_dtype=cfg.params_dtype, name=name)
+
+        if cfg.activation == "swiglu":
+            h = nn.silu(proj("wi_gate", (d, f), ("embed", "mlp"))(x)) * proj("wi_up", (d, f), ("embed", "mlp"))(x)
+        else:
+            h = proj("wi", (d, f), ("embed", "mlp"))(x)
+            h = nn.gelu(h) if cfg.activation == "gelu" else nn.relu(h)
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        return proj("wo", (f, d), ("mlp", "embed"), residual_init_std(max(cfg.num_layers, 1)))(h)

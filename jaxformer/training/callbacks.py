@@ -1,0 +1,53 @@
+"""Training callbacks: a small protocol, and early stopping on validation loss.
+
+A callback is any object with some of these methods; the loop calls the ones it finds:
+  on_train_start(step)                 before the first step (after a resume: the resumed step)
+  on_step(step, state)                 after every optimizer update (no host sync: don't pull arrays)
+  on_log(step, metrics: dict)          after host metrics are pulled (every `log_every_steps`)
+  on_eval(step, val_loss) -> bool      after each evaluation; returning True stops training
+  on_train_end(step)                   once, at the end
+  state_dict() / load_state_dict(d)    JSON-able state saved in every checkpoint
+"""
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Callback(Protocol):
+  def on_eval(self, step: int, val_loss: float) -> bool: ...
+
+
+class EarlyStopping:
+  """Stops at the `patience`-th evaluation in a row that fails to beat the best by `min_delta`.
+
+  With patience=2 and validation losses [3, 2, 2.5, 2.4] it stops at the 4th evaluation: the
+  2nd consecutive one without improvement. (flax.training.early_stopping checks before it
+  counts, so it would stop one evaluation later.) patience=0 disables it.
+  """
+
+  def __init__(self, patience: int, min_delta: float = 0.0):
+    if patience < 0 or min_delta < 0:
+      raise ValueError(f'early_stopping.patience and min_delta must be >= 0, got {patience}, {min_delta}')
+    self.patience, self.min_delta = int(patience), float(min_delta)
+    self.best_loss, self.best_step, self.bad_evals = math.inf, -1, 0
+    self.stopped = False
+
+  def on_eval(self, step: int, val_loss: float) -> bool:
+    if val_loss < self.best_loss - self.min_delta:
+      self.best_loss, self.best_step, self.bad_evals = float(val_loss), int(step), 0
+    else:
+      self.bad_evals += 1
+    self.stopped = bool(self.patience) and self.bad_evals >= self.patience
+    return self.stopped
+
+  def state_dict(self) -> dict:
+    best = None if math.isinf(self.best_loss) else self.best_loss
+    return {'best_loss': best, 'best_step': self.best_step, 'bad_evals': self.bad_evals,
+            'stopped': self.stopped}
+
+  def load_state_dict(self, d: dict) -> None:
+    self.best_loss = math.inf if d.get('best_loss') is None else float(d['best_loss'])
+    self.best_step, self.bad_evals = int(d['best_step']), int(d['bad_evals'])
+    self.stopped = bool(d.get('stopped', False))

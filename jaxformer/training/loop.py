@@ -1,0 +1,357 @@
+"""train_and_evaluate: the whole training run, from config to summary.json.
+
+Reading order: `train_and_evaluate` sets up (checks, data, model, state or resume), then
+`_Trainer.run` loops: step -> (log) -> (evaluate, early stopping) -> (checkpoint), then finishes:
+best weights restored, test evaluation, report, summary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from jaxformer import checkpoint as ckpt_lib
+from jaxformer import data as data_lib
+from jaxformer import sharding as jf_sharding
+from jaxformer.training import setup, steps, tasks
+from jaxformer.training.callbacks import EarlyStopping
+from jaxformer.training.errors import ConfigError, Diverged
+from jaxformer.training.optim import learning_rate_schedule, make_optimizer
+from jaxformer.training.preemption import PreemptionGuard
+from jaxformer.training.runtime import Runtime
+from jaxformer.training.writers import MetricsWriter, plot_loss_curves, write_json_atomic
+
+
+def params_fingerprint(params) -> str:
+  """sha256 over every parameter's bytes, in sorted path order: equal iff the weights are equal."""
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    if not leaf.is_fully_addressable:
+      from jax.experimental import multihost_utils
+      leaf = multihost_utils.process_allgather(leaf, tiled=True)
+    h.update(jax.tree_util.keystr(path).encode())
+    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return h.hexdigest()
+
+
+def _log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+@dataclasses.dataclass
+class _Setup:
+  """Everything decided before the first step."""
+  config: Any
+  workdir: str
+  data: Any
+  model: Any
+  model_cfg: Any
+  runtime: Runtime
+  tx: Any
+  shardings: dict
+  abstract_state: dict
+  resolved: dict
+
+
+def prepare(config, workdir: str) -> _Setup:
+  """Checks, data, model and optimizer. Raises ConfigError / DataError; writes nothing to workdir."""
+  setup.check_config(config)
+  saved = setup.saved_config(workdir)
+  tokenizer = _reused_tokenizer(config, workdir, saved)
+  data = data_lib.build_task_data(
+      config.dataset, task=config.task, max_len=int(config.model.max_len),
+      batch_size=int(config.batch_size), seed=int(config.seed), tokenizer=tokenizer)
+  cfg = setup.model_config(config, data.tokenizer.vocab_size)
+  num_classes = int(config.num_classes or getattr(data, 'num_classes', 0) or 0)
+  if config.task == 'classify' and num_classes < 2:
+    raise ConfigError('num_classes must be >= 2 for classification (set config.num_classes)')
+  setup.check_parallelism(config, cfg)
+  runtime = Runtime(config, setup.mesh_axes(config) if config.parallelism == 'mesh' else (0, 0))
+
+  model = tasks.build_model(config.task, cfg, num_classes, config.pooling)
+  resolved = setup.resolved_dict(config, cfg)
+  resolved['num_classes'] = num_classes
+  if saved is not None and not config.overwrite:
+    for change in setup.resume_changes(saved, resolved):
+      _log(f'resume: config change allowed: {change}')
+
+  dummy = tasks.init_inputs(config.task, cfg)
+  init_params = lambda key: model.init({'params': key}, *dummy, deterministic=True)['params']  # noqa: E731
+  boxed = jax.eval_shape(init_params, jax.random.key(0))
+  tx = make_optimizer(config, nn.unbox(boxed))
+
+  def make_state(init_key, dropout_key):
+    params = nn.unbox(init_params(init_key))
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
+            'rng': dropout_key}
+
+  abstract = jax.eval_shape(make_state, jax.random.key(0), jax.random.key(1))
+  shardings = runtime.state_shardings(boxed, tx, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  s = _Setup(config, workdir, data, model, cfg, runtime, tx, shardings, abstract, resolved)
+  s.make_state, s.boxed_params = make_state, boxed  # type: ignore[attr-defined]
+  return s
+
+
+def _reused_tokenizer(config, workdir, saved):
+  """A resumed run keeps its tokenizer; a fine-tuned one takes its pretrained run's."""
+  for base in ([workdir] if saved is not None and not config.overwrite else []) + \
+      ([config.init_from] if config.init_from else []):
+    directory = os.path.join(base, 'tokenizer')
+    if os.path.isdir(directory):
+      return data_lib.load_tokenizer(directory)
+  if config.init_from and not os.path.exists(config.init_from):
+    raise ConfigError(f'init_from={config.init_from!r} does not exist: train that run first '
+                      '(e.g. python train.py) or point init_from at an export')
+  return None
+
+
+def train_and_evaluate(config, workdir: str, *, callbacks: Sequence[Any] = (),
+                       on_log: Callable[[int, dict], None] | None = None) -> dict:
+  """Trains `config` into `workdir` (resuming if it holds a run) and returns the summary."""
+  t0 = time.time()
+  s = prepare(config, workdir)
+  is_main = jax.process_index() == 0
+  if config.overwrite and os.path.exists(os.path.join(workdir, 'config.json')) and is_main:
+    aside = f'{workdir.rstrip(os.sep)}.old-{time.strftime("%Y%m%d-%H%M%S")}'
+    shutil.move(workdir, aside)  # never delete a user's run: move it aside
+    _log(f'overwrite: moved the previous run to {aside}')
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    write_json_atomic(os.path.join(workdir, 'config.json'), s.resolved)
+    tok_dir = os.path.join(workdir, 'tokenizer')
+    if not os.path.isdir(tok_dir):
+      s.data.tokenizer.save(tok_dir)
+    report = jf_sharding.partitioning_report(s.boxed_params, s.runtime.mesh, s.runtime.rules)
+    write_json_atomic(os.path.join(workdir, 'partitioning.json'), report)
+  trainer = _Trainer(s, list(callbacks), on_log)
+  try:
+    return trainer.run(t0)
+  finally:
+    trainer.close()
+
+
+class _Trainer:
+  def __init__(self, s: _Setup, callbacks: list, on_log):
+    self.s, self.config, self.rt = s, s.config, s.runtime
+    self.early = EarlyStopping(s.config.early_stopping.patience, s.config.early_stopping.min_delta)
+    self.callbacks = [self.early] + callbacks
+    self.on_log = on_log
+    self.ckpt = ckpt_lib.Checkpointer(os.path.join(s.workdir, 'checkpoints'),
+                                      keep_last=int(s.config.keep_last))
+    self.schedule = learning_rate_schedule(s.config)
+    self.tokens_per_step = s.config.batch_size * tasks.tokens_per_example(s.config.task, s.model_cfg)
+    self.writer: MetricsWriter | None = None
+    self.throughput: list[float] = []
+
+  def close(self):
+    self.ckpt.close()
+    if self.writer is not None:
+      self.writer.close()
+
+  # ------------------------------------------------------------------ setup
+  def _initial_state(self):
+    """Resume from the newest good checkpoint, or create a fresh (optionally pretrained) state."""
+    s, config = self.s, self.config
+    restored = self.ckpt.restore_latest(s.abstract_state)
+    if restored is not None:
+      _log(f'resuming from step {restored.step} ({self.ckpt.directory})')
+      extra = restored.extra or {}
+      for cb in self.callbacks:
+        if hasattr(cb, 'load_state_dict') and type(cb).__name__ in extra.get('callbacks', {}):
+          cb.load_state_dict(extra['callbacks'][type(cb).__name__])
+      return restored.state, extra.get('data_state')
+    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
+    state = s.runtime.jit_init(s.make_state, s.shardings)(init_key, dropout_key)
+    if config.init_from:
+      params = ckpt_lib.load_params_for_init(config.init_from, jax.device_get(state['params']))
+      params = jax.device_put(params, s.shardings['params'])
+      opt_state = jax.jit(s.tx.init, out_shardings=s.shardings['opt_state'])(params)
+      state = dict(state, params=params, opt_state=opt_state)
+      _log(f'initialized the backbone from {config.init_from}')
+    return state, None
+
+  # ------------------------------------------------------------------ loop
+  def run(self, t0: float) -> dict:
+    s, config, rt = self.s, self.config, self.rt
+    state, data_state = self._initial_state()
+    start = int(jax.device_get(state['step']))
+    self.writer = MetricsWriter(s.workdir, enabled=jax.process_index() == 0,
+                                resume_step=start if data_state is not None else None)
+    it = s.data.train_iterator()
+    if data_state is not None:
+      it.set_state(data_state)
+    train_step = rt.compile_train(
+        steps.make_train_step(s.model, s.tx, task=config.task, grad_accum_steps=config.grad_accum_steps,
+                              label_smoothing=config.label_smoothing, axis_name=rt.axis_name,
+                              pass_loss_to_optimizer=config.reduce_on_plateau), s.shardings)
+    self.eval_step = rt.compile_eval(steps.make_eval_step(s.model, task=config.task, axis_name=rt.axis_name),
+                                     s.shardings['params'])
+    for cb in self.callbacks:
+      getattr(cb, 'on_train_start', lambda step: None)(start)
+
+    state = rt.from_canonical(state)
+    step, total, pending = start, int(config.num_train_steps), []
+    window_start, preempted = time.time(), None
+    progress = _Progress(config, start, total)
+    with PreemptionGuard() as guard:
+      while step < total and not self.early.stopped:
+        if guard.requested:
+          preempted = guard.requested
+          break
+        batch = rt.put_batch(next(it))
+        state, metrics = train_step(state, batch)
+        step += 1
+        pending.append(metrics)
+        for cb in self.callbacks:
+          getattr(cb, 'on_step', lambda st, _: None)(step, state)
+        is_eval = step % config.eval_every_steps == 0 or step == total
+        is_ckpt = is_eval or step % config.checkpoint_every_steps == 0
+        if is_eval or is_ckpt or step % config.log_every_steps == 0:
+          row = self._flush(pending, step, time.time() - window_start, first=not self.throughput and step - len(pending) == start)
+          pending, window_start = [], time.time()
+          progress.update(step, row)
+        val_loss = self._evaluate(state, step) if is_eval else None
+        if is_ckpt:
+          self._save(state, step, it, val_loss)
+      if preempted:
+        self._save(state, step, it, None, wait=True)
+        _log(f'{preempted}: saved at step {step}; re-run to resume')
+    progress.close()
+    self.ckpt.wait_until_finished()
+    return self._finish(rt.to_canonical(state), step, t0, preempted)
+
+  def _flush(self, pending, step: int, seconds: float, first: bool) -> dict:
+    """Pulls the metrics of the last few steps from the device (the only host sync), checks them."""
+    rows = jax.device_get(pending)
+    if self.rt.kind == 'pmap':
+      rows = [jax.tree.map(lambda x: x[0], r) for r in rows]
+    for i, r in enumerate(rows):
+      if not (math.isfinite(float(r['loss_sum'])) and math.isfinite(float(r['grad_norm']))):
+        raise Diverged(step - len(rows) + i + 1)
+    loss_sum = sum(float(r['loss_sum']) for r in rows)
+    weight = max(sum(float(r['weight_sum']) for r in rows), 1.0)
+    tokens_per_s = len(rows) * self.tokens_per_step / max(seconds, 1e-9)
+    if not first:  # the first window includes compilation
+      self.throughput.append(tokens_per_s)
+    row = {'loss': loss_sum / weight, 'accuracy': sum(float(r['correct_sum']) for r in rows) / weight,
+           'lr': float(self.schedule(step)), 'grad_norm': float(rows[-1]['grad_norm']),
+           'tokens_per_s': tokens_per_s}
+    self.writer.write(step, 'train', **row)
+    for cb in self.callbacks:
+      getattr(cb, 'on_log', lambda st, m: None)(step, row)
+    if self.on_log:
+      self.on_log(step, dict(row, split='train'))
+    return row
+
+  def evaluate(self, params, split: str, max_batches: int = 0, canonical: bool = False) -> dict:
+    """Loss and accuracy over `split` (every example once; max_batches > 0 takes a prefix)."""
+    if canonical:
+      params = self.rt.from_canonical(params)
+    total = jnp.zeros(3, jnp.float32)
+    for i, batch in enumerate(self.s.data.eval_batches(split)):
+      if max_batches and i >= max_batches:
+        break
+      total = total + self.eval_step(params, self.rt.put_batch(batch))
+    loss_sum, weight, correct = (float(x) for x in jax.device_get(total))
+    weight = max(weight, 1.0)
+    out = {'loss': loss_sum / weight, 'accuracy': correct / weight}
+    if self.config.task == 'lm':
+      out['perplexity'] = math.exp(min(out['loss'], 50.0))
+      bytes_per_token = self.s.data.bytes_per_token(split)
+      out['bits_per_byte'] = out['loss'] / math.log(2) / bytes_per_token
+    return out
+
+  def _evaluate(self, state, step: int) -> float:
+    params = state['params']
+    metrics = self.evaluate(params, self.config.dataset.eval_split, int(self.config.eval_steps))
+    self.writer.write(step, 'val', **metrics)
+    if self.on_log:
+      self.on_log(step, dict(metrics, split='val'))
+    stop = False
+    for cb in self.callbacks:
+      stop |= bool(getattr(cb, 'on_eval', lambda st, v: False)(step, metrics['loss']))
+    if stop and not self.early.stopped:
+      self.early.stopped = True  # a user callback asked to stop
+    if not math.isfinite(metrics['loss']):
+      raise Diverged(step, 'validation loss')
+    return metrics['loss']
+
+  def _save(self, state, step: int, it, val_loss, wait: bool = False):
+    extra = {'data_state': it.get_state(),
+             'callbacks': {type(cb).__name__: cb.state_dict() for cb in self.callbacks
+                           if hasattr(cb, 'state_dict')},
+             'config': self.s.resolved,
+             'best_val_loss': None if math.isinf(self.early.best_loss) else self.early.best_loss}
+    self.ckpt.save(step, self.rt.to_canonical(state), extra=extra, val_loss=val_loss, wait=wait)
+
+  # ------------------------------------------------------------------ end
+  def _finish(self, state, step: int, t0: float, preempted) -> dict:
+    s, config = self.s, self.config
+    best_step = self.early.best_step if self.early.best_step >= 0 else None
+    params = state['params']
+    if config.restore_best and best_step is not None and best_step != step and not preempted:
+      _, params = self.ckpt.restore_params(best_step, s.abstract_state['params'])
+      _log(f'restored the best checkpoint (step {best_step}, val loss {self.early.best_loss:.4f})')
+    summary = {
+        'best_step': best_step,
+        'best_val_loss': None if math.isinf(self.early.best_loss) else self.early.best_loss,
+        'stopped_early': bool(self.early.stopped),
+        'last_step': step,
+        'preempted': bool(preempted),
+        'wall_s': round(time.time() - t0, 2),
+        'tokens_per_s': float(np.median(self.throughput)) if self.throughput else None,
+        'params_fingerprint': params_fingerprint(params),
+    }
+    if preempted:
+      return summary
+    if config.dataset.test_split:
+      summary['test'] = self.evaluate(params, config.dataset.test_split, canonical=True)
+    from jaxformer.training import report  # decoding code is only needed at the very end
+    summary['report'] = report.final_report(s, params)
+    if jax.process_index() == 0:
+      write_json_atomic(os.path.join(s.workdir, 'summary.json'), summary)
+      plot_loss_curves(s.workdir)
+      report.print_report(summary, s)
+    return summary
+
+
+class _Progress:
+  """tqdm bar on a terminal; one plain line per log interval otherwise (logs stay readable)."""
+
+  def __init__(self, config, start: int, total: int):
+    self.total, self.t0, self.start = total, time.time(), start
+    self.enabled = bool(config.progress) and jax.process_index() == 0
+    self.bar = None
+    if self.enabled and sys.stderr.isatty():
+      from tqdm import tqdm
+      self.bar = tqdm(total=total, initial=start, unit='step', dynamic_ncols=True)
+
+  def update(self, step: int, row: dict):
+    if not self.enabled:
+      return
+    if self.bar is not None:
+      self.bar.update(step - self.bar.n)
+      self.bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+      return
+    rate = (step - self.start) / max(time.time() - self.t0, 1e-9)
+    eta = (self.total - step) / rate if rate else float('nan')
+    print(f"step {step}/{self.total}  loss {row['loss']:.4f}  {row['tokens_per_s']:.0f} tok/s  "
+          f"eta {eta:.0f}s", file=sys.stderr, flush=True)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()

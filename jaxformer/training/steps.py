@@ -1,0 +1,123 @@
+"""One train step and one eval step for every task: the task only changes how a batch is fed.
+
+The train state is a plain dict, so it checkpoints as it is:
+  {'step': int32[], 'params': pytree, 'opt_state': pytree, 'rng': key}
+
+Both steps are pure functions of (state, batch). Dropout draws from
+`fold_in(rng, step)`, so any step's randomness is reproducible after a resume. Under pmap
+(`axis_name` set) the device index is folded in too, so replicas draw different masks, and
+sums are reduced over devices before the division, which makes pmap equal to one big batch.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+State = dict[str, Any]
+Batch = dict[str, jax.Array]
+
+
+def apply_model(model, params, batch: Batch, *, task: str, deterministic: bool, rng=None):
+  """Logits for a batch: [batch, length, vocab] for lm/translate, [batch, classes] to classify."""
+  rngs = None if deterministic else {'dropout': rng}
+  if task == 'translate':
+    return model.apply({'params': params}, batch['inputs'], batch['decoder_inputs'],
+                       deterministic=deterministic, rngs=rngs)
+  return model.apply({'params': params}, batch['inputs'], deterministic=deterministic, rngs=rngs)
+
+
+def loss_sums(logits, targets, weights, label_smoothing: float = 0.0):
+  """Masked cross-entropy, summed: (loss_sum, weight_sum, correct_sum), all float32 scalars.
+
+  Works for token targets (logits [B, L, V], targets/weights [B, L]) and for labels
+  (logits [B, C], targets/weights [B]). Sums rather than means, so micro-batches, devices and
+  evaluation batches combine exactly before the one division at the end.
+  """
+  logits = logits.astype(jnp.float32)
+  num_classes = logits.shape[-1]
+  soft = optax.smooth_labels(jax.nn.one_hot(targets, num_classes), label_smoothing) \
+      if label_smoothing else jax.nn.one_hot(targets, num_classes)
+  loss = optax.softmax_cross_entropy(logits, soft)
+  if label_smoothing:
+    # Subtract the smoothed distribution's own entropy so a perfect model scores 0.
+    low = label_smoothing / num_classes
+    high = 1.0 - label_smoothing + low
+    floor = -(high * jnp.log(high) + (num_classes - 1) * low * jnp.log(low))
+    loss = loss - floor
+  weights = weights.astype(jnp.float32)
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  return jnp.sum(loss * weights), jnp.sum(weights), jnp.sum(correct * weights)
+
+
+def make_train_step(model, tx: optax.GradientTransformation, *, task: str, grad_accum_steps: int = 1,
+                    label_smoothing: float = 0.0, axis_name: str | None = None,
+                    pass_loss_to_optimizer: bool = False) -> Callable[[State, Batch], tuple[State, dict]]:
+  """Builds `train_step(state, batch) -> (state, metrics)`; metrics stay on the device as sums."""
+
+  def sums_and_grads(params, batch, key):
+    def loss_fn(p):
+      logits = apply_model(model, p, batch, task=task, deterministic=False, rng=key)
+      loss_sum, w, correct = loss_sums(logits, batch['targets'], batch['weights'], label_smoothing)
+      return loss_sum, (w, correct)
+    (loss_sum, (w, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, jnp.stack([loss_sum, w, correct])
+
+  def train_step(state: State, batch: Batch):
+    params = state['params']
+    key = jax.random.fold_in(state['rng'], state['step'])
+    if axis_name is not None:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+    if grad_accum_steps == 1:
+      grads, sums = sums_and_grads(params, batch, key)
+    else:
+      # [k * b, ...] -> [k, b, ...]: a scan over micro-batches, summing gradients of summed
+      # losses, so the result equals one big batch exactly (up to float rounding).
+      micro = jax.tree.map(
+          lambda x: x.reshape((grad_accum_steps, x.shape[0] // grad_accum_steps) + x.shape[1:]), batch)
+
+      def body(carry, xs):
+        i, mb = xs
+        g, s = sums_and_grads(params, mb, jax.random.fold_in(key, i))
+        return jax.tree.map(jnp.add, carry, (g, s)), None
+
+      zeros = (jax.tree.map(jnp.zeros_like, params), jnp.zeros(3, jnp.float32))
+      (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum_steps), micro))
+
+    if axis_name is not None:
+      grads, sums = jax.lax.psum((grads, sums), axis_name)
+    loss_sum, weight_sum, correct_sum = sums[0], sums[1], sums[2]
+    denom = jnp.maximum(weight_sum, 1.0)
+    grads = jax.tree.map(lambda g: g / denom, grads)
+    extra = {'value': loss_sum / denom} if pass_loss_to_optimizer else {}
+    updates, opt_state = tx.update(grads, state['opt_state'], params, **extra)
+    new_state = dict(state, step=state['step'] + 1, params=optax.apply_updates(params, updates),
+                     opt_state=opt_state)
+    metrics = {'loss_sum': loss_sum, 'weight_sum': weight_sum, 'correct_sum': correct_sum,
+               'grad_norm': optax.tree.norm(grads)}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model, *, task: str, axis_name: str | None = None):
+  """Builds `eval_step(params, batch) -> sums` with dropout off; padded rows have weight 0."""
+
+  def eval_step(params, batch: Batch):
+    logits = apply_model(model, params, batch, task=task, deterministic=True)
+    sums = jnp.stack(loss_sums(logits, batch['targets'], batch['weights']))
+    if axis_name is not None:
+      sums = jax.lax.psum(sums, axis_name)
+    return sums
+
+  return eval_step
+
+
+def make_predict_step(model, *, task: str):
+  """`predict(params, batch) -> argmax predictions` (class ids, or next-token ids)."""
+  def predict(params, batch: Batch):
+    return jnp.argmax(apply_model(model, params, batch, task=task, deterministic=True), -1)
+  return predict

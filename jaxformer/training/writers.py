@@ -1,0 +1,100 @@
+"""Where metrics go: metrics.jsonl, TensorBoard event files (tensorboardX, no TensorFlow) and a PNG.
+
+Only process 0 writes; other processes get a writer that does nothing.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN/Inf; keep the information as text
+  return value
+
+
+class MetricsWriter:
+  """Appends one JSON object per event to `metrics.jsonl` and mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._tb = None
+    if not enabled:
+      return
+    if resume_step is not None and os.path.exists(self.path):
+      self._truncate_after(resume_step)
+    from tensorboardX import SummaryWriter  # imported lazily: only the writing process needs it
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
+
+  def _truncate_after(self, step: int) -> None:
+    """Drops events newer than the checkpoint we resume from: they will be logged again."""
+    with open(self.path) as f:
+      kept = [line for line in f if line.strip() and json.loads(line).get('step', 0) <= step]
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, split: str, **metrics: Any) -> None:
+    if not self.enabled:
+      return
+    row = {'step': int(step), 'split': split, **{k: _clean(v) for k, v in metrics.items()}}
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+    for name, value in metrics.items():
+      if isinstance(value, (int, float)) and math.isfinite(value):
+        self._tb.add_scalar(f'{split}/{name}', value, step)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_loss_curves(workdir: str, out_path: str | None = None, title: str = '') -> str | None:
+  """Train and validation loss against step, from metrics.jsonl, as a PNG. Returns its path."""
+  rows = read_metrics(workdir)
+  curves = {split: [(r['step'], r['loss']) for r in rows
+                    if r.get('split') == split and isinstance(r.get('loss'), (int, float))]
+            for split in ('train', 'val')}
+  if not any(curves.values()):
+    return None
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for split, pts in curves.items():
+    if pts:
+      ax.plot(*zip(*pts), marker='o' if split == 'val' else None, label=split)
+  ax.set_xlabel('step')
+  ax.set_ylabel('loss (nats/token)')
+  ax.set_title(title or os.path.basename(os.path.abspath(workdir)))
+  ax.grid(alpha=0.3)
+  ax.legend()
+  out_path = out_path or os.path.join(workdir, 'loss_curve.png')
+  tmp = out_path + '.tmp.png'
+  fig.tight_layout()
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, out_path)
+  return out_path
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes JSON through a temporary file and a rename: readers never see half a file."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    f.write('\n')
+  os.replace(tmp, path)

@@ -1,0 +1,78 @@
+"""train.py end to end: outputs of a real run, exit codes, and fast one-line errors."""
+import json
+import os
+import time
+
+import pytest
+
+from helpers import run_train
+
+TINY = ['--config=configs/tiny.py']
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('tiny') / 'run')
+  proc = run_train(*TINY, f'--workdir={workdir}', '--config.num_train_steps=30',
+                   '--config.eval_every_steps=10')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc
+
+
+def test_tiny_run_writes_the_documented_workdir(tiny_run):
+  workdir, proc = tiny_run
+  for name in ('config.json', 'metrics.jsonl', 'summary.json', 'loss_curve.png', 'partitioning.json',
+               'tokenizer', 'checkpoints', 'tensorboard'):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  summary = json.load(open(os.path.join(workdir, 'summary.json')))
+  for key in ('best_step', 'best_val_loss', 'stopped_early', 'last_step', 'wall_s', 'tokens_per_s',
+              'params_fingerprint'):
+    assert key in summary, key
+  assert summary['last_step'] == 30 and len(summary['params_fingerprint']) == 64
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  train = [r for r in rows if r['split'] == 'train']
+  val = [r for r in rows if r['split'] == 'val']
+  assert [r['step'] for r in val] == [10, 20, 30]
+  assert all({'loss', 'lr', 'grad_norm', 'tokens_per_s'} <= set(r) for r in train)
+  assert train[-1]['loss'] < train[0]['loss']  # it learns
+  assert 'bits_per_byte' in val[0]
+  config = json.load(open(os.path.join(workdir, 'config.json')))
+  assert config['model']['d_model'] == 32 and config['task'] == 'lm'
+  assert '--- sample ---' in proc.stdout
+
+
+def test_rerunning_a_finished_run_changes_nothing(tiny_run):
+  workdir, _ = tiny_run
+  before = json.load(open(os.path.join(workdir, 'summary.json')))['params_fingerprint']
+  proc = run_train(*TINY, f'--workdir={workdir}', '--config.num_train_steps=30',
+                   '--config.eval_every_steps=10')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'resuming from step 30' in proc.stdout
+  assert json.load(open(os.path.join(workdir, 'summary.json')))['params_fingerprint'] == before
+
+
+def test_diverging_run_exits_3_and_names_the_step(tmp_path):
+  proc = run_train(*TINY, f'--workdir={tmp_path / "nan"}', '--config.learning_rate=1e12',
+                   '--config.grad_clip_norm=0.0', '--config.warmup_steps=0', '--config.log_every_steps=1')
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  assert 'diverged' in proc.stderr and 'step' in proc.stderr
+
+
+@pytest.mark.parametrize('args,needle', [
+    (['--config.no_such_key=1'], 'no_such_key'),
+    (['--config.batch_size=abc'], 'batch_size'),
+    (['--config=configs/does_not_exist.py'], 'does_not_exist'),
+    (['--config.batch_size=7'], 'batch_size'),
+    (['--config.dataset.name=no_such_dataset'], 'no_such_dataset'),
+])
+def test_bad_command_lines_exit_2_fast_with_one_line(tmp_path, args, needle):
+  workdir = tmp_path / 'bad'
+  t0 = time.time()
+  proc = run_train(*TINY, f'--workdir={workdir}', *args, devices=8)
+  elapsed = time.time() - t0
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and needle in lines[0], proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not workdir.exists()
+  assert elapsed < 10, elapsed
