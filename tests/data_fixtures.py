@@ -1,6 +1,5 @@
 """Shared session fixtures for tests/test_data_*.py: builders prepared once, from scratch, offline."""
 import os
-import time
 
 import pytest
 
@@ -14,14 +13,11 @@ def data_dir(tmp_path_factory):
 
     tfds.disable_progress_bar()
     path = str(tmp_path_factory.mktemp("tfds"))
-    timings = {}
     for name in ("jaxformer_shakespeare", "jaxformer_genre", "jaxformer_numbers/en_de"):
-        start = time.time()
         builder = tfds.builder(name, data_dir=path, file_format="array_record")
         assert not builder.is_prepared()
         builder.download_and_prepare()
         assert builder.is_prepared()
-        timings[name] = time.time() - start
     assert not os.path.exists(os.path.expanduser("~/tensorflow_datasets/jaxformer_genre"))
     return path
 

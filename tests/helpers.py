@@ -15,3 +15,20 @@ def run_train(*args: str, devices: int = 1, timeout: float = 300, env: dict | No
   e.update(env or {})
   return subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), *args], cwd=REPO, env=e,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def start_train(*args: str, devices: int = 1, env: dict | None = None):
+  """Starts train.py in the background (for kill and signal tests)."""
+  e = dict(os.environ)
+  e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  e.update(env or {})
+  return subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *args], cwd=REPO, env=e,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def saved_steps(workdir: str) -> list[int]:
+  """Finished checkpoint steps in a run's workdir (orbax writes step directories by number)."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())

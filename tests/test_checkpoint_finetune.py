@@ -14,6 +14,9 @@ from jaxformer.checkpoint.pretrained import EXPORT_FILE
 from jaxformer.config import ModelConfig
 from jaxformer.export import main as export_main
 
+# Orbax's abandoned read coroutines from the corruption tests may be collected during these.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 MODEL = ModelConfig(vocab_size=32, d_model=8, num_heads=2, num_layers=1, max_len=16)
 
 

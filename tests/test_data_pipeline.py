@@ -111,18 +111,24 @@ def test_resume_from_state_gives_exactly_the_remaining_batches(numbered_files, d
 
 @pytest.mark.parametrize("process_count", [1, 2, 4])
 def test_per_process_shards_are_disjoint_and_complete(numbered_files, data_dir, process_count):
-    # Train: one epoch of each process's shard, identified by window content.
-    seen = []
-    per_process = []
-    for p in range(process_count):
-        data = build({"name": "text_files", "files": numbered_files, "val_fraction": 0.2, "tokenizer": "byte"}, "lm", max_len=16,
-                     batch_size=4 * process_count, process_index=p, process_count=process_count)
-        shard_size = len(data.train_indices()[p::process_count])
-        rows = np.concatenate([b["inputs"] for b in take(data.train_iterator(), -(-shard_size // 4))])[:shard_size]
-        per_process.append({r.tobytes() for r in rows})
-        seen += [r.tobytes() for r in rows]
-    total = len(data.train_indices())
-    assert len(seen) == len(set(seen)) == total  # disjoint, and together every window once
+    # Train: each global batch is cut into contiguous per-process slices, so the processes'
+    # rows are disjoint, together equal the single-process batch, and one epoch covers every
+    # window except the dropped remainder.
+    files_cfg = {"name": "text_files", "files": numbered_files, "val_fraction": 0.2, "tokenizer": "byte"}
+    batch = 4 * process_count
+    single = build(files_cfg, "lm", max_len=16, batch_size=batch)
+    steps = single.steps_per_epoch
+    expected = np.concatenate([b["inputs"] for b in take(single.train_iterator(), steps)])
+    shards = [take(build(files_cfg, "lm", max_len=16, batch_size=batch, process_index=p,
+                         process_count=process_count).train_iterator(), steps)
+              for p in range(process_count)]
+    assert all(b["inputs"].shape[0] == 4 for shard in shards for b in shard)
+    joined = np.concatenate([np.concatenate([shards[p][k]["inputs"] for p in range(process_count)])
+                             for k in range(steps)])
+    np.testing.assert_array_equal(joined, expected)
+    seen = [r.tobytes() for r in joined]
+    total = len(single.train_indices())
+    assert len(seen) == len(set(seen)) == steps * batch and total - len(seen) < batch
     # Eval: every example of the split exactly once across processes, padding weighted 0.
     labels, weights, rows = [], [], 0
     for p in range(process_count):

@@ -6,9 +6,10 @@
     export_pretrained       best params + config + tokenizer -> one self-contained directory
     load_pretrained         load such a directory (or a run workdir) with one call
 """
+from jaxformer.checkpoint.abstract import abstract_like
 from jaxformer.checkpoint.errors import CheckpointError, CorruptCheckpointWarning
 from jaxformer.checkpoint.init_from import load_params_for_init
-from jaxformer.checkpoint.manager import Checkpointer, Restored, abstract_like
+from jaxformer.checkpoint.manager import Checkpointer, Restored
 from jaxformer.checkpoint.pretrained import Pretrained, export_pretrained, load_pretrained
 
 __all__ = [

@@ -13,16 +13,13 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxformer.checkpoint.abstract import is_key
+
 
 def leaf_path(item: str, keypath) -> str:
     """'params' + (DictKey('backbone'), DictKey('w')) -> 'params/backbone/w'."""
     rest = jax.tree_util.keystr(keypath, simple=True, separator="/")
     return f"{item}/{rest}" if rest else item
-
-
-def _is_key(x) -> bool:
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def host_array(leaf) -> np.ndarray:
@@ -31,7 +28,7 @@ def host_array(leaf) -> np.ndarray:
     Typed PRNG keys are hashed through their raw uint32 data. Arrays sharded across processes are
     gathered first, so every process computes the same digest for the same global value.
     """
-    if _is_key(leaf):
+    if is_key(leaf):
         leaf = jax.random.key_data(leaf)
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
         return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
@@ -60,7 +57,7 @@ def describe(state: Mapping[str, Any]) -> dict[str, dict]:
 
 def _abstract_shape_dtype(leaf) -> tuple[tuple, str]:
     """Shape and dtype a target leaf expects, in the same terms describe() records them."""
-    if _is_key(leaf):
+    if is_key(leaf):
         # Keys are recorded through key_data: a key<fry>[] becomes uint32[2].
         leaf = jax.eval_shape(jax.random.key_data, leaf)
     if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
@@ -91,25 +88,6 @@ def structure_mismatches(abstract_state: Mapping[str, Any], records: Mapping[str
     for path in sorted(set(saved) - set(wanted)):
         lines.append(f"{path}: in the checkpoint but not in the model")
     return lines
-
-
-def nested_target(records: Mapping[str, dict], item: str, sharding) -> dict:
-    """Abstract tree of one dict-of-dicts item (e.g. 'params') rebuilt from its records.
-
-    Used to restore parameters without knowing the model: the records say every path, shape and
-    dtype. Only valid for nested dicts whose keys contain no '/', which flax params are.
-    """
-    target = {}
-    for path, record in records.items():
-        head, _, rest = path.partition("/")
-        if head != item or not rest:
-            continue
-        *parents, name = rest.split("/")
-        node = target
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[name] = jax.ShapeDtypeStruct(tuple(record["shape"]), jax.numpy.dtype(record["dtype"]), sharding=sharding)
-    return target
 
 
 def checksum_mismatches(state: Mapping[str, Any], records: Mapping[str, dict]) -> list[str]:

@@ -32,13 +32,13 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from jaxformer.checkpoint import integrity
+from jaxformer.checkpoint.abstract import default_sharding, nested_target, restore_target, unwrap, wrap
 from jaxformer.checkpoint.errors import CheckpointError, CorruptCheckpointWarning
 
 log = logging.getLogger(__name__)
 
 META_ITEM = "meta"            # our JSON: version, time, val_loss, extra, per-array checksums
 RESERVED_ITEMS = (META_ITEM, "metrics")  # 'metrics' is orbax's own item name
-LEAF_KEY = "value"            # StandardSave needs a container: a bare leaf item x is saved as {'value': x}
 TMP_MARKER = ".orbax-checkpoint-tmp"
 META_FORMAT_VERSION = 1
 
@@ -66,61 +66,6 @@ def _finite_or_none(value) -> Optional[float]:
         return None
     value = float(value)
     return value if math.isfinite(value) else None  # a NaN loss must never become "the best"
-
-
-def _default_sharding() -> jax.sharding.Sharding:
-    """Where an array with no sharding in the target goes: one device, or replicated across hosts."""
-    if jax.process_count() == 1:
-        return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("all",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-
-def abstract_like(tree, shardings=None):
-    """ShapeDtypeStruct tree to restore into, built from real (or abstract) arrays.
-
-    shardings: None keeps each array's own sharding; a single Sharding applies to every array;
-    a tree of Shardings matching `tree` places each array (e.g. onto a different mesh).
-    """
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-    if shardings is None:
-        return abstract
-
-    def place(leaf, sharding):
-        if isinstance(leaf, jax.ShapeDtypeStruct):
-            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
-        return leaf  # Python scalars have no sharding
-
-    if isinstance(shardings, jax.sharding.Sharding):
-        return jax.tree.map(lambda leaf: place(leaf, shardings), abstract)
-    return jax.tree.map(place, abstract, shardings)
-
-
-def _restore_target(tree):
-    """Turns any target (arrays, ShapeDtypeStructs, typed keys) into what StandardRestore wants."""
-    def one(leaf):
-        if isinstance(leaf, (jax.Array, np.ndarray)) or integrity._is_key(leaf):
-            sharding = getattr(leaf, "sharding", None)
-            if integrity._is_key(leaf):
-                # Keys are restored from their uint32 data; orbax's metadata turns them back into keys.
-                leaf = jax.eval_shape(jax.random.key_data, leaf)
-            leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
-        if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
-            leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=_default_sharding())
-        return leaf
-    return jax.tree.map(one, tree)
-
-
-def _is_leaf_item(tree) -> bool:
-    return tree is not None and jax.tree_util.treedef_is_leaf(jax.tree.structure(tree))
-
-
-def _wrap(tree):
-    return {LEAF_KEY: tree} if _is_leaf_item(tree) else tree
-
-
-def _unwrap(restored, like):
-    return restored[LEAF_KEY] if _is_leaf_item(like) else restored
 
 
 def _sync(name: str) -> None:
@@ -286,7 +231,7 @@ class Checkpointer:
             json.dumps(meta)
         except (TypeError, ValueError) as e:
             raise ValueError(f"checkpoint extra is not JSON-serializable ({e}); pass plain dicts, lists, str and numbers") from e
-        args = {key: ocp.args.StandardSave(_wrap(tree)) for key, tree in state.items()}
+        args = {key: ocp.args.StandardSave(wrap(tree)) for key, tree in state.items()}
         args[META_ITEM] = ocp.args.JsonSave(meta)
         metrics = {"val_loss": val_loss} if val_loss is not None else {}
         try:
@@ -382,7 +327,7 @@ class Checkpointer:
 
     def _saved_params_target(self, step: int):
         """Abstract 'params' tree with the shapes/dtypes recorded in `step`'s metadata."""
-        return integrity.nested_target(self._read_meta(step)["arrays"], "params", _default_sharding())
+        return nested_target(self._read_meta(step)["arrays"], "params", default_sharding())
 
     def _restore_verified(self, step: int, abstract_state: Mapping[str, Any]) -> Restored:
         meta = self._read_meta(step)
@@ -395,20 +340,23 @@ class Checkpointer:
             raise CheckpointError(
                 f"checkpoint step {step} in {self.directory} does not fit the model ({len(lines)} difference(s)); "
                 f"use the config it was saved with, or a new directory:\n  " + "\n  ".join(lines))
-        error, state = None, None
+        error, out_of_memory, state = None, None, None
         try:
-            args = {k: ocp.args.StandardRestore(_wrap(_restore_target(v))) for k, v in abstract_state.items()}
+            args = {k: ocp.args.StandardRestore(wrap(restore_target(v))) for k, v in abstract_state.items()}
             restored = self._manager.restore(step, args=ocp.args.Composite(**args))
-            state = {k: _unwrap(restored[k], v) for k, v in abstract_state.items()}
+            state = {k: unwrap(restored[k], v) for k, v in abstract_state.items()}
             bad = integrity.checksum_mismatches(state, meta["arrays"])
             if bad:
                 error = f"checksum mismatch in {', '.join(bad[:3])}" + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         except MemoryError:
             raise
         except Exception as e:
-            if "RESOURCE_EXHAUSTED" in str(e):  # out of device memory says nothing about the file
-                raise CheckpointError(f"out of memory restoring checkpoint step {step}: {_short(e)}") from e
             error = f"could not read arrays: {_short(e)}"
+            if "RESOURCE_EXHAUSTED" in str(e):  # out of device memory says nothing about the file
+                out_of_memory = error
+        if not _everywhere(out_of_memory is None):
+            raise CheckpointError(f"out of memory restoring checkpoint step {step} "
+                                  f"({out_of_memory or 'on another process'}); use more devices or a smaller model")
         if not _everywhere(error is None):
             raise _Unusable(error or "arrays unreadable on another process")
         return Restored(step=step, state=state, extra=meta.get("extra", {}), val_loss=meta.get("val_loss"))

@@ -22,8 +22,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxformer.checkpoint import integrity
+from jaxformer.checkpoint.abstract import default_sharding, nested_target
 from jaxformer.checkpoint.errors import CheckpointError
-from jaxformer.checkpoint.manager import Checkpointer, _default_sharding, _everywhere, _short, _sync, _version
+from jaxformer.checkpoint.manager import Checkpointer, _everywhere, _short, _sync, _version
 
 EXPORT_FILE = "jaxformer_pretrained.json"
 EXPORT_FORMAT = "jaxformer-pretrained"
@@ -145,7 +146,7 @@ def _load_export(root: epath.Path) -> Pretrained:
     records = manifest["arrays"]
     # The manifest lists every parameter with its shape: that is the restore target, so no
     # orbax metadata (or pickle) is needed to know the tree.
-    target = integrity.nested_target(records, "params", _default_sharding())
+    target = nested_target(records, "params", default_sharding())
     try:
         with ocp.StandardCheckpointer() as reader:
             params = reader.restore(root / "params", target)

@@ -10,9 +10,10 @@ One pipeline per task, all on grain, all with fixed shapes (nothing recompiles):
              cut to max_len and padded; over-length examples are truncated and counted.
   classify   inputs = text + EOS cut to max_len and padded; targets = label   [B, max_len], [B]
 
-Train: indices -> this process's shard (index % process_count == process_index) -> shuffle(seed)
--> repeat (reshuffled every epoch) -> rows -> batch(drop_remainder). The grain iterator's state
-is {'next_index': k}: JSON-able, and restoring it replays exactly the remaining batches.
+Train: indices -> shuffle(seed) -> repeat (reshuffled every epoch) -> global batches
+(drop_remainder) -> this process's contiguous rows of each. The grain iterator's state is
+{'next_index': k}: JSON-able, and restoring it replays exactly the remaining batches, for any
+process count.
 
 Eval: each global batch b holds rows b*B .. b*B+B-1 of the split, and process p gets its
 contiguous B/P rows of it; rows past the end are padding with weight 0, so every example is
@@ -199,19 +200,32 @@ class TaskData:
         return np.sort(np.concatenate(keep))
 
     def train_dataset(self) -> grain.MapDataset:
-        """This process's infinite, shuffled MapDataset of train batches."""
+        """This process's infinite, shuffled MapDataset of train batches.
+
+        The order is global: shuffle all rows, cut global batches, then each process keeps its
+        contiguous slice. So the global batch at step k is the same for any number of processes
+        (multi-host losses equal single-host ones), and an iterator state saved with one process
+        count resumes correctly with another.
+        """
         split = self.splits["train"]
         indices = self.train_indices()
-        if len(indices) < self.process_count:
+        if len(indices) < self.batch_size:
             what = f"windows of max_len+1={self.max_len + 1} tokens" if self.task == "lm" else "examples"
             raise DataError(f"the train split {split!r} of {self.source.name!r} has only {len(indices)} {what}, "
-                            f"fewer than the {self.process_count} processes; use more data or a smaller max_len")
-        shard = indices[self.process_index::self.process_count]  # disjoint, and together complete
-        return (grain.MapDataset.source(shard)
+                            f"fewer than one batch of {self.batch_size}; use more data, a smaller batch_size "
+                            "or a smaller max_len")
+        lo = self.process_index * self.per_process_batch_size
+        hi = lo + self.per_process_batch_size
+
+        def rows(global_batch):
+            rows = [self._row(split, int(i)) for i in global_batch[lo:hi]]
+            return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+        return (grain.MapDataset.source(indices)
                 .shuffle(seed=self.seed)
                 .repeat()  # grain reseeds the shuffle every epoch
-                .map(lambda i: self._row(split, int(i)))
-                .batch(self.per_process_batch_size, drop_remainder=True))
+                .batch(self.batch_size, drop_remainder=True)
+                .map(rows))
 
     def train_iterator(self) -> grain.DatasetIterator:
         """Infinite iterator of per-process batches; get_state()/set_state() to checkpoint/resume."""

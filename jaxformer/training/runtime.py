@@ -95,5 +95,5 @@ class Runtime:
 
 def _replicate(x, devices):
   """One copy of `x` per device, stacked on a new leading axis (what pmap expects)."""
-  sharding = jax.sharding.PmapSharding.default((len(devices),) + x.shape, 0, devices)
-  return jax.device_put(jnp.stack([x] * len(devices)), sharding)
+  mesh = jax.sharding.Mesh(np.asarray(devices), (PMAP_AXIS,))
+  return jax.device_put(jnp.stack([x] * len(devices)), NamedSharding(mesh, P(PMAP_AXIS)))
