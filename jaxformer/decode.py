@@ -3,8 +3,9 @@
 Every function here
 - fills the model's flax 'cache' collection (keys/values of the tokens seen so far) and feeds
   one new token per step, so a step costs O(length) instead of a full O(length^2) forward pass;
-- runs a fixed-shape `lax.while_loop` under `jax.jit` (compiled once per shape and setting),
-  which stops early once every row of the batch has finished;
+- runs a fixed-shape `lax.while_loop` under `jax.jit`, which stops early once every row of
+  the batch has finished. It compiles once per model, batch shape and output length:
+  temperature, top-k, top-p, alpha and the token ids are traced values, not constants;
 - works on a batch, and pads a row with 0 (the pad id) after its EOS.
 
 Language models (DecoderLM):
@@ -36,19 +37,19 @@ NEG_INF = -1.0e9
 
 # ----- sampling filters ---------------------------------------------------------------------
 
-def top_k_filter(logits, k: int):
+def _ranks(logits):
+    """Rank of each logit in its row, 0 = largest (ties broken by position). [..., V] -> [..., V]."""
+    return jnp.argsort(jnp.argsort(-logits, axis=-1, stable=True), axis=-1)
+
+
+def top_k_filter(logits, k):
     """Keeps the k largest logits of each row, sets the rest to -inf. logits [..., V].
 
-    k <= 0 or k >= V keeps everything. Exactly k tokens survive, even with ties.
+    k <= 0 keeps everything. Exactly min(k, V) tokens survive, even with ties. k may be a traced
+    value, so changing it does not recompile the decoding loop.
     """
-    vocab = logits.shape[-1]
-    if k <= 0 or k >= vocab:
-        return logits
-    flat = logits.reshape(-1, vocab)                                             # [N, V]
-    values, indices = lax.top_k(flat, k)                                         # [N, k]
-    rows = jnp.arange(flat.shape[0])[:, None]
-    kept = jnp.full_like(flat, -jnp.inf).at[rows, indices].set(values)
-    return kept.reshape(logits.shape)
+    keep = (_ranks(logits) < k) | (k <= 0)
+    return jnp.where(keep, logits, -jnp.inf)
 
 
 def top_p_filter(logits, p: float):
@@ -57,24 +58,25 @@ def top_p_filter(logits, p: float):
     logits [..., V]. A token survives when the tokens ranked above it hold less than p of the
     probability mass, so the most likely token always survives. p >= 1 keeps everything.
     """
-    if p >= 1.0:
-        return logits
     order = jnp.argsort(-logits, axis=-1)                                        # [..., V] best first
     sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
     probs = jax.nn.softmax(sorted_logits.astype(jnp.float32), axis=-1)
     mass_above = jnp.cumsum(probs, axis=-1) - probs                              # mass ranked higher
     keep_sorted = mass_above < p
     keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)  # undo the sort
-    return jnp.where(keep, logits, -jnp.inf)
+    return jnp.where(keep | (p >= 1.0), logits, -jnp.inf)
 
 
-def sample_logits(logits, key, *, temperature: float, top_k: int = 0, top_p: float = 1.0):
-    """logits [B, V] -> tokens int32[B]. temperature 0 is greedy (argmax)."""
-    if temperature == 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits.astype(jnp.float32) / temperature
-    logits = top_p_filter(top_k_filter(logits, top_k), top_p)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0):
+    """logits [B, V] -> tokens int32[B]. temperature 0 is greedy (argmax).
+
+    temperature, top_k and top_p may be traced scalars: one compiled loop serves all settings.
+    """
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    scaled = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1.0)
+    scaled = top_p_filter(top_k_filter(scaled, top_k), top_p)
+    sampled = jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+    return jnp.where(temperature > 0, sampled, greedy)
 
 
 # ----- the cache ----------------------------------------------------------------------------
@@ -131,7 +133,7 @@ def _decoder_step(model, params, cache, encoded, src, tokens):
 
 
 def _is_eos(tokens, eos_id):
-    return jnp.zeros(tokens.shape, bool) if eos_id is None else tokens == eos_id
+    return tokens == eos_id  # eos_id -1 (no EOS) matches nothing
 
 
 # ----- argument checks (outside jit: one clear line for the user) ------------------------
@@ -184,10 +186,10 @@ def generate(model, params, prompt, *, max_new_tokens: int, rng, temperature: fl
     _check_prompt(model, prompt, max_new_tokens)
     return _generate(model, params, prompt, rng, max_new_tokens=int(max_new_tokens),
                      temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                     eos_id=None if eos_id is None else int(eos_id))
+                     eos_id=-1 if eos_id is None else int(eos_id))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k", "top_p", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens"))
 def _generate(model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id):
     batch, prompt_len = prompt.shape
     total = prompt_len + max_new_tokens
@@ -226,10 +228,10 @@ def generate_recompute(model, params, prompt, *, max_new_tokens: int, rng, tempe
     _check_prompt(model, prompt, max_new_tokens)
     return _generate_recompute(model, params, prompt, rng, max_new_tokens=int(max_new_tokens),
                                temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                               eos_id=None if eos_id is None else int(eos_id))
+                               eos_id=-1 if eos_id is None else int(eos_id))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k", "top_p", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens"))
 def _generate_recompute(model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id):
     batch, prompt_len = prompt.shape
     sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -263,7 +265,7 @@ def translate_greedy(model, params, src, *, max_len: int, bos_id: int, eos_id: i
     return _translate_greedy(model, params, src, max_len=int(max_len), bos_id=int(bos_id), eos_id=int(eos_id))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_len", "bos_id", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("model", "max_len"))
 def _translate_greedy(model, params, src, *, max_len, bos_id, eos_id):
     batch = src.shape[0]
     encoded = model.apply({"params": params}, src, method="encode")                       # [B, S, D]
@@ -317,7 +319,7 @@ def beam_search(model, params, src, *, beam_size: int = 4, alpha: float = 0.6, m
                         bos_id=int(bos_id), eos_id=int(eos_id))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_size", "alpha", "max_len", "bos_id", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_len"))
 def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_id):
     batch, k = src.shape[0], beam_size
     encoded = model.apply({"params": params}, src, method="encode")                       # [B, S, D]

@@ -45,10 +45,12 @@ def seq2seq():
     src[1, 4:] = PAD  # rows of different lengths: padding must not change the result
     src[2, 2:] = PAD
     src = jnp.asarray(src)
-    # An EOS id that row 0 emits mid-way, found by decoding with no EOS (-1 never matches).
+    # Decode once with no EOS (-1 never matches), then call EOS a token that greedy emits only
+    # after a few steps: outputs then stop mid-way, and only after several cached steps.
     free = np.asarray(decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=-1))
-    assert len(np.unique(free)) > 2  # outputs vary, so the comparisons below are not vacuous
-    return model, params, src, free, int(free[0, 3])
+    late = set(free[:, 4:].ravel().tolist()) - set(free[:, :4].ravel().tolist())
+    assert late and len(np.unique(free)) > 2  # outputs vary, so the comparisons are not vacuous
+    return model, params, src, free, min(late)
 
 
 # ----- language model -----------------------------------------------------------------------
@@ -87,7 +89,7 @@ def test_prefill_in_one_call_equals_feeding_tokens_one_by_one(lm):
         logits, cache = step(cache, prompt[:, t:t + 1])
         steps.append(logits[:, 0])
     np.testing.assert_allclose(full, jnp.stack(steps, 1), atol=1e-4)
-    np.testing.assert_allclose(full, model.apply({"params": params}, prompt), atol=1e-4)
+    np.testing.assert_allclose(full, jax.jit(model.apply)({"params": params}, prompt), atol=1e-4)
 
 
 def test_cached_sampling_equals_recompute_reference(lm):
@@ -116,9 +118,9 @@ def test_temperature_to_zero_equals_greedy(lm):
 
 def test_top_k_never_emits_a_token_outside_the_top_k(lm):
     model, params, prompt = lm
-    out = decode.generate(model, params, jnp.tile(prompt, (4, 1)), max_new_tokens=10, rng=jax.random.key(3),
-                          temperature=2.0, top_k=2)
-    logits = model.apply({"params": params}, out)                                    # [12, 14, V]
+    out = decode.generate(model, params, prompt, max_new_tokens=8, rng=jax.random.key(3), temperature=2.0,
+                          top_k=2)
+    logits = jax.jit(model.apply)({"params": params}, out)                           # [3, 12, V]
     top2 = np.asarray(lax.top_k(logits, 2)[1])
     new = np.asarray(out)[:, 4:]
     allowed = top2[:, 3:-1]                                  # logits at t-1 predict token t
@@ -193,7 +195,7 @@ def test_translate_greedy_equals_argmax_of_full_forward_passes(seq2seq):
     np.testing.assert_array_equal(free, greedy_translation_by_full_passes(model, params, src, 10, -1))
     out = decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=eos)
     np.testing.assert_array_equal(out, greedy_translation_by_full_passes(model, params, src, 10, eos))
-    assert not np.asarray(out)[0, 4:].any()                # row 0 stopped at its EOS
+    assert (np.asarray(out) == eos).any() and (np.asarray(out)[:, -1] == 0).any()  # rows stopped at EOS
 
 
 def sequence_scores(model, params, src, outputs, alpha, eos):
@@ -230,7 +232,8 @@ class ToyDecoder(nn.Module):
         log p(next | history) = table[context, token before last, last token]       [C, V, V, V]
 
     where context = the source's first token. Second order on purpose: the token before last
-    is read from the 'cache', so beam search must carry each beam's cache along correctly.
+    is read from the 'cache', so beam search must carry each beam's cache along correctly. The
+    cached history is stored [length, batch], so its batch axis is not the first one.
     """
     vocab: int
 
@@ -242,14 +245,14 @@ class ToyDecoder(nn.Module):
         table = self.param("table", nn.initializers.zeros, (3, self.vocab, self.vocab, self.vocab))
         context = encoded[:, 0, 0].astype(jnp.int32)                                   # [B]
         batch, length = tgt_in.shape
-        history = self.variable("cache", "history", jnp.zeros, (batch, length), jnp.int32)
+        history = self.variable("cache", "history", jnp.zeros, (length, batch), jnp.int32)
         index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
         if not decode or self.is_initializing():
             before = jnp.concatenate([jnp.full((batch, 1), BOS), tgt_in[:, :-1]], axis=1)
             return table[context[:, None], before, tgt_in]                             # [B, L, V]
         i = index.value
-        before = jnp.where(i > 0, lax.dynamic_index_in_dim(history.value, jnp.maximum(i - 1, 0), 1, False), BOS)
-        history.value = lax.dynamic_update_slice(history.value, tgt_in, (0, i))
+        before = jnp.where(i > 0, lax.dynamic_index_in_dim(history.value, jnp.maximum(i - 1, 0), 0, False), BOS)
+        history.value = lax.dynamic_update_slice(history.value, tgt_in.T, (i, 0))
         index.value = i + 1
         return table[context, before, tgt_in[:, 0]][:, None]                           # [B, 1, V]
 
@@ -299,12 +302,19 @@ def test_wide_beam_equals_brute_force_search(alpha):
     rng = np.random.default_rng(0)
     raw = rng.normal(size=(3, 5, 5, 5)) * 2.0
     raw[..., [PAD, BOS]] = -1e4                       # never emit pad or bos
+    # EOS is likely only after one two-token pattern per context, so the best sequences are
+    # long (4-5 tokens) and depend on the cached token before last.
+    raw[..., EOS] = -6.0
+    raw[0, 3, 4, EOS] = raw[1, 4, 3, EOS] = raw[2, 4, 4, EOS] = 3.0
     logp = raw - np.log(np.exp(raw).sum(-1, keepdims=True))
     params = {"table": jnp.asarray(logp, jnp.float32)}
     src = jnp.array([[0, 5], [1, 5], [2, 5]], jnp.int32)
-    tokens, scores = decode.beam_search(ToyDecoder(vocab=5), params, src, beam_size=32, alpha=alpha, max_len=4,
+    tokens, scores = decode.beam_search(ToyDecoder(vocab=5), params, src, beam_size=64, alpha=alpha, max_len=5,
                                         bos_id=BOS, eos_id=EOS)
+    lengths = []
     for row in range(3):
-        best, best_score = brute_force_best(logp, row, 4, alpha)
-        assert list(np.asarray(tokens[row])[:len(best)]) == best
+        best, best_score = brute_force_best(logp, row, 5, alpha)
+        lengths.append(len(best))
+        np.testing.assert_array_equal(tokens[row], best + [0] * (5 - len(best)))
         assert scores[row] == pytest.approx(best_score, abs=1e-4)
+    assert min(lengths) >= 4

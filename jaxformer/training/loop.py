@@ -187,6 +187,7 @@ class _Trainer:
   # ------------------------------------------------------------------ loop
   def run(self, t0: float) -> dict:
     s, config, rt = self.s, self.config, self.rt
+    self.t0 = t0
     state, data_state = self._initial_state()
     start = int(jax.device_get(state['step']))
     self.writer = MetricsWriter(s.workdir, enabled=jax.process_index() == 0,
@@ -220,13 +221,16 @@ class _Trainer:
           getattr(cb, 'on_step', lambda st, _: None)(step, state)
         is_eval = step % config.eval_every_steps == 0 or step == total
         is_ckpt = is_eval or step % config.checkpoint_every_steps == 0
-        if is_eval or is_ckpt or step % config.log_every_steps == 0:
-          row = self._flush(pending, step, time.time() - window_start, first=not self.throughput and step - len(pending) == start)
-          pending, window_start = [], time.time()
+        flush = is_eval or is_ckpt or step % config.log_every_steps == 0
+        if flush:
+          row = self._flush(pending, step, window_start, first=step - len(pending) == start)
+          pending = []
           progress.update(step, row)
         val_loss = self._evaluate(state, step) if is_eval else None
         if is_ckpt:
           self._save(state, step, it, val_loss)
+        if flush:  # throughput windows exclude evaluation and checkpoint time
+          window_start = time.time()
       if preempted:
         self._save(state, step, it, None, wait=True)
         _log(f'{preempted}: saved at step {step}; re-run to resume')
@@ -234,9 +238,10 @@ class _Trainer:
     self.ckpt.wait_until_finished()
     return self._finish(rt.to_canonical(state), step, t0, preempted)
 
-  def _flush(self, pending, step: int, seconds: float, first: bool) -> dict:
+  def _flush(self, pending, step: int, window_start: float, first: bool) -> dict:
     """Pulls the metrics of the last few steps from the device (the only host sync), checks them."""
     rows = jax.device_get(pending)
+    seconds = time.time() - window_start  # after the sync: steps are dispatched asynchronously
     if self.rt.kind == 'pmap':
       rows = [jax.tree.map(lambda x: x[0], r) for r in rows]
     for i, r in enumerate(rows):
@@ -278,7 +283,7 @@ class _Trainer:
   def _evaluate(self, state, step: int) -> float:
     params = state['params']
     metrics = self.evaluate(params, self.config.dataset.eval_split, int(self.config.eval_steps))
-    self.writer.write(step, 'val', **metrics)
+    self.writer.write(step, 'val', elapsed_s=round(time.time() - self.t0, 2), **metrics)
     if self.on_log:
       self.on_log(step, dict(metrics, split='val'))
     stop = False

@@ -16,7 +16,8 @@ def final_report(s, params) -> dict:
   tok = s.data.tokenizer
   if config.task == 'lm':
     prompt = config.sample_prompt or '\n'
-    ids = ([tok.bos_id] + tok.encode(prompt))[: s.model_cfg.max_len // 2]
+    # Documents are joined with EOS in training, so EOS + prompt reads as "a new document starts".
+    ids = ([tok.eos_id] + tok.encode(prompt))[: s.model_cfg.max_len // 2]
     new_tokens = min(int(config.sample_tokens), s.model_cfg.max_len - len(ids))  # one context window
     out = decode.generate(s.model, params, jnp.asarray([ids] * 3, jnp.int32), max_new_tokens=new_tokens,
                           rng=jax.random.key(config.seed), temperature=float(config.sample_temperature),
