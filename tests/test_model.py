@@ -115,16 +115,28 @@ def test_padding_never_changes_real_positions():
     # The masks really act: the same extra positions holding real ids do change the output.
     assert differ(jitted(ed)(v, src_padded.at[:, 6:].set(5), tgt), jitted(ed)(v, src, tgt))
 
+    # A bidirectional stack on its own: the encoder-backbone classifier with mean pooling.
     x = tokens((2, 6))
+    x_padded = jnp.pad(x, ((0, 0), (0, 4)))
+    clf = Classifier(cfg, num_classes=3, pooling="mean", backbone_kind="encoder")
+    v = {"params": random_params(clf, x)}
+    close(jitted(clf)(v, x_padded), jitted(clf)(v, x))
+    assert differ(jitted(clf)(v, x_padded.at[:, 7].set(3)), jitted(clf)(v, x))
+
+
+def test_causal_models_ignore_right_padding():
+    cfg = tiny()
+    x = tokens((2, 6)).at[1, 4:].set(0)
     x_padded = jnp.pad(x, ((0, 0), (0, 4)))
     lm = DecoderLM(cfg)
     v = {"params": random_params(lm, x)}
     close(jitted(lm)(v, x_padded)[:, :6], jitted(lm)(v, x))
-    for backbone, pooling in (("decoder", "last"), ("encoder", "mean")):
-        clf = Classifier(cfg, num_classes=3, pooling=pooling, backbone_kind=backbone)
-        v = {"params": random_params(clf, x)}
-        close(jitted(clf)(v, x_padded), jitted(clf)(v, x))
-        assert differ(jitted(clf)(v, x_padded.at[:, 7].set(3)), jitted(clf)(v, x))
+    # 'last' pooling reads the last non-pad token, wherever the padding starts.
+    clf = Classifier(cfg, num_classes=3, pooling="last")
+    v = {"params": random_params(clf, x)}
+    out = jitted(clf)(v, x_padded)
+    close(out, jitted(clf)(v, x))
+    assert differ(out, jitted(clf)(v, x_padded.at[1, 3].set(7)))
 
 
 # ----- dropout -----
@@ -227,6 +239,8 @@ def test_head_mask_zero_for_a_layer_removes_its_attention(scan):
     if scan:   # all-ones mask == no mask
         close(unmasked, run({"params": p}, x))
     assert differ(run({"params": p}, x, head_mask=jnp.ones((2, 4)).at[0, 2].set(0.0)), unmasked)
+    with pytest.raises(ValueError, match=r"head_mask has shape \(4,\); expected \[num_layers, num_heads\]"):
+        jax.eval_shape(lm.apply, {"params": p}, x, head_mask=jnp.ones(4))
 
 
 @pytest.mark.parametrize("scan", [True, False])

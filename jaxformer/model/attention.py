@@ -72,6 +72,8 @@ def fused_attention(q, k, v, mask, *, causal_only: bool, implementation):
             except (ValueError, NotImplementedError, RuntimeError):
                 pass  # unsupported shape / dtype / cuDNN version: the XLA kernel always works
         implementation = None
+    elif implementation == "cudnn" and jax.default_backend() != "gpu":
+        raise ValueError(f"attention_impl='cudnn' needs a GPU (backend is {jax.default_backend()!r}); use 'auto'")
     if causal_only:
         return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)

@@ -84,6 +84,9 @@ class LayerStack(nn.Module):
     @nn.compact
     def __call__(self, x, head_mask, key_valid, positions, encoded=None, encoded_valid=None):
         cfg = self.cfg
+        if head_mask is not None and head_mask.shape != (self.num_layers, cfg.num_heads):
+            raise ValueError(f"head_mask has shape {head_mask.shape}; expected [num_layers, num_heads] = "
+                             f"{(self.num_layers, cfg.num_heads)}")
         block = self.layer
         if cfg.remat != "none":
             # prevent_cse only matters outside scan (scan already stops XLA from merging the
