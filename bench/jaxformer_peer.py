@@ -20,45 +20,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-import types
 
 # Running as `python peers_bench.py --extra bench.jaxformer_peer:make_peer` from the repo root
 # makes `bench` importable; this also makes `jaxformer` importable without installing it.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
-
-# The benchmark's optimizer (peers_bench.OPT), spelled as a jaxformer training config.
-OPT = dict(learning_rate=3e-4, adam_b1=0.9, adam_b2=0.95, weight_decay=0.1)
-
-
-def synthetic_batches(cfg: dict, n: int = 4, seed: int = 1234):
-    """The benchmark's batches (same generator and seed as peers_bench.make_batches):
-    n arrays int32[batch, block_size + 1]; inputs are [:, :-1] and targets [:, 1:]."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, cfg["vocab"], size=(cfg["batch"], cfg["block_size"] + 1), dtype=np.int32)
-            for _ in range(n)]
-
-
-def model_config(cfg: dict, **overrides):
-    """The benchmark's GPT-2 shape as a jaxformer ModelConfig (fp32, learned positions, tied head)."""
-    from jaxformer.config import ModelConfig
-    fields = dict(vocab_size=cfg["vocab"], d_model=cfg["n_embd"], num_heads=cfg["n_head"],
-                  num_layers=cfg["n_layer"], max_len=cfg["block_size"], dropout_rate=cfg["dropout"],
-                  attention_dropout_rate=cfg["dropout"], layer_norm_epsilon=1e-5, dtype="float32")
-    fields.update(overrides)
-    return ModelConfig(**fields)
-
-
-def optimizer_config(**overrides):
-    """The fields `jaxformer.training.optim.make_optimizer` reads, without ml_collections."""
-    fields = dict(OPT, lr_schedule="constant", warmup_steps=0, num_train_steps=1, min_lr_ratio=0.0,
-                  decay_embeddings=True, grad_clip_norm=0.0, reduce_on_plateau=False,
-                  freeze_backbone=False, backbone_lr_multiplier=1.0, head_only_steps=0,
-                  eval_every_steps=1)
-    fields.update(overrides)
-    return types.SimpleNamespace(**fields)
 
 
 class JaxformerPeer:
@@ -76,27 +43,19 @@ class JaxformerPeer:
 
     def setup(self):
         import jax
-        import jax.numpy as jnp
-        from flax import linen as nn
 
         import jaxformer
-        from jaxformer.models import DecoderLM, count_params
-        from jaxformer.training.optim import make_optimizer
-        from jaxformer.training.steps import make_train_step
+        from jaxformer.bench import build_train, lm_batch, synthetic_batches
+        from jaxformer.models import count_params
 
-        self.model_cfg = model_config(self.cfg, **self.model_overrides)
-        model = DecoderLM(self.model_cfg)
-        x0 = jnp.zeros((1, self.cfg["block_size"]), jnp.int32)
-        init_key, dropout_key = jax.random.split(jax.random.key(self.seed))
-        params = nn.unbox(jax.jit(lambda k: model.init(k, x0)["params"])(init_key))
-        tx = make_optimizer(optimizer_config(), params)
-        self.state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-                      "rng": dropout_key}
-        self.n_params_counted = count_params(params)
-        # Donating the state lets XLA update parameters and moments in place (no second copy).
-        self._train_step = jax.jit(make_train_step(model, tx, task="lm"), donate_argnums=(0,))
-        self.data = [{"inputs": jnp.asarray(b[:, :-1]), "targets": jnp.asarray(b[:, 1:]),
-                      "weights": jnp.ones(b[:, 1:].shape, jnp.float32)} for b in synthetic_batches(self.cfg)]
+        # jaxformer.bench holds the shared pieces: the ModelConfig of this shape (dropout 0.1 on
+        # embeddings, residuals and attention probabilities), peers_bench's AdamW as a
+        # make_optimizer config, make_train_step jitted with the state donated, and
+        # peers_bench's synthetic batches (same generator, same seed).
+        model, self._train_step, self.state = build_train(self.cfg, self.seed, **self.model_overrides)
+        self.model_cfg = model.cfg
+        self.n_params_counted = count_params(self.state["params"])
+        self.data = [jax.device_put(lm_batch(b)) for b in synthetic_batches(self.cfg)]
         jax.block_until_ready((self.state, self.data))
         self.compiled = None
         self.i = 0
@@ -130,3 +89,11 @@ class JaxformerPeer:
 def make_peer(cfg: dict, seed: int = 0, **model_overrides) -> JaxformerPeer:
     """peers_bench's factory: `--extra bench.jaxformer_peer:make_peer`."""
     return JaxformerPeer(cfg, seed, **model_overrides)
+
+
+def make_peer_loop(cfg: dict, seed: int = 0) -> JaxformerPeer:
+    """The same model with a Python loop over layers (scan_layers=False): faster steps on CPU
+    for shallow models, compile time growing with depth. `--extra bench.jaxformer_peer:make_peer_loop`."""
+    peer = JaxformerPeer(cfg, seed, scan_layers=False)
+    peer.name = "jaxformer_loop"
+    return peer

@@ -94,7 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.fsdp = False                   # also shard parameters' embed axis over 'data'
   c.overwrite = False              # start fresh even if the workdir holds a run (old one moved aside)
   c.sample_prompt = ''             # LM report: prompt for the sampled lines ('' = a newline)
-  c.sample_tokens = 120            # LM report: tokens sampled at the end
+  c.sample_tokens = 120            # LM report: tokens sampled at the end (0 = no samples)
   c.sample_temperature = 0.8       # LM report: sampling temperature
   c.progress = True                # tqdm progress bar
   return c

@@ -12,7 +12,8 @@ from helpers import run_train, saved_steps, start_train
 
 # Long enough (in steps) that a kill lands mid-run; dropout is on (tiny.py sets 0.1).
 ARGS = ['--config=configs/tiny.py', '--config.num_train_steps=120', '--config.eval_every_steps=40',
-        '--config.checkpoint_every_steps=15', '--config.log_every_steps=5', '--config.eval_steps=1']
+        '--config.checkpoint_every_steps=15', '--config.log_every_steps=5', '--config.eval_steps=1',
+        '--config.sample_tokens=0']
 
 
 def _fingerprint(workdir):
@@ -81,16 +82,16 @@ def _tree_digest(root):
 
 def test_shape_changing_config_is_refused_and_the_run_is_untouched(tmp_path):
   workdir = str(tmp_path / 'run')
-  proc = run_train('--config=configs/tiny.py', f'--workdir={workdir}', '--config.num_train_steps=10')
+  tiny = ['--config=configs/tiny.py', '--config.sample_tokens=0']
+  proc = run_train(*tiny, f'--workdir={workdir}', '--config.num_train_steps=10')
   assert proc.returncode == 0, proc.stderr[-2000:]
   before = _tree_digest(workdir)
-  proc = run_train('--config=configs/tiny.py', f'--workdir={workdir}', '--config.num_train_steps=10',
-                   '--config.model.d_model=64')
+  proc = run_train(*tiny, f'--workdir={workdir}', '--config.num_train_steps=10', '--config.model.d_model=64')
   assert proc.returncode == 2
   assert 'model' in proc.stderr and '--config.overwrite=true' in proc.stderr
   assert _tree_digest(workdir) == before
   # More steps is a safe change: it resumes and continues.
-  proc = run_train('--config=configs/tiny.py', f'--workdir={workdir}', '--config.num_train_steps=14')
+  proc = run_train(*tiny, f'--workdir={workdir}', '--config.num_train_steps=14')
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'num_train_steps' in proc.stdout
   assert json.load(open(os.path.join(workdir, 'summary.json')))['last_step'] == 14

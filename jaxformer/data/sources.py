@@ -10,6 +10,7 @@ so the pipelines downstream never see dataset-specific keys. Feature keys come f
 Reads go through `tfds.data_source` (ArrayRecord, random access), so TensorFlow is never needed.
 """
 import abc
+import logging
 import dataclasses
 import glob
 import hashlib
@@ -17,6 +18,8 @@ import importlib
 import os
 
 from jaxformer.data.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +101,8 @@ class TfdsSource(Source):
         builder = _builder(name, data_dir)
         if not builder.is_prepared():
             if name.split("/")[0] in SHIPPED:
+                log.info("preparing %s in %s (once; offline, a few seconds)", name, data_dir)
+                tfds.disable_progress_bar()  # TFDS's per-split bars would flood the training log
                 builder.download_and_prepare()  # generated from package files: offline, seconds
             elif download:
                 builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=True))

@@ -36,9 +36,7 @@ class Options:
         return os.path.join(root, name)
 
     def lm_workdir(self) -> str:
-        if self.workdir:
-            return self.workdir
-        return os.path.join("runs", "experiments-quick", "lm") if self.quick else os.path.join("runs", "shakespeare_lm")
+        return self.workdir or self.runs_dir("lm")
 
 
 @dataclasses.dataclass
@@ -142,14 +140,31 @@ def small_lm_config(quick: bool):
 
 
 def lm_config(quick: bool):
-    """The language model analysed by heads / depth / pretraining when --workdir holds no run."""
+    """The language model heads / depth / pretraining analyse when --workdir holds no run.
+
+    A smaller sibling of configs/shakespeare_lm.py (d_model 128 instead of 256, a 2048-token
+    vocabulary, 800 steps of 16 windows: about one epoch), so that it trains in minutes on a
+    shared 2-core CPU and pretraining can fine-tune it 30 times. Pass --workdir runs/shakespeare_lm
+    to analyse the full-size default run instead.
+    """
     if quick:
         config = load_config("tiny")
         config.num_train_steps = 30
         config.model.num_heads = 4
         config.model.mlp_ratio = 2.0
-    else:
-        config = load_config("shakespeare_lm")
+        return quiet(config)
+    config = load_config("shakespeare_lm")
+    config.dataset.vocab_size = 2048
+    config.model.d_model = 128
+    config.model.num_heads = 4
+    config.model.num_layers = 4
+    config.model.max_len = 128
+    config.batch_size = 16
+    config.num_train_steps = 800
+    config.warmup_steps = 50
+    config.eval_every_steps = 200
+    config.checkpoint_every_steps = 200
+    config.eval_steps = 10
     return quiet(config)
 
 
@@ -159,6 +174,9 @@ def pretrained_lm(opts: Options):
 
     workdir = opts.lm_workdir()
     if not os.path.exists(os.path.join(workdir, "summary.json")):
+        if os.path.exists(os.path.join(workdir, "config.json")) and opts.workdir:
+            raise ValueError(f"{workdir} holds an unfinished run (no summary.json): let it finish, or pass "
+                             "another --workdir")
         print(f"[experiments] {workdir} holds no finished run: training the language model there", flush=True)
         from jaxformer.training.loop import train_and_evaluate
         train_and_evaluate(lm_config(opts.quick), workdir)

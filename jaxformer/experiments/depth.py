@@ -81,11 +81,11 @@ def pooled_features(cfg, params, batches) -> tuple[np.ndarray, np.ndarray]:
     """Mean over non-pad tokens of every layer's hidden states: ([layers + 1, N, D], labels [N])."""
     feats, labels = [], []
     for batch in batches:
-        real = batch["weights"] > 0
-        tokens = batch["inputs"][real]
+        real = batch["weights"] > 0                  # the last batch is padded with empty rows
+        tokens = batch["inputs"]
         hidden = analysis.capture(cfg, params, tokens).hidden                       # [layers+1, B, L, D]
         valid = (tokens != 0)[None, :, :, None]
-        feats.append((hidden * valid).sum(2) / np.maximum(valid.sum(2), 1))
+        feats.append(((hidden * valid).sum(2) / np.maximum(valid.sum(2), 1))[:, real])
         labels.append(batch["targets"][real])
     return np.concatenate(feats, 1), np.concatenate(labels)
 
@@ -146,7 +146,7 @@ def _depth_sweep(opts: Options, s: dict) -> list[dict]:
         config = small_lm_config(opts.quick)
         config.model.num_layers = layers
         config.model.d_model = width_for_budget(budget, layers, heads)
-        run = train_cached(config, opts.runs_dir("depth"), f"layers{layers}-d{config.model.d_model}")
+        run = train_cached(config, opts.runs_dir("small_lm"), f"layers{layers}-ratio{config.model.mlp_ratio:g}-d{config.model.d_model}")
         steps, bpb = run.curve("val", "bits_per_byte")
         rows.append({"num_layers": layers, "d_model": config.model.d_model,
                      "non_embedding_params": 12 * layers * config.model.d_model ** 2,

@@ -107,8 +107,9 @@ def _answer(cfg, s, r) -> str:
     pair = r["most_similar_pairs"][0]
     layer_text = ", ".join(f"layer {i}: {pct(x, base)}" for i, x in enumerate(r["whole_layer_loss"]))
     return (
-        f"Heads differ a lot. Their attention entropy ranges from {min(ents):.2f} to {max(ents):.2f} nats "
-        f"(uniform causal attention: {r['uniform_entropy']:.2f}); by their statistics — {kind_text}.\n\n"
+        f"Attention entropy per head ranges from {min(ents):.2f} to {max(ents):.2f} nats (uniform causal attention: "
+        f"{r['uniform_entropy']:.2f}). Heads by their statistics (previous-token / first-token / self: over half "
+        f"of the attention on that token; broad: entropy above 80% of uniform; mixed: the rest) — {kind_text}.\n\n"
         f"Ablation on {s['ablation_batches'] * s['batch_size']} validation windows (baseline loss {base:.3f} nats/token): "
         f"removing one head changes the loss by {min(h['delta_loss'] for h in heads):+.3f} to "
         f"{max(h['delta_loss'] for h in heads):+.3f}. Most important: {', '.join(fmt(h) for h in top)}; least: "
@@ -126,13 +127,16 @@ def _figure(cfg, stats, delta, similarity, ablation, curve, limit):
     cols = [f"H{h}" for h in range(cfg.num_heads)]
     panels = [("entropy", "entropy (nats)"), ("mean_distance", "mean distance (tokens)"),
               ("previous_token", "share on previous token"), ("first_token", "share on first token")]
+    limits = {"entropy": (0, stats["uniform_entropy"]), "mean_distance": (0, stats["uniform_mean_distance"]),
+              "previous_token": (0, 1), "first_token": (0, 1)}
     for ax, (key, title) in zip(axes[0], panels):
-        analysis.heatmap(ax, stats[key], row_labels=rows, col_labels=cols, title=title)
+        analysis.heatmap(ax, stats[key], row_labels=rows, col_labels=cols, title=title,
+                         vmin=limits[key][0], vmax=max(limits[key][1], float(np.max(stats[key]))))
     analysis.heatmap(axes[1, 0], delta, row_labels=rows, col_labels=cols, cmap="Reds", fmt="{:+.3f}",
                      title=f"loss increase when the head alone is masked\n(baseline {ablation['baseline']:.3f})")
     names = [f"L{l}H{h}" for l in range(cfg.num_layers) for h in range(cfg.num_heads)]
     analysis.heatmap(axes[1, 1], similarity, row_labels=names, col_labels=names, title="attention-pattern cosine similarity",
-                     fmt=None)
+                     fmt=None, vmin=0.0, vmax=1.0)
     axes[1, 1].tick_params(labelsize=5)
     axes[1, 1].tick_params(axis="x", rotation=90)
     axes[1, 2].bar(range(cfg.num_layers), ablation["whole_layer"] - ablation["baseline"])

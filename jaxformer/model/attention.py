@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
-from jaxformer.model.layers import Projection, apply_rope, partitioned, residual_init_std
+from jaxformer.model.layers import Dropout, Projection, apply_rope, partitioned, residual_init_std
 
 
 def attention_mask(q_len: int, k_len: int, *, key_valid=None, causal: bool = False, positions=None):
@@ -118,7 +118,7 @@ class MultiHeadAttention(nn.Module):
         else:
             mask = attention_mask(q_len, k.shape[1], key_valid=key_valid, causal=self.causal and is_self)
 
-        dropout = nn.Dropout(cfg.attention_dropout_rate)
+        dropout = Dropout(cfg.attention_dropout_rate)
         needs_dropout = cfg.attention_dropout_rate > 0 and not deterministic
         if cfg.attention_impl == "einsum" or needs_dropout:
             out, probs = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)

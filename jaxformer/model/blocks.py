@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
 from jaxformer.model.attention import MultiHeadAttention
-from jaxformer.model.layers import FeedForward, layer_norm
+from jaxformer.model.layers import Dropout, FeedForward, layer_norm
 
 
 class DecoderLayer(nn.Module):
@@ -37,7 +37,7 @@ class DecoderLayer(nn.Module):
 
     def residual(self, x, name: str, sublayer):
         cfg = self.cfg
-        dropout = nn.Dropout(cfg.dropout_rate)
+        dropout = Dropout(cfg.dropout_rate)
         if cfg.norm == "pre":
             return x + dropout(sublayer(layer_norm(cfg, f"{name}_norm")(x)), deterministic=self.deterministic)
         return layer_norm(cfg, f"{name}_norm")(x + dropout(sublayer(x), deterministic=self.deterministic))

@@ -13,6 +13,7 @@ import math
 
 import flax.linen as nn
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 
@@ -53,13 +54,62 @@ class Projection(nn.Module):
     def __call__(self, x, bias_scale=None):
         kernel = self.param("kernel", partitioned(nn.initializers.normal(self.stddev), self.kernel_axes),
                             self.kernel_shape, self.param_dtype)
-        y = jnp.einsum(self.eq, x.astype(self.dtype), kernel.astype(self.dtype))
+        # Every `eq` here contracts the trailing axes of x with the leading axes of the kernel, so
+        # it is one [rows, n_in] @ [n_in, n_out] matmul. Written that way (not jnp.einsum), the
+        # backward pass is also plain 2-D matmuls; with einsum, XLA:CPU left the weight gradients
+        # as transposed-operand dots outside its fast matmul library (3-4x slower there).
+        n_in = len(self.kernel_shape) - self.out_rank
+        in_shape, out_shape = self.kernel_shape[:n_in], self.kernel_shape[n_in:]
+        lead = x.shape[:x.ndim - n_in]
+        x2 = x.astype(self.dtype).reshape((-1, math.prod(in_shape)))
+        w2 = kernel.astype(self.dtype).reshape((math.prod(in_shape), math.prod(out_shape)))
+        y = (x2 @ w2).reshape(lead + out_shape)
         if self.use_bias:
             bias_axes, bias_shape = self.kernel_axes[-self.out_rank:], self.kernel_shape[-self.out_rank:]
             bias = self.param("bias", partitioned(nn.initializers.zeros, bias_axes), bias_shape,
                               self.param_dtype).astype(self.dtype)
             y = y + (bias if bias_scale is None else bias * bias_scale)
         return y
+
+
+class Dropout(nn.Module):
+    """Inverted dropout, drop probability `rate`, drawing from the 'dropout' rng stream.
+
+    Same contract as nn.Dropout, with 4x fewer random-number evaluations: flax draws a 32-bit
+    uniform per element, and partitionable threefry spends a full threefry2x32 (64 random bits)
+    on each. Here one threefry2x32 output is split into four 16-bit draws, and an element is
+    kept when its draw is >= round(rate * 2^16): the rate is exact to 1.6e-5. On CPU this cut the
+    dropout share of a GPT-2 train step from ~15% to ~4%. Shapes whose last axis is not a
+    multiple of 4 fall back to one 32-bit draw per element.
+    """
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        if deterministic or self.rate == 0.0:
+            return x
+        key = self.make_rng("dropout")
+        if x.shape and x.shape[-1] % 4 == 0 and str(jax.random.key_impl(key)) == "threefry2x32":
+            threshold = round(self.rate * 2 ** 16)
+            keep, keep_prob = _uint16_draws(key, x.shape) >= jnp.uint16(threshold), 1.0 - threshold / 2 ** 16
+        else:
+            keep_prob = 1.0 - self.rate
+            keep = jax.random.bernoulli(key, keep_prob, x.shape)
+        return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros((), x.dtype))
+
+
+def _uint16_draws(key, shape):
+    """uint16 random draws of `shape` (last axis a multiple of 4), 4 per threefry2x32 call.
+
+    Counters are the flat index of each group of 4, as in jax's partitionable threefry, so the
+    draws do not depend on how the array is sharded.
+    """
+    groups = shape[:-1] + (shape[-1] // 4,)
+    counts = jnp.arange(math.prod(groups), dtype=jnp.uint32).reshape(groups)
+    k1, k2 = jax.random.key_data(key)
+    hi, lo = jax.extend.random.threefry2x32_p.bind(k1, k2, jnp.zeros_like(counts), counts)
+    halves = [jax.lax.bitcast_convert_type(b, jnp.uint16) for b in (hi, lo)]       # groups + [2]
+    return jnp.concatenate(halves, axis=-1).reshape(shape)
 
 
 def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:

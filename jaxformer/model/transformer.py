@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
 from jaxformer.model.blocks import DecoderLayer, EncoderLayer, LayerStack
-from jaxformer.model.layers import INIT_STD, AddPositions, Projection, layer_norm, token_embedding
+from jaxformer.model.layers import INIT_STD, AddPositions, Dropout, Projection, layer_norm, token_embedding
 
 
 class TransformerStack(nn.Module):
@@ -55,7 +55,7 @@ class TransformerStack(nn.Module):
         x = self.embedding()(tokens)                                            # [B, L, D]
         if cfg.position != "rope":
             x = AddPositions(cfg, name="pos_embed")(x, positions)
-        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        x = Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         # Bidirectional attention must ignore padded keys; causal attention never sees the
         # right-padding anyway, and leaving it unmasked keeps the fast causal kernel.
@@ -126,7 +126,7 @@ class Classifier(nn.Module):
         if self.num_classes < 1:
             raise ValueError(f"Classifier.num_classes={self.num_classes} is invalid: must be >= 1")
         self.backbone = TransformerStack(self.cfg, self.cfg.num_layers, causal=self.backbone_kind == "decoder")
-        self.dropout = nn.Dropout(self.cfg.dropout_rate)
+        self.dropout = Dropout(self.cfg.dropout_rate)
         self.head = Projection("bd,dc->bc", (self.cfg.d_model, self.num_classes), ("embed", "classes"),
                                use_bias=self.cfg.use_bias, stddev=INIT_STD, dtype=self.cfg.compute_dtype,
                                param_dtype=self.cfg.params_dtype)

@@ -68,6 +68,7 @@ class _Setup:
 def prepare(config, workdir: str) -> _Setup:
   """Checks, data, model and optimizer. Raises ConfigError / DataError; writes nothing to workdir."""
   setup.check_config(config)
+  setup.check_batch_and_mesh(config)
   saved = setup.saved_config(workdir)
   tokenizer = _reused_tokenizer(config, workdir, saved)
   data = data_lib.build_task_data(
@@ -77,7 +78,7 @@ def prepare(config, workdir: str) -> _Setup:
   num_classes = int(config.num_classes or getattr(data, 'num_classes', 0) or 0)
   if config.task == 'classify' and num_classes < 2:
     raise ConfigError('num_classes must be >= 2 for classification (set config.num_classes)')
-  setup.check_parallelism(config, cfg)
+  setup.check_model_axis(config, cfg)
   runtime = Runtime(config, setup.mesh_axes(config) if config.parallelism == 'mesh' else (0, 0))
 
   model = tasks.build_model(config.task, cfg, num_classes, config.pooling)

@@ -15,6 +15,8 @@ def final_report(s, params) -> dict:
   split = config.dataset.test_split or config.dataset.eval_split
   tok = s.data.tokenizer
   if config.task == 'lm':
+    if not config.sample_tokens:
+      return {}
     prompt = config.sample_prompt or '\n'
     # Documents are joined with EOS in training, so EOS + prompt reads as "a new document starts".
     ids = ([tok.eos_id] + tok.encode(prompt))[: s.model_cfg.max_len // 2]

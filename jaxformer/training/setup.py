@@ -78,14 +78,12 @@ def mesh_axes(config) -> tuple[int, int]:
   return (fill if shape[0] == -1 else shape[0]), (fill if shape[1] == -1 else shape[1])
 
 
-def check_parallelism(config, cfg: ModelConfig) -> None:
-  """Shapes must split evenly over the mesh; batches over data-parallel devices and hosts."""
+def check_batch_and_mesh(config) -> None:
+  """Mesh against devices, batch against data-parallel devices and hosts: no model needed."""
   if config.parallelism == 'pmap':
     n, axis = jax.local_device_count(), 'local devices (pmap)'
-    model_axis = 1
   else:
-    data, model_axis = mesh_axes(config)
-    n, axis = data, "mesh 'data' axis"
+    n, axis = mesh_axes(config)[0], "mesh 'data' axis"
   if config.batch_size % n:
     raise ConfigError(f'batch_size {config.batch_size} is not divisible by the {n} {axis}: '
                       f'use a multiple of {n}')
@@ -93,6 +91,11 @@ def check_parallelism(config, cfg: ModelConfig) -> None:
   if config.batch_size % jax.process_count() or per_process % config.grad_accum_steps:
     raise ConfigError(f'batch_size {config.batch_size} must split evenly over '
                       f'{jax.process_count()} processes and grad_accum_steps')
+
+
+def check_model_axis(config, cfg: ModelConfig) -> None:
+  """Heads, MLP columns and the vocabulary must split evenly over the 'model' mesh axis."""
+  model_axis = mesh_axes(config)[1] if config.parallelism == 'mesh' else 1
   if model_axis > 1:
     for name, size in (('num_heads', cfg.num_heads), ('d_ff', cfg.ff_dim), ('vocab_size', cfg.vocab_size)):
       if size and size % model_axis:

@@ -38,9 +38,12 @@ def loss_sums(logits, targets, weights, label_smoothing: float = 0.0):
   """
   logits = logits.astype(jnp.float32)
   num_classes = logits.shape[-1]
-  soft = optax.smooth_labels(jax.nn.one_hot(targets, num_classes), label_smoothing) \
-      if label_smoothing else jax.nn.one_hot(targets, num_classes)
-  loss = optax.softmax_cross_entropy(logits, soft)
+  if not label_smoothing:
+    # Integer labels: no [B, L, V] one-hot operand to build and multiply (about 2% of a step on CPU).
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  else:
+    loss = optax.softmax_cross_entropy(
+        logits, optax.smooth_labels(jax.nn.one_hot(targets, num_classes), label_smoothing))
   if label_smoothing:
     # Subtract the smoothed distribution's own entropy so a perfect model scores 0.
     low = label_smoothing / num_classes
