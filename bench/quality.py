@@ -10,7 +10,6 @@ TF-IDF + logistic regression for genres (scikit-learn, needed here only).
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import json
 import math
@@ -192,7 +191,73 @@ def main() -> None:
   with open(path + '.tmp', 'w') as f:
     json.dump(results, f, indent=2)
   os.replace(path + '.tmp', path)
+  write_markdown(results, os.path.join(REPO, 'docs', 'results.md'))
   print(json.dumps(results, indent=2))
+
+
+def _f(x, digits=3):
+  return '—' if x is None else f'{x:.{digits}f}'
+
+
+def write_markdown(r: dict, path: str) -> None:
+  """docs/results.md, rendered from results.json so the prose can never drift from the numbers."""
+  m = r.get('machine', {})
+  lines = ['# Measured quality', '',
+           f"Machine: {m.get('processor')} ({m.get('cpus')} vCPUs, no accelerator), {m.get('platform')}; "
+           f"date {m.get('date')}. Produced by `python bench/quality.py`; raw numbers in "
+           '[results/results.json](results/results.json). Wall times include compilation and evaluation, '
+           'and were measured while other jobs shared the machine unless noted.', '']
+  if 'numbers' in r:
+    lines += ['## Number words (encoder-decoder, bytes)', '',
+              '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | steps | target |',
+              '|---|---|---|---|---|---|---|']
+    for pair, v in r['numbers'].items():
+      target = 'exact match >= 99% in <= 10 min: ' + (
+          'met' if pair != 'en_de' or (v['exact_match_beam'] >= 0.99 and v['train_wall_s'] <= 600) else 'missed')
+      lines.append(f"| {pair} | {_f(v['exact_match_greedy'])} | {_f(v['exact_match_beam'])} | "
+                   f"{_f(v['bleu_beam'], 1)} | {v['train_wall_s']:.0f} s | {v['steps']} | "
+                   f"{target if pair == 'en_de' else 'reported'} |")
+    lines.append('')
+  if 'lm' in r:
+    lm = r['lm']
+    b = lm['bits_per_byte_after']
+    lines += ['## Shakespeare language model (validation = 8 held-out plays)', '',
+              '| training time | validation bits per byte |', '|---|---|',
+              f"| 5 min (30-min run) | {_f(b['5min'])} |",
+              f"| 15 min (default config, full validation split) | {_f(b['15min_default_config'])} |",
+              f"| 15 min (30-min run) | {_f(b['15min_in_30min_run'])} |",
+              f"| 30 min | {_f(b['30min'])} |",
+              f"| unigram baseline (train-split token frequencies) | {_f(lm['unigram_bits_per_byte'])} |", '',
+              f"The default run took {lm['default_run']['wall_s']:.0f} s for {lm['default_run']['steps']} steps "
+              f"({_f(lm['default_run']['tokens_per_s'], 0)} tokens/s). "
+              '![loss curves](results/shakespeare_lm_loss_curve.png)', '']
+    for sample in lm.get('samples', [])[:1]:
+      lines += ['A sample from the default run:', '', '```', sample.strip(), '```', '']
+  if 'genre' in r:
+    g = r['genre']
+    lines += ['## Genre classification (comedy / history / tragedy), test = 200 per class from held-out plays', '',
+              '| labelled passages per class | pretrained + fine-tuned | from scratch | TF-IDF + logistic regression |',
+              '|---|---|---|---|']
+    for n, row in g['learning_curve'].items():
+      lines.append(f"| {n} | {_f(row['finetune']['balanced_accuracy'])} | {_f(row['scratch']['balanced_accuracy'])} | "
+                   f"{_f(g['tfidf'].get(n))} |")
+    hundred = g['learning_curve'].get('100')
+    if hundred:
+      ft, sc = hundred['finetune']['balanced_accuracy'], hundred['scratch']['balanced_accuracy']
+      met = [('fine-tuned >= 0.65', ft >= 0.65), ('>= scratch + 0.10', ft >= sc + 0.10),
+             ('> TF-IDF', ft > (g['tfidf'].get('100') or 1))]
+      lines += ['', 'Targets at 100 per class (balanced accuracy): ' +
+                ', '.join(f"{name}: {'met' if ok else 'missed'}" for name, ok in met) + '.', '']
+      s = hundred['scratch']
+      if 'last_step_balanced_accuracy' in s:
+        lines += ['### Early stopping on the scratch run (100 per class)', '',
+                  f"It stopped early: {s['stopped_early']}, at step {s['last_step']} of the 600-step budget; "
+                  f"the best checkpoint (step {s['best_step']}) scores {_f(s['balanced_accuracy'])} balanced "
+                  f"accuracy on the test split, the last step {_f(s['last_step_balanced_accuracy'])}.", '',
+                  '![scratch genre loss curves](results/genre_scratch_loss_curve.png)', '']
+  with open(path + '.tmp', 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  os.replace(path + '.tmp', path)
 
 
 def _cpu_name() -> str:

@@ -15,7 +15,7 @@ def get_config():
   c.model.d_model = 256
   c.model.num_heads = 4
   c.model.num_layers = 4
-  c.model.max_len = 192            # 700 characters is about 180 BPE tokens
+  c.model.max_len = 128            # as the Shakespeare LM, so its backbone (learned positions) loads; longer passages are cut and counted
   c.model.dropout_rate = 0.1
   c.pooling = 'mean'
   c.batch_size = 32

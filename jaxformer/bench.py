@@ -164,7 +164,7 @@ def measure_train(cfg, steps, warmup, overrides, only_compile=False):
     fpt = flops_per_token(model.cfg, cfg["block_size"])
     fpt_excl = fpt - 6 * cfg["vocab"] * cfg["n_embd"]
     peak_flops = statistics.median(peak)
-    out.update(_spread("tokens_per_s", tps), step_s_median=round(statistics.median(step_s), 4),
+    out.update(tokens_per_s=round(statistics.median(tps), 1), **_spread("tokens_per_s", tps), step_s_median=round(statistics.median(step_s), 4),
                tokens_per_step=tokens, steps_timed=steps, flops_per_token=fpt,
                flops_formula="6*(N_nonemb + V*d) + 12*L*d*T", matmul_peak_gflops=round(peak_flops / 1e9, 1),
                matmul_n=n, mfu=round(fpt * statistics.median(tps) / peak_flops, 4),
@@ -192,7 +192,8 @@ def measure_eval(cfg, steps, warmup, overrides):
         jax.block_until_ready(step(params, batches[i % len(batches)]))
     times = [_timed(lambda: jax.block_until_ready(step(params, batches[i % len(batches)])))[0] for i in range(steps)]
     tokens = cfg["batch"] * cfg["block_size"]
-    return dict(_spread("tokens_per_s", [tokens / t for t in times]), **_memory())
+    tps = [tokens / t for t in times]
+    return dict(tokens_per_s=round(statistics.median(tps), 1), **_spread("tokens_per_s", tps), **_memory())
 
 
 def measure_decode(cfg, steps, warmup, overrides):

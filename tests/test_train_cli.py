@@ -76,3 +76,37 @@ def test_bad_command_lines_exit_2_fast_with_one_line(tmp_path, args, needle):
   assert 'Traceback' not in proc.stderr
   assert not workdir.exists()
   assert elapsed < 10, elapsed
+
+
+TINY_MODEL = ['--config.model.d_model=32', '--config.model.num_heads=2', '--config.model.max_len=32',
+              '--config.batch_size=16', '--config.num_train_steps=12', '--config.eval_every_steps=6',
+              '--config.eval_steps=2', '--config.log_every_steps=3', '--config.progress=false']
+
+
+def test_tiny_translation_and_classifiers_scratch_and_finetuned(tiny_run, tmp_path):
+  """Every embedded config trains end to end at tiny size; fine-tuning starts from the tiny LM."""
+  lm_dir, _ = tiny_run
+  proc = run_train('--config=configs/numbers_translate.py', f'--workdir={tmp_path / "tr"}', *TINY_MODEL,
+                   '--config.model.num_encoder_layers=1', '--config.model.num_decoder_layers=1')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'exact match (greedy' in proc.stdout
+  summary = json.load(open(tmp_path / 'tr' / 'summary.json'))
+  assert 'test' in summary and summary['last_step'] == 12
+
+  scratch = run_train('--config=configs/genre_scratch.py', f'--workdir={tmp_path / "sc"}', *TINY_MODEL,
+                      '--config.model.num_layers=2', '--config.dataset.tokenizer=byte')
+  assert scratch.returncode == 0, scratch.stderr[-2000:]
+  assert 'confusion matrix' in scratch.stdout
+  report = json.load(open(tmp_path / 'sc' / 'summary.json'))['report']
+  assert len(report['confusion_matrix']) == 3 and sum(map(sum, report['confusion_matrix'])) == 600
+
+  tuned = run_train('--config=configs/genre_finetune.py', f'--workdir={tmp_path / "ft"}', *TINY_MODEL,
+                    '--config.model.num_layers=2', f'--config.init_from={lm_dir}')
+  assert tuned.returncode == 0, tuned.stderr[-2000:]
+  assert 'initialized the backbone from' in tuned.stdout
+  config = json.load(open(tmp_path / 'ft' / 'config.json'))
+  assert config['model']['vocab_size'] == 259  # the LM's byte tokenizer was reused
+
+  mismatch = run_train('--config=configs/genre_finetune.py', f'--workdir={tmp_path / "bad"}', *TINY_MODEL,
+                       '--config.model.num_layers=2', '--config.model.d_model=48', f'--config.init_from={lm_dir}')
+  assert mismatch.returncode == 2 and 'backbone' in mismatch.stderr and '32' in mismatch.stderr

@@ -103,12 +103,36 @@ def train_cached(config, root: str, label: str) -> Run:
     return Run(workdir, summary, read_metrics(workdir), cached)
 
 
+def describe_lm_run(run: Run) -> dict:
+    """A language-model run's size (library formulas), validation bits per byte and timing."""
+    from jaxformer.config import ModelConfig
+    from jaxformer.models import flops_per_token, param_count_formula
+
+    with open(os.path.join(run.workdir, "config.json")) as f:
+        resolved = json.load(f)
+    cfg = ModelConfig.from_dict(resolved["model"])
+    embeddings = cfg.vocab_size * cfg.d_model + (cfg.max_len * cfg.d_model if cfg.position == "learned" else 0)
+    steps, bpb = run.curve("val", "bits_per_byte")
+    summary = run.summary
+    tokens_per_step = resolved["batch_size"] * cfg.max_len
+    return {"num_layers": cfg.num_layers, "d_model": cfg.d_model, "mlp_ratio": cfg.mlp_ratio,
+            "non_embedding_params": param_count_formula(cfg) - embeddings,
+            "train_flops_per_token": flops_per_token(cfg, cfg.max_len),
+            "best_val_bits_per_byte": min(bpb), "final_val_bits_per_byte": bpb[-1],
+            "best_val_loss": summary["best_val_loss"], "val_steps": steps, "val_bits_per_byte": bpb,
+            "steps": summary["last_step"], "tokens_per_s": summary["tokens_per_s"],
+            # pure training time: steps at the median measured throughput (no compile, no evaluation)
+            "train_seconds": summary["last_step"] * tokens_per_step / summary["tokens_per_s"],
+            "run_wall_s": summary["wall_s"], "cached": run.cached}
+
+
 def small_lm_config(quick: bool):
     """The small from-scratch LM that the sweeps (ffn_width, depth, overfitting) vary.
 
-    Sized for a shared 2-core CPU: d_model 128, 4 layers, 4 heads, 64-token windows, a 1024-token
-    BPE vocabulary (so the output softmax does not dominate), 300 steps of 16 windows. No dropout
-    by default: 300 steps see well under one epoch, where there is nothing to regularise yet.
+    Sized for a shared 2-core CPU, where a sweep runs up to nine of them: d_model 96, 4 layers,
+    4 heads, 64-token windows, a 1024-token BPE vocabulary (so the output softmax does not
+    dominate), 250 steps of 16 windows. No dropout by default: 250 steps see about a fifth of an
+    epoch, where there is nothing to regularise yet.
     """
     if quick:
         config = load_config("tiny")
@@ -122,14 +146,14 @@ def small_lm_config(quick: bool):
     else:
         config = load_config("shakespeare_lm")
         config.dataset.vocab_size = 1024
-        config.model.d_model = 128
+        config.model.d_model = 96
         config.model.num_heads = 4
         config.model.num_layers = 4
         config.model.max_len = 64
         config.batch_size = 16
-        config.num_train_steps = 300
+        config.num_train_steps = 250
         config.learning_rate = 2e-3
-        config.warmup_steps = 30
+        config.warmup_steps = 25
         config.eval_every_steps = 50
         config.checkpoint_every_steps = 50
         config.log_every_steps = 25

@@ -21,8 +21,8 @@ import math
 import numpy as np
 
 from jaxformer import analysis
-from jaxformer.experiments.common import (Options, Result, eval_batches, lm_data, numpy_init, pretrained_lm,
-                                          small_lm_config, train_cached)
+from jaxformer.experiments.common import (Options, Result, describe_lm_run, eval_batches, lm_data, numpy_init,
+                                          pretrained_lm, small_lm_config, train_cached)
 
 QUESTION = "Lower layers learn lexical and syntactic patterns, middle layers semantics, top layers the task."
 PROPERTIES = ("token", "line_start", "line_pos", "next_token", "genre")
@@ -32,9 +32,9 @@ LINE_POS_BUCKETS = (0, 1, 2, 3, 5, 8)   # bucket b holds positions in [edge_b, e
 def _settings(quick: bool) -> dict:
     if quick:
         return {"probe_windows": 6, "top_k": 8, "genre_batches": 2, "batch_size": 8, "probe_steps": 100,
-                "depths": [1, 2], "budget_layers": 2, "budget_d_model": 32}
+                "depths": [1, 2]}
     return {"probe_windows": 48, "top_k": 20, "genre_batches": 0, "batch_size": 32, "probe_steps": 300,
-            "depths": [1, 2, 4, 8], "budget_layers": 4, "budget_d_model": 128}
+            "depths": [1, 2, 4, 8]}
 
 
 def width_for_budget(budget: int, num_layers: int, num_heads: int, mlp_ratio: float = 4.0) -> int:
@@ -138,20 +138,16 @@ def run(opts: Options) -> Result:
 
 
 def _depth_sweep(opts: Options, s: dict) -> list[dict]:
-    base = small_lm_config(opts.quick)
+    base = small_lm_config(opts.quick)      # the budget: its layers x d_model, mlp_ratio 4
     heads = base.model.num_heads
-    budget = 12 * s["budget_layers"] * s["budget_d_model"] ** 2
+    budget = 12 * base.model.num_layers * base.model.d_model ** 2
     rows = []
     for layers in s["depths"]:
         config = small_lm_config(opts.quick)
         config.model.num_layers = layers
         config.model.d_model = width_for_budget(budget, layers, heads)
         run = train_cached(config, opts.runs_dir("small_lm"), f"layers{layers}-ratio{config.model.mlp_ratio:g}-d{config.model.d_model}")
-        steps, bpb = run.curve("val", "bits_per_byte")
-        rows.append({"num_layers": layers, "d_model": config.model.d_model,
-                     "non_embedding_params": 12 * layers * config.model.d_model ** 2,
-                     "val_loss": run.summary["best_val_loss"], "val_bits_per_byte": min(bpb),
-                     "steps": run.summary["last_step"], "train_wall_s": run.summary["wall_s"], "cached": run.cached})
+        rows.append(describe_lm_run(run))
     return rows
 
 
@@ -171,9 +167,9 @@ def _answer(r) -> str:
                      f"top layer {vals[-1]:.2f}; random-weights control best {max(c[key]):.2f}; "
                      f"chance {r['chance_balanced'][key]:.2f}.")
     sweep = r["depth_sweep"]
-    best = min(sweep, key=lambda row: row["val_loss"])
-    sweep_text = ", ".join(f"{row['num_layers']} layers x d={row['d_model']}: {row['val_bits_per_byte']:.3f}"
-                           for row in sweep)
+    best = min(sweep, key=lambda row: row["best_val_bits_per_byte"])
+    sweep_text = ", ".join(f"{row['num_layers']} layers x d={row['d_model']} ({row['non_embedding_params'] / 1e3:,.0f}k): "
+                           f"{row['best_val_bits_per_byte']:.3f}" for row in sweep)
     return (f"Balanced test accuracy of linear probes on the {n}-layer LM (layer 0 = embeddings):\n\n" + "\n".join(parts)
             + f"\n\nAt a fixed non-embedding budget (~{sweep[0]['non_embedding_params'] / 1e6:.2f}M parameters, "
             f"{sweep[0]['steps']} steps each), validation bits per byte: {sweep_text}; best: {best['num_layers']} layers.")
@@ -194,9 +190,9 @@ def _figure(r):
     axes[0].legend(fontsize=8)
     axes[0].set_title("what a linear probe can read from each layer", fontsize=10)
     sweep = r["depth_sweep"]
-    axes[1].plot([row["num_layers"] for row in sweep], [row["val_bits_per_byte"] for row in sweep], marker="o")
+    axes[1].plot([row["num_layers"] for row in sweep], [row["best_val_bits_per_byte"] for row in sweep], marker="o")
     for row in sweep:
-        axes[1].annotate(f"d={row['d_model']}", (row["num_layers"], row["val_bits_per_byte"]), fontsize=8,
+        axes[1].annotate(f"d={row['d_model']}", (row["num_layers"], row["best_val_bits_per_byte"]), fontsize=8,
                          textcoords="offset points", xytext=(4, 4))
     axes[1].set_xscale("log", base=2)
     axes[1].set_xticks([row["num_layers"] for row in sweep], [str(row["num_layers"]) for row in sweep])

@@ -5,12 +5,12 @@ from-scratch LM (common.small_lm_config), each run the same number of steps on t
   fixed depth    4 layers, mlp_ratio in RATIOS: more ratio = more parameters and FLOPs;
   fixed params   num_layers chosen so layers * (4 + 2 * mlp_ratio) d^2 matches the 4-layer,
                  mlp_ratio 4 model: mlp_ratio 0 gets 12 attention-only layers, 1 gets 8, 2 gets 6
-                 (mlp_ratio 8 would need 2.4 layers: 2 is the nearest, 17% fewer parameters).
+                 (mlp_ratio 8 would need 2.4 layers: 2 is the nearest, about 17% fewer parameters).
 Validation bits per byte is compared against non-embedding parameters and against training time.
 """
 from __future__ import annotations
 
-from jaxformer.experiments.common import Options, Result, pct, small_lm_config, train_cached
+from jaxformer.experiments.common import Options, Result, describe_lm_run, pct, small_lm_config, train_cached
 
 QUESTION = "Why expand the FFN and project back?"
 
@@ -27,28 +27,7 @@ def layers_for_budget(base_layers: int, base_ratio: float, ratio: float) -> int:
 
 
 def _describe(run, ratio: float, series: str) -> dict:
-    """One run's numbers: parameters (library formula), FLOPs per token, bits per byte, timing."""
-    import json
-    import os
-
-    from jaxformer.config import ModelConfig
-    from jaxformer.models import flops_per_token, param_count_formula
-
-    with open(os.path.join(run.workdir, "config.json")) as f:
-        resolved = json.load(f)
-    cfg = ModelConfig.from_dict(resolved["model"])
-    embeddings = cfg.vocab_size * cfg.d_model + (cfg.max_len * cfg.d_model if cfg.position == "learned" else 0)
-    steps, bpb = run.curve("val", "bits_per_byte")
-    summary = run.summary
-    tokens_per_step = resolved["batch_size"] * cfg.max_len
-    train_seconds = summary["last_step"] * tokens_per_step / summary["tokens_per_s"]
-    return {"series": series, "mlp_ratio": ratio, "num_layers": cfg.num_layers, "d_model": cfg.d_model,
-            "non_embedding_params": param_count_formula(cfg) - embeddings,
-            "train_flops_per_token": flops_per_token(cfg, cfg.max_len),
-            "best_val_bits_per_byte": min(bpb), "final_val_bits_per_byte": bpb[-1],
-            "best_val_loss": summary["best_val_loss"], "val_steps": steps, "val_bits_per_byte": bpb,
-            "tokens_per_s": summary["tokens_per_s"], "train_seconds": train_seconds,
-            "run_wall_s": summary["wall_s"], "cached": run.cached}
+    return {"series": series, "mlp_ratio": ratio, **describe_lm_run(run)}
 
 
 def run(opts: Options) -> Result:

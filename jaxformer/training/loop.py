@@ -60,9 +60,11 @@ class _Setup:
   model_cfg: Any
   runtime: Runtime
   tx: Any
-  shardings: dict
-  abstract_state: dict
-  resolved: dict
+  shardings: dict          # NamedSharding per state leaf
+  abstract_state: dict     # ShapeDtypeStructs with shardings: the restore target
+  resolved: dict           # the config as written to config.json
+  make_state: Callable     # (init_key, dropout_key) -> fresh train state
+  boxed_params: Any        # abstract params with their logical axis names
 
 
 def prepare(config, workdir: str) -> _Setup:
@@ -99,12 +101,11 @@ def prepare(config, workdir: str) -> _Setup:
             'rng': dropout_key}
 
   abstract = jax.eval_shape(make_state, jax.random.key(0), jax.random.key(1))
-  shardings = runtime.state_shardings(boxed, tx, abstract)
+  shardings = runtime.state_shardings(boxed, abstract)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
-  s = _Setup(config, workdir, data, model, cfg, runtime, tx, shardings, abstract, resolved)
-  s.make_state, s.boxed_params = make_state, boxed  # type: ignore[attr-defined]
-  return s
+  return _Setup(config, workdir, data, model, cfg, runtime, tx, shardings, abstract, resolved,
+                make_state, boxed)
 
 
 def _reused_tokenizer(config, workdir, saved):

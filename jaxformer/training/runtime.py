@@ -14,7 +14,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -39,18 +38,27 @@ class Runtime:
     self.n_local = jax.local_device_count()
 
   # ------------------------------------------------------------------ state
-  def state_shardings(self, abstract_boxed_params, tx, abstract_state):
+  def state_shardings(self, abstract_boxed_params, abstract_state):
     """NamedShardings for {'step','params','opt_state','rng'} from the params' logical axes.
 
-    Optimizer moments mirror their parameter's sharding (optax.tree_map_params finds them).
+    Optimizer moments mirror their parameter's sharding: an optimizer-state leaf whose path
+    ends with a parameter's path (e.g. `.mu['backbone']['layers']...`) and has its shape takes
+    that parameter's sharding; counters and other scalars are replicated.
     """
     with nn.logical_axis_rules(self.rules):
       specs = nn.get_partition_spec(abstract_boxed_params)
       params = nn.logical_to_mesh_sharding(specs, self.mesh, self.rules)
-    opt = optax.tree_map_params(
-        tx, lambda _, s: s, abstract_state['opt_state'], params,
-        transform_non_params=lambda _: self.replicated,
-        is_leaf=lambda x: isinstance(x, NamedSharding))
+    by_path = {jax.tree_util.keystr(path): (sharding, leaf.shape) for (path, sharding), leaf in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(abstract_state['params']))}
+
+    def like_param(path, leaf):
+      for i in range(len(path)):
+        sharding, shape = by_path.get(jax.tree_util.keystr(path[i:]), (None, None))
+        if sharding is not None and shape == leaf.shape:
+          return sharding
+      return self.replicated
+
+    opt = jax.tree_util.tree_map_with_path(like_param, abstract_state['opt_state'])
     return {'step': self.replicated, 'params': params, 'opt_state': opt, 'rng': self.replicated}
 
   def jit_init(self, fn: Callable, shardings):
