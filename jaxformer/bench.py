@@ -278,7 +278,7 @@ def run(args) -> list[dict]:
             train = next((x for x in rows if x["measurement"] == "train"), None)
             if name == "pipeline" and train:
                 row["train_step_ms_median"] = round(train["step_s_median"] * 1e3, 1)
-                row["share_of_step"] = round(row["host_ms_per_batch_median"] / row["train_step_ms_median"], 4)
+                row["share_of_step"] = round(row["host_ms_per_batch_median"] / row["train_step_ms_median"], 6)
             emit(name, **row)
     print_table(rows)
     return rows
