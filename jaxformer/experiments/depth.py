@@ -146,8 +146,8 @@ def _depth_sweep(opts: Options, s: dict) -> list[dict]:
         config = small_lm_config(opts.quick)
         config.model.num_layers = layers
         config.model.d_model = width_for_budget(budget, layers, heads)
-        run = train_cached(config, opts.runs_dir("small_lm"), f"layers{layers}-ratio{config.model.mlp_ratio:g}-d{config.model.d_model}")
-        rows.append(describe_lm_run(run))
+        label = f"layers{layers}-ratio{config.model.mlp_ratio:g}-d{config.model.d_model}"
+        rows.append(describe_lm_run(train_cached(config, opts.runs_dir("small_lm"), label)))
     return rows
 
 

@@ -134,13 +134,14 @@ def run(opts: Options) -> Result:
     for size in s["sizes"]:
         for seed in s["seeds"]:
             for approach in ("fine-tuned", "scratch"):
-                run = train_cached(arm_config(approach, lm_dir, lm, size, seed, s), root,
-                                   f"{approach}-n{size or 'all'}-seed{seed}")
+                trained = train_cached(arm_config(approach, lm_dir, lm, size, seed, s), root,
+                                       f"{approach}-n{size or 'all'}-seed{seed}")
+                summary = trained.summary
                 rows.append({"approach": approach, "per_class": size, "seed": seed,
-                             "test_balanced_accuracy": test_balanced_accuracy(run.workdir),
-                             "best_val_loss": run.summary["best_val_loss"], "best_step": run.summary["best_step"],
-                             "stopped_early": run.summary["stopped_early"], "run_wall_s": run.summary["wall_s"],
-                             "cached": run.cached})
+                             "test_balanced_accuracy": test_balanced_accuracy(trained.workdir),
+                             "best_val_loss": summary["best_val_loss"], "best_step": summary["best_step"],
+                             "stopped_early": summary["stopped_early"], "run_wall_s": summary["wall_s"],
+                             "cached": trained.cached})
             rows.append({"approach": "tf-idf", "per_class": size, "seed": seed,
                          "test_balanced_accuracy": tfidf_balanced_accuracy(size, seed)})
     table = _aggregate(s, rows)
