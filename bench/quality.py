@@ -260,6 +260,15 @@ def write_markdown(r: dict, path: str) -> None:
                   f"the best checkpoint (step {s['best_step']}) scores {_f(s['balanced_accuracy'])} balanced "
                   f"accuracy on the test split, the last step {_f(s['last_step_balanced_accuracy'])}.", '',
                   '![scratch genre loss curves](results/genre_scratch_loss_curve.png)', '']
+        if s['last_step_balanced_accuracy'] > s['balanced_accuracy']:
+          lines += ['Here early stopping on validation *loss* kept a worse model: on 300 examples the '
+                    'cross-entropy turns up (over-confident wrong answers) while accuracy is still rising, '
+                    'so the target "the best checkpoint beats the last step" is missed. Early stopping on '
+                    'validation accuracy, or more labelled data, would be the fix to try.', '']
+    missing = [n for n in ('30', '100', '300', 'all') if n not in g['learning_curve']]
+    if missing:
+      lines += [f"Not measured yet (time ran out in the session that produced these numbers): "
+                f"{', '.join(missing)} per class. Run `python bench/quality.py --only genre`.", '']
   with open(path + '.tmp', 'w') as f:
     f.write('\n'.join(lines) + '\n')
   os.replace(path + '.tmp', path)
