@@ -116,7 +116,6 @@ def language_model(runs: str, default_workdir: str, long_run: bool = True) -> di
 
 # ----------------------------------------------------------------------------- genre
 def tfidf_baseline(per_class: int, train_split: str) -> float:
-  import numpy as np
   from sklearn.feature_extraction.text import TfidfVectorizer
   from sklearn.linear_model import LogisticRegression
   from sklearn.metrics import balanced_accuracy_score

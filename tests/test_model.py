@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxformer import ModelConfig
 from jaxformer.model import loop_to_scan, scan_to_loop
 from jaxformer.models import Classifier, DecoderLM, EncoderDecoder
 

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxformer import ModelConfig
 from jaxformer.models import DecoderLM, EncoderDecoder
 
 from model_fixtures import KEY, random_params, tiny, tokens  # noqa: E402

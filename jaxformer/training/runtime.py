@@ -9,7 +9,7 @@ under pmap, or on one mesh shape, restores under another.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
