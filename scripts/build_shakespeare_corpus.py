@@ -18,7 +18,6 @@ the Folio does not include.
 import argparse
 import configparser
 import gzip
-import io
 import json
 import os
 import subprocess
