@@ -53,9 +53,9 @@ def val_rows(workdir: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- numbers
-def numbers(runs: str) -> dict:
-  out = {}
-  for pair in ('en_de', 'en_fr'):
+def numbers(runs: str, pairs=('en_de', 'en_fr'), out=None) -> dict:
+  out = dict(out or {})
+  for pair in pairs:
     workdir = os.path.join(runs, f'numbers_{pair}')
     summary = train(workdir, 'configs/numbers_translate.py', f'--config.dataset.name=jaxformer_numbers/{pair}',
                     fresh=False)  # an interrupted run resumes exactly
@@ -177,6 +177,7 @@ def main() -> None:
   p.add_argument('--pretrained', default='runs/shakespeare_lm', help='the default LM run (trained if missing)')
   p.add_argument('--genre_sizes', default='30,100,300,0')
   p.add_argument('--no_long_lm', action='store_true', help='skip the 30-minute LM run')
+  p.add_argument('--pairs', default='en_de,en_fr', help='number-word language pairs')
   args = p.parse_args()
   os.makedirs(DOCS, exist_ok=True)
   path = os.path.join(DOCS, 'results.json')
@@ -185,7 +186,7 @@ def main() -> None:
                         'date': time.strftime('%Y-%m-%d')}
   parts = args.only.split(',')
   if 'numbers' in parts:
-    results['numbers'] = numbers(args.runs)
+    results['numbers'] = numbers(args.runs, args.pairs.split(','), results.get('numbers'))
   if 'lm' in parts:
     results['lm'] = language_model(args.runs, args.pretrained, long_run=not args.no_long_lm)
     shutil.copy(os.path.join(args.pretrained, 'loss_curve.png'), os.path.join(DOCS, 'shakespeare_lm_loss_curve.png'))

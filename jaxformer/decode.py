@@ -304,7 +304,8 @@ def beam_search(model, params, src, *, beam_size: int = 4, alpha: float = 0.6, m
       - a candidate ending in EOS is finished only if it ranks in the top K (it would have held
         a beam slot); the beams are then refilled with the best K candidates not ending in EOS,
         so K hypotheses stay alive;
-      - a sentence is done once it has K finished hypotheses (or max_len is reached);
+      - a sentence is done once it has K finished hypotheses and its best live hypothesis no
+        longer beats the worst of them (or max_len is reached);
       - the answer is the best-scoring finished hypothesis; a sentence with none falls back to
         its best alive one (length max_len, no EOS).
     With beam_size=1 this is exactly greedy decoding, whatever alpha.
@@ -335,8 +336,14 @@ def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_i
         return jax.tree.map(lambda x, ax: x if ax < 0 else jnp.take(x, rows, axis=ax), cache, axes)
 
     def keep_going(state):
-        i, *_, fin_count = state
-        return (i < max_len) & ~jnp.all(fin_count >= k)
+        # A sentence is done once it has K finished hypotheses AND its best live one, scored as
+        # if it ended now, no longer beats the worst of them. Stopping at K finished alone lets
+        # low-probability early EOS hypotheses fill the pool before the likely one finishes
+        # (seen with label-smoothed models). With K=1 this still stops exactly where greedy does.
+        i, _, alive_logp, _, _, fin_scores, fin_count = state
+        alive_best = alive_logp[:, 0] / length_penalty(jnp.maximum(i, 1), alpha)
+        done = (fin_count >= k) & (alive_best <= fin_scores[:, k - 1])
+        return (i < max_len) & ~jnp.all(done)
 
     def step(state):
         i, alive_seqs, alive_logp, cache, fin_seqs, fin_scores, fin_count = state
@@ -357,7 +364,7 @@ def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_i
 
         # Finished: EOS candidates that rank in the top K, while the sentence still needs some.
         in_beam = jnp.arange(2 * k)[None, :] < k
-        finishing = ends & in_beam & real & (fin_count < k)[:, None]
+        finishing = ends & in_beam & real
         new_scores = jnp.where(finishing, cand_logp / length_penalty(i + 1, alpha), -jnp.inf)
         pool_scores = jnp.concatenate([fin_scores, new_scores], axis=1)                   # [B, 3K]
         pool_seqs = jnp.concatenate([fin_seqs, cand_seqs], axis=1)                        # [B, 3K, T]
