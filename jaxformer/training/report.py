@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxformer import decode
+from jaxformer import decode, inference, metrics
 from jaxformer.training import steps
 
 
@@ -34,14 +34,17 @@ def final_report(s, params) -> dict:
     return {'split': split, 'exact_match_greedy_first_200': exact, 'examples': shown}
   labels, preds = classify_split(s, params, split)
   k = s.model.num_classes
-  confusion = np.zeros((k, k), np.int64)
-  np.add.at(confusion, (labels, preds), 1)
-  return {'split': split, 'accuracy': float(np.mean(labels == preds)) if len(labels) else 0.0,
+  confusion = metrics.confusion_matrix(labels, preds, k) if len(labels) else np.zeros((k, k), np.int64)
+  return {'split': split, 'accuracy': metrics.accuracy(labels, preds) if len(labels) else 0.0,
           'confusion_matrix': confusion.tolist(), 'label_names': list(getattr(s.data, 'label_names', []))}
 
 
 def translate_texts(s, params, sources: list[str], batch_size: int = 64) -> list[str]:
-  """Greedy translations of source strings, decoded to text."""
+  """Greedy translations of source strings, decoded to text.
+
+  Over-length sources are cut (as the data pipeline does for training and evaluation) rather
+  than refused like inference.encode_sources, so the report covers every test example.
+  """
   tok, max_len = s.data.tokenizer, s.model_cfg.max_len
   outputs = []
   for i in range(0, len(sources), batch_size):
@@ -52,7 +55,7 @@ def translate_texts(s, params, sources: list[str], batch_size: int = 64) -> list
       src[j, :len(ids)] = ids
     out = decode.translate_greedy(s.model, params, jnp.asarray(src), max_len=max_len,
                                   bos_id=tok.bos_id, eos_id=tok.eos_id)
-    outputs += [tok.decode(_until_eos(row, tok.eos_id)) for row in np.asarray(out)[:len(chunk)]]
+    outputs += inference.decode_rows(tok, np.asarray(out)[:len(chunk)])
   return outputs
 
 
@@ -66,11 +69,6 @@ def classify_split(s, params, split: str) -> tuple[np.ndarray, np.ndarray]:
     labels.append(np.asarray(batch['targets'])[keep])
     preds.append(p[keep])
   return np.concatenate(labels), np.concatenate(preds)
-
-
-def _until_eos(row, eos_id: int) -> list[int]:
-  row = [int(t) for t in row]
-  return row[: row.index(eos_id)] if eos_id in row else row
 
 
 def print_report(summary: dict, s) -> None:
