@@ -142,3 +142,37 @@ def test_frozen_backbone_only_moves_the_head():
   assert all(jax.tree.leaves(same))
   assert not all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.all(a == b)),
                                                params['head'], new['params']['head'])))
+
+
+def test_user_callbacks_see_every_event_and_can_stop_training(tmp_path):
+  from configs import tiny
+  from jaxformer.training import train_and_evaluate
+
+  class Recorder:
+    def __init__(self):
+      self.events = []
+
+    def on_train_start(self, step):
+      self.events.append(('start', step))
+
+    def on_step(self, step, state):
+      self.events.append(('step', step))
+
+    def on_log(self, step, metrics):
+      self.events.append(('log', step))
+
+    def on_eval(self, step, val_loss):
+      self.events.append(('eval', step))
+      return step >= 10  # ask to stop at the second evaluation
+
+    def on_train_end(self, step):
+      self.events.append(('end', step))
+
+  config = tiny.get_config()
+  config.mesh_shape, config.sample_tokens, config.eval_every_steps = (1, 1), 0, 5
+  rec = Recorder()
+  summary = train_and_evaluate(config, str(tmp_path / 'run'), callbacks=[rec])
+  assert rec.events[0] == ('start', 0) and rec.events[-1] == ('end', 10)
+  assert [e for e in rec.events if e[0] == 'eval'] == [('eval', 5), ('eval', 10)]
+  assert [s for kind, s in rec.events if kind == 'step'] == list(range(1, 11))
+  assert summary['stopped_early'] and summary['last_step'] == 10

@@ -164,6 +164,10 @@ class _Trainer:
     if self.writer is not None:
       self.writer.close()
 
+  def _notify(self, event: str, *args) -> list:
+    """Calls `event` on every callback that defines it (see callbacks.py); returns the results."""
+    return [getattr(cb, event)(*args) for cb in self.callbacks if hasattr(cb, event)]
+
   # ------------------------------------------------------------------ setup
   def _initial_state(self):
     """Resume from the newest good checkpoint, or create a fresh (optionally pretrained) state."""
@@ -203,8 +207,7 @@ class _Trainer:
                               pass_loss_to_optimizer=config.reduce_on_plateau), s.shardings)
     self.eval_step = rt.compile_eval(steps.make_eval_step(s.model, task=config.task, axis_name=rt.axis_name),
                                      s.shardings['params'])
-    for cb in self.callbacks:
-      getattr(cb, 'on_train_start', lambda step: None)(start)
+    self._notify('on_train_start', start)
 
     state = rt.from_canonical(state)
     step, total, pending = start, int(config.num_train_steps), []
@@ -219,8 +222,7 @@ class _Trainer:
         state, metrics = train_step(state, batch)
         step += 1
         pending.append(metrics)
-        for cb in self.callbacks:
-          getattr(cb, 'on_step', lambda st, _: None)(step, state)
+        self._notify('on_step', step, state)
         is_eval = step % config.eval_every_steps == 0 or step == total
         is_ckpt = is_eval or step % config.checkpoint_every_steps == 0
         flush = is_eval or is_ckpt or step % config.log_every_steps == 0
@@ -237,6 +239,7 @@ class _Trainer:
         self._save(state, step, it, None, wait=True)
         _log(f'{preempted}: saved at step {step}; re-run to resume')
     progress.close()
+    self._notify('on_train_end', step)
     self.ckpt.wait_until_finished()
     return self._finish(rt.to_canonical(state), step, t0, preempted)
 
@@ -258,8 +261,7 @@ class _Trainer:
            'lr': float(self.schedule(step)), 'grad_norm': float(rows[-1]['grad_norm']),
            'tokens_per_s': tokens_per_s}
     self.writer.write(step, 'train', **row)
-    for cb in self.callbacks:
-      getattr(cb, 'on_log', lambda st, m: None)(step, row)
+    self._notify('on_log', step, row)
     if self.on_log:
       self.on_log(step, dict(row, split='train'))
     return row
@@ -288,9 +290,7 @@ class _Trainer:
     self.writer.write(step, 'val', elapsed_s=round(time.time() - self.t0, 2), **metrics)
     if self.on_log:
       self.on_log(step, dict(metrics, split='val'))
-    stop = False
-    for cb in self.callbacks:
-      stop |= bool(getattr(cb, 'on_eval', lambda st, v: False)(step, metrics['loss']))
+    stop = any(self._notify('on_eval', step, metrics['loss']))  # every callback sees each eval
     if stop and not self.early.stopped:
       self.early.stopped = True  # a user callback asked to stop
     if not math.isfinite(metrics['loss']):
