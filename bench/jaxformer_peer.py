@@ -97,3 +97,12 @@ def make_peer_loop(cfg: dict, seed: int = 0) -> JaxformerPeer:
     peer = JaxformerPeer(cfg, seed, scan_layers=False)
     peer.name = "jaxformer_loop"
     return peer
+
+
+def make_peer_loop_dots(cfg: dict, seed: int = 0) -> JaxformerPeer:
+    """Layer loop + remat='dots': the backward pass recomputes everything but the projection
+    matmuls, so the [batch, heads, length, length] attention tensors are never stored.
+    `--extra bench.jaxformer_peer:make_peer_loop_dots`."""
+    peer = JaxformerPeer(cfg, seed, scan_layers=False, remat="dots")
+    peer.name = "jaxformer_loop_dots"
+    return peer

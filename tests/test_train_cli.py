@@ -97,11 +97,19 @@ def test_tiny_translation_and_classifiers_scratch_and_finetuned(tiny_run, tmp_pa
                       '--config.model.num_layers=2', '--config.dataset.tokenizer=byte')
   assert scratch.returncode == 0, scratch.stderr[-2000:]
   assert 'confusion matrix' in scratch.stdout
-  report = json.load(open(tmp_path / 'sc' / 'summary.json'))['report']
+  summary = json.load(open(tmp_path / 'sc' / 'summary.json'))
+  report = summary['report']
   assert len(report['confusion_matrix']) == 3 and sum(map(sum, report['confusion_matrix'])) == 600
+  # genre configs monitor validation error: the kept step has the best accuracy (ties: lower loss)
+  val = [json.loads(line) for line in open(tmp_path / 'sc' / 'metrics.jsonl')]
+  val = [r for r in val if r['split'] == 'val']
+  best = min(val, key=lambda r: (-r['accuracy'], r['loss'], r['step']))
+  assert summary['monitor'] == 'error' and summary['best_step'] == best['step']
+  assert abs(summary['best_val_error'] - (1 - best['accuracy'])) < 1e-2
 
   tuned = run_train('--config=configs/genre_finetune.py', f'--workdir={tmp_path / "ft"}', *TINY_MODEL,
-                    '--config.model.num_layers=2', f'--config.init_from={lm_dir}')
+                    '--config.model.num_layers=2', '--config.model.position=learned',
+                    f'--config.init_from={lm_dir}')  # the tiny LM scans its layers, genre configs loop
   assert tuned.returncode == 0, tuned.stderr[-2000:]
   assert 'initialized the backbone from' in tuned.stdout
   config = json.load(open(tmp_path / 'ft' / 'config.json'))

@@ -176,3 +176,13 @@ def test_user_callbacks_see_every_event_and_can_stop_training(tmp_path):
   assert [e for e in rec.events if e[0] == 'eval'] == [('eval', 5), ('eval', 10)]
   assert [s for kind, s in rec.events if kind == 'step'] == list(range(1, 11))
   assert summary['stopped_early'] and summary['last_step'] == 10
+
+
+def test_monitored_value_error_prefers_accuracy_then_loss():
+  from jaxformer.training.callbacks import monitored_value
+  same_acc_high_loss = monitored_value({'loss': 1.2, 'accuracy': 0.6}, 'error')
+  same_acc_low_loss = monitored_value({'loss': 0.9, 'accuracy': 0.6}, 'error')
+  better_acc_bad_loss = monitored_value({'loss': 3.0, 'accuracy': 0.62}, 'error')
+  assert better_acc_bad_loss < same_acc_low_loss < same_acc_high_loss
+  assert abs(same_acc_low_loss - 0.4) < 1e-3
+  assert monitored_value({'loss': 1.2, 'accuracy': 0.6}, 'loss') == 1.2

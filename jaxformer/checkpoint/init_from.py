@@ -3,7 +3,8 @@
 A Shakespeare DecoderLM and a genre Classifier share an identical 'backbone' subtree (embeddings,
 layers, final norm); only their heads differ. load_params_for_init copies the pretrained backbone
 into the new model's freshly initialized parameters and leaves the new head as it was. Optimizer
-state and step are not carried over: fine-tuning is a new run.
+state and step are not carried over: fine-tuning is a new run. The layer stack is converted when
+the two runs differ in `scan_layers` (stacked 'layer' vs 'layer_0'..'layer_{N-1}').
 """
 from typing import Any, Mapping, Optional
 
@@ -30,6 +31,21 @@ def _mismatches(source, target, prefix: str) -> list[str]:
         elif tuple(np.shape(src[path])) != tuple(np.shape(tgt[path])):
             lines.append(f"{path}: pretrained {list(np.shape(src[path]))} vs model {list(np.shape(tgt[path]))}")
     return lines
+
+
+def _is_scanned(tree) -> bool:
+    return any(seg == "layer" for path in _flat(tree, "") for seg in path.split("/"))
+
+
+def _to_layout_of(source, target):
+    """`source` with its layer stack in `target`'s layout (scan_layers True <-> False)."""
+    from jaxformer.model.blocks import loop_to_scan, scan_to_loop
+
+    if _is_scanned(target) and not _is_scanned(source):
+        return loop_to_scan(source)
+    if _is_scanned(source) and not _is_scanned(target):
+        return scan_to_loop(source)
+    return source
 
 
 def _place_like(value, like):
@@ -76,7 +92,7 @@ def load_params_for_init(path, target_params: Mapping[str, Any], *, subtree: Opt
     """
     source = pretrained_params(path)
     if subtree is None:
-        source_part, target_part, prefix = source, target_params, ""
+        source_part, target_part, prefix = _to_layout_of(dict(source), target_params), target_params, ""
     else:
         if subtree not in target_params:
             raise ValueError(f"the model has no '{subtree}' parameters (it has {sorted(target_params)}); "
@@ -85,6 +101,7 @@ def load_params_for_init(path, target_params: Mapping[str, Any], *, subtree: Opt
             raise CheckpointError(f"{path} has no '{subtree}' parameters (it has {sorted(source)}); "
                                   f"is it a jaxformer model with the same backbone?")
         source_part, target_part, prefix = source[subtree], target_params[subtree], subtree
+    source_part = _to_layout_of(dict(source_part), target_part)
     lines = _mismatches(source_part, target_part, prefix)
     if lines:
         raise CheckpointError(

@@ -114,7 +114,8 @@ def export_pretrained(workdir, out_dir) -> str:
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "source_workdir": str(workdir),
                 "step": step,
-                "val_loss": val_loss,
+                "val_loss": val_loss,  # the monitored value: an error rate when monitor is 'error'
+                "monitor": config.get("early_stopping", {}).get("monitor", "loss"),
                 "task": config["task"],
                 "num_classes": _num_classes(config),
                 "model": model_config.to_dict(),

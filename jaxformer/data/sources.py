@@ -126,8 +126,16 @@ class TfdsSource(Source):
         self.data_dir, self._sources = data_dir, {}
 
     def check_split(self, split):
-        if self.splits:  # empty only when TFDS metadata is unavailable (tfds.testing.mock_data)
-            super().check_split(split)
+        if not self.splits:  # empty only when TFDS metadata is unavailable (tfds.testing.mock_data)
+            return
+        super().check_split(split.split("[", 1)[0])  # 'train[:5%]' -> 'train'
+        if "[" in split:  # a TFDS slice; tfds parses it (and says what is wrong with a bad one)
+            try:
+                self.info.splits[split]
+            except Exception as e:  # noqa: BLE001 - tfds raises several types for bad slices
+                reason = (str(e).splitlines() or [type(e).__name__])[0]
+                raise DataError(f"dataset {self.name!r}: bad split slice {split!r} ({reason}); "
+                                f"use TFDS slicing like 'train[:5%]' or 'train[100:200]'") from None
 
     def _source(self, split):
         import tensorflow_datasets as tfds

@@ -158,6 +158,8 @@ def small_lm_config(quick: bool):
         config.checkpoint_every_steps = 50
         config.log_every_steps = 25
         config.eval_steps = 16           # 16 x 16 windows of the held-out plays per evaluation
+        config.model.position = "learned"  # as measured in docs/experiments.md (the default LM now uses rope)
+        config.model.scan_layers = True
     config.model.dropout_rate = 0.0
     config.early_stopping.patience = 0
     return quiet(config)
@@ -189,6 +191,8 @@ def lm_config(quick: bool):
     config.eval_every_steps = 200
     config.checkpoint_every_steps = 200
     config.eval_steps = 10
+    config.model.position = "learned"  # as measured in docs/experiments.md (the default LM now uses rope)
+    config.model.scan_layers = True
     return quiet(config)
 
 

@@ -66,6 +66,7 @@ def arm_config(approach: str, lm_dir: str, lm: dict, size: int, seed: int, s: di
     c.warmup_steps = min(c.warmup_steps, s["num_train_steps"] // 5)
     c.eval_every_steps = c.checkpoint_every_steps = c.log_every_steps = s["eval_every_steps"]
     c.early_stopping.patience = s["patience"]
+    c.early_stopping.monitor = "loss"                 # this experiment studies validation loss
     c.restore_best = True
     return quiet(c)
 

@@ -24,7 +24,7 @@ from jaxformer import checkpoint as ckpt_lib
 from jaxformer import data as data_lib
 from jaxformer import sharding as jf_sharding
 from jaxformer.training import setup, steps, tasks
-from jaxformer.training.callbacks import EarlyStopping
+from jaxformer.training.callbacks import EarlyStopping, monitored_value
 from jaxformer.training.errors import ConfigError, Diverged
 from jaxformer.training.optim import learning_rate_schedule, make_optimizer
 from jaxformer.training.preemption import PreemptionGuard
@@ -150,6 +150,7 @@ class _Trainer:
   def __init__(self, s: _Setup, callbacks: list, on_log):
     self.s, self.config, self.rt = s, s.config, s.runtime
     self.early = EarlyStopping(s.config.early_stopping.patience, s.config.early_stopping.min_delta)
+    self.monitor = s.config.early_stopping.get('monitor', 'loss')
     self.callbacks = [self.early] + callbacks
     self.on_log = on_log
     self.ckpt = ckpt_lib.Checkpointer(os.path.join(s.workdir, 'checkpoints'),
@@ -230,9 +231,9 @@ class _Trainer:
           row = self._flush(pending, step, window_start, first=step - len(pending) == start)
           pending = []
           progress.update(step, row)
-        val_loss = self._evaluate(state, step) if is_eval else None
+        monitored = self._evaluate(state, step) if is_eval else None
         if is_ckpt:
-          self._save(state, step, it, val_loss)
+          self._save(state, step, it, monitored)
         if flush:  # throughput windows exclude evaluation and checkpoint time
           window_start = time.time()
       if preempted:
@@ -290,20 +291,27 @@ class _Trainer:
     self.writer.write(step, 'val', elapsed_s=round(time.time() - self.t0, 2), **metrics)
     if self.on_log:
       self.on_log(step, dict(metrics, split='val'))
-    stop = any(self._notify('on_eval', step, metrics['loss']))  # every callback sees each eval
-    if stop and not self.early.stopped:
-      self.early.stopped = True  # a user callback asked to stop
     if not math.isfinite(metrics['loss']):
       raise Diverged(step, 'validation loss')
-    return metrics['loss']
+    value = monitored_value(metrics, self.monitor)
+    stop = any(self._notify('on_eval', step, value))  # every callback sees each eval
+    if stop and not self.early.stopped:
+      self.early.stopped = True  # a user callback asked to stop
+    return value
 
-  def _save(self, state, step: int, it, val_loss, wait: bool = False):
+  def _save(self, state, step: int, it, monitored, wait: bool = False):
+    best = None if math.isinf(self.early.best_loss) else self.early.best_loss
     extra = {'data_state': it.get_state(),
              'callbacks': {type(cb).__name__: cb.state_dict() for cb in self.callbacks
                            if hasattr(cb, 'state_dict')},
              'config': self.s.resolved,
-             'best_val_loss': None if math.isinf(self.early.best_loss) else self.early.best_loss}
-    self.ckpt.save(step, self.rt.to_canonical(state), extra=extra, val_loss=val_loss, wait=wait)
+             f'best_val_{self.monitor}': best}
+    # The checkpointer keeps the step with the lowest value as "best". It is given only the
+    # evaluations early stopping counted as improvements (min_delta may reject a slightly lower
+    # value), so the step it keeps is the one early stopping will restore.
+    improved = monitored is not None and step == self.early.best_step
+    self.ckpt.save(step, self.rt.to_canonical(state), extra=extra, val_loss=monitored if improved else None,
+                   wait=wait)
 
   # ------------------------------------------------------------------ end
   def _finish(self, state, step: int, t0: float, preempted) -> dict:
@@ -312,10 +320,11 @@ class _Trainer:
     params = state['params']
     if config.restore_best and best_step is not None and best_step != step and not preempted:
       _, params = self.ckpt.restore_params(best_step, s.abstract_state['params'])
-      _log(f'restored the best checkpoint (step {best_step}, val loss {self.early.best_loss:.4f})')
+      _log(f'restored the best checkpoint (step {best_step}, val {self.monitor} {self.early.best_loss:.4f})')
     summary = {
         'best_step': best_step,
-        'best_val_loss': None if math.isinf(self.early.best_loss) else self.early.best_loss,
+        'monitor': self.monitor,
+        f'best_val_{self.monitor}': None if math.isinf(self.early.best_loss) else self.early.best_loss,
         'stopped_early': bool(self.early.stopped),
         'last_step': step,
         'preempted': bool(preempted),

@@ -72,7 +72,8 @@ def classify_split(s, params, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def print_report(summary: dict, s) -> None:
-  print(f"best validation loss {summary['best_val_loss']} at step {summary['best_step']}"
+  monitor = summary.get('monitor', 'loss')
+  print(f"best validation {monitor} {summary[f'best_val_{monitor}']} at step {summary['best_step']}"
         f"{' (stopped early)' if summary['stopped_early'] else ''}; last step {summary['last_step']}; "
         f"{summary['wall_s']:.0f}s", flush=True)
   if 'test' in summary:

@@ -44,6 +44,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   need(config.pooling in ('mean', 'last'), f"pooling must be 'mean' or 'last', got {config.pooling!r}")
   need(config.early_stopping.patience >= 0, 'early_stopping.patience must be >= 0')
   need(config.early_stopping.min_delta >= 0, 'early_stopping.min_delta must be >= 0')
+  need(config.early_stopping.get('monitor', 'loss') in ('loss', 'error'),
+       f"early_stopping.monitor must be 'loss' or 'error', got {config.early_stopping.get('monitor')!r}")
   need(config.batch_size % config.grad_accum_steps == 0,
        f'batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps}')
   need(config.backbone_lr_multiplier >= 0, 'backbone_lr_multiplier must be >= 0')
@@ -125,6 +127,11 @@ def resume_changes(old: dict, new: dict) -> list[str]:
     if old.get('dataset', {}).get(key) != new.get('dataset', {}).get(key):
       raise ConfigError(f"workdir holds a run with a different dataset.{key}; use a new --workdir "
                         'or --config.overwrite=true')
+  # The saved best value and the checkpoints' ranking are in the old monitor's units.
+  old_monitor = old.get('early_stopping', {}).get('monitor', 'loss')
+  if old_monitor != new.get('early_stopping', {}).get('monitor', 'loss'):
+    raise ConfigError(f"workdir holds a run that monitored validation {old_monitor}; early_stopping.monitor "
+                      'cannot change on resume: use a new --workdir or --config.overwrite=true')
   return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(new)
           if k not in _SHAPE_KEYS and k not in ('dataset', 'overwrite') and old.get(k) != new.get(k)]
 
