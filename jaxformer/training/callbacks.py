@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class Callback(Protocol):
-  def on_eval(self, step: int, val_loss: float) -> bool: ...
+  def on_eval(self, step: int, value: float) -> bool: ...
 
 
 def monitored_value(metrics: dict, monitor: str) -> float:
@@ -48,9 +48,9 @@ class EarlyStopping:
     self.best_loss, self.best_step, self.bad_evals = math.inf, -1, 0
     self.stopped = False
 
-  def on_eval(self, step: int, val_loss: float) -> bool:
-    if val_loss < self.best_loss - self.min_delta:
-      self.best_loss, self.best_step, self.bad_evals = float(val_loss), int(step), 0
+  def on_eval(self, step: int, value: float) -> bool:
+    if value < self.best_loss - self.min_delta:
+      self.best_loss, self.best_step, self.bad_evals = float(value), int(step), 0
     else:
       self.bad_evals += 1
     self.stopped = bool(self.patience) and self.bad_evals >= self.patience
