@@ -178,7 +178,7 @@ def genre(runs: str, pretrained: str, sizes=(30, 100, 300, 0), scratch_sizes=(30
     for kind in ('finetune', 'scratch') if n in scratch_sizes else ('finetune',):
       workdir = os.path.join(runs, f'genre_{kind}_{n or "all"}')
       extra = [f'--config.init_from={pretrained}'] if kind == 'finetune' else []
-      summary = train(workdir, f'configs/genre_{kind}.py', *overrides, *extra)
+      summary = train(workdir, f'configs/genre_{kind}.py', *overrides, *extra, fresh=False)  # same config: reuse
       result = evaluate(workdir, 'test')
       row[kind] = {'balanced_accuracy': result['balanced_accuracy'], 'accuracy': result['accuracy'],
                    'stopped_early': summary['stopped_early'], 'best_step': summary['best_step'],
