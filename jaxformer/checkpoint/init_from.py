@@ -92,7 +92,7 @@ def load_params_for_init(path, target_params: Mapping[str, Any], *, subtree: Opt
     """
     source = pretrained_params(path)
     if subtree is None:
-        source_part, target_part, prefix = _to_layout_of(dict(source), target_params), target_params, ""
+        source_part, target_part, prefix = source, target_params, ""
     else:
         if subtree not in target_params:
             raise ValueError(f"the model has no '{subtree}' parameters (it has {sorted(target_params)}); "
