@@ -56,9 +56,13 @@ class EarlyStopping:
     self.stopped = bool(self.patience) and self.bad_evals >= self.patience
     return self.stopped
 
+  @property
+  def best(self) -> float | None:
+    """The best monitored value so far, None before the first evaluation (JSON-able)."""
+    return None if math.isinf(self.best_loss) else self.best_loss
+
   def state_dict(self) -> dict:
-    best = None if math.isinf(self.best_loss) else self.best_loss
-    return {'best_loss': best, 'best_step': self.best_step, 'bad_evals': self.bad_evals,
+    return {'best_loss': self.best, 'best_step': self.best_step, 'bad_evals': self.bad_evals,
             'stopped': self.stopped}
 
   def load_state_dict(self, d: dict) -> None:

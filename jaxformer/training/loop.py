@@ -300,12 +300,11 @@ class _Trainer:
     return value
 
   def _save(self, state, step: int, it, monitored, wait: bool = False):
-    best = None if math.isinf(self.early.best_loss) else self.early.best_loss
     extra = {'data_state': it.get_state(),
              'callbacks': {type(cb).__name__: cb.state_dict() for cb in self.callbacks
                            if hasattr(cb, 'state_dict')},
              'config': self.s.resolved,
-             f'best_val_{self.monitor}': best}
+             f'best_val_{self.monitor}': self.early.best}
     # The checkpointer keeps the step with the lowest value as "best". It is given only the
     # evaluations early stopping counted as improvements (min_delta may reject a slightly lower
     # value), so the step it keeps is the one early stopping will restore.
@@ -324,7 +323,7 @@ class _Trainer:
     summary = {
         'best_step': best_step,
         'monitor': self.monitor,
-        f'best_val_{self.monitor}': None if math.isinf(self.early.best_loss) else self.early.best_loss,
+        f'best_val_{self.monitor}': self.early.best,
         'stopped_early': bool(self.early.stopped),
         'last_step': step,
         'preempted': bool(preempted),
