@@ -242,7 +242,7 @@ def split_names(dataset_cfg, source: Source) -> dict:
         if role != "train" and value is None and source.splits and out[role] not in source.splits:
             out[role] = ""  # a default split the dataset lacks (e.g. user files with val_fraction=0)
         if out[role]:
-            source.check_split(out[role].split("[")[0])
+            source.check_split(out[role])  # a TFDS source also validates slices like 'train[:5%]'
     if not out["train"]:
         raise DataError(f"dataset.train_split is empty for {source.name!r}; name a split, e.g. 'train'")
     return out
