@@ -99,10 +99,19 @@ def make_peer_loop(cfg: dict, seed: int = 0) -> JaxformerPeer:
     return peer
 
 
+def make_peer_dots(cfg: dict, seed: int = 0) -> JaxformerPeer:
+    """scan over layers + remat='dots': the backward pass recomputes everything but the projection
+    matmuls, so the [batch, heads, length, length] attention tensors are never stored: the
+    low-memory setting. `--extra bench.jaxformer_peer:make_peer_dots`."""
+    peer = JaxformerPeer(cfg, seed, scan_layers=True, remat="dots")
+    peer.name = "jaxformer_scan_dots"
+    return peer
+
+
 def make_peer_loop_dots(cfg: dict, seed: int = 0) -> JaxformerPeer:
-    """Layer loop + remat='dots': the backward pass recomputes everything but the projection
-    matmuls, so the [batch, heads, length, length] attention tensors are never stored.
-    `--extra bench.jaxformer_peer:make_peer_loop_dots`."""
+    """Layer loop + remat='dots'. Kept to show that on XLA:CPU remat saves nothing without scan:
+    XLA's scheduler runs the recomputation early, so the step's temporary memory is the same as
+    with remat='none' (docs/performance.md). `--extra bench.jaxformer_peer:make_peer_loop_dots`."""
     peer = JaxformerPeer(cfg, seed, scan_layers=False, remat="dots")
     peer.name = "jaxformer_loop_dots"
     return peer

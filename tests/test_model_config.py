@@ -1,6 +1,7 @@
 """ModelConfig validation, parameter-count / FLOP formulas, and DecoderLM -> Classifier transfer."""
 import dataclasses
 import json
+import logging
 
 import flax.linen as nn
 import jax
@@ -119,3 +120,20 @@ def test_decoder_lm_backbone_loads_into_classifier():
     valid = np.asarray(x != 0, np.float32)[..., None]
     pooled = (np.asarray(hidden) * valid).sum(1) / valid.sum(1)      # mean over non-pad tokens
     np.testing.assert_allclose(np.asarray(logits), pooled @ np.asarray(head["kernel"]) + 1.0, atol=1e-5)
+
+
+def test_remat_without_scan_warns_that_it_saves_nothing(caplog):
+    """XLA:CPU hoists a looped layer's recomputation (test_model: the step's temporaries are
+    unchanged), so the run says so instead of silently spending compute for nothing."""
+    from configs import default
+    from jaxformer.training import setup
+    c = default.get_config()
+    c.model.remat, c.model.scan_layers = "full", False
+    with caplog.at_level(logging.WARNING):
+        setup.check_config(c)
+    assert "saves no memory" in caplog.text
+    caplog.clear()
+    c.model.scan_layers = True
+    with caplog.at_level(logging.WARNING):
+        setup.check_config(c)
+    assert "saves no memory" not in caplog.text

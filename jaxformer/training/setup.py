@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any
 
@@ -15,6 +16,8 @@ import ml_collections
 
 from jaxformer.config import ModelConfig
 from jaxformer.training.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 TASKS = ('lm', 'translate', 'classify')
 # Changing these between a run and its resume would load a different model or data: refused.
@@ -51,6 +54,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   need(config.backbone_lr_multiplier >= 0, 'backbone_lr_multiplier must be >= 0')
   if config.model.vocab_size:
     model_config(config, config.model.vocab_size)  # validate the model fields early
+  if config.model.remat != 'none' and not config.model.scan_layers:
+    # Measured on XLA:CPU (docs/performance.md): the step's temporary memory is the same with and
+    # without remat, because XLA schedules the recomputation early. Under nn.scan it cannot.
+    log.warning("model.remat=%r with scan_layers=False saves no memory on XLA:CPU (the recomputation "
+                "is scheduled early); set model.scan_layers=True to trade compute for memory", config.model.remat)
 
 
 def model_config(config, vocab_size: int) -> ModelConfig:
