@@ -184,9 +184,11 @@ def genre(runs: str, pretrained: str, default_lm: str, sizes=(30, 100, 300, 0), 
   out.setdefault('tfidf', {})
   out['init_from'] = pretrained
 
+  def split(n):  # 'train' holds exactly 100 per class; bigger samples come from train_full
+    return 'train' if n and n <= 100 else 'train_full'
+
   def run(kind, n, workdir, init_from=None):
-    split = 'train' if n and n <= 100 else 'train_full'
-    overrides = [f'--config.dataset.examples_per_class={n}', f'--config.dataset.train_split={split}']
+    overrides = [f'--config.dataset.examples_per_class={n}', f'--config.dataset.train_split={split(n)}']
     overrides += [f'--config.init_from={init_from}'] if init_from else []
     summary = train(workdir, f'configs/genre_{kind}.py', *overrides, fresh=False)  # same config: reuse
     result = evaluate(workdir, 'test')
@@ -205,7 +207,7 @@ def genre(runs: str, pretrained: str, default_lm: str, sizes=(30, 100, 300, 0), 
         row['scratch']['last_step_balanced_accuracy'] = last_step_accuracy(workdir)
         shutil.copy(os.path.join(workdir, 'loss_curve.png'), os.path.join(DOCS, 'genre_scratch_loss_curve.png'))
     out['learning_curve'][name] = row
-    out['tfidf'][name] = tfidf_baseline(n, 'train' if n and n <= 100 else 'train_full')
+    out['tfidf'][name] = tfidf_baseline(n, split(n))
   out['finetune_from_default_lm'] = dict(
       run('finetune', 100, os.path.join(runs, 'genre_finetune_100_default_lm'), default_lm), init_from=default_lm)
   out.pop('finetune_from_30min_lm', None)  # the layout before the curve started from the 30-minute LM
