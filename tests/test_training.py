@@ -22,7 +22,7 @@ def test_early_stopping_stops_at_the_patience_th_bad_evaluation(patience, losses
   es = EarlyStopping(patience)
   stop = next(i + 1 for i, v in enumerate(losses) if es.on_eval(i, v))
   assert stop == stop_at
-  assert es.best_loss == min(losses[:stop_at]) and es.stopped
+  assert es.best_value == min(losses[:stop_at]) and es.stopped
 
 
 def test_flax_early_stopping_is_one_evaluation_later():

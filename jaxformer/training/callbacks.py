@@ -45,12 +45,12 @@ class EarlyStopping:
     if patience < 0 or min_delta < 0:
       raise ValueError(f'early_stopping.patience and min_delta must be >= 0, got {patience}, {min_delta}')
     self.patience, self.min_delta = int(patience), float(min_delta)
-    self.best_loss, self.best_step, self.bad_evals = math.inf, -1, 0
+    self.best_value, self.best_step, self.bad_evals = math.inf, -1, 0
     self.stopped = False
 
   def on_eval(self, step: int, value: float) -> bool:
-    if value < self.best_loss - self.min_delta:
-      self.best_loss, self.best_step, self.bad_evals = float(value), int(step), 0
+    if value < self.best_value - self.min_delta:
+      self.best_value, self.best_step, self.bad_evals = float(value), int(step), 0
     else:
       self.bad_evals += 1
     self.stopped = bool(self.patience) and self.bad_evals >= self.patience
@@ -59,13 +59,15 @@ class EarlyStopping:
   @property
   def best(self) -> float | None:
     """The best monitored value so far, None before the first evaluation (JSON-able)."""
-    return None if math.isinf(self.best_loss) else self.best_loss
+    return None if math.isinf(self.best_value) else self.best_value
 
   def state_dict(self) -> dict:
+    # 'best_loss' names the monitored value (loss or error): the key predates `monitor`, and
+    # checkpoints already written with it must resume.
     return {'best_loss': self.best, 'best_step': self.best_step, 'bad_evals': self.bad_evals,
             'stopped': self.stopped}
 
   def load_state_dict(self, d: dict) -> None:
-    self.best_loss = math.inf if d.get('best_loss') is None else float(d['best_loss'])
+    self.best_value = math.inf if d.get('best_loss') is None else float(d['best_loss'])
     self.best_step, self.bad_evals = int(d['best_step']), int(d['bad_evals'])
     self.stopped = bool(d.get('stopped', False))

@@ -319,7 +319,7 @@ class _Trainer:
     params = state['params']
     if config.restore_best and best_step is not None and best_step != step and not preempted:
       _, params = self.ckpt.restore_params(best_step, s.abstract_state['params'])
-      _log(f'restored the best checkpoint (step {best_step}, val {self.monitor} {self.early.best_loss:.4f})')
+      _log(f'restored the best checkpoint (step {best_step}, val {self.monitor} {self.early.best_value:.4f})')
     summary = {
         'best_step': best_step,
         'monitor': self.monitor,
