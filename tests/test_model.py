@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxformer.model import loop_to_scan, scan_to_loop
+from jaxformer.model.attention import attention_mask, causal_block_attention, einsum_attention
 from jaxformer.models import Classifier, DecoderLM, EncoderDecoder
 
 from model_fixtures import KEY, random_params, tiny, tokens  # noqa: E402
@@ -260,3 +261,20 @@ def test_attention_weights_capture(scan):
     layers = state["intermediates"]["decoder"]["layers"]
     cross = np.asarray(jax.tree.leaves(layers["layer"]["cross_attention"])[0])   # [layers, B, H, T, S]
     assert np.all(cross[:, 0, :, :, 4:] == 0.0) and np.all(cross[:, 1] > 0.0)  # padded keys get none
+
+
+def test_causal_block_attention_equals_the_full_square():
+    def no_dropout(x, deterministic):
+        return x
+    # 10 positions: uneven blocks (3, 2, 3, 2); 3 positions: fewer positions than blocks.
+    for length in (10, 3):
+        q, k, v = (jax.random.normal(key, (2, length, 2, 4)) for key in jax.random.split(KEY, 3))
+        key_valid = jnp.ones((2, length), bool).at[1, -1].set(False)
+        mask = attention_mask(length, length, key_valid=key_valid, causal=True)
+        full, _ = einsum_attention(q, k, v, mask, dropout=no_dropout, deterministic=True)
+        close(causal_block_attention(q, k, v, mask, dropout=no_dropout, deterministic=True), full)
+    # On CPU, attention_impl='auto' runs the blocks for a decoder: same logits as XLA's kernel.
+    cfg = tiny(scan_layers=False)
+    x = tokens((2, 8))
+    v = {"params": random_params(DecoderLM(cfg), x)}
+    close(jitted(DecoderLM(cfg))(v, x), jitted(DecoderLM(cfg.replace(attention_impl="xla")))(v, x))

@@ -4,12 +4,15 @@
     o_h     = softmax(q_h k_h^T / sqrt(K) + mask) v_h   for every head h, in parallel
     out     = sum_h o_h W_out[h]                  W_out: [H, K, D] ('heads', 'kv', 'embed')
 
-Two equivalent kernels compute the softmax part:
+Equivalent kernels compute the softmax part:
 - `jax.nn.dot_product_attention` (XLA, or cuDNN flash attention on GPU), used whenever it
   applies: no attention-probability dropout in this call and no request for the weights;
 - an explicit einsum version, used for attention dropout, and forced with
   attention_impl='einsum', which also sows the probabilities as
-  'intermediates'/'attention_weights' [B, H, Lq, Lk] for inspection.
+  'intermediates'/'attention_weights' [B, H, Lq, Lk] for inspection;
+- the einsum version over blocks of queries, for causal self-attention when the einsum
+  version is needed anyway (dropout) and on CPU with attention_impl='auto': it never computes
+  most of the masked upper triangle, which XLA's kernel on CPU does.
 
 KV cache (decode=True, self-attention only): the keys/values of every position seen so far
 live in the 'cache' collection as [B, Lmax, H, K]. A call with n >= 1 new tokens writes them at
@@ -60,6 +63,27 @@ def einsum_attention(q, k, v, mask, *, dropout, deterministic):
     probs = jax.nn.softmax(logits, axis=-1)
     dropped = dropout(probs, deterministic=deterministic)
     return jnp.einsum("bhqs,bshk->bqhk", dropped.astype(v.dtype), v), probs
+
+
+def causal_block_attention(q, k, v, mask, *, dropout, deterministic, num_blocks: int = 4):
+    """einsum_attention for causal self-attention, skipping most of the masked upper triangle.
+
+    q/k/v: [B, L, H, K]; mask: [B or 1, 1, L, L]. Query block i (of `num_blocks`) sees only keys
+    up to its own last position, so logits, softmax and dropout cover (n + 1) / 2n of the
+    [L, L] square: 5/8 with 4 blocks. Measured on one CPU core, config S's shapes
+    ([16, 256, 6, 64]), forward + backward: 0.72x the time of the full square with attention
+    dropout, 0.63x XLA's causal dot_product_attention without it; 8 blocks were slower than 4.
+    Returns out [B, L, H, K], the same values as einsum_attention (dropout masks differ).
+    """
+    length = q.shape[1]
+    n = min(num_blocks, length)
+    ends = [-(-length * (i + 1) // n) for i in range(n)]          # ceil: block sizes differ by <= 1
+    outs = []
+    for start, end in zip([0] + ends[:-1], ends):
+        out, _ = einsum_attention(q[:, start:end], k[:, :end], v[:, :end], mask[:, :, start:end, :end],
+                                  dropout=dropout, deterministic=deterministic)
+        outs.append(out)
+    return jnp.concatenate(outs, axis=1)
 
 
 def fused_attention(q, k, v, mask, *, causal_only: bool, implementation):
@@ -120,12 +144,17 @@ class MultiHeadAttention(nn.Module):
 
         dropout = Dropout(cfg.attention_dropout_rate)
         needs_dropout = cfg.attention_dropout_rate > 0 and not deterministic
-        if cfg.attention_impl == "einsum" or needs_dropout:
+        causal_self = self.causal and is_self and not decoding
+        cpu_auto = cfg.attention_impl == "auto" and jax.default_backend() == "cpu"
+        if cfg.attention_impl == "einsum":
             out, probs = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
-            if cfg.attention_impl == "einsum":
-                self.sow("intermediates", "attention_weights", probs)
+            self.sow("intermediates", "attention_weights", probs)
+        elif causal_self and (needs_dropout or cpu_auto):
+            out = causal_block_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
+        elif needs_dropout:
+            out, _ = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
         else:
-            causal_only = self.causal and is_self and key_valid is None and not decoding
+            causal_only = causal_self and key_valid is None
             out = fused_attention(q, k, v, mask, causal_only=causal_only, implementation=cfg.attention_impl)
 
         bias_scale = None
