@@ -13,6 +13,7 @@ import pytest
 
 from jaxformer.model import loop_to_scan, scan_to_loop
 from jaxformer.model.attention import attention_mask, causal_block_attention, einsum_attention
+from jaxformer.model.layers import Dropout
 from jaxformer.models import Classifier, DecoderLM, EncoderDecoder
 
 from model_fixtures import KEY, random_params, tiny, tokens  # noqa: E402
@@ -137,6 +138,22 @@ def test_dropout_is_driven_only_by_the_dropout_key():
     assert differ(only_attention(v, x, rngs={"dropout": jax.random.key(1)}),
                   only_attention(v, x, rngs={"dropout": jax.random.key(2)}))
 
+
+
+def test_dropout_keeps_at_its_rate_and_split_masks_are_independent():
+    drop = Dropout(0.1)
+    y = np.asarray(drop.apply({}, jnp.ones((64, 256)), deterministic=False, rngs={"dropout": KEY}))
+    kept = y != 0
+    assert abs(kept.mean() - 0.9) < 0.01                 # 16,384 draws: sd of the rate 0.0023
+    np.testing.assert_allclose(y[kept], 1 / (1 - round(0.1 * 2 ** 16) / 2 ** 16), rtol=1e-6)
+    # split: masks for several shapes cut from one draw; each at the rate, and not repeats
+    fns = drop.apply({}, [(32, 256), (32, 256), (8, 12)], deterministic=False, rngs={"dropout": KEY},
+                     method="split")
+    a, b, c = (np.asarray(f(jnp.ones(shape))) != 0 for f, shape in zip(fns, [(32, 256), (32, 256), (8, 12)]))
+    assert c.shape == (8, 12)
+    assert abs(a.mean() - 0.9) < 0.015 and abs(b.mean() - 0.9) < 0.015
+    assert 0.75 < (a == b).mean() < 0.9                  # independent masks agree on ~0.82 of entries
+    assert all(np.all(f(jnp.ones(4)) == 1) for f in drop.apply({}, [(4,)], method="split"))
 
 def test_dropout_in_encoder_decoder():
     cfg = tiny(dropout_rate=0.3)
@@ -264,8 +281,13 @@ def test_attention_weights_capture(scan):
 
 
 def test_causal_block_attention_equals_the_full_square():
-    def no_dropout(x, deterministic):
-        return x
+    class NoDropout:
+        def __call__(self, x, deterministic):
+            return x
+
+        def split(self, shapes, deterministic):
+            return [self] * len(shapes)
+    no_dropout = NoDropout()
     # 10 positions: uneven blocks (3, 2, 3, 2); 3 positions: fewer positions than blocks.
     for length in (10, 3):
         q, k, v = (jax.random.normal(key, (2, length, 2, 4)) for key in jax.random.split(KEY, 3))
