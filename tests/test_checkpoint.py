@@ -280,13 +280,18 @@ def test_bad_arguments_are_clear(tmp_path):
 
 
 KILL_CHILD = textwrap.dedent("""
-    import os, signal, sys
+    import os, signal, sys, time
     import jax.numpy as jnp, numpy as np
     from jaxformer.checkpoint import Checkpointer
     ckpt = Checkpointer(sys.argv[1])
     ckpt.save(1, {"params": {"w": jnp.full((4, 4), 1.0)}}, wait=True)
     big = np.random.default_rng(0).normal(size=(2048, 4096)).astype(np.float32)  # 32 MiB
     ckpt.save(2, {"params": {"w": jnp.asarray(big)}})  # asynchronous: returns mid-write
+    # Kill as soon as the half-written save is on disk: a fixed delay misses it on a loaded host.
+    for _ in range(20000):
+        if any(".orbax-checkpoint-tmp" in name for name in os.listdir(sys.argv[1])):
+            break
+        time.sleep(0.001)
     os.kill(os.getpid(), signal.SIGKILL)
 """)
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from jaxformer.model import loop_to_scan, scan_to_loop
-from jaxformer.model.attention import attention_mask, causal_block_attention, einsum_attention
+from jaxformer.model.attention import (MIN_BLOCKED_LENGTH, attention_mask, causal_block_attention,
+                                       einsum_attention)
 from jaxformer.model.layers import Dropout
 from jaxformer.models import Classifier, DecoderLM, EncoderDecoder
 
@@ -296,7 +297,7 @@ def test_causal_block_attention_equals_the_full_square():
         full, _ = einsum_attention(q, k, v, mask, dropout=no_dropout, deterministic=True)
         close(causal_block_attention(q, k, v, mask, dropout=no_dropout, deterministic=True), full)
     # On CPU, attention_impl='auto' runs the blocks for a decoder: same logits as XLA's kernel.
-    cfg = tiny(scan_layers=False)
-    x = tokens((2, 8))
+    cfg = tiny(scan_layers=False, max_len=MIN_BLOCKED_LENGTH)
+    x = tokens((2, MIN_BLOCKED_LENGTH))
     v = {"params": random_params(DecoderLM(cfg), x)}
     close(jitted(DecoderLM(cfg))(v, x), jitted(DecoderLM(cfg.replace(attention_impl="xla")))(v, x))

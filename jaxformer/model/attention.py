@@ -10,9 +10,10 @@ Equivalent kernels compute the softmax part:
 - an explicit einsum version, used for attention dropout, and forced with
   attention_impl='einsum', which also sows the probabilities as
   'intermediates'/'attention_weights' [B, H, Lq, Lk] for inspection;
-- the einsum version over blocks of queries, for causal self-attention when the einsum
-  version is needed anyway (dropout) and on CPU with attention_impl='auto': it never computes
-  most of the masked upper triangle, which XLA's kernel on CPU does.
+- the einsum version over blocks of queries, for causal self-attention of at least
+  MIN_BLOCKED_LENGTH positions when the einsum version is needed anyway (dropout) and on CPU with
+  attention_impl='auto': it never computes most of the masked upper triangle, which XLA's kernel
+  on CPU does.
 
 KV cache (decode=True, self-attention only): the keys/values of every position seen so far
 live in the 'cache' collection as [B, Lmax, H, K]. A call with n >= 1 new tokens writes them at
@@ -74,6 +75,11 @@ def einsum_attention(q, k, v, mask, *, dropout, deterministic):
     out, probs = softmax_attention(_heads_first(q), _heads_first(k), _heads_first(v), mask,
                                    dropout=dropout, deterministic=deterministic)
     return _heads_first(out), probs
+
+
+# Below this length the square is small and the blocks' extra ops cost more compile time
+# (~1 s per model) than they save per step.
+MIN_BLOCKED_LENGTH = 128
 
 
 def causal_block_attention(q, k, v, mask, *, dropout, deterministic, num_blocks: int = 4):
@@ -161,11 +167,12 @@ class MultiHeadAttention(nn.Module):
         dropout = Dropout(cfg.attention_dropout_rate)
         needs_dropout = cfg.attention_dropout_rate > 0 and not deterministic
         causal_self = self.causal and is_self and not decoding
+        blocked = causal_self and q_len >= MIN_BLOCKED_LENGTH
         cpu_auto = cfg.attention_impl == "auto" and jax.default_backend() == "cpu"
         if cfg.attention_impl == "einsum":
             out, probs = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
             self.sow("intermediates", "attention_weights", probs)
-        elif causal_self and (needs_dropout or cpu_auto):
+        elif blocked and (needs_dropout or cpu_auto):
             out = causal_block_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
         elif needs_dropout:
             out, _ = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
