@@ -154,7 +154,9 @@ def test_dropout_keeps_at_its_rate_and_split_masks_are_independent():
     assert c.shape == (8, 12)
     assert abs(a.mean() - 0.9) < 0.015 and abs(b.mean() - 0.9) < 0.015
     assert 0.75 < (a == b).mean() < 0.9                  # independent masks agree on ~0.82 of entries
-    assert all(np.all(f(jnp.ones(4)) == 1) for f in drop.apply({}, [(4,)], method="split"))
+    assert all(np.all(f(jnp.ones((2, 4))) == 1) for f in drop.apply({}, [(2, 4)], method="split"))
+    with pytest.raises(ValueError, match="last two axes"):
+        drop.apply({}, [(2, 3, 4), (3, 3, 4)], method="split")
 
 def test_dropout_in_encoder_decoder():
     cfg = tiny(dropout_rate=0.3)

@@ -91,19 +91,23 @@ class Dropout(nn.Module):
         return _masked_dropout(*self._keep_mask(x.shape))(x)
 
     def split(self, shapes, deterministic: bool = True):
-        """Dropout functions for arrays of these shapes, their masks cut from one random draw.
+        """Dropout functions for arrays [*lead, m_i, n_i] (the same lead axes), masks from one draw.
 
         Statistically the same as one call per array, but XLA compiles one random-number
         generator instead of one per array: on CPU each threefry site costs seconds of compile
         time (four attention blocks per layer, each with its own draw, doubled the compile time
-        of a small model with attention dropout).
+        of a small model with attention dropout). The draw is [*lead, sum_i m_i n_i], so the lead
+        axes (batch, heads) keep their sharding.
         """
+        lead = tuple(shapes[0][:-2])
+        if any(tuple(shape[:-2]) != lead for shape in shapes):
+            raise ValueError(f"Dropout.split needs shapes that differ only in their last two axes, got {shapes}")
         if deterministic or self.rate == 0.0:
             return [_masked_dropout(None, 1.0) for _ in shapes]
-        sizes = [math.prod(shape) for shape in shapes]
-        keep, keep_prob = self._keep_mask((sum(sizes),))
+        sizes = [shape[-2] * shape[-1] for shape in shapes]
+        keep, keep_prob = self._keep_mask(lead + (sum(sizes),))
         starts = np.cumsum([0] + sizes)
-        return [_masked_dropout(keep[start:start + size].reshape(shape), keep_prob)
+        return [_masked_dropout(keep[..., start:start + size].reshape(shape), keep_prob)
                 for start, size, shape in zip(starts, sizes, shapes)]
 
     def _keep_mask(self, shape):
