@@ -4,6 +4,7 @@ With no arguments it trains the default, a Shakespeare language model, into runs
 The logic lives in jaxformer/training/ (loop.py has the train loop), so tests and notebooks
 can import it.
 """
+
 import sys
 
 from jaxformer.training.main import main

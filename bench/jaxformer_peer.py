@@ -15,6 +15,7 @@ The Peer interface is duck-typed (this module does not import peers_bench): attr
 kind, tokens_per_step, n_params_counted, info, jit_on_first_call; methods setup(),
 compile() -> seconds, step() -> loss (blocks until the update is done).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,93 +26,101 @@ import time
 # makes `bench` importable; this also makes `jaxformer` importable without installing it.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+  sys.path.insert(0, _ROOT)
 
 
 class JaxformerPeer:
-    """jaxformer DecoderLM + make_optimizer + make_train_step, one jitted step per call."""
-    name = "jaxformer"
-    kind = "train"
-    jit_on_first_call = False
+  """jaxformer DecoderLM + make_optimizer + make_train_step, one jitted step per call."""
 
-    def __init__(self, cfg: dict, seed: int = 0, **model_overrides):
-        self.cfg, self.seed = dict(cfg), seed
-        self.model_overrides = model_overrides
-        self.tokens_per_step = cfg["batch"] * cfg["block_size"]
-        self.n_params_counted = None
-        self.info = {}
+  name = 'jaxformer'
+  kind = 'train'
+  jit_on_first_call = False
 
-    def setup(self):
-        import jax
+  def __init__(self, cfg: dict, seed: int = 0, **model_overrides):
+    self.cfg, self.seed = dict(cfg), seed
+    self.model_overrides = model_overrides
+    self.tokens_per_step = cfg['batch'] * cfg['block_size']
+    self.n_params_counted = None
+    self.info = {}
 
-        import jaxformer
-        from jaxformer.bench import build_train, lm_batch, synthetic_batches
-        from jaxformer.models import count_params
+  def setup(self):
+    import jax
 
-        # jaxformer.bench holds the shared pieces: the ModelConfig of this shape (dropout 0.1 on
-        # embeddings, residuals and attention probabilities), peers_bench's AdamW as a
-        # make_optimizer config, make_train_step jitted with the state donated, and
-        # peers_bench's synthetic batches (same generator, same seed).
-        model, self._train_step, self.state = build_train(self.cfg, self.seed, **self.model_overrides)
-        self.model_cfg = model.cfg
-        self.n_params_counted = count_params(self.state["params"])
-        self.data = [jax.device_put(lm_batch(b)) for b in synthetic_batches(self.cfg)]
-        jax.block_until_ready((self.state, self.data))
-        self.compiled = None
-        self.i = 0
-        self.info = dict(lib=f"jaxformer {jaxformer.__version__} DecoderLM + make_train_step",
-                         jax=jax.__version__, device=str(jax.devices()[0]),
-                         XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
-                         model={k: v for k, v in self.model_cfg.to_dict().items()
-                                if k in ("scan_layers", "remat", "attention_impl", "attention_dropout_rate")})
+    import jaxformer
+    from jaxformer.bench import build_train, lm_batch, synthetic_batches
+    from jaxformer.models import count_params
 
-    def compile(self) -> float:
-        """Ahead-of-time trace + XLA compile of the train step, in seconds."""
-        t0 = time.perf_counter()
-        lowered = self._train_step.lower(self.state, self.data[0])
-        t1 = time.perf_counter()
-        self.compiled = lowered.compile()
-        t2 = time.perf_counter()
-        self.info.update(trace_lower_s=round(t1 - t0, 3), xla_compile_s=round(t2 - t1, 3))
-        return t2 - t0
+    # jaxformer.bench holds the shared pieces: the ModelConfig of this shape (dropout 0.1 on
+    # embeddings, residuals and attention probabilities), peers_bench's AdamW as a
+    # make_optimizer config, make_train_step jitted with the state donated, and
+    # peers_bench's synthetic batches (same generator, same seed).
+    model, self._train_step, self.state = build_train(self.cfg, self.seed, **self.model_overrides)
+    self.model_cfg = model.cfg
+    self.n_params_counted = count_params(self.state['params'])
+    self.data = [jax.device_put(lm_batch(b)) for b in synthetic_batches(self.cfg)]
+    jax.block_until_ready((self.state, self.data))
+    self.compiled = None
+    self.i = 0
+    self.info = dict(
+      lib=f'jaxformer {jaxformer.__version__} DecoderLM + make_train_step',
+      jax=jax.__version__,
+      device=str(jax.devices()[0]),
+      XLA_FLAGS=os.environ.get('XLA_FLAGS', ''),
+      model={
+        k: v
+        for k, v in self.model_cfg.to_dict().items()
+        if k in ('scan_layers', 'remat', 'attention_impl', 'attention_dropout_rate')
+      },
+    )
 
-    def step(self) -> float:
-        batch = self.data[self.i % len(self.data)]
-        self.i += 1
-        fn = self.compiled or self._train_step
-        self.state, metrics = fn(self.state, batch)
-        loss = float(metrics["loss_sum"] / metrics["weight_sum"])
-        import jax
-        jax.block_until_ready(self.state)  # as peers_bench's JAX peers: the update is done
-        return loss
+  def compile(self) -> float:
+    """Ahead-of-time trace + XLA compile of the train step, in seconds."""
+    t0 = time.perf_counter()
+    lowered = self._train_step.lower(self.state, self.data[0])
+    t1 = time.perf_counter()
+    self.compiled = lowered.compile()
+    t2 = time.perf_counter()
+    self.info.update(trace_lower_s=round(t1 - t0, 3), xla_compile_s=round(t2 - t1, 3))
+    return t2 - t0
+
+  def step(self) -> float:
+    batch = self.data[self.i % len(self.data)]
+    self.i += 1
+    fn = self.compiled or self._train_step
+    self.state, metrics = fn(self.state, batch)
+    loss = float(metrics['loss_sum'] / metrics['weight_sum'])
+    import jax
+
+    jax.block_until_ready(self.state)  # as peers_bench's JAX peers: the update is done
+    return loss
 
 
 def make_peer(cfg: dict, seed: int = 0, **model_overrides) -> JaxformerPeer:
-    """peers_bench's factory: `--extra bench.jaxformer_peer:make_peer`."""
-    return JaxformerPeer(cfg, seed, **model_overrides)
+  """peers_bench's factory: `--extra bench.jaxformer_peer:make_peer`."""
+  return JaxformerPeer(cfg, seed, **model_overrides)
 
 
 def make_peer_loop(cfg: dict, seed: int = 0) -> JaxformerPeer:
-    """The same model with a Python loop over layers (scan_layers=False): faster steps on CPU
-    for shallow models, compile time growing with depth. `--extra bench.jaxformer_peer:make_peer_loop`."""
-    peer = JaxformerPeer(cfg, seed, scan_layers=False)
-    peer.name = "jaxformer_loop"
-    return peer
+  """The same model with a Python loop over layers (scan_layers=False): faster steps on CPU
+  for shallow models, compile time growing with depth. `--extra bench.jaxformer_peer:make_peer_loop`."""
+  peer = JaxformerPeer(cfg, seed, scan_layers=False)
+  peer.name = 'jaxformer_loop'
+  return peer
 
 
 def make_peer_dots(cfg: dict, seed: int = 0) -> JaxformerPeer:
-    """scan over layers + remat='dots': the backward pass recomputes everything but the projection
-    matmuls, so the [batch, heads, length, length] attention tensors are never stored: the
-    low-memory setting. `--extra bench.jaxformer_peer:make_peer_dots`."""
-    peer = JaxformerPeer(cfg, seed, scan_layers=True, remat="dots")
-    peer.name = "jaxformer_scan_dots"
-    return peer
+  """scan over layers + remat='dots': the backward pass recomputes everything but the projection
+  matmuls, so the [batch, heads, length, length] attention tensors are never stored: the
+  low-memory setting. `--extra bench.jaxformer_peer:make_peer_dots`."""
+  peer = JaxformerPeer(cfg, seed, scan_layers=True, remat='dots')
+  peer.name = 'jaxformer_scan_dots'
+  return peer
 
 
 def make_peer_loop_dots(cfg: dict, seed: int = 0) -> JaxformerPeer:
-    """Layer loop + remat='dots'. Kept to show that on XLA:CPU remat saves nothing without scan:
-    XLA's scheduler runs the recomputation early, so the step's temporary memory is the same as
-    with remat='none' (docs/performance.md). `--extra bench.jaxformer_peer:make_peer_loop_dots`."""
-    peer = JaxformerPeer(cfg, seed, scan_layers=False, remat="dots")
-    peer.name = "jaxformer_loop_dots"
-    return peer
+  """Layer loop + remat='dots'. Kept to show that on XLA:CPU remat saves nothing without scan:
+  XLA's scheduler runs the recomputation early, so the step's temporary memory is the same as
+  with remat='none' (docs/performance.md). `--extra bench.jaxformer_peer:make_peer_loop_dots`."""
+  peer = JaxformerPeer(cfg, seed, scan_layers=False, remat='dots')
+  peer.name = 'jaxformer_loop_dots'
+  return peer

@@ -7,6 +7,7 @@ Each part trains through train.py (a subprocess, exactly what a user runs), scor
 jaxformer.evaluate, and records wall time. Baselines: a unigram LM (bits per byte) and
 TF-IDF + logistic regression for genres (scikit-learn, needed here only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,14 @@ def train(workdir: str, config: str, *overrides: str, fresh: bool = True) -> dic
   with open(sig_path, 'w') as f:
     f.write(signature)
   if not os.path.exists(summary_path):
-    cmd = [sys.executable, 'train.py', f'--config={config}', f'--workdir={workdir}',
-           '--config.progress=false', *overrides]
+    cmd = [
+      sys.executable,
+      'train.py',
+      f'--config={config}',
+      f'--workdir={workdir}',
+      '--config.progress=false',
+      *overrides,
+    ]
     print('$', ' '.join(cmd), flush=True)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -65,6 +72,7 @@ def train(workdir: str, config: str, *overrides: str, fresh: bool = True) -> dic
 
 def evaluate(workdir: str, split: str, **kw) -> dict:
   from jaxformer import evaluate as ev, inference
+
   return ev.evaluate(inference.load(workdir), split, **kw)
 
 
@@ -78,13 +86,23 @@ def numbers(runs: str, pairs=('en_de', 'en_fr'), out=None) -> dict:
   out = dict(out or {})
   for pair in pairs:
     workdir = os.path.join(runs, f'numbers_{pair}')
-    summary = train(workdir, 'configs/numbers_translate.py', f'--config.dataset.name=jaxformer_numbers/{pair}',
-                    fresh=False)  # an interrupted run resumes exactly
+    summary = train(
+      workdir,
+      'configs/numbers_translate.py',
+      f'--config.dataset.name=jaxformer_numbers/{pair}',
+      fresh=False,
+    )  # an interrupted run resumes exactly
     result = evaluate(workdir, 'test', beam_size=4)
-    out[pair] = {'exact_match_greedy': result['exact_match_greedy'],
-                 'exact_match_beam': result['exact_match_beam'], 'bleu_beam': result['bleu_beam'],
-                 'test_examples': result['num_examples'], 'train_wall_s': summary['wall_s'], 'load': summary['load'],
-                 'steps': summary['last_step'], 'examples': result['examples'][:3]}
+    out[pair] = {
+      'exact_match_greedy': result['exact_match_greedy'],
+      'exact_match_beam': result['exact_match_beam'],
+      'bleu_beam': result['bleu_beam'],
+      'test_examples': result['num_examples'],
+      'train_wall_s': summary['wall_s'],
+      'load': summary['load'],
+      'steps': summary['last_step'],
+      'examples': result['examples'][:3],
+    }
   return out
 
 
@@ -92,6 +110,7 @@ def numbers(runs: str, pairs=('en_de', 'en_fr'), out=None) -> dict:
 def unigram_bits_per_byte(data) -> float:
   """Cross-entropy of the validation tokens under the train split's add-one unigram, per byte."""
   import numpy as np
+
   train = np.asarray(data.encoded(data.splits['train']).tokens.values)
   val = np.asarray(data.encoded(data.splits['eval']).tokens.values)
   counts = np.bincount(train, minlength=data.tokenizer.vocab_size) + 1.0
@@ -109,9 +128,12 @@ def bpb_at(rows: list[dict], seconds: float) -> float | None:
 def long_language_model(runs: str) -> tuple[str, dict]:
   """The default LM config at twice its steps (about 30 minutes): trained once, then reused."""
   from configs import shakespeare_lm
+
   workdir = os.path.join(runs, 'shakespeare_lm_30min')
   steps = 2 * shakespeare_lm.get_config().num_train_steps
-  return workdir, train(workdir, 'configs/shakespeare_lm.py', f'--config.num_train_steps={steps}', fresh=False)
+  return workdir, train(
+    workdir, 'configs/shakespeare_lm.py', f'--config.num_train_steps={steps}', fresh=False
+  )
 
 
 def language_model(runs: str, default_workdir: str, long_run: bool = True) -> dict:
@@ -122,12 +144,19 @@ def language_model(runs: str, default_workdir: str, long_run: bool = True) -> di
   def run_record(workdir, summary):
     rows = val_rows(workdir)
     full = evaluate(workdir, 'validation')
-    return {'wall_s': summary['wall_s'], 'steps': summary['last_step'], 'load': summary['load'],
-            'tokens_per_s': summary['tokens_per_s'], 'val_bits_per_byte_full_split': full['bits_per_byte'],
-            'val_loss_full_split': full['loss'],
-            'bpb_at': {f'{m}min': bpb_at(rows, 60 * m) if 60 * m <= summary['wall_s'] + 60 else None
-                       for m in (5, 15, 30)},  # a run that ended earlier has no point there
-            'curve': [(r['step'], r['elapsed_s'], r['bits_per_byte']) for r in rows]}
+    return {
+      'wall_s': summary['wall_s'],
+      'steps': summary['last_step'],
+      'load': summary['load'],
+      'tokens_per_s': summary['tokens_per_s'],
+      'val_bits_per_byte_full_split': full['bits_per_byte'],
+      'val_loss_full_split': full['loss'],
+      'bpb_at': {
+        f'{m}min': bpb_at(rows, 60 * m) if 60 * m <= summary['wall_s'] + 60 else None
+        for m in (5, 15, 30)
+      },  # a run that ended earlier has no point there
+      'curve': [(r['step'], r['elapsed_s'], r['bits_per_byte']) for r in rows],
+    }
 
   summary = train(default_workdir, 'configs/shakespeare_lm.py', fresh=False)
   out = {'default_run': run_record(default_workdir, summary)}
@@ -135,8 +164,15 @@ def language_model(runs: str, default_workdir: str, long_run: bool = True) -> di
     long_dir, long_summary = long_language_model(runs)
     out['long_run'] = run_record(long_dir, long_summary)
   cfg = shakespeare_lm.get_config()
-  data = build_task_data(cfg.dataset, task='lm', max_len=cfg.model.max_len, batch_size=cfg.batch_size,
-                         seed=0, process_index=0, process_count=1)
+  data = build_task_data(
+    cfg.dataset,
+    task='lm',
+    max_len=cfg.model.max_len,
+    batch_size=cfg.batch_size,
+    seed=0,
+    process_index=0,
+    process_count=1,
+  )
   out['unigram_bits_per_byte'] = unigram_bits_per_byte(data)
   out['samples'] = summary.get('report', {}).get('samples', [])[:2]
   return out
@@ -148,11 +184,23 @@ def tfidf_baseline(per_class: int, train_split: str) -> float:
   from sklearn.linear_model import LogisticRegression
   from sklearn.metrics import balanced_accuracy_score
   from jaxformer.data import build_task_data
+
   # Only the raw texts and the per-class sample are used; max_len is big enough that the
   # pipeline's truncation warning (about arrays never built here) stays quiet.
-  data = build_task_data({'name': 'jaxformer_genre', 'tokenizer': 'byte', 'train_split': train_split,
-                          'examples_per_class': per_class}, task='classify', max_len=1 << 14, batch_size=8,
-                         seed=0, process_index=0, process_count=1)
+  data = build_task_data(
+    {
+      'name': 'jaxformer_genre',
+      'tokenizer': 'byte',
+      'train_split': train_split,
+      'examples_per_class': per_class,
+    },
+    task='classify',
+    max_len=1 << 14,
+    batch_size=8,
+    seed=0,
+    process_index=0,
+    process_count=1,
+  )
   train_ex = data.examples(train_split)
   keep = set(int(i) for i in data.train_indices())
   train_ex = [e for i, e in enumerate(train_ex) if i in keep]
@@ -168,15 +216,24 @@ def last_step_accuracy(workdir: str) -> float:
   """Test balanced accuracy of the LAST checkpoint (not the best): what no early stopping gives."""
   from jaxformer import evaluate as ev, inference
   from jaxformer.checkpoint import Checkpointer
+
   loaded = inference.load(workdir)
   with Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True) as ckpt:
     step, params = ckpt.restore_params(ckpt.latest_step())
   last = dataclasses.replace(loaded, params=params, step=step)
-  return ev.evaluate(last, 'test', out_dir=os.path.join(workdir, 'last_step_eval'))['balanced_accuracy']
+  return ev.evaluate(last, 'test', out_dir=os.path.join(workdir, 'last_step_eval'))[
+    'balanced_accuracy'
+  ]
 
 
-def genre(runs: str, pretrained: str, default_lm: str, sizes=(30, 100, 300, 0), scratch_sizes=(100,),
-          out=None) -> dict:
+def genre(
+  runs: str,
+  pretrained: str,
+  default_lm: str,
+  sizes=(30, 100, 300, 0),
+  scratch_sizes=(100,),
+  out=None,
+) -> dict:
   """The learning curve fine-tuned from `pretrained`, scratch and TF-IDF rows, and 100 per class
   fine-tuned from `default_lm` as well (how much the pretraining budget matters)."""
   out = dict(out or {})
@@ -188,13 +245,24 @@ def genre(runs: str, pretrained: str, default_lm: str, sizes=(30, 100, 300, 0), 
     return 'train' if n and n <= 100 else 'train_full'
 
   def run(kind, n, workdir, init_from=None):
-    overrides = [f'--config.dataset.examples_per_class={n}', f'--config.dataset.train_split={split(n)}']
+    overrides = [
+      f'--config.dataset.examples_per_class={n}',
+      f'--config.dataset.train_split={split(n)}',
+    ]
     overrides += [f'--config.init_from={init_from}'] if init_from else []
-    summary = train(workdir, f'configs/genre_{kind}.py', *overrides, fresh=False)  # same config: reuse
+    summary = train(
+      workdir, f'configs/genre_{kind}.py', *overrides, fresh=False
+    )  # same config: reuse
     result = evaluate(workdir, 'test')
-    return {'balanced_accuracy': result['balanced_accuracy'], 'accuracy': result['accuracy'],
-            'stopped_early': summary['stopped_early'], 'best_step': summary['best_step'],
-            'last_step': summary['last_step'], 'wall_s': summary['wall_s'], 'load': summary['load']}
+    return {
+      'balanced_accuracy': result['balanced_accuracy'],
+      'accuracy': result['accuracy'],
+      'stopped_early': summary['stopped_early'],
+      'best_step': summary['best_step'],
+      'last_step': summary['last_step'],
+      'wall_s': summary['wall_s'],
+      'load': summary['load'],
+    }
 
   for n in sizes:
     name = str(n or 'all')
@@ -205,12 +273,19 @@ def genre(runs: str, pretrained: str, default_lm: str, sizes=(30, 100, 300, 0), 
       row['scratch'] = run('scratch', n, workdir)
       if n == 100:
         row['scratch']['last_step_balanced_accuracy'] = last_step_accuracy(workdir)
-        shutil.copy(os.path.join(workdir, 'loss_curve.png'), os.path.join(DOCS, 'genre_scratch_loss_curve.png'))
+        shutil.copy(
+          os.path.join(workdir, 'loss_curve.png'),
+          os.path.join(DOCS, 'genre_scratch_loss_curve.png'),
+        )
     out['learning_curve'][name] = row
     out['tfidf'][name] = tfidf_baseline(n, split(n))
   out['finetune_from_default_lm'] = dict(
-      run('finetune', 100, os.path.join(runs, 'genre_finetune_100_default_lm'), default_lm), init_from=default_lm)
-  out.pop('finetune_from_30min_lm', None)  # the layout before the curve started from the 30-minute LM
+    run('finetune', 100, os.path.join(runs, 'genre_finetune_100_default_lm'), default_lm),
+    init_from=default_lm,
+  )
+  out.pop(
+    'finetune_from_30min_lm', None
+  )  # the layout before the curve started from the 30-minute LM
   return out
 
 
@@ -218,32 +293,54 @@ DOCS = os.path.join(REPO, 'docs', 'results')
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument('--only', default='numbers,lm,genre')
   p.add_argument('--runs', default='runs/quality')
-  p.add_argument('--pretrained', default='runs/shakespeare_lm', help='the default LM run (trained if missing)')
-  p.add_argument('--genre_sizes', default='30,100,300,0', help='labelled passages per class (0 = all)')
+  p.add_argument(
+    '--pretrained', default='runs/shakespeare_lm', help='the default LM run (trained if missing)'
+  )
+  p.add_argument(
+    '--genre_sizes', default='30,100,300,0', help='labelled passages per class (0 = all)'
+  )
   p.add_argument('--scratch_sizes', default='100', help='sizes that also train from scratch')
-  p.add_argument('--no_long_lm', action='store_true',
-                 help="skip the 30-minute LM's row (the genre part still trains it: it fine-tunes from it)")
+  p.add_argument(
+    '--no_long_lm',
+    action='store_true',
+    help="skip the 30-minute LM's row (the genre part still trains it: it fine-tunes from it)",
+  )
   p.add_argument('--pairs', default='en_de,en_fr', help='number-word language pairs')
   args = p.parse_args()
   os.makedirs(DOCS, exist_ok=True)
   path = os.path.join(DOCS, 'results.json')
   results = json.load(open(path)) if os.path.exists(path) else {}
-  results['machine'] = {'platform': platform.platform(), 'processor': _cpu_name(), 'cpus': os.cpu_count(),
-                        'date': time.strftime('%Y-%m-%d')}
+  results['machine'] = {
+    'platform': platform.platform(),
+    'processor': _cpu_name(),
+    'cpus': os.cpu_count(),
+    'date': time.strftime('%Y-%m-%d'),
+  }
   parts = args.only.split(',')
   if 'numbers' in parts:
     results['numbers'] = numbers(args.runs, args.pairs.split(','), results.get('numbers'))
   if 'lm' in parts:
     results['lm'] = language_model(args.runs, args.pretrained, long_run=not args.no_long_lm)
-    shutil.copy(os.path.join(args.pretrained, 'loss_curve.png'), os.path.join(DOCS, 'shakespeare_lm_loss_curve.png'))
+    shutil.copy(
+      os.path.join(args.pretrained, 'loss_curve.png'),
+      os.path.join(DOCS, 'shakespeare_lm_loss_curve.png'),
+    )
   if 'genre' in parts:
     train(args.pretrained, 'configs/shakespeare_lm.py', fresh=False)
     long_dir, _ = long_language_model(args.runs)
-    results['genre'] = genre(args.runs, long_dir, args.pretrained, tuple(int(x) for x in args.genre_sizes.split(',')),
-                             tuple(int(x) for x in args.scratch_sizes.split(',')), results.get('genre'))
+    results['genre'] = genre(
+      args.runs,
+      long_dir,
+      args.pretrained,
+      tuple(int(x) for x in args.genre_sizes.split(',')),
+      tuple(int(x) for x in args.scratch_sizes.split(',')),
+      results.get('genre'),
+    )
   with open(path + '.tmp', 'w') as f:
     json.dump(results, f, indent=2)
   os.replace(path + '.tmp', path)
@@ -258,85 +355,144 @@ def _f(x, digits=3):
 def write_markdown(r: dict, path: str) -> None:
   """docs/results.md, rendered from results.json so the prose can never drift from the numbers."""
   m = r.get('machine', {})
-  lines = ['# Measured quality', '',
-           f"Machine: {m.get('processor')} ({m.get('cpus')} vCPUs, no accelerator), {m.get('platform')}; "
-           f"date {m.get('date')}. Produced by `python bench/quality.py`; raw numbers in "
-           '[results/results.json](results/results.json). Wall times include compilation, evaluations and '
-           'checkpoints. The machine is a shared VM: "load" is the 5-minute load average when a run ended '
-           '(2 = both cores busy with this run alone; more means other jobs were competing).', '']
+  lines = [
+    '# Measured quality',
+    '',
+    f'Machine: {m.get("processor")} ({m.get("cpus")} vCPUs, no accelerator), {m.get("platform")}; '
+    f'date {m.get("date")}. Produced by `python bench/quality.py`; raw numbers in '
+    '[results/results.json](results/results.json). Wall times include compilation, evaluations and '
+    'checkpoints. The machine is a shared VM: "load" is the 5-minute load average when a run ended '
+    '(2 = both cores busy with this run alone; more means other jobs were competing).',
+    '',
+  ]
   if 'numbers' in r:
-    lines += ['## Number words (encoder-decoder, SentencePiece pieces)', '',
-              '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | load | steps | target |',
-              '|---|---|---|---|---|---|---|---|']
+    lines += [
+      '## Number words (encoder-decoder, SentencePiece pieces)',
+      '',
+      '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | load | steps | target |',
+      '|---|---|---|---|---|---|---|---|',
+    ]
     for pair, v in sorted(r['numbers'].items()):
       ok = max(v['exact_match_greedy'], v['exact_match_beam']) >= 0.99 and v['train_wall_s'] <= 600
-      target = f"exact match >= 99% in <= 10 min: {'met' if ok else 'missed'}" if pair == 'en_de' else 'reported'
-      lines.append(f"| {pair} | {_f(v['exact_match_greedy'])} | {_f(v['exact_match_beam'])} | "
-                   f"{_f(v['bleu_beam'], 1)} | {v['train_wall_s']:.0f} s | {_f(v.get('load'), 1)} | {v['steps']} | {target} |")
-    lines += ['', 'Test numbers never occur in training. German writes a number below a million as one '
-              'word, so an en_de output is usually a single token for sacreBLEU, with no 2-, 3- or 4-grams '
-              'to match: its BLEU is ~0 whether or not the output is right. French separates the words '
-              '("cinq mille six cent soixante-neuf"), so its BLEU is meaningful. Exact match is the metric '
-              'that counts for both.', '']
+      target = (
+        f'exact match >= 99% in <= 10 min: {"met" if ok else "missed"}'
+        if pair == 'en_de'
+        else 'reported'
+      )
+      lines.append(
+        f'| {pair} | {_f(v["exact_match_greedy"])} | {_f(v["exact_match_beam"])} | '
+        f'{_f(v["bleu_beam"], 1)} | {v["train_wall_s"]:.0f} s | {_f(v.get("load"), 1)} | {v["steps"]} | {target} |'
+      )
+    lines += [
+      '',
+      'Test numbers never occur in training. German writes a number below a million as one '
+      'word, so an en_de output is usually a single token for sacreBLEU, with no 2-, 3- or 4-grams '
+      'to match: its BLEU is ~0 whether or not the output is right. French separates the words '
+      '("cinq mille six cent soixante-neuf"), so its BLEU is meaningful. Exact match is the metric '
+      'that counts for both.',
+      '',
+    ]
     if r.get('numbers_history'):
-      lines += ['How the en_de config got here (earlier runs of the same script, test exact match):', '',
-                '| config | greedy | beam 4 | train wall time | note |', '|---|---|---|---|---|']
-      lines += [f"| {h['config']} | {_f(h['exact_match_greedy'])} | {_f(h['exact_match_beam'])} | {h['wall_s']:.0f} s | "
-                f"{h['note']} |" for h in r['numbers_history']]
+      lines += [
+        'How the en_de config got here (earlier runs of the same script, test exact match):',
+        '',
+        '| config | greedy | beam 4 | train wall time | note |',
+        '|---|---|---|---|---|',
+      ]
+      lines += [
+        f'| {h["config"]} | {_f(h["exact_match_greedy"])} | {_f(h["exact_match_beam"])} | {h["wall_s"]:.0f} s | '
+        f'{h["note"]} |'
+        for h in r['numbers_history']
+      ]
       lines.append('')
     for pair, v in sorted(r['numbers'].items()):
       ex = v['examples'][0]
-      lines += [f"{pair}: \"{ex['source']}\" -> \"{ex['beam']}\" (reference \"{ex['target']}\")", '']
+      lines += [f'{pair}: "{ex["source"]}" -> "{ex["beam"]}" (reference "{ex["target"]}")', '']
   if 'lm' in r:
     lm = r['lm']
     d, l = lm['default_run'], lm.get('long_run', {})
-    lines += ['## Shakespeare language model (validation = 8 held-out plays)', '',
-              f"Bits per byte of the validation text (lower is better). The default config "
-              f"(`configs/shakespeare_lm.py`, {d['steps']} steps) is sized for about 15 minutes; the "
-              f"30-minute run is the same config with {l.get('steps') or 'twice the'} steps. Points at 5/15/30 "
-              'minutes are the last evaluation finished by then (a 20-batch subset of the validation '
-              'split); "end of run" is the full split.', '',
-              '| wall time | default config | 30-minute config |', '|---|---|---|']
+    lines += [
+      '## Shakespeare language model (validation = 8 held-out plays)',
+      '',
+      f'Bits per byte of the validation text (lower is better). The default config '
+      f'(`configs/shakespeare_lm.py`, {d["steps"]} steps) is sized for about 15 minutes; the '
+      f'30-minute run is the same config with {l.get("steps") or "twice the"} steps. Points at 5/15/30 '
+      'minutes are the last evaluation finished by then (a 20-batch subset of the validation '
+      'split); "end of run" is the full split.',
+      '',
+      '| wall time | default config | 30-minute config |',
+      '|---|---|---|',
+    ]
     for label, key in (('5 min', '5min'), ('15 min', '15min'), ('30 min', '30min')):
-      lines.append(f"| {label} | {_f(d.get('bpb_at', {}).get(key))} | {_f(l.get('bpb_at', {}).get(key))} |")
-    lines += [f"| end of run, full validation split | {_f(d['val_bits_per_byte_full_split'])} ({d['wall_s']:.0f} s) | "
-              f"{_f(l.get('val_bits_per_byte_full_split'))} ({_f(l.get('wall_s'), 0)} s) |",
-              f"| unigram baseline (train-split token frequencies) | {_f(lm['unigram_bits_per_byte'])} | |", '',
-              f"Training throughput (median over log windows): default run {_f(d['tokens_per_s'], 0)} tokens/s "
-              f"(load {_f(d.get('load'), 1)}), 30-minute run {_f(l.get('tokens_per_s'), 0)} tokens/s "
-              f"(load {_f(l.get('load'), 1)}).", '',
-              '![loss curves of the default run](results/shakespeare_lm_loss_curve.png)', '']
+      lines.append(
+        f'| {label} | {_f(d.get("bpb_at", {}).get(key))} | {_f(l.get("bpb_at", {}).get(key))} |'
+      )
+    lines += [
+      f'| end of run, full validation split | {_f(d["val_bits_per_byte_full_split"])} ({d["wall_s"]:.0f} s) | '
+      f'{_f(l.get("val_bits_per_byte_full_split"))} ({_f(l.get("wall_s"), 0)} s) |',
+      f'| unigram baseline (train-split token frequencies) | {_f(lm["unigram_bits_per_byte"])} | |',
+      '',
+      f'Training throughput (median over log windows): default run {_f(d["tokens_per_s"], 0)} tokens/s '
+      f'(load {_f(d.get("load"), 1)}), 30-minute run {_f(l.get("tokens_per_s"), 0)} tokens/s '
+      f'(load {_f(l.get("load"), 1)}).',
+      '',
+      '![loss curves of the default run](results/shakespeare_lm_loss_curve.png)',
+      '',
+    ]
     for sample in lm.get('samples', [])[:1]:
-      lines += ['A sample from the default run (temperature 0.8):', '', '```', sample.strip(), '```', '']
+      lines += [
+        'A sample from the default run (temperature 0.8):',
+        '',
+        '```',
+        sample.strip(),
+        '```',
+        '',
+      ]
   if 'genre' in r:
     g = r['genre']
     default_ft = g.get('finetune_from_default_lm')
-    lines += ['## Genre classification (comedy / history / tragedy)', '',
-              'Balanced accuracy on the test split: 200 passages per class from plays that no training or '
-              'validation passage comes from. Fine-tuned = `configs/genre_finetune.py` started from the '
-              f"30-minute LM run (`--config.init_from={g.get('init_from')}`: the default LM config at twice "
-              'its steps); scratch = `configs/genre_scratch.py`, the same architecture from random weights; '
-              'both keep the checkpoint with the lowest validation error (early stopping, patience 6). '
-              'Sizes above 100 per class sample from `train_full` (all 6,085 training-play passages).', '',
-              '| labelled passages per class | pretrained + fine-tuned | from scratch | TF-IDF + logistic regression | fine-tuning steps (best / stopped) |',
-              '|---|---|---|---|---|']
+    lines += [
+      '## Genre classification (comedy / history / tragedy)',
+      '',
+      'Balanced accuracy on the test split: 200 passages per class from plays that no training or '
+      'validation passage comes from. Fine-tuned = `configs/genre_finetune.py` started from the '
+      f'30-minute LM run (`--config.init_from={g.get("init_from")}`: the default LM config at twice '
+      'its steps); scratch = `configs/genre_scratch.py`, the same architecture from random weights; '
+      'both keep the checkpoint with the lowest validation error (early stopping, patience 6). '
+      'Sizes above 100 per class sample from `train_full` (all 6,085 training-play passages).',
+      '',
+      '| labelled passages per class | pretrained + fine-tuned | from scratch | TF-IDF + logistic regression | fine-tuning steps (best / stopped) |',
+      '|---|---|---|---|---|',
+    ]
     order = ('30', '100', '300', 'all')
     for n in sorted(g['learning_curve'], key=lambda n: order.index(n) if n in order else 9):
       row = g['learning_curve'][n]
       ft = row['finetune']
-      lines.append(f"| {n} | {_f(ft['balanced_accuracy'])} | {_f(row.get('scratch', {}).get('balanced_accuracy'))} | "
-                   f"{_f(g['tfidf'].get(n))} | {ft['best_step']} / {ft['last_step']} |")
+      lines.append(
+        f'| {n} | {_f(ft["balanced_accuracy"])} | {_f(row.get("scratch", {}).get("balanced_accuracy"))} | '
+        f'{_f(g["tfidf"].get(n))} | {ft["best_step"]} / {ft["last_step"]} |'
+      )
     if default_ft:
-      lines += ['', f"Fine-tuned from the default 15-minute LM instead (`--config.init_from={default_ft['init_from']}`, "
-                f"same settings, 100 per class): {_f(default_ft['balanced_accuracy'])} balanced accuracy (best step "
-                f"{default_ft['best_step']}, stopped at {default_ft['last_step']}). One seed each, but the longer "
-                'pretraining moved this number more than any fine-tuning setting did.']
+      lines += [
+        '',
+        f'Fine-tuned from the default 15-minute LM instead (`--config.init_from={default_ft["init_from"]}`, '
+        f'same settings, 100 per class): {_f(default_ft["balanced_accuracy"])} balanced accuracy (best step '
+        f'{default_ft["best_step"]}, stopped at {default_ft["last_step"]}). One seed each, but the longer '
+        'pretraining moved this number more than any fine-tuning setting did.',
+      ]
     if r.get('genre_history'):
-      lines += ['', 'Fine-tuning settings tried at 100 per class, from the default LM (chosen by validation accuracy, which comes from '
-                'the training plays; the test column is shown for the record, it did not choose):', '',
-                '| fine-tuning settings | best validation accuracy | test balanced accuracy |', '|---|---|---|']
-      lines += [f"| {h['config']} | {_f(h['val_accuracy'])} | {_f(h['test_balanced_accuracy'])} |"
-                for h in r['genre_history']]
+      lines += [
+        '',
+        'Fine-tuning settings tried at 100 per class, from the default LM (chosen by validation accuracy, which comes from '
+        'the training plays; the test column is shown for the record, it did not choose):',
+        '',
+        '| fine-tuning settings | best validation accuracy | test balanced accuracy |',
+        '|---|---|---|',
+      ]
+      lines += [
+        f'| {h["config"]} | {_f(h["val_accuracy"])} | {_f(h["test_balanced_accuracy"])} |'
+        for h in r['genre_history']
+      ]
     hundred = g['learning_curve'].get('100')
     if hundred and 'scratch' in hundred:
       ft, sc = hundred['finetune']['balanced_accuracy'], hundred['scratch']['balanced_accuracy']
@@ -345,24 +501,40 @@ def write_markdown(r: dict, path: str) -> None:
       for label, value in (('30-minute LM', ft), ('default 15-minute LM', default_value)):
         if value is None:
           continue
-        met = [('>= 0.65', value >= 0.65), ('>= scratch + 0.10', value >= sc + 0.10), ('> TF-IDF', value > tfidf)]
-        lines += ['', f'Targets at 100 per class, fine-tuned from the {label} ({_f(value)}): ' +
-                  ', '.join(f"{name}: {'met' if ok else 'missed'}" for name, ok in met) + '.']
+        met = [
+          ('>= 0.65', value >= 0.65),
+          ('>= scratch + 0.10', value >= sc + 0.10),
+          ('> TF-IDF', value > tfidf),
+        ]
+        lines += [
+          '',
+          f'Targets at 100 per class, fine-tuned from the {label} ({_f(value)}): '
+          + ', '.join(f'{name}: {"met" if ok else "missed"}' for name, ok in met)
+          + '.',
+        ]
       lines.append('')
       s = hundred['scratch']
       if 'last_step_balanced_accuracy' in s:
         better = s['balanced_accuracy'] > s['last_step_balanced_accuracy']
-        lines += ['### Early stopping on the scratch run (100 per class = 300 examples)', '',
-                  f"Stopped early: {'yes' if s['stopped_early'] else 'no'}, at step {s['last_step']} of the "
-                  f"600-step budget. The kept checkpoint (step {s['best_step']}, lowest validation error) scores "
-                  f"{_f(s['balanced_accuracy'])} balanced accuracy on the test split; the last step's weights "
-                  f"score {_f(s['last_step_balanced_accuracy'])}: the best checkpoint is "
-                  f"{'better' if better else 'not better'}.", '',
-                  '![scratch genre loss curves](results/genre_scratch_loss_curve.png)', '']
+        lines += [
+          '### Early stopping on the scratch run (100 per class = 300 examples)',
+          '',
+          f'Stopped early: {"yes" if s["stopped_early"] else "no"}, at step {s["last_step"]} of the '
+          f'600-step budget. The kept checkpoint (step {s["best_step"]}, lowest validation error) scores '
+          f"{_f(s['balanced_accuracy'])} balanced accuracy on the test split; the last step's weights "
+          f'score {_f(s["last_step_balanced_accuracy"])}: the best checkpoint is '
+          f'{"better" if better else "not better"}.',
+          '',
+          '![scratch genre loss curves](results/genre_scratch_loss_curve.png)',
+          '',
+        ]
     missing = [n for n in order if n not in g['learning_curve']]
     if missing:
-      lines += [f"Not measured yet: {', '.join(missing)} per class (`python bench/quality.py --only genre "
-                f"--genre_sizes ...`); a dash in the table is a run that was not made.", '']
+      lines += [
+        f'Not measured yet: {", ".join(missing)} per class (`python bench/quality.py --only genre '
+        f'--genre_sizes ...`); a dash in the table is a run that was not made.',
+        '',
+      ]
   with open(path + '.tmp', 'w') as f:
     f.write('\n'.join(lines) + '\n')
   os.replace(path + '.tmp', path)

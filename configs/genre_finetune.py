@@ -2,15 +2,16 @@
 
 `init_from` loads the LM's backbone; its tokenizer is reused so token ids mean the same thing.
 """
+
 from configs import genre_scratch
 
 
 def get_config():
   c = genre_scratch.get_config()
   c.init_from = 'runs/shakespeare_lm'  # a run workdir, a checkpoint dir or an export
-  c.learning_rate = 3e-4           # gentler than from scratch: keep what pretraining learned
-  c.backbone_lr_multiplier = 0.3   # the backbone moves slower than the new head
-  c.head_only_steps = 20           # let the fresh head settle before touching the backbone
+  c.learning_rate = 3e-4  # gentler than from scratch: keep what pretraining learned
+  c.backbone_lr_multiplier = 0.3  # the backbone moves slower than the new head
+  c.head_only_steps = 20  # let the fresh head settle before touching the backbone
   # Regularised for 300 examples; chosen on validation accuracy (0.72 vs 0.70 with dropout 0.1,
   # no smoothing, multiplier 0.5: docs/results.md).
   c.model.dropout_rate = 0.2

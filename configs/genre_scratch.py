@@ -2,6 +2,7 @@
 
 Validation is 50 per class from the training plays; test is 200 per class from held-out plays.
 """
+
 from configs import default
 
 
@@ -15,9 +16,9 @@ def get_config():
   c.model.d_model = 256
   c.model.num_heads = 4
   c.model.num_layers = 4
-  c.model.max_len = 256            # passages are 300-700 characters (<= ~200 tokens): none is cut
-  c.model.position = 'rope'        # as the Shakespeare LM, so its backbone loads unchanged
-  c.model.scan_layers = False      # as the Shakespeare LM (and faster on CPU at 4 layers)
+  c.model.max_len = 256  # passages are 300-700 characters (<= ~200 tokens): none is cut
+  c.model.position = 'rope'  # as the Shakespeare LM, so its backbone loads unchanged
+  c.model.scan_layers = False  # as the Shakespeare LM (and faster on CPU at 4 layers)
   c.model.dropout_rate = 0.1
   c.pooling = 'mean'
   c.batch_size = 32
@@ -27,6 +28,8 @@ def get_config():
   c.eval_every_steps = 20
   c.log_every_steps = 10
   c.checkpoint_every_steps = 1000
-  c.early_stopping.patience = 6    # 300 examples overfit quickly: stop and keep the best
-  c.early_stopping.monitor = 'error'  # on 150 validation passages the loss turns up while accuracy still rises
+  c.early_stopping.patience = 6  # 300 examples overfit quickly: stop and keep the best
+  c.early_stopping.monitor = (
+    'error'  # on 150 validation passages the loss turns up while accuracy still rises
+  )
   return c

@@ -1,4 +1,5 @@
 """Sentiment classification on TFDS imdb_reviews. Needs the dataset prepared or downloadable."""
+
 from configs import default
 
 

@@ -1,4 +1,5 @@
 """A language model on TFDS lm1b (One Billion Words). Needs the dataset prepared or dataset.download=True."""
+
 from configs import default
 
 
@@ -6,7 +7,7 @@ def get_config():
   c = default.get_config()
   c.task = 'lm'
   c.dataset.name = 'lm1b'
-  c.dataset.eval_split = 'test'    # lm1b has train and test only
+  c.dataset.eval_split = 'test'  # lm1b has train and test only
   c.dataset.test_split = ''
   c.dataset.vocab_size = 32000
   c.model.d_model = 512

@@ -1,4 +1,5 @@
 """A tiny LM config that trains in seconds: for tests and smoke runs, not for quality."""
+
 from configs import default
 
 
@@ -6,7 +7,7 @@ def get_config():
   c = default.get_config()
   c.task = 'lm'
   c.dataset.name = 'jaxformer_shakespeare'
-  c.dataset.tokenizer = 'byte'     # no tokenizer training
+  c.dataset.tokenizer = 'byte'  # no tokenizer training
   c.dataset.test_split = ''
   c.model.d_model = 32
   c.model.num_heads = 2

@@ -1,4 +1,5 @@
 """Transformer-base style translation on TFDS wmt14_translate/de-en. Needs the dataset prepared or downloadable."""
+
 from configs import default
 
 
@@ -18,7 +19,7 @@ def get_config():
   c.batch_size = 256
   c.num_train_steps = 100_000
   c.learning_rate = 1e-3
-  c.lr_schedule = 'rsqrt'          # the 2017 paper's inverse square-root schedule
+  c.lr_schedule = 'rsqrt'  # the 2017 paper's inverse square-root schedule
   c.warmup_steps = 4000
   c.label_smoothing = 0.1
   c.eval_every_steps = 2000

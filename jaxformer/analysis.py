@@ -14,6 +14,7 @@ Capturing never changes what the model computes: it runs the same parameters wit
 attention_impl='einsum' (which sows the probabilities) and a plain layer loop (so every layer's
 output has its own name); the logits it returns equal the normal forward pass.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,283 +33,348 @@ from jaxformer.model.layers import AddPositions
 
 # ----------------------------------------------------------------------------- capture
 
+
 @dataclasses.dataclass
 class Capture:
-    logits: np.ndarray     # [B, L, V] float32, equal to DecoderLM(cfg).apply(params, tokens)
-    attention: np.ndarray  # [layers, B, H, Lq, Lk] attention probabilities of every head
-    hidden: np.ndarray     # [layers + 1, B, L, D]: hidden[0] = embeddings (+ positions), hidden[i] = after layer i
+  logits: np.ndarray  # [B, L, V] float32, equal to DecoderLM(cfg).apply(params, tokens)
+  attention: np.ndarray  # [layers, B, H, Lq, Lk] attention probabilities of every head
+  hidden: (
+    np.ndarray
+  )  # [layers + 1, B, L, D]: hidden[0] = embeddings (+ positions), hidden[i] = after layer i
 
 
 def analysis_config(cfg: ModelConfig) -> ModelConfig:
-    """The same model with explicit (einsum) attention, a layer loop and no rematerialisation."""
-    return cfg.replace(attention_impl="einsum", scan_layers=False, remat="none")
+  """The same model with explicit (einsum) attention, a layer loop and no rematerialisation."""
+  return cfg.replace(attention_impl='einsum', scan_layers=False, remat='none')
 
 
 def loop_params(params):
-    """Parameters in layer-loop layout ('layer_0', 'layer_1', ...), whatever layout they came in."""
-    return scan_to_loop(nn.unbox(params))
+  """Parameters in layer-loop layout ('layer_0', 'layer_1', ...), whatever layout they came in."""
+  return scan_to_loop(nn.unbox(params))
 
 
 def _records_hidden(module, method_name: str) -> bool:
-    # The outputs of each layer, of the token table and of the position step: nothing else is
-    # stored, so capturing costs little memory.
-    return method_name == "__call__" and isinstance(module, (DecoderLayer, AddPositions, nn.Embed))
+  # The outputs of each layer, of the token table and of the position step: nothing else is
+  # stored, so capturing costs little memory.
+  return method_name == '__call__' and isinstance(module, (DecoderLayer, AddPositions, nn.Embed))
 
 
 @functools.lru_cache(maxsize=8)
 def _capture_fn(cfg: ModelConfig):
-    model = DecoderLM(cfg)
+  model = DecoderLM(cfg)
 
-    def run(params, tokens, head_mask):
-        logits, state = model.apply({"params": params}, tokens, head_mask=head_mask,
-                                    capture_intermediates=_records_hidden, mutable=["intermediates"])
-        inter = state["intermediates"]["backbone"]
-        layers = [inter["layers"][f"layer_{i}"] for i in range(cfg.num_layers)]
-        attention = jnp.stack([layer["self_attention"]["attention_weights"][0] for layer in layers])
-        first = inter["pos_embed"] if "pos_embed" in inter else inter["token_embed"]
-        # A DecoderLayer returns (x, None), the (carry, output) pair nn.scan expects.
-        hidden = jnp.stack([first["__call__"][0]] + [layer["__call__"][0][0] for layer in layers])
-        return logits, attention, hidden
+  def run(params, tokens, head_mask):
+    logits, state = model.apply(
+      {'params': params},
+      tokens,
+      head_mask=head_mask,
+      capture_intermediates=_records_hidden,
+      mutable=['intermediates'],
+    )
+    inter = state['intermediates']['backbone']
+    layers = [inter['layers'][f'layer_{i}'] for i in range(cfg.num_layers)]
+    attention = jnp.stack([layer['self_attention']['attention_weights'][0] for layer in layers])
+    first = inter['pos_embed'] if 'pos_embed' in inter else inter['token_embed']
+    # A DecoderLayer returns (x, None), the (carry, output) pair nn.scan expects.
+    hidden = jnp.stack([first['__call__'][0]] + [layer['__call__'][0][0] for layer in layers])
+    return logits, attention, hidden
 
-    return jax.jit(run)
+  return jax.jit(run)
 
 
 def capture(cfg: ModelConfig, params, tokens, *, head_mask=None) -> Capture:
-    """Logits, every head's attention probabilities and every layer's output for tokens [B, L]."""
-    acfg = analysis_config(cfg)
-    mask = None if head_mask is None else jnp.asarray(head_mask, jnp.float32)
-    logits, attention, hidden = _capture_fn(acfg)(loop_params(params), jnp.asarray(tokens, jnp.int32), mask)
-    return Capture(np.asarray(logits), np.asarray(attention), np.asarray(hidden))
+  """Logits, every head's attention probabilities and every layer's output for tokens [B, L]."""
+  acfg = analysis_config(cfg)
+  mask = None if head_mask is None else jnp.asarray(head_mask, jnp.float32)
+  logits, attention, hidden = _capture_fn(acfg)(
+    loop_params(params), jnp.asarray(tokens, jnp.int32), mask
+  )
+  return Capture(np.asarray(logits), np.asarray(attention), np.asarray(hidden))
 
 
 def hidden_states(cfg: ModelConfig, params, tokens, batch_size: int = 32) -> np.ndarray:
-    """[layers + 1, N, L, D] hidden states for tokens [N, L], computed batch_size rows at a time."""
-    tokens = np.asarray(tokens)
-    parts = [capture(cfg, params, tokens[i:i + batch_size]).hidden for i in range(0, len(tokens), batch_size)]
-    return np.concatenate(parts, axis=1)
+  """[layers + 1, N, L, D] hidden states for tokens [N, L], computed batch_size rows at a time."""
+  tokens = np.asarray(tokens)
+  parts = [
+    capture(cfg, params, tokens[i : i + batch_size]).hidden
+    for i in range(0, len(tokens), batch_size)
+  ]
+  return np.concatenate(parts, axis=1)
 
 
 # ----------------------------------------------------------------------------- attention statistics
 
-def head_stats(attention) -> dict:
-    """Per-head statistics of causal attention maps [layers, B, H, L, L], each [layers, H].
 
-    Averaged over the batch and over query positions 1..L-1 (query 0 can only see itself):
-      entropy          -sum_j p_ij ln p_ij, nats (low = focused on few tokens)
-      mean_distance    sum_j p_ij (i - j), tokens back from the query
-      previous_token   p_{i, i-1}: share of attention on the token just before
-      first_token      p_{i, 0}: share on the window's first token (a common "attention sink")
-      self             p_{i, i}: share on the query token itself
-    The same numbers for uniform causal attention are returned as 'uniform_*' references.
-    """
-    a = np.asarray(attention, np.float64)[..., 1:, :]            # [layers, B, H, L-1, L]
-    length = a.shape[-1]
-    q = np.arange(1, length)[:, None]
-    k = np.arange(length)[None, :]
-    rows = np.arange(length - 1)
-    mean = lambda x: x.mean(axis=(1, 3))  # noqa: E731  over batch and queries -> [layers, H]
-    uniform_counts = np.arange(2, length + 1)                     # query i sees i + 1 keys
-    return {
-        "entropy": mean(-(a * np.log(np.where(a > 0, a, 1.0))).sum(-1)),
-        "mean_distance": mean((a * (q - k)).sum(-1)),
-        "previous_token": mean(a[..., rows, rows]),
-        "first_token": mean(a[..., 0]),
-        "self": mean(a[..., rows, rows + 1]),
-        "uniform_entropy": float(np.mean(np.log(uniform_counts))),
-        "uniform_mean_distance": float(np.mean((uniform_counts - 1) / 2)),
-    }
+def head_stats(attention) -> dict:
+  """Per-head statistics of causal attention maps [layers, B, H, L, L], each [layers, H].
+
+  Averaged over the batch and over query positions 1..L-1 (query 0 can only see itself):
+    entropy          -sum_j p_ij ln p_ij, nats (low = focused on few tokens)
+    mean_distance    sum_j p_ij (i - j), tokens back from the query
+    previous_token   p_{i, i-1}: share of attention on the token just before
+    first_token      p_{i, 0}: share on the window's first token (a common "attention sink")
+    self             p_{i, i}: share on the query token itself
+  The same numbers for uniform causal attention are returned as 'uniform_*' references.
+  """
+  a = np.asarray(attention, np.float64)[..., 1:, :]  # [layers, B, H, L-1, L]
+  length = a.shape[-1]
+  q = np.arange(1, length)[:, None]
+  k = np.arange(length)[None, :]
+  rows = np.arange(length - 1)
+  mean = lambda x: x.mean(axis=(1, 3))  # noqa: E731  over batch and queries -> [layers, H]
+  uniform_counts = np.arange(2, length + 1)  # query i sees i + 1 keys
+  return {
+    'entropy': mean(-(a * np.log(np.where(a > 0, a, 1.0))).sum(-1)),
+    'mean_distance': mean((a * (q - k)).sum(-1)),
+    'previous_token': mean(a[..., rows, rows]),
+    'first_token': mean(a[..., 0]),
+    'self': mean(a[..., rows, rows + 1]),
+    'uniform_entropy': float(np.mean(np.log(uniform_counts))),
+    'uniform_mean_distance': float(np.mean((uniform_counts - 1) / 2)),
+  }
 
 
 def attention_similarity(attention) -> np.ndarray:
-    """[layers * H, layers * H] cosine similarity between heads' attention maps (1 = same pattern).
+  """[layers * H, layers * H] cosine similarity between heads' attention maps (1 = same pattern).
 
-    attention: [layers, B, H, L, L]; head (layer l, head h) is row l * H + h. Each head's maps over
-    the whole batch are flattened into one vector, so two heads are similar only if they attend
-    the same way on the same inputs.
-    """
-    a = np.asarray(attention, np.float64)
-    layers, _, heads = a.shape[:3]
-    flat = a.transpose(0, 2, 1, 3, 4).reshape(layers * heads, -1)
-    flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
-    return flat @ flat.T
+  attention: [layers, B, H, L, L]; head (layer l, head h) is row l * H + h. Each head's maps over
+  the whole batch are flattened into one vector, so two heads are similar only if they attend
+  the same way on the same inputs.
+  """
+  a = np.asarray(attention, np.float64)
+  layers, _, heads = a.shape[:3]
+  flat = a.transpose(0, 2, 1, 3, 4).reshape(layers * heads, -1)
+  flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+  return flat @ flat.T
 
 
 # ----------------------------------------------------------------------------- head ablation
 
+
 @functools.lru_cache(maxsize=8)
 def _loss_fn(cfg: ModelConfig):
-    model = DecoderLM(cfg)
+  model = DecoderLM(cfg)
 
-    def sums(params, batch, head_mask):
-        logits = model.apply({"params": params}, batch["inputs"], head_mask=head_mask)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-        return jnp.stack([jnp.sum(loss * batch["weights"]), jnp.sum(batch["weights"])])
+  def sums(params, batch, head_mask):
+    logits = model.apply({'params': params}, batch['inputs'], head_mask=head_mask)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets'])
+    return jnp.stack([jnp.sum(loss * batch['weights']), jnp.sum(batch['weights'])])
 
-    return jax.jit(sums)
+  return jax.jit(sums)
 
 
 def masked_loss(cfg: ModelConfig, params, batches, head_mask=None) -> float:
-    """Mean next-token loss (nats) over LM batches {'inputs', 'targets', 'weights'} with a head mask.
+  """Mean next-token loss (nats) over LM batches {'inputs', 'targets', 'weights'} with a head mask.
 
-    head_mask: [num_layers, num_heads], 1 keeps a head and 0 removes it (None keeps all).
-    """
-    mask = jnp.ones((cfg.num_layers, cfg.num_heads)) if head_mask is None else jnp.asarray(head_mask, jnp.float32)
-    fn, params = _loss_fn(cfg.replace(remat="none")), nn.unbox(params)
-    total = sum(fn(params, {k: jnp.asarray(v) for k, v in b.items()}, mask) for b in batches)
-    loss_sum, weight = np.asarray(total, np.float64)
-    return float(loss_sum / max(weight, 1.0))
+  head_mask: [num_layers, num_heads], 1 keeps a head and 0 removes it (None keeps all).
+  """
+  mask = (
+    jnp.ones((cfg.num_layers, cfg.num_heads))
+    if head_mask is None
+    else jnp.asarray(head_mask, jnp.float32)
+  )
+  fn, params = _loss_fn(cfg.replace(remat='none')), nn.unbox(params)
+  total = sum(fn(params, {k: jnp.asarray(v) for k, v in b.items()}, mask) for b in batches)
+  loss_sum, weight = np.asarray(total, np.float64)
+  return float(loss_sum / max(weight, 1.0))
 
 
 def head_ablation(cfg: ModelConfig, params, batches) -> dict:
-    """Loss with nothing removed, with each head alone removed [layers, H], and each whole layer's attention.
+  """Loss with nothing removed, with each head alone removed [layers, H], and each whole layer's attention.
 
-    The increase over 'baseline' is how much the model relies on that head (on these batches).
-    """
-    base = masked_loss(cfg, params, batches)
-    single = np.zeros((cfg.num_layers, cfg.num_heads))
-    for layer in range(cfg.num_layers):
-        for head in range(cfg.num_heads):
-            mask = np.ones((cfg.num_layers, cfg.num_heads))
-            mask[layer, head] = 0.0
-            single[layer, head] = masked_loss(cfg, params, batches, mask)
-    whole = np.zeros(cfg.num_layers)
-    for layer in range(cfg.num_layers):
-        mask = np.ones((cfg.num_layers, cfg.num_heads))
-        mask[layer] = 0.0
-        whole[layer] = masked_loss(cfg, params, batches, mask)
-    return {"baseline": base, "single_head": single, "whole_layer": whole}
+  The increase over 'baseline' is how much the model relies on that head (on these batches).
+  """
+  base = masked_loss(cfg, params, batches)
+  single = np.zeros((cfg.num_layers, cfg.num_heads))
+  for layer in range(cfg.num_layers):
+    for head in range(cfg.num_heads):
+      mask = np.ones((cfg.num_layers, cfg.num_heads))
+      mask[layer, head] = 0.0
+      single[layer, head] = masked_loss(cfg, params, batches, mask)
+  whole = np.zeros(cfg.num_layers)
+  for layer in range(cfg.num_layers):
+    mask = np.ones((cfg.num_layers, cfg.num_heads))
+    mask[layer] = 0.0
+    whole[layer] = masked_loss(cfg, params, batches, mask)
+  return {'baseline': base, 'single_head': single, 'whole_layer': whole}
 
 
 def pruning_curve(cfg: ModelConfig, params, batches, order) -> list[float]:
-    """Loss after removing the first k heads of `order` (a list of (layer, head)), k = 0..len(order)."""
-    mask = np.ones((cfg.num_layers, cfg.num_heads))
-    losses = [masked_loss(cfg, params, batches, mask)]
-    for layer, head in order:
-        mask[layer, head] = 0.0
-        losses.append(masked_loss(cfg, params, batches, mask))
-    return losses
+  """Loss after removing the first k heads of `order` (a list of (layer, head)), k = 0..len(order)."""
+  mask = np.ones((cfg.num_layers, cfg.num_heads))
+  losses = [masked_loss(cfg, params, batches, mask)]
+  for layer, head in order:
+    mask[layer, head] = 0.0
+    losses.append(masked_loss(cfg, params, batches, mask))
+  return losses
 
 
 # ----------------------------------------------------------------------------- linear probes
 
+
 def balanced_accuracy(y_true, y_pred) -> float:
-    """Mean over the classes present in y_true of the share of that class predicted correctly."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    classes = np.unique(y_true)
-    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
+  """Mean over the classes present in y_true of the share of that class predicted correctly."""
+  y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+  classes = np.unique(y_true)
+  return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
+@functools.partial(jax.jit, static_argnames=('num_classes', 'steps'))
 def _fit_logistic(x, y, *, num_classes: int, steps: int, l2: float, learning_rate: float):
-    """Full-batch multinomial logistic regression with an L2 penalty, by Adam. x: [N, D], y: [N]."""
-    params = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
-    tx = optax.adam(learning_rate)
+  """Full-batch multinomial logistic regression with an L2 penalty, by Adam. x: [N, D], y: [N]."""
+  params = {'w': jnp.zeros((x.shape[1], num_classes)), 'b': jnp.zeros(num_classes)}
+  tx = optax.adam(learning_rate)
 
-    def loss_fn(p):
-        logits = x @ p["w"] + p["b"]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + l2 * jnp.sum(p["w"] ** 2)
+  def loss_fn(p):
+    logits = x @ p['w'] + p['b']
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + l2 * jnp.sum(
+      p['w'] ** 2
+    )
 
-    def step(carry, _):
-        p, opt = carry
-        grads = jax.grad(loss_fn)(p)
-        updates, opt = tx.update(grads, opt, p)
-        return (optax.apply_updates(p, updates), opt), None
+  def step(carry, _):
+    p, opt = carry
+    grads = jax.grad(loss_fn)(p)
+    updates, opt = tx.update(grads, opt, p)
+    return (optax.apply_updates(p, updates), opt), None
 
-    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-    return params
+  (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+  return params
 
 
-def train_probe(x_train, y_train, x_test, y_test, *, num_classes: int | None = None, l2: float = 1e-3,
-                steps: int = 300, learning_rate: float = 0.05) -> dict:
-    """A linear probe: logistic regression from features [N, D] to integer labels [N].
+def train_probe(
+  x_train,
+  y_train,
+  x_test,
+  y_test,
+  *,
+  num_classes: int | None = None,
+  l2: float = 1e-3,
+  steps: int = 300,
+  learning_rate: float = 0.05,
+) -> dict:
+  """A linear probe: logistic regression from features [N, D] to integer labels [N].
 
-    Features are standardised with the training set's mean and std. Returns test 'accuracy',
-    'balanced_accuracy', 'train_accuracy', and the chance levels 'majority_accuracy' (always
-    predicting the commonest training class) and 'chance_balanced' (1 / classes in the test set).
-    Plain JAX + optax: no scikit-learn needed.
-    """
-    x_train, x_test = np.asarray(x_train, np.float32), np.asarray(x_test, np.float32)
-    y_train, y_test = np.asarray(y_train, np.int32), np.asarray(y_test, np.int32)
-    if len(x_train) == 0 or len(x_test) == 0:
-        raise ValueError("train_probe needs at least one training and one test example; collect more data")
-    num_classes = int(num_classes or max(y_train.max(), y_test.max()) + 1)
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    p = _fit_logistic(jnp.asarray((x_train - mean) / std), jnp.asarray(y_train), num_classes=num_classes,
-                      steps=int(steps), l2=float(l2), learning_rate=float(learning_rate))
-    predict = lambda x: np.asarray(jnp.argmax(jnp.asarray((x - mean) / std) @ p["w"] + p["b"], -1))  # noqa: E731
-    pred_test = predict(x_test)
-    majority = np.bincount(y_train, minlength=num_classes).argmax()
-    return {
-        "accuracy": float(np.mean(pred_test == y_test)),
-        "balanced_accuracy": balanced_accuracy(y_test, pred_test),
-        "train_accuracy": float(np.mean(predict(x_train) == y_train)),
-        "majority_accuracy": float(np.mean(y_test == majority)),
-        "chance_balanced": 1.0 / len(np.unique(y_test)),
-        "num_train": int(len(y_train)), "num_test": int(len(y_test)), "num_classes": num_classes,
-    }
+  Features are standardised with the training set's mean and std. Returns test 'accuracy',
+  'balanced_accuracy', 'train_accuracy', and the chance levels 'majority_accuracy' (always
+  predicting the commonest training class) and 'chance_balanced' (1 / classes in the test set).
+  Plain JAX + optax: no scikit-learn needed.
+  """
+  x_train, x_test = np.asarray(x_train, np.float32), np.asarray(x_test, np.float32)
+  y_train, y_test = np.asarray(y_train, np.int32), np.asarray(y_test, np.int32)
+  if len(x_train) == 0 or len(x_test) == 0:
+    raise ValueError(
+      'train_probe needs at least one training and one test example; collect more data'
+    )
+  num_classes = int(num_classes or max(y_train.max(), y_test.max()) + 1)
+  mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+  p = _fit_logistic(
+    jnp.asarray((x_train - mean) / std),
+    jnp.asarray(y_train),
+    num_classes=num_classes,
+    steps=int(steps),
+    l2=float(l2),
+    learning_rate=float(learning_rate),
+  )
+  predict = lambda x: np.asarray(jnp.argmax(jnp.asarray((x - mean) / std) @ p['w'] + p['b'], -1))  # noqa: E731
+  pred_test = predict(x_test)
+  majority = np.bincount(y_train, minlength=num_classes).argmax()
+  return {
+    'accuracy': float(np.mean(pred_test == y_test)),
+    'balanced_accuracy': balanced_accuracy(y_test, pred_test),
+    'train_accuracy': float(np.mean(predict(x_train) == y_train)),
+    'majority_accuracy': float(np.mean(y_test == majority)),
+    'chance_balanced': 1.0 / len(np.unique(y_test)),
+    'num_train': int(len(y_train)),
+    'num_test': int(len(y_test)),
+    'num_classes': num_classes,
+  }
 
 
 # ----------------------------------------------------------------------------- plotting
 
+
 def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (works without a display)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+  """matplotlib.pyplot on the non-interactive Agg backend (works without a display)."""
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  return plt
 
 
 def save_figure(fig, path: str, dpi: int = 110) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    pyplot().close(fig)
-    return path
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  pyplot().close(fig)
+  return path
 
 
-def heatmap(ax, matrix, *, row_labels=None, col_labels=None, title: str = "", cmap: str = "viridis",
-            fmt: str | None = "{:.2f}", vmin=None, vmax=None, colorbar: bool = True):
-    """matrix [R, C] as an image with optional per-cell numbers; returns the image."""
-    matrix = np.asarray(matrix, np.float64)
-    image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    if row_labels is not None:
-        ax.set_yticks(range(len(row_labels)), row_labels)
-    if col_labels is not None:
-        ax.set_xticks(range(len(col_labels)), col_labels)
-    if fmt and matrix.size <= 64:
-        lo, hi = np.nanmin(matrix), np.nanmax(matrix)
-        for (r, c), v in np.ndenumerate(matrix):
-            dark = (v - lo) < 0.5 * (hi - lo) if cmap in ("viridis", "magma", "inferno") else False
-            ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    ax.set_title(title, fontsize=9)
-    if colorbar:
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return image
+def heatmap(
+  ax,
+  matrix,
+  *,
+  row_labels=None,
+  col_labels=None,
+  title: str = '',
+  cmap: str = 'viridis',
+  fmt: str | None = '{:.2f}',
+  vmin=None,
+  vmax=None,
+  colorbar: bool = True,
+):
+  """matrix [R, C] as an image with optional per-cell numbers; returns the image."""
+  matrix = np.asarray(matrix, np.float64)
+  image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, aspect='auto')
+  if row_labels is not None:
+    ax.set_yticks(range(len(row_labels)), row_labels)
+  if col_labels is not None:
+    ax.set_xticks(range(len(col_labels)), col_labels)
+  if fmt and matrix.size <= 64:
+    lo, hi = np.nanmin(matrix), np.nanmax(matrix)
+    for (r, c), v in np.ndenumerate(matrix):
+      dark = (v - lo) < 0.5 * (hi - lo) if cmap in ('viridis', 'magma', 'inferno') else False
+      ax.text(
+        c,
+        r,
+        fmt.format(v),
+        ha='center',
+        va='center',
+        fontsize=7,
+        color='white' if dark else 'black',
+      )
+  ax.set_title(title, fontsize=9)
+  if colorbar:
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+  return image
 
 
-def plot_attention_grid(attention, labels=None, title: str = ""):
-    """One map per (layer, head) from attention [layers, H, L, L] of a single passage; returns the figure.
+def plot_attention_grid(attention, labels=None, title: str = ''):
+  """One map per (layer, head) from attention [layers, H, L, L] of a single passage; returns the figure.
 
-    labels: the L token strings, written along the left column and bottom row.
-    """
-    plt = pyplot()
-    attention = np.asarray(attention)
-    layers, heads, length = attention.shape[:3]
-    fig, axes = plt.subplots(layers, heads, figsize=(2.6 * heads + 0.6, 2.6 * layers + 0.6), squeeze=False)
-    for layer in range(layers):
-        for head in range(heads):
-            ax = axes[layer, head]
-            ax.imshow(attention[layer, head], cmap="Blues", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if layer == 0:
-                ax.set_title(f"head {head}", fontsize=9)
-            if head == 0:
-                ax.set_ylabel(f"layer {layer}", fontsize=9)
-            if labels is not None and length <= 64:
-                if head == 0:
-                    ax.set_yticks(range(length), labels, fontsize=4)
-                if layer == layers - 1:
-                    ax.set_xticks(range(length), labels, fontsize=4, rotation=90)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+  labels: the L token strings, written along the left column and bottom row.
+  """
+  plt = pyplot()
+  attention = np.asarray(attention)
+  layers, heads, length = attention.shape[:3]
+  fig, axes = plt.subplots(
+    layers, heads, figsize=(2.6 * heads + 0.6, 2.6 * layers + 0.6), squeeze=False
+  )
+  for layer in range(layers):
+    for head in range(heads):
+      ax = axes[layer, head]
+      ax.imshow(attention[layer, head], cmap='Blues', vmin=0.0, vmax=1.0)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if layer == 0:
+        ax.set_title(f'head {head}', fontsize=9)
+      if head == 0:
+        ax.set_ylabel(f'layer {layer}', fontsize=9)
+      if labels is not None and length <= 64:
+        if head == 0:
+          ax.set_yticks(range(length), labels, fontsize=4)
+        if layer == layers - 1:
+          ax.set_xticks(range(length), labels, fontsize=4, rotation=90)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig

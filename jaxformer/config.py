@@ -5,6 +5,7 @@ Every field is a plain JSON-able value so a config round-trips through `to_dict(
 with a one-line `ValueError` that names the field and the rule, so a typo in a config file
 fails at start-up instead of deep inside a jitted function.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,112 +14,125 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = ("gelu", "relu", "swiglu")
-POSITIONS = ("learned", "sinusoidal", "rope")
-NORMS = ("pre", "post")
-REMATS = ("none", "full", "dots")
-DTYPES = ("float32", "bfloat16", "auto")
-PARAM_DTYPES = ("float32", "bfloat16")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "einsum")
+ACTIVATIONS = ('gelu', 'relu', 'swiglu')
+POSITIONS = ('learned', 'sinusoidal', 'rope')
+NORMS = ('pre', 'post')
+REMATS = ('none', 'full', 'dots')
+DTYPES = ('float32', 'bfloat16', 'auto')
+PARAM_DTYPES = ('float32', 'bfloat16')
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'einsum')
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = 256            # token ids 0..vocab_size-1; id 0 is padding
-    d_model: int = 256               # width of the residual stream
-    num_heads: int = 4               # attention heads per layer; head_dim = d_model // num_heads
-    num_layers: int = 4              # depth of DecoderLM / Classifier
-    num_encoder_layers: int = 4      # EncoderDecoder encoder depth
-    num_decoder_layers: int = 4      # EncoderDecoder decoder depth
-    mlp_ratio: float = 4.0           # d_ff = mlp_ratio * d_model unless d_ff is set
-    d_ff: int = 0                    # explicit hidden width; 0 with mlp_ratio=0 means no MLP
-    activation: str = "gelu"         # 'gelu' | 'relu' | 'swiglu'
-    dropout_rate: float = 0.1        # embeddings and every residual branch
-    attention_dropout_rate: float = 0.0  # on attention probabilities (forces einsum attention)
-    max_len: int = 256               # longest sequence (size of learned / sinusoidal tables)
-    position: str = "learned"        # 'learned' | 'sinusoidal' | 'rope'
-    norm: str = "pre"                # 'pre' (GPT-2) | 'post' (Vaswani et al. 2017)
-    tie_embeddings: bool = True      # output projection = token embedding transposed
-    use_bias: bool = True            # biases in projections and LayerNorm
-    scan_layers: bool = True         # nn.scan over layers (compile time independent of depth)
-    remat: str = "none"              # 'none' | 'full' | 'dots' (save matmul outputs only)
-    dtype: str = "float32"           # compute dtype: 'float32' | 'bfloat16' | 'auto'
-    param_dtype: str = "float32"     # storage dtype of the parameters
-    attention_impl: str = "auto"     # 'auto' | 'xla' | 'cudnn' | 'einsum'
-    layer_norm_epsilon: float = 1e-6
+  vocab_size: int = 256  # token ids 0..vocab_size-1; id 0 is padding
+  d_model: int = 256  # width of the residual stream
+  num_heads: int = 4  # attention heads per layer; head_dim = d_model // num_heads
+  num_layers: int = 4  # depth of DecoderLM / Classifier
+  num_encoder_layers: int = 4  # EncoderDecoder encoder depth
+  num_decoder_layers: int = 4  # EncoderDecoder decoder depth
+  mlp_ratio: float = 4.0  # d_ff = mlp_ratio * d_model unless d_ff is set
+  d_ff: int = 0  # explicit hidden width; 0 with mlp_ratio=0 means no MLP
+  activation: str = 'gelu'  # 'gelu' | 'relu' | 'swiglu'
+  dropout_rate: float = 0.1  # embeddings and every residual branch
+  attention_dropout_rate: float = 0.0  # on attention probabilities (forces einsum attention)
+  max_len: int = 256  # longest sequence (size of learned / sinusoidal tables)
+  position: str = 'learned'  # 'learned' | 'sinusoidal' | 'rope'
+  norm: str = 'pre'  # 'pre' (GPT-2) | 'post' (Vaswani et al. 2017)
+  tie_embeddings: bool = True  # output projection = token embedding transposed
+  use_bias: bool = True  # biases in projections and LayerNorm
+  scan_layers: bool = True  # nn.scan over layers (compile time independent of depth)
+  remat: str = 'none'  # 'none' | 'full' | 'dots' (save matmul outputs only)
+  dtype: str = 'float32'  # compute dtype: 'float32' | 'bfloat16' | 'auto'
+  param_dtype: str = 'float32'  # storage dtype of the parameters
+  attention_impl: str = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'einsum'
+  layer_norm_epsilon: float = 1e-6
 
-    def __post_init__(self):
-        def fail(field: str, rule: str):
-            raise ValueError(f"ModelConfig.{field}={getattr(self, field)!r} is invalid: {rule}")
+  def __post_init__(self):
+    def fail(field: str, rule: str):
+      raise ValueError(f'ModelConfig.{field}={getattr(self, field)!r} is invalid: {rule}')
 
-        for name in ("vocab_size", "d_model", "num_heads", "num_layers", "num_encoder_layers",
-                     "num_decoder_layers", "max_len"):
-            value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
-                fail(name, "must be a positive integer")
-        if not _is_int(self.d_ff) or self.d_ff < 0:
-            fail("d_ff", "must be an integer >= 0 (0 = mlp_ratio * d_model)")
-        if not _is_number(self.mlp_ratio) or self.mlp_ratio < 0:
-            fail("mlp_ratio", "must be a number >= 0")
-        if self.d_model % self.num_heads:
-            fail("d_model", f"must be divisible by num_heads={self.num_heads}")
-        for name in ("dropout_rate", "attention_dropout_rate"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0.0 <= value < 1.0:
-                fail(name, "must be a number in [0, 1)")
-        for name, allowed in (("activation", ACTIVATIONS), ("position", POSITIONS),
-                              ("norm", NORMS), ("remat", REMATS), ("dtype", DTYPES),
-                              ("param_dtype", PARAM_DTYPES), ("attention_impl", ATTENTION_IMPLS)):
-            if getattr(self, name) not in allowed:
-                fail(name, f"must be one of {allowed}")
-        if self.position == "rope" and self.head_dim % 2:
-            fail("position", f"'rope' needs an even head_dim, got {self.head_dim}")
-        for name in ("tie_embeddings", "use_bias", "scan_layers"):
-            if not isinstance(getattr(self, name), bool):
-                fail(name, "must be a bool")
-        if not _is_number(self.layer_norm_epsilon) or self.layer_norm_epsilon <= 0:
-            fail("layer_norm_epsilon", "must be a positive number")
+    for name in (
+      'vocab_size',
+      'd_model',
+      'num_heads',
+      'num_layers',
+      'num_encoder_layers',
+      'num_decoder_layers',
+      'max_len',
+    ):
+      value = getattr(self, name)
+      if not _is_int(value) or value <= 0:
+        fail(name, 'must be a positive integer')
+    if not _is_int(self.d_ff) or self.d_ff < 0:
+      fail('d_ff', 'must be an integer >= 0 (0 = mlp_ratio * d_model)')
+    if not _is_number(self.mlp_ratio) or self.mlp_ratio < 0:
+      fail('mlp_ratio', 'must be a number >= 0')
+    if self.d_model % self.num_heads:
+      fail('d_model', f'must be divisible by num_heads={self.num_heads}')
+    for name in ('dropout_rate', 'attention_dropout_rate'):
+      value = getattr(self, name)
+      if not _is_number(value) or not 0.0 <= value < 1.0:
+        fail(name, 'must be a number in [0, 1)')
+    for name, allowed in (
+      ('activation', ACTIVATIONS),
+      ('position', POSITIONS),
+      ('norm', NORMS),
+      ('remat', REMATS),
+      ('dtype', DTYPES),
+      ('param_dtype', PARAM_DTYPES),
+      ('attention_impl', ATTENTION_IMPLS),
+    ):
+      if getattr(self, name) not in allowed:
+        fail(name, f'must be one of {allowed}')
+    if self.position == 'rope' and self.head_dim % 2:
+      fail('position', f"'rope' needs an even head_dim, got {self.head_dim}")
+    for name in ('tie_embeddings', 'use_bias', 'scan_layers'):
+      if not isinstance(getattr(self, name), bool):
+        fail(name, 'must be a bool')
+    if not _is_number(self.layer_norm_epsilon) or self.layer_norm_epsilon <= 0:
+      fail('layer_norm_epsilon', 'must be a positive number')
 
-    # ----- derived sizes -----
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.num_heads
+  # ----- derived sizes -----
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
 
-    @property
-    def ff_dim(self) -> int:
-        """Hidden width of the feed-forward block; 0 means the block is absent."""
-        return self.d_ff if self.d_ff > 0 else int(self.mlp_ratio * self.d_model)
+  @property
+  def ff_dim(self) -> int:
+    """Hidden width of the feed-forward block; 0 means the block is absent."""
+    return self.d_ff if self.d_ff > 0 else int(self.mlp_ratio * self.d_model)
 
-    @property
-    def compute_dtype(self):
-        """dtype of activations and matmuls ('auto': bfloat16 on TPU/GPU, float32 on CPU)."""
-        if self.dtype == "auto":
-            return jnp.bfloat16 if jax.default_backend() in ("tpu", "gpu") else jnp.float32
-        return jnp.dtype(self.dtype)
+  @property
+  def compute_dtype(self):
+    """dtype of activations and matmuls ('auto': bfloat16 on TPU/GPU, float32 on CPU)."""
+    if self.dtype == 'auto':
+      return jnp.bfloat16 if jax.default_backend() in ('tpu', 'gpu') else jnp.float32
+    return jnp.dtype(self.dtype)
 
-    @property
-    def params_dtype(self):
-        return jnp.dtype(self.param_dtype)
+  @property
+  def params_dtype(self):
+    return jnp.dtype(self.param_dtype)
 
-    # ----- (de)serialisation -----
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+  # ----- (de)serialisation -----
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(f"ModelConfig has no field {key!r}; known fields: {sorted(known)}")
-        return cls(**dict(d))
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> 'ModelConfig':
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in d:
+      if key not in known:
+        raise ValueError(f'ModelConfig has no field {key!r}; known fields: {sorted(known)}')
+    return cls(**dict(d))
 
-    def replace(self, **changes) -> "ModelConfig":
-        return dataclasses.replace(self, **changes)
+  def replace(self, **changes) -> 'ModelConfig':
+    return dataclasses.replace(self, **changes)
 
 
 def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+  return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+  return isinstance(x, (int, float)) and not isinstance(x, bool)

@@ -22,6 +22,7 @@ The source is encoded once; the outputs do not include BOS.
 `generate_recompute` is the slow reference: a full forward pass over the whole sequence at
 every step, no cache. Tests check the cached path against it; the benchmark times both.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,363 +38,466 @@ NEG_INF = -1.0e9
 
 # ----- sampling filters ---------------------------------------------------------------------
 
+
 def _ranks(logits):
-    """Rank of each logit in its row, 0 = largest (ties broken by position). [..., V] -> [..., V]."""
-    return jnp.argsort(jnp.argsort(-logits, axis=-1, stable=True), axis=-1)
+  """Rank of each logit in its row, 0 = largest (ties broken by position). [..., V] -> [..., V]."""
+  return jnp.argsort(jnp.argsort(-logits, axis=-1, stable=True), axis=-1)
 
 
 def top_k_filter(logits, k):
-    """Keeps the k largest logits of each row, sets the rest to -inf. logits [..., V].
+  """Keeps the k largest logits of each row, sets the rest to -inf. logits [..., V].
 
-    k <= 0 keeps everything. Exactly min(k, V) tokens survive, even with ties. k may be a traced
-    value, so changing it does not recompile the decoding loop.
-    """
-    keep = (_ranks(logits) < k) | (k <= 0)
-    return jnp.where(keep, logits, -jnp.inf)
+  k <= 0 keeps everything. Exactly min(k, V) tokens survive, even with ties. k may be a traced
+  value, so changing it does not recompile the decoding loop.
+  """
+  keep = (_ranks(logits) < k) | (k <= 0)
+  return jnp.where(keep, logits, -jnp.inf)
 
 
 def top_p_filter(logits, p: float):
-    """Nucleus filter: keeps the smallest set of most likely tokens whose probability covers p.
+  """Nucleus filter: keeps the smallest set of most likely tokens whose probability covers p.
 
-    logits [..., V]. A token survives when the tokens ranked above it hold less than p of the
-    probability mass, so the most likely token always survives. p >= 1 keeps everything.
-    """
-    order = jnp.argsort(-logits, axis=-1)                                        # [..., V] best first
-    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-    probs = jax.nn.softmax(sorted_logits.astype(jnp.float32), axis=-1)
-    mass_above = jnp.cumsum(probs, axis=-1) - probs                              # mass ranked higher
-    keep_sorted = mass_above < p
-    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)  # undo the sort
-    return jnp.where(keep | (p >= 1.0), logits, -jnp.inf)
+  logits [..., V]. A token survives when the tokens ranked above it hold less than p of the
+  probability mass, so the most likely token always survives. p >= 1 keeps everything.
+  """
+  order = jnp.argsort(-logits, axis=-1)  # [..., V] best first
+  sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+  probs = jax.nn.softmax(sorted_logits.astype(jnp.float32), axis=-1)
+  mass_above = jnp.cumsum(probs, axis=-1) - probs  # mass ranked higher
+  keep_sorted = mass_above < p
+  keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)  # undo the sort
+  return jnp.where(keep | (p >= 1.0), logits, -jnp.inf)
 
 
 def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0):
-    """logits [B, V] -> tokens int32[B]. temperature 0 is greedy (argmax).
+  """logits [B, V] -> tokens int32[B]. temperature 0 is greedy (argmax).
 
-    temperature, top_k and top_p may be traced scalars: one compiled loop serves all settings.
-    Each filter sits behind a `lax.cond`: at small model sizes the sorts behind top-k and top-p
-    cost more than the model step, so greedy decoding and unfiltered sampling skip them.
-    """
-    def greedy(logits):
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  temperature, top_k and top_p may be traced scalars: one compiled loop serves all settings.
+  Each filter sits behind a `lax.cond`: at small model sizes the sorts behind top-k and top-p
+  cost more than the model step, so greedy decoding and unfiltered sampling skip them.
+  """
 
-    def sample(logits):
-        scaled = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1.0)
-        scaled = lax.cond(top_k > 0, lambda x: top_k_filter(x, top_k), lambda x: x, scaled)
-        scaled = lax.cond(top_p < 1.0, lambda x: top_p_filter(x, top_p), lambda x: x, scaled)
-        return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+  def greedy(logits):
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-    return lax.cond(temperature > 0, sample, greedy, logits)
+  def sample(logits):
+    scaled = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1.0)
+    scaled = lax.cond(top_k > 0, lambda x: top_k_filter(x, top_k), lambda x: x, scaled)
+    scaled = lax.cond(top_p < 1.0, lambda x: top_p_filter(x, top_p), lambda x: x, scaled)
+    return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+
+  return lax.cond(temperature > 0, sample, greedy, logits)
 
 
 # ----- the cache ----------------------------------------------------------------------------
 
+
 def _zeros_like_abstract(tree):
-    return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
+  return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
 
 
 def _unboxed(init_fn):
-    """Shapes of the 'cache' collection that init_fn creates, without running it: plain arrays."""
-    return nn.unbox(jax.eval_shape(init_fn))
+  """Shapes of the 'cache' collection that init_fn creates, without running it: plain arrays."""
+  return nn.unbox(jax.eval_shape(init_fn))
 
 
 def lm_cache(model, batch: int, length: int):
-    """An empty KV cache for `batch` rows of up to `length` tokens (index 0, all zeros)."""
-    def init():
-        return model.init(jax.random.key(0), jnp.zeros((batch, length), jnp.int32), decode=True)["cache"]
-    return _zeros_like_abstract(_unboxed(init))
+  """An empty KV cache for `batch` rows of up to `length` tokens (index 0, all zeros)."""
+
+  def init():
+    return model.init(jax.random.key(0), jnp.zeros((batch, length), jnp.int32), decode=True)[
+      'cache'
+    ]
+
+  return _zeros_like_abstract(_unboxed(init))
 
 
 def decoder_cache(model, encoded, src, length: int):
-    """An empty decoder cache for an encoder-decoder: encoded [B, S, D], src [B, S]."""
-    def init():
-        tgt = jnp.zeros((src.shape[0], length), jnp.int32)
-        return model.init(jax.random.key(0), encoded, src, tgt, decode=True, method="decode")["cache"]
-    return _zeros_like_abstract(_unboxed(init))
+  """An empty decoder cache for an encoder-decoder: encoded [B, S, D], src [B, S]."""
+
+  def init():
+    tgt = jnp.zeros((src.shape[0], length), jnp.int32)
+    return model.init(jax.random.key(0), encoded, src, tgt, decode=True, method='decode')['cache']
+
+  return _zeros_like_abstract(_unboxed(init))
 
 
 def _batch_axes(make_cache):
-    """Which axis of each cache leaf is the batch (-1: none, e.g. the scalar index).
+  """Which axis of each cache leaf is the batch (-1: none, e.g. the scalar index).
 
-    Found by building the cache's shapes for batch 1 and batch 2 and seeing which axis
-    changes: scanned layers put a [num_layers] axis first, so it is not always axis 0.
-    """
-    one, two = make_cache(1), make_cache(2)
+  Found by building the cache's shapes for batch 1 and batch 2 and seeing which axis
+  changes: scanned layers put a [num_layers] axis first, so it is not always axis 0.
+  """
+  one, two = make_cache(1), make_cache(2)
 
-    def axis(a, b):
-        diff = [i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x != y]
-        return diff[0] if diff else -1
-    return jax.tree.map(axis, one, two)
+  def axis(a, b):
+    diff = [i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x != y]
+    return diff[0] if diff else -1
+
+  return jax.tree.map(axis, one, two)
 
 
 def _lm_step(model, params, cache, tokens):
-    """tokens [B, n] written at the cache index -> (logits [B, n, V], new cache)."""
-    logits, mutated = model.apply({"params": params, "cache": cache}, tokens, decode=True, mutable=["cache"])
-    return logits, mutated["cache"]
+  """tokens [B, n] written at the cache index -> (logits [B, n, V], new cache)."""
+  logits, mutated = model.apply(
+    {'params': params, 'cache': cache}, tokens, decode=True, mutable=['cache']
+  )
+  return logits, mutated['cache']
 
 
 def _decoder_step(model, params, cache, encoded, src, tokens):
-    """tokens [B, 1] -> (logits [B, 1, V], new cache); encoded [B, S, D] is the encoder output."""
-    logits, mutated = model.apply({"params": params, "cache": cache}, encoded, src, tokens, decode=True,
-                                  mutable=["cache"], method="decode")
-    return logits, mutated["cache"]
+  """tokens [B, 1] -> (logits [B, 1, V], new cache); encoded [B, S, D] is the encoder output."""
+  logits, mutated = model.apply(
+    {'params': params, 'cache': cache},
+    encoded,
+    src,
+    tokens,
+    decode=True,
+    mutable=['cache'],
+    method='decode',
+  )
+  return logits, mutated['cache']
 
 
 def _is_eos(tokens, eos_id):
-    return tokens == eos_id  # eos_id -1 (no EOS) matches nothing
+  return tokens == eos_id  # eos_id -1 (no EOS) matches nothing
 
 
 # ----- argument checks (outside jit: one clear line for the user) ------------------------
 
+
 def _max_len(model) -> int | None:
-    cfg = getattr(model, "cfg", None)
-    return getattr(cfg, "max_len", None)
+  cfg = getattr(model, 'cfg', None)
+  return getattr(cfg, 'max_len', None)
 
 
 def _check_sampling(temperature, top_k, top_p):
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
+  if temperature < 0:
+    raise ValueError(f'temperature must be >= 0 (0 = greedy), got {temperature}')
+  if top_k < 0:
+    raise ValueError(f'top_k must be >= 0 (0 = off), got {top_k}')
+  if not 0.0 < top_p <= 1.0:
+    raise ValueError(f'top_p must be in (0, 1] (1 = off), got {top_p}')
 
 
 def _check_prompt(model, prompt, max_new_tokens: int):
-    if prompt.ndim != 2 or prompt.shape[1] < 1:
-        raise ValueError(f"prompt must be int32[batch, length >= 1], got shape {prompt.shape}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    limit = _max_len(model)
-    total = prompt.shape[1] + max_new_tokens
-    if limit is not None and total > limit:
-        raise ValueError(f"prompt length {prompt.shape[1]} + max_new_tokens {max_new_tokens} = {total} exceeds "
-                         f"the model's max_len={limit}; shorten the prompt or ask for fewer tokens")
+  if prompt.ndim != 2 or prompt.shape[1] < 1:
+    raise ValueError(f'prompt must be int32[batch, length >= 1], got shape {prompt.shape}')
+  if max_new_tokens < 1:
+    raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
+  limit = _max_len(model)
+  total = prompt.shape[1] + max_new_tokens
+  if limit is not None and total > limit:
+    raise ValueError(
+      f'prompt length {prompt.shape[1]} + max_new_tokens {max_new_tokens} = {total} exceeds '
+      f"the model's max_len={limit}; shorten the prompt or ask for fewer tokens"
+    )
 
 
 def _check_translate(model, src, max_len: int):
-    if src.ndim != 2 or src.shape[1] < 1:
-        raise ValueError(f"src must be int32[batch, length >= 1], got shape {src.shape}")
-    limit = _max_len(model)
-    if max_len < 1 or (limit is not None and max_len > limit):
-        raise ValueError(f"max_len={max_len} must be in [1, model max_len={limit}]")
+  if src.ndim != 2 or src.shape[1] < 1:
+    raise ValueError(f'src must be int32[batch, length >= 1], got shape {src.shape}')
+  limit = _max_len(model)
+  if max_len < 1 or (limit is not None and max_len > limit):
+    raise ValueError(f'max_len={max_len} must be in [1, model max_len={limit}]')
 
 
 # ----- language models ----------------------------------------------------------------------
 
-def generate(model, params, prompt, *, max_new_tokens: int, rng, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, eos_id: int | None = None):
-    """Continues each prompt row with `max_new_tokens` tokens. prompt int32[B, P] -> int32[B, P + N].
 
-    The prompt rows must not contain padding (every row has the same length P). After a row
-    emits `eos_id` (kept in the output) the rest of that row is 0.
-    """
-    prompt = jnp.asarray(prompt, jnp.int32)
-    _check_sampling(temperature, top_k, top_p)
-    _check_prompt(model, prompt, max_new_tokens)
-    return _generate(model, params, prompt, rng, max_new_tokens=int(max_new_tokens),
-                     temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                     eos_id=-1 if eos_id is None else int(eos_id))
+def generate(
+  model,
+  params,
+  prompt,
+  *,
+  max_new_tokens: int,
+  rng,
+  temperature: float = 1.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  eos_id: int | None = None,
+):
+  """Continues each prompt row with `max_new_tokens` tokens. prompt int32[B, P] -> int32[B, P + N].
+
+  The prompt rows must not contain padding (every row has the same length P). After a row
+  emits `eos_id` (kept in the output) the rest of that row is 0.
+  """
+  prompt = jnp.asarray(prompt, jnp.int32)
+  _check_sampling(temperature, top_k, top_p)
+  _check_prompt(model, prompt, max_new_tokens)
+  return _generate(
+    model,
+    params,
+    prompt,
+    rng,
+    max_new_tokens=int(max_new_tokens),
+    temperature=float(temperature),
+    top_k=int(top_k),
+    top_p=float(top_p),
+    eos_id=-1 if eos_id is None else int(eos_id),
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens"))
+@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens'))
 def _generate(model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id):
-    batch, prompt_len = prompt.shape
-    total = prompt_len + max_new_tokens
-    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+  batch, prompt_len = prompt.shape
+  total = prompt_len + max_new_tokens
+  sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
 
-    # Prefill: the whole prompt in one call fills the cache and gives the first next-token logits.
-    logits, cache = _lm_step(model, params, lm_cache(model, batch, total), prompt)      # [B, P, V]
-    first = sample(logits[:, -1], jax.random.fold_in(rng, 0))                           # [B]
-    tokens = jnp.zeros((batch, total), jnp.int32).at[:, :prompt_len].set(prompt).at[:, prompt_len].set(first)
+  # Prefill: the whole prompt in one call fills the cache and gives the first next-token logits.
+  logits, cache = _lm_step(model, params, lm_cache(model, batch, total), prompt)  # [B, P, V]
+  first = sample(logits[:, -1], jax.random.fold_in(rng, 0))  # [B]
+  tokens = (
+    jnp.zeros((batch, total), jnp.int32).at[:, :prompt_len].set(prompt).at[:, prompt_len].set(first)
+  )
 
-    def keep_going(state):
-        i, _, _, done = state
-        return (i < max_new_tokens) & ~jnp.all(done)
+  def keep_going(state):
+    i, _, _, done = state
+    return (i < max_new_tokens) & ~jnp.all(done)
 
-    def step(state):
-        i, tokens, cache, done = state
-        last = lax.dynamic_slice_in_dim(tokens, prompt_len + i - 1, 1, axis=1)            # [B, 1]
-        logits, cache = _lm_step(model, params, cache, last)                              # [B, 1, V]
-        new = jnp.where(done, 0, sample(logits[:, 0], jax.random.fold_in(rng, i)))        # [B]
-        tokens = lax.dynamic_update_slice_in_dim(tokens, new[:, None], prompt_len + i, axis=1)
-        return i + 1, tokens, cache, done | _is_eos(new, eos_id)
+  def step(state):
+    i, tokens, cache, done = state
+    last = lax.dynamic_slice_in_dim(tokens, prompt_len + i - 1, 1, axis=1)  # [B, 1]
+    logits, cache = _lm_step(model, params, cache, last)  # [B, 1, V]
+    new = jnp.where(done, 0, sample(logits[:, 0], jax.random.fold_in(rng, i)))  # [B]
+    tokens = lax.dynamic_update_slice_in_dim(tokens, new[:, None], prompt_len + i, axis=1)
+    return i + 1, tokens, cache, done | _is_eos(new, eos_id)
 
-    state = (jnp.array(1, jnp.int32), tokens, cache, _is_eos(first, eos_id))
-    return lax.while_loop(keep_going, step, state)[1]
-
-
-def generate_recompute(model, params, prompt, *, max_new_tokens: int, rng, temperature: float = 1.0,
-                       top_k: int = 0, top_p: float = 1.0, eos_id: int | None = None):
-    """`generate` without a cache: every step runs the model over the whole [B, P + N] buffer.
-
-    Same sampling and the same keys as `generate`, so both give the same tokens; this one
-    costs a full forward pass per token. It is the reference for tests and the benchmark.
-    """
-    prompt = jnp.asarray(prompt, jnp.int32)
-    _check_sampling(temperature, top_k, top_p)
-    _check_prompt(model, prompt, max_new_tokens)
-    return _generate_recompute(model, params, prompt, rng, max_new_tokens=int(max_new_tokens),
-                               temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                               eos_id=-1 if eos_id is None else int(eos_id))
+  state = (jnp.array(1, jnp.int32), tokens, cache, _is_eos(first, eos_id))
+  return lax.while_loop(keep_going, step, state)[1]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens"))
-def _generate_recompute(model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id):
-    batch, prompt_len = prompt.shape
-    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
-    tokens = jnp.zeros((batch, prompt_len + max_new_tokens), jnp.int32).at[:, :prompt_len].set(prompt)
+def generate_recompute(
+  model,
+  params,
+  prompt,
+  *,
+  max_new_tokens: int,
+  rng,
+  temperature: float = 1.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  eos_id: int | None = None,
+):
+  """`generate` without a cache: every step runs the model over the whole [B, P + N] buffer.
 
-    def keep_going(state):
-        i, _, done = state
-        return (i < max_new_tokens) & ~jnp.all(done)
+  Same sampling and the same keys as `generate`, so both give the same tokens; this one
+  costs a full forward pass per token. It is the reference for tests and the benchmark.
+  """
+  prompt = jnp.asarray(prompt, jnp.int32)
+  _check_sampling(temperature, top_k, top_p)
+  _check_prompt(model, prompt, max_new_tokens)
+  return _generate_recompute(
+    model,
+    params,
+    prompt,
+    rng,
+    max_new_tokens=int(max_new_tokens),
+    temperature=float(temperature),
+    top_k=int(top_k),
+    top_p=float(top_p),
+    eos_id=-1 if eos_id is None else int(eos_id),
+  )
 
-    def step(state):
-        i, tokens, done = state
-        # Causal attention: the zeros to the right of position P + i - 1 cannot change its logits.
-        logits = model.apply({"params": params}, tokens)                                  # [B, P + N, V]
-        last = lax.dynamic_index_in_dim(logits, prompt_len + i - 1, axis=1, keepdims=False)
-        new = jnp.where(done, 0, sample(last, jax.random.fold_in(rng, i)))
-        tokens = lax.dynamic_update_slice_in_dim(tokens, new[:, None], prompt_len + i, axis=1)
-        return i + 1, tokens, done | _is_eos(new, eos_id)
 
-    return lax.while_loop(keep_going, step, (jnp.array(0, jnp.int32), tokens, jnp.zeros(batch, bool)))[1]
+@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens'))
+def _generate_recompute(
+  model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id
+):
+  batch, prompt_len = prompt.shape
+  sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+  tokens = jnp.zeros((batch, prompt_len + max_new_tokens), jnp.int32).at[:, :prompt_len].set(prompt)
+
+  def keep_going(state):
+    i, _, done = state
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  def step(state):
+    i, tokens, done = state
+    # Causal attention: the zeros to the right of position P + i - 1 cannot change its logits.
+    logits = model.apply({'params': params}, tokens)  # [B, P + N, V]
+    last = lax.dynamic_index_in_dim(logits, prompt_len + i - 1, axis=1, keepdims=False)
+    new = jnp.where(done, 0, sample(last, jax.random.fold_in(rng, i)))
+    tokens = lax.dynamic_update_slice_in_dim(tokens, new[:, None], prompt_len + i, axis=1)
+    return i + 1, tokens, done | _is_eos(new, eos_id)
+
+  return lax.while_loop(
+    keep_going, step, (jnp.array(0, jnp.int32), tokens, jnp.zeros(batch, bool))
+  )[1]
 
 
 # ----- encoder-decoder: greedy --------------------------------------------------------------
 
+
 def translate_greedy(model, params, src, *, max_len: int, bos_id: int, eos_id: int):
-    """Greedy translation. src int32[B, S] (0-padded) -> int32[B, max_len] tokens without BOS.
+  """Greedy translation. src int32[B, S] (0-padded) -> int32[B, max_len] tokens without BOS.
 
-    Each row ends with EOS (then zeros) unless it ran out of room.
-    """
-    src = jnp.asarray(src, jnp.int32)
-    _check_translate(model, src, max_len)
-    return _translate_greedy(model, params, src, max_len=int(max_len), bos_id=int(bos_id), eos_id=int(eos_id))
+  Each row ends with EOS (then zeros) unless it ran out of room.
+  """
+  src = jnp.asarray(src, jnp.int32)
+  _check_translate(model, src, max_len)
+  return _translate_greedy(
+    model, params, src, max_len=int(max_len), bos_id=int(bos_id), eos_id=int(eos_id)
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_len"))
+@functools.partial(jax.jit, static_argnames=('model', 'max_len'))
 def _translate_greedy(model, params, src, *, max_len, bos_id, eos_id):
-    batch = src.shape[0]
-    encoded = model.apply({"params": params}, src, method="encode")                       # [B, S, D]
-    cache = decoder_cache(model, encoded, src, max_len)
+  batch = src.shape[0]
+  encoded = model.apply({'params': params}, src, method='encode')  # [B, S, D]
+  cache = decoder_cache(model, encoded, src, max_len)
 
-    def keep_going(state):
-        i, _, _, _, done = state
-        return (i < max_len) & ~jnp.all(done)
+  def keep_going(state):
+    i, _, _, _, done = state
+    return (i < max_len) & ~jnp.all(done)
 
-    def step(state):
-        i, out, cache, last, done = state
-        logits, cache = _decoder_step(model, params, cache, encoded, src, last[:, None])   # [B, 1, V]
-        new = jnp.where(done, 0, jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32))     # [B]
-        out = lax.dynamic_update_slice_in_dim(out, new[:, None], i, axis=1)
-        return i + 1, out, cache, new, done | (new == eos_id)
+  def step(state):
+    i, out, cache, last, done = state
+    logits, cache = _decoder_step(model, params, cache, encoded, src, last[:, None])  # [B, 1, V]
+    new = jnp.where(done, 0, jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32))  # [B]
+    out = lax.dynamic_update_slice_in_dim(out, new[:, None], i, axis=1)
+    return i + 1, out, cache, new, done | (new == eos_id)
 
-    state = (jnp.array(0, jnp.int32), jnp.zeros((batch, max_len), jnp.int32), cache,
-             jnp.full((batch,), bos_id, jnp.int32), jnp.zeros((batch,), bool))
-    return lax.while_loop(keep_going, step, state)[1]
+  state = (
+    jnp.array(0, jnp.int32),
+    jnp.zeros((batch, max_len), jnp.int32),
+    cache,
+    jnp.full((batch,), bos_id, jnp.int32),
+    jnp.zeros((batch,), bool),
+  )
+  return lax.while_loop(keep_going, step, state)[1]
 
 
 # ----- encoder-decoder: beam search ---------------------------------------------------------
 
+
 def length_penalty(length, alpha: float):
-    """GNMT length penalty (Wu et al. 2016): ((5 + length) / 6) ** alpha. alpha=0 turns it off."""
-    return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+  """GNMT length penalty (Wu et al. 2016): ((5 + length) / 6) ** alpha. alpha=0 turns it off."""
+  return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
 
 
-def beam_search(model, params, src, *, beam_size: int = 4, alpha: float = 0.6, max_len: int, bos_id: int,
-                eos_id: int):
-    """Beam search translation. src int32[B, S] -> (tokens int32[B, max_len], scores float32[B]).
+def beam_search(
+  model,
+  params,
+  src,
+  *,
+  beam_size: int = 4,
+  alpha: float = 0.6,
+  max_len: int,
+  bos_id: int,
+  eos_id: int,
+):
+  """Beam search translation. src int32[B, S] -> (tokens int32[B, max_len], scores float32[B]).
 
-    A hypothesis's score is its total log-probability divided by the GNMT length penalty of
-    its length (EOS included). The search follows fairseq's rules:
-      - each step scores every (beam, token) extension and takes the best 2K candidates;
-      - a candidate ending in EOS is finished only if it ranks in the top K (it would have held
-        a beam slot); the beams are then refilled with the best K candidates not ending in EOS,
-        so K hypotheses stay alive;
-      - a sentence is done once it has K finished hypotheses and its best live hypothesis no
-        longer beats the worst of them (or max_len is reached);
-      - the answer is the best-scoring finished hypothesis; a sentence with none falls back to
-        its best alive one (length max_len, no EOS).
-    With beam_size=1 this is exactly greedy decoding, whatever alpha.
-    """
-    src = jnp.asarray(src, jnp.int32)
-    _check_translate(model, src, max_len)
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if alpha < 0:
-        raise ValueError(f"alpha (length penalty) must be >= 0, got {alpha}")
-    return _beam_search(model, params, src, beam_size=int(beam_size), alpha=float(alpha), max_len=int(max_len),
-                        bos_id=int(bos_id), eos_id=int(eos_id))
+  A hypothesis's score is its total log-probability divided by the GNMT length penalty of
+  its length (EOS included). The search follows fairseq's rules:
+    - each step scores every (beam, token) extension and takes the best 2K candidates;
+    - a candidate ending in EOS is finished only if it ranks in the top K (it would have held
+      a beam slot); the beams are then refilled with the best K candidates not ending in EOS,
+      so K hypotheses stay alive;
+    - a sentence is done once it has K finished hypotheses and its best live hypothesis no
+      longer beats the worst of them (or max_len is reached);
+    - the answer is the best-scoring finished hypothesis; a sentence with none falls back to
+      its best alive one (length max_len, no EOS).
+  With beam_size=1 this is exactly greedy decoding, whatever alpha.
+  """
+  src = jnp.asarray(src, jnp.int32)
+  _check_translate(model, src, max_len)
+  if beam_size < 1:
+    raise ValueError(f'beam_size must be >= 1, got {beam_size}')
+  if alpha < 0:
+    raise ValueError(f'alpha (length penalty) must be >= 0, got {alpha}')
+  return _beam_search(
+    model,
+    params,
+    src,
+    beam_size=int(beam_size),
+    alpha=float(alpha),
+    max_len=int(max_len),
+    bos_id=int(bos_id),
+    eos_id=int(eos_id),
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_len"))
+@functools.partial(jax.jit, static_argnames=('model', 'beam_size', 'max_len'))
 def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_id):
-    batch, k = src.shape[0], beam_size
-    encoded = model.apply({"params": params}, src, method="encode")                       # [B, S, D]
-    # Every beam is a row of one big batch: [B, ...] -> [B * K, ...], beams of a sentence adjacent.
-    encoded = jnp.repeat(encoded, k, axis=0)                                              # [B * K, S, D]
-    src_k = jnp.repeat(src, k, axis=0)                                                    # [B * K, S]
-    cache = decoder_cache(model, encoded, src_k, max_len)
-    axes = _batch_axes(lambda n: decoder_cache(model, encoded[:n], src_k[:n], max_len))
+  batch, k = src.shape[0], beam_size
+  encoded = model.apply({'params': params}, src, method='encode')  # [B, S, D]
+  # Every beam is a row of one big batch: [B, ...] -> [B * K, ...], beams of a sentence adjacent.
+  encoded = jnp.repeat(encoded, k, axis=0)  # [B * K, S, D]
+  src_k = jnp.repeat(src, k, axis=0)  # [B * K, S]
+  cache = decoder_cache(model, encoded, src_k, max_len)
+  axes = _batch_axes(lambda n: decoder_cache(model, encoded[:n], src_k[:n], max_len))
 
-    def reorder(cache, beam_origin):
-        """beam_origin [B, K]: which old beam each new beam continues. Gathers the cache rows."""
-        rows = (jnp.arange(batch)[:, None] * k + beam_origin).reshape(-1)                 # [B * K]
-        return jax.tree.map(lambda x, ax: x if ax < 0 else jnp.take(x, rows, axis=ax), cache, axes)
+  def reorder(cache, beam_origin):
+    """beam_origin [B, K]: which old beam each new beam continues. Gathers the cache rows."""
+    rows = (jnp.arange(batch)[:, None] * k + beam_origin).reshape(-1)  # [B * K]
+    return jax.tree.map(lambda x, ax: x if ax < 0 else jnp.take(x, rows, axis=ax), cache, axes)
 
-    def keep_going(state):
-        # A sentence is done once it has K finished hypotheses AND its best live one, scored as
-        # if it ended now, no longer beats the worst of them. Stopping at K finished alone lets
-        # low-probability early EOS hypotheses fill the pool before the likely one finishes
-        # (seen with label-smoothed models). With K=1 this still stops exactly where greedy does.
-        i, _, alive_logp, _, _, fin_scores, fin_count = state
-        alive_best = alive_logp[:, 0] / length_penalty(jnp.maximum(i, 1), alpha)
-        done = (fin_count >= k) & (alive_best <= fin_scores[:, k - 1])
-        return (i < max_len) & ~jnp.all(done)
+  def keep_going(state):
+    # A sentence is done once it has K finished hypotheses AND its best live one, scored as
+    # if it ended now, no longer beats the worst of them. Stopping at K finished alone lets
+    # low-probability early EOS hypotheses fill the pool before the likely one finishes
+    # (seen with label-smoothed models). With K=1 this still stops exactly where greedy does.
+    i, _, alive_logp, _, _, fin_scores, fin_count = state
+    alive_best = alive_logp[:, 0] / length_penalty(jnp.maximum(i, 1), alpha)
+    done = (fin_count >= k) & (alive_best <= fin_scores[:, k - 1])
+    return (i < max_len) & ~jnp.all(done)
 
-    def step(state):
-        i, alive_seqs, alive_logp, cache, fin_seqs, fin_scores, fin_count = state
-        prev = lax.dynamic_index_in_dim(alive_seqs, jnp.maximum(i - 1, 0), axis=2, keepdims=False)  # [B, K]
-        last = jnp.where(i == 0, bos_id, prev)
-        logits, cache = _decoder_step(model, params, cache, encoded, src_k, last.reshape(batch * k, 1))
-        vocab = logits.shape[-1]
-        logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32)).reshape(batch, k, vocab)
-        logp = logp + alive_logp[:, :, None]                                              # [B, K, V]
+  def step(state):
+    i, alive_seqs, alive_logp, cache, fin_seqs, fin_scores, fin_count = state
+    prev = lax.dynamic_index_in_dim(
+      alive_seqs, jnp.maximum(i - 1, 0), axis=2, keepdims=False
+    )  # [B, K]
+    last = jnp.where(i == 0, bos_id, prev)
+    logits, cache = _decoder_step(model, params, cache, encoded, src_k, last.reshape(batch * k, 1))
+    vocab = logits.shape[-1]
+    logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32)).reshape(batch, k, vocab)
+    logp = logp + alive_logp[:, :, None]  # [B, K, V]
 
-        # The best 2K extensions over all beams: at least K of them do not end in EOS.
-        cand_logp, flat = lax.top_k(logp.reshape(batch, k * vocab), 2 * k)                # [B, 2K]
-        cand_beam, cand_tok = flat // vocab, (flat % vocab).astype(jnp.int32)
-        cand_seqs = jnp.take_along_axis(alive_seqs, cand_beam[:, :, None], axis=1)        # [B, 2K, T]
-        cand_seqs = lax.dynamic_update_slice_in_dim(cand_seqs, cand_tok[:, :, None], i, axis=2)
-        ends = cand_tok == eos_id
-        real = cand_logp > NEG_INF / 2   # not an extension of an empty beam slot
+    # The best 2K extensions over all beams: at least K of them do not end in EOS.
+    cand_logp, flat = lax.top_k(logp.reshape(batch, k * vocab), 2 * k)  # [B, 2K]
+    cand_beam, cand_tok = flat // vocab, (flat % vocab).astype(jnp.int32)
+    cand_seqs = jnp.take_along_axis(alive_seqs, cand_beam[:, :, None], axis=1)  # [B, 2K, T]
+    cand_seqs = lax.dynamic_update_slice_in_dim(cand_seqs, cand_tok[:, :, None], i, axis=2)
+    ends = cand_tok == eos_id
+    real = cand_logp > NEG_INF / 2  # not an extension of an empty beam slot
 
-        # Finished: EOS candidates that rank in the top K, while the sentence still needs some.
-        in_beam = jnp.arange(2 * k)[None, :] < k
-        finishing = ends & in_beam & real
-        new_scores = jnp.where(finishing, cand_logp / length_penalty(i + 1, alpha), -jnp.inf)
-        pool_scores = jnp.concatenate([fin_scores, new_scores], axis=1)                   # [B, 3K]
-        pool_seqs = jnp.concatenate([fin_seqs, cand_seqs], axis=1)                        # [B, 3K, T]
-        fin_scores, best = lax.top_k(pool_scores, k)                                      # [B, K]
-        fin_seqs = jnp.take_along_axis(pool_seqs, best[:, :, None], axis=1)
-        fin_count = fin_count + finishing.sum(axis=1)
+    # Finished: EOS candidates that rank in the top K, while the sentence still needs some.
+    in_beam = jnp.arange(2 * k)[None, :] < k
+    finishing = ends & in_beam & real
+    new_scores = jnp.where(finishing, cand_logp / length_penalty(i + 1, alpha), -jnp.inf)
+    pool_scores = jnp.concatenate([fin_scores, new_scores], axis=1)  # [B, 3K]
+    pool_seqs = jnp.concatenate([fin_seqs, cand_seqs], axis=1)  # [B, 3K, T]
+    fin_scores, best = lax.top_k(pool_scores, k)  # [B, K]
+    fin_seqs = jnp.take_along_axis(pool_seqs, best[:, :, None], axis=1)
+    fin_count = fin_count + finishing.sum(axis=1)
 
-        # Alive: the best K candidates that do not end in EOS; the cache follows their beams.
-        alive_logp, pick = lax.top_k(jnp.where(ends, NEG_INF, cand_logp), k)              # [B, K]
-        alive_seqs = jnp.take_along_axis(cand_seqs, pick[:, :, None], axis=1)             # [B, K, T]
-        cache = reorder(cache, jnp.take_along_axis(cand_beam, pick, axis=1))
-        return i + 1, alive_seqs, alive_logp, cache, fin_seqs, fin_scores, fin_count
+    # Alive: the best K candidates that do not end in EOS; the cache follows their beams.
+    alive_logp, pick = lax.top_k(jnp.where(ends, NEG_INF, cand_logp), k)  # [B, K]
+    alive_seqs = jnp.take_along_axis(cand_seqs, pick[:, :, None], axis=1)  # [B, K, T]
+    cache = reorder(cache, jnp.take_along_axis(cand_beam, pick, axis=1))
+    return i + 1, alive_seqs, alive_logp, cache, fin_seqs, fin_scores, fin_count
 
-    # Only beam 0 is live at the start, so the K beams do not all pick the same first token.
-    alive_logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (batch, 1))
-    state = (jnp.array(0, jnp.int32), jnp.zeros((batch, k, max_len), jnp.int32), alive_logp, cache,
-             jnp.zeros((batch, k, max_len), jnp.int32), jnp.full((batch, k), -jnp.inf, jnp.float32),
-             jnp.zeros((batch,), jnp.int32))
-    _, alive_seqs, alive_logp, _, fin_seqs, fin_scores, fin_count = lax.while_loop(keep_going, step, state)
+  # Only beam 0 is live at the start, so the K beams do not all pick the same first token.
+  alive_logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (batch, 1))
+  state = (
+    jnp.array(0, jnp.int32),
+    jnp.zeros((batch, k, max_len), jnp.int32),
+    alive_logp,
+    cache,
+    jnp.zeros((batch, k, max_len), jnp.int32),
+    jnp.full((batch, k), -jnp.inf, jnp.float32),
+    jnp.zeros((batch,), jnp.int32),
+  )
+  _, alive_seqs, alive_logp, _, fin_seqs, fin_scores, fin_count = lax.while_loop(
+    keep_going, step, state
+  )
 
-    # fin_* and alive_* come out of top_k, so index 0 is each sentence's best.
-    has_finished = fin_count > 0
-    tokens = jnp.where(has_finished[:, None], fin_seqs[:, 0], alive_seqs[:, 0])
-    scores = jnp.where(has_finished, fin_scores[:, 0], alive_logp[:, 0] / length_penalty(max_len, alpha))
-    return tokens, scores
+  # fin_* and alive_* come out of top_k, so index 0 is each sentence's best.
+  has_finished = fin_count > 0
+  tokens = jnp.where(has_finished[:, None], fin_seqs[:, 0], alive_seqs[:, 0])
+  scores = jnp.where(
+    has_finished, fin_scores[:, 0], alive_logp[:, 0] / length_penalty(max_len, alpha)
+  )
+  return tokens, scores

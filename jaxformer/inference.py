@@ -6,6 +6,7 @@
 Command-line errors (bad flags, a missing run, an unknown split, text too long) print one line,
 `error: ...`, on stderr and exit with code 2, like train.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,109 +22,131 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:
-    """A trained model ready for inference."""
-    path: str
-    task: str                # 'lm' | 'translate' | 'classify'
-    model: Any               # DecoderLM | EncoderDecoder | Classifier
-    params: Any
-    tokenizer: Any
-    model_config: Any        # jaxformer.config.ModelConfig
-    config: dict             # the training run's resolved config (dataset, pooling, batch_size, ...)
-    num_classes: int
-    step: int | None
+  """A trained model ready for inference."""
+
+  path: str
+  task: str  # 'lm' | 'translate' | 'classify'
+  model: Any  # DecoderLM | EncoderDecoder | Classifier
+  params: Any
+  tokenizer: Any
+  model_config: Any  # jaxformer.config.ModelConfig
+  config: dict  # the training run's resolved config (dataset, pooling, batch_size, ...)
+  num_classes: int
+  step: int | None
 
 
 def load(path: str) -> Loaded:
-    """Loads a run workdir or an export directory (see jaxformer.checkpoint.load_pretrained)."""
-    from jaxformer.checkpoint import load_pretrained
-    from jaxformer.data import load_tokenizer
-    from jaxformer.training.tasks import build_model
+  """Loads a run workdir or an export directory (see jaxformer.checkpoint.load_pretrained)."""
+  from jaxformer.checkpoint import load_pretrained
+  from jaxformer.data import load_tokenizer
+  from jaxformer.training.tasks import build_model
 
-    if not os.path.isdir(path):
-        raise ValueError(f"{path} is not a directory; pass a training run's --workdir or an export directory")
-    pretrained = load_pretrained(path)
-    if pretrained.tokenizer_dir is None:
-        raise ValueError(f"{path} has no tokenizer/ directory; it cannot turn text into tokens")
-    config = dict(pretrained.config or {})
-    num_classes = int(pretrained.num_classes or 0)
-    model = build_model(pretrained.task, pretrained.model_config, num_classes, config.get("pooling", "mean"))
-    return Loaded(path=path, task=pretrained.task, model=model, params=pretrained.params,
-                  tokenizer=load_tokenizer(pretrained.tokenizer_dir), model_config=pretrained.model_config,
-                  config=config, num_classes=num_classes, step=pretrained.step)
+  if not os.path.isdir(path):
+    raise ValueError(
+      f"{path} is not a directory; pass a training run's --workdir or an export directory"
+    )
+  pretrained = load_pretrained(path)
+  if pretrained.tokenizer_dir is None:
+    raise ValueError(f'{path} has no tokenizer/ directory; it cannot turn text into tokens')
+  config = dict(pretrained.config or {})
+  num_classes = int(pretrained.num_classes or 0)
+  model = build_model(
+    pretrained.task, pretrained.model_config, num_classes, config.get('pooling', 'mean')
+  )
+  return Loaded(
+    path=path,
+    task=pretrained.task,
+    model=model,
+    params=pretrained.params,
+    tokenizer=load_tokenizer(pretrained.tokenizer_dir),
+    model_config=pretrained.model_config,
+    config=config,
+    num_classes=num_classes,
+    step=pretrained.step,
+  )
 
 
 def require_task(loaded: Loaded, task: str, command: str) -> None:
-    if loaded.task != task:
-        raise ValueError(f"{loaded.path} holds a '{loaded.task}' model; {command} needs a '{task}' model")
+  if loaded.task != task:
+    raise ValueError(
+      f"{loaded.path} holds a '{loaded.task}' model; {command} needs a '{task}' model"
+    )
 
 
 # ----- text <-> tokens ----------------------------------------------------------------------
 
-def encode_sources(tokenizer, texts: Sequence[str], length: int) -> np.ndarray:
-    """Source texts -> int32[len(texts), length]: tokens + EOS, 0-padded (as in training).
 
-    Raises ValueError for a text that does not fit, rather than translating a truncated one.
-    """
-    out = np.zeros((len(texts), length), np.int32)
-    for i, text in enumerate(texts):
-        ids = tokenizer.encode(text) + [tokenizer.eos_id]
-        if len(ids) > length:
-            raise ValueError(f"source {i} is {len(ids)} tokens with EOS, more than the model's max_len={length}; "
-                             "shorten it")
-        out[i, :len(ids)] = ids
-    return out
+def encode_sources(tokenizer, texts: Sequence[str], length: int) -> np.ndarray:
+  """Source texts -> int32[len(texts), length]: tokens + EOS, 0-padded (as in training).
+
+  Raises ValueError for a text that does not fit, rather than translating a truncated one.
+  """
+  out = np.zeros((len(texts), length), np.int32)
+  for i, text in enumerate(texts):
+    ids = tokenizer.encode(text) + [tokenizer.eos_id]
+    if len(ids) > length:
+      raise ValueError(
+        f"source {i} is {len(ids)} tokens with EOS, more than the model's max_len={length}; "
+        'shorten it'
+      )
+    out[i, : len(ids)] = ids
+  return out
 
 
 def until_eos(row, eos_id: int) -> list[int]:
-    """Token ids before the first EOS (the whole row if there is none)."""
-    row = [int(t) for t in np.asarray(row).tolist()]
-    return row[: row.index(eos_id)] if eos_id in row else row
+  """Token ids before the first EOS (the whole row if there is none)."""
+  row = [int(t) for t in np.asarray(row).tolist()]
+  return row[: row.index(eos_id)] if eos_id in row else row
 
 
 def decode_rows(tokenizer, rows) -> list[str]:
-    """int[B, T] decoder outputs -> B strings, each cut at its EOS."""
-    return [tokenizer.decode(until_eos(row, tokenizer.eos_id)) for row in np.asarray(rows)]
+  """int[B, T] decoder outputs -> B strings, each cut at its EOS."""
+  return [tokenizer.decode(until_eos(row, tokenizer.eos_id)) for row in np.asarray(rows)]
 
 
 # ----- command-line plumbing ----------------------------------------------------------------
 
+
 class UsageError(ValueError):
-    """A bad command line (argparse's message, kept to one line)."""
+  """A bad command line (argparse's message, kept to one line)."""
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
+  """argparse that raises instead of printing usage and exiting, so errors stay one line."""
 
-    def error(self, message):
-        raise UsageError(f"{message} (see {self.prog} --help)")
+  def error(self, message):
+    raise UsageError(f'{message} (see {self.prog} --help)')
 
 
-def run_cli(main: Callable[[argparse.Namespace], int], parser: Parser, argv: Sequence[str] | None) -> int:
-    """Parses argv, runs main(args); expected failures -> `error: <one line>` on stderr, code 2."""
-    from jaxformer.checkpoint import CheckpointError
-    from jaxformer.data import DataError
+def run_cli(
+  main: Callable[[argparse.Namespace], int], parser: Parser, argv: Sequence[str] | None
+) -> int:
+  """Parses argv, runs main(args); expected failures -> `error: <one line>` on stderr, code 2."""
+  from jaxformer.checkpoint import CheckpointError
+  from jaxformer.data import DataError
 
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs warnings meant for training runs
+  from absl import logging as absl_logging
 
-    try:
-        args = parser.parse_args(argv)
-        return main(args)
-    except (UsageError, ValueError, CheckpointError, DataError, OSError) as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        return 2
+  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs warnings meant for training runs
+
+  try:
+    args = parser.parse_args(argv)
+    return main(args)
+  except (UsageError, ValueError, CheckpointError, DataError, OSError) as e:
+    message = ' '.join(str(e).split()) or type(e).__name__
+    print(f'error: {message}', file=sys.stderr, flush=True)
+    return 2
 
 
 def write_json_atomic(path: str, data: dict) -> None:
-    """Writes JSON to path all-or-nothing (temp file in the same directory, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+  """Writes JSON to path all-or-nothing (temp file in the same directory, then rename)."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.json', dir=directory)
+  try:
+    with os.fdopen(fd, 'w') as f:
+      json.dump(data, f, indent=2, sort_keys=True)
+      f.write('\n')
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)

@@ -6,6 +6,7 @@
 Prints one translation per input, in order (inputs come from the arguments, else one per line
 on stdin). --workdir takes a training run or an export (python -m jaxformer.export).
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,59 +15,84 @@ from jaxformer import inference
 
 
 def build_parser() -> inference.Parser:
-    p = inference.Parser(prog="python -m jaxformer.translate", description=__doc__.splitlines()[0])
-    p.add_argument("texts", nargs="*", help="source texts (default: read lines from stdin)")
-    p.add_argument("--workdir", required=True, help="training run workdir or export directory")
-    p.add_argument("--beam_size", type=int, default=4, help="beam width (1 = greedy)")
-    p.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty exponent")
-    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of beam search")
-    p.add_argument("--max_len", type=int, default=None, help="longest output in tokens (default: model max_len)")
-    p.add_argument("--batch_size", type=int, default=64, help="sentences decoded together")
-    return p
+  p = inference.Parser(prog='python -m jaxformer.translate', description=__doc__.splitlines()[0])
+  p.add_argument('texts', nargs='*', help='source texts (default: read lines from stdin)')
+  p.add_argument('--workdir', required=True, help='training run workdir or export directory')
+  p.add_argument('--beam_size', type=int, default=4, help='beam width (1 = greedy)')
+  p.add_argument('--alpha', type=float, default=0.6, help='GNMT length penalty exponent')
+  p.add_argument('--greedy', action='store_true', help='greedy decoding instead of beam search')
+  p.add_argument(
+    '--max_len', type=int, default=None, help='longest output in tokens (default: model max_len)'
+  )
+  p.add_argument('--batch_size', type=int, default=64, help='sentences decoded together')
+  return p
 
 
-def translate(loaded, texts, *, greedy=False, beam_size=4, alpha=0.6, max_len=None, batch_size=64) -> list[str]:
-    """Translations of `texts` (a list of strings), decoded batch by batch with fixed shapes."""
-    import jax
-    import jax.numpy as jnp
+def translate(
+  loaded, texts, *, greedy=False, beam_size=4, alpha=0.6, max_len=None, batch_size=64
+) -> list[str]:
+  """Translations of `texts` (a list of strings), decoded batch by batch with fixed shapes."""
+  import jax
+  import jax.numpy as jnp
 
-    from jaxformer import decode
+  from jaxformer import decode
 
-    inference.require_task(loaded, "translate", "translate")
-    tok, length = loaded.tokenizer, loaded.model_config.max_len
-    max_len = max_len or length
-    outputs = []
-    for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start:start + batch_size])
-        # Pad the batch to a fixed row count so every batch reuses one compiled program.
-        rows = min(batch_size, len(texts))
-        src = inference.encode_sources(tok, chunk + [""] * (rows - len(chunk)), length)
-        if greedy:
-            out = decode.translate_greedy(loaded.model, loaded.params, jnp.asarray(src), max_len=max_len,
-                                          bos_id=tok.bos_id, eos_id=tok.eos_id)
-        else:
-            out, _ = decode.beam_search(loaded.model, loaded.params, jnp.asarray(src), beam_size=beam_size,
-                                        alpha=alpha, max_len=max_len, bos_id=tok.bos_id, eos_id=tok.eos_id)
-        outputs += inference.decode_rows(tok, jax.device_get(out)[:len(chunk)])
-    return outputs
+  inference.require_task(loaded, 'translate', 'translate')
+  tok, length = loaded.tokenizer, loaded.model_config.max_len
+  max_len = max_len or length
+  outputs = []
+  for start in range(0, len(texts), batch_size):
+    chunk = list(texts[start : start + batch_size])
+    # Pad the batch to a fixed row count so every batch reuses one compiled program.
+    rows = min(batch_size, len(texts))
+    src = inference.encode_sources(tok, chunk + [''] * (rows - len(chunk)), length)
+    if greedy:
+      out = decode.translate_greedy(
+        loaded.model,
+        loaded.params,
+        jnp.asarray(src),
+        max_len=max_len,
+        bos_id=tok.bos_id,
+        eos_id=tok.eos_id,
+      )
+    else:
+      out, _ = decode.beam_search(
+        loaded.model,
+        loaded.params,
+        jnp.asarray(src),
+        beam_size=beam_size,
+        alpha=alpha,
+        max_len=max_len,
+        bos_id=tok.bos_id,
+        eos_id=tok.eos_id,
+      )
+    outputs += inference.decode_rows(tok, jax.device_get(out)[: len(chunk)])
+  return outputs
 
 
 def _main(args) -> int:
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        raise inference.UsageError("nothing to translate: pass texts as arguments or on stdin")
-    if args.batch_size < 1:
-        raise inference.UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
-    loaded = inference.load(args.workdir)
-    for line in translate(loaded, texts, greedy=args.greedy, beam_size=args.beam_size, alpha=args.alpha,
-                          max_len=args.max_len, batch_size=args.batch_size):
-        print(line, flush=True)
-    return 0
+  texts = args.texts or [line.rstrip('\n') for line in sys.stdin if line.strip()]
+  if not texts:
+    raise inference.UsageError('nothing to translate: pass texts as arguments or on stdin')
+  if args.batch_size < 1:
+    raise inference.UsageError(f'--batch_size must be >= 1, got {args.batch_size}')
+  loaded = inference.load(args.workdir)
+  for line in translate(
+    loaded,
+    texts,
+    greedy=args.greedy,
+    beam_size=args.beam_size,
+    alpha=args.alpha,
+    max_len=args.max_len,
+    batch_size=args.batch_size,
+  ):
+    print(line, flush=True)
+  return 0
 
 
 def main(argv=None) -> int:
-    return inference.run_cli(_main, build_parser(), argv)
+  return inference.run_cli(_main, build_parser(), argv)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == '__main__':
+  sys.exit(main())

@@ -5,6 +5,7 @@ Multi-device code (meshes, sharded heads, pmap) is tested on these host devices,
 tests run on any laptop or CI machine. Tests may run in parallel workers (pytest-xdist), so
 anything shared is created under a file lock.
 """
+
 import fcntl
 import os
 
@@ -12,7 +13,8 @@ import pytest
 
 _CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '.pytest_cache')
 os.environ['XLA_FLAGS'] = (
-    os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
+  os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Keep prepared datasets and tokenizer caches out of the user's home during tests.
 os.environ.setdefault('JAXFORMER_DATA_DIR', os.path.join(_CACHE, 'jaxformer-data'))

@@ -1,4 +1,5 @@
 """Shared test helpers: run train.py in a subprocess with a clean device setup."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,14 @@ def run_train(*args: str, devices: int = 1, timeout: float = 300, env: dict | No
   e = dict(os.environ)
   e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   e.update(env or {})
-  return subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), *args], cwd=REPO, env=e,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO, 'train.py'), *args],
+    cwd=REPO,
+    env=e,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def start_train(*args: str, devices: int = 1, env: dict | None = None):
@@ -22,8 +29,14 @@ def start_train(*args: str, devices: int = 1, env: dict | None = None):
   e = dict(os.environ)
   e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   e.update(env or {})
-  return subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *args], cwd=REPO, env=e,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, os.path.join(REPO, 'train.py'), *args],
+    cwd=REPO,
+    env=e,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def saved_steps(workdir: str) -> list[int]:

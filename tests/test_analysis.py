@@ -1,5 +1,6 @@
 """jaxformer.analysis: capture leaves outputs unchanged, attention maps are distributions, head masks
 remove heads exactly, probes find planted features and nothing in shuffled labels."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,128 +12,135 @@ from jaxformer.models import DecoderLM
 
 
 def tiny(**kw):
-    base = dict(vocab_size=32, d_model=16, num_heads=4, num_layers=2, max_len=16, dropout_rate=0.1)
-    return ModelConfig(**{**base, **kw})
+  base = dict(vocab_size=32, d_model=16, num_heads=4, num_layers=2, max_len=16, dropout_rate=0.1)
+  return ModelConfig(**{**base, **kw})
 
 
 def random_params(cfg, seed=0):
-    """Parameters of DecoderLM(cfg) filled with numpy noise (XLA compiles RNG code slowly on CPU)."""
-    model = DecoderLM(cfg)
-    abstract = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, cfg.max_len), jnp.int32))["params"])
-    rng = np.random.default_rng(seed)
+  """Parameters of DecoderLM(cfg) filled with numpy noise (XLA compiles RNG code slowly on CPU)."""
+  model = DecoderLM(cfg)
+  abstract = nn.unbox(
+    jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, cfg.max_len), jnp.int32))['params']
+  )
+  rng = np.random.default_rng(seed)
 
-    def fill(path, leaf):
-        return jnp.asarray(rng.normal(0.0, 0.3, leaf.shape) + (1.0 if path[-1].key == "scale" else 0.0), leaf.dtype)
-    return jax.tree_util.tree_map_with_path(fill, abstract)
+  def fill(path, leaf):
+    return jnp.asarray(
+      rng.normal(0.0, 0.3, leaf.shape) + (1.0 if path[-1].key == 'scale' else 0.0), leaf.dtype
+    )
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def tokens(batch=3, length=16, seed=1):
-    return jnp.asarray(np.random.default_rng(seed).integers(1, 32, (batch, length)), jnp.int32)
+  return jnp.asarray(np.random.default_rng(seed).integers(1, 32, (batch, length)), jnp.int32)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def model():
-    cfg = tiny()  # scan layout, fused attention: what training produces
-    return cfg, random_params(cfg)
+  cfg = tiny()  # scan layout, fused attention: what training produces
+  return cfg, random_params(cfg)
 
 
 def test_capture_does_not_change_logits(model):
-    cfg, params = model
-    x = tokens()
-    plain = DecoderLM(cfg).apply({"params": params}, x)
-    cap = analysis.capture(cfg, params, x)
-    np.testing.assert_allclose(cap.logits, np.asarray(plain), atol=2e-5, rtol=2e-5)
-    # Against the very same computation (einsum attention, layer loop) without capturing.
-    acfg = analysis.analysis_config(cfg)
-    same = jax.jit(DecoderLM(acfg).apply)({"params": analysis.loop_params(params)}, x)
-    np.testing.assert_allclose(cap.logits, np.asarray(same), atol=1e-5, rtol=1e-5)
-    assert cap.attention.shape == (cfg.num_layers, 3, cfg.num_heads, 16, 16)
-    assert cap.hidden.shape == (cfg.num_layers + 1, 3, 16, cfg.d_model)
+  cfg, params = model
+  x = tokens()
+  plain = DecoderLM(cfg).apply({'params': params}, x)
+  cap = analysis.capture(cfg, params, x)
+  np.testing.assert_allclose(cap.logits, np.asarray(plain), atol=2e-5, rtol=2e-5)
+  # Against the very same computation (einsum attention, layer loop) without capturing.
+  acfg = analysis.analysis_config(cfg)
+  same = jax.jit(DecoderLM(acfg).apply)({'params': analysis.loop_params(params)}, x)
+  np.testing.assert_allclose(cap.logits, np.asarray(same), atol=1e-5, rtol=1e-5)
+  assert cap.attention.shape == (cfg.num_layers, 3, cfg.num_heads, 16, 16)
+  assert cap.hidden.shape == (cfg.num_layers + 1, 3, 16, cfg.d_model)
 
 
 def test_attention_rows_sum_to_one_and_are_causal(model):
-    cfg, params = model
-    attention = analysis.capture(cfg, params, tokens()).attention
-    np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
-    above = np.triu(np.ones((16, 16), bool), k=1)
-    assert np.all(attention[..., above] == 0.0)
-    assert np.all(attention >= 0.0)
+  cfg, params = model
+  attention = analysis.capture(cfg, params, tokens()).attention
+  np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
+  above = np.triu(np.ones((16, 16), bool), k=1)
+  assert np.all(attention[..., above] == 0.0)
+  assert np.all(attention >= 0.0)
 
 
 def test_hidden_zero_is_the_embedding(model):
-    cfg, params = model
-    x = tokens()
-    hidden = analysis.capture(cfg, params, x).hidden
-    backbone = params["backbone"]
-    expected = np.asarray(backbone["token_embed"]["embedding"])[np.asarray(x)] + \
-        np.asarray(backbone["pos_embed"]["embedding"])[None, :16]
-    np.testing.assert_allclose(hidden[0], expected, atol=1e-6)
-    assert not np.allclose(hidden[1], hidden[0])  # each layer adds to the residual stream
+  cfg, params = model
+  x = tokens()
+  hidden = analysis.capture(cfg, params, x).hidden
+  backbone = params['backbone']
+  expected = (
+    np.asarray(backbone['token_embed']['embedding'])[np.asarray(x)]
+    + np.asarray(backbone['pos_embed']['embedding'])[None, :16]
+  )
+  np.testing.assert_allclose(hidden[0], expected, atol=1e-6)
+  assert not np.allclose(hidden[1], hidden[0])  # each layer adds to the residual stream
 
 
 def test_masking_every_head_of_a_layer_removes_the_attention_sublayer(model):
-    cfg, params = model
-    x = tokens()
-    mask = np.ones((cfg.num_layers, cfg.num_heads), np.float32)
-    mask[1] = 0.0
-    masked = DecoderLM(cfg).apply({"params": params}, x, head_mask=jnp.asarray(mask))
-    # The same model with layer 1's attention sublayer deleted: its output projection (kernel
-    # and bias) contributes zero, so the residual stream skips it.
-    removed = jax.tree.map(np.array, params)
-    out = removed["backbone"]["layers"]["layer"]["self_attention"]["out"]
-    for name in out:
-        out[name][1] = 0.0
-    reference = DecoderLM(cfg).apply({"params": removed}, x)
-    np.testing.assert_allclose(np.asarray(masked), np.asarray(reference), atol=1e-5)
-    plain = DecoderLM(cfg).apply({"params": params}, x)
-    assert float(jnp.abs(masked - plain).max()) > 1e-3  # the mask did something
+  cfg, params = model
+  x = tokens()
+  mask = np.ones((cfg.num_layers, cfg.num_heads), np.float32)
+  mask[1] = 0.0
+  masked = DecoderLM(cfg).apply({'params': params}, x, head_mask=jnp.asarray(mask))
+  # The same model with layer 1's attention sublayer deleted: its output projection (kernel
+  # and bias) contributes zero, so the residual stream skips it.
+  removed = jax.tree.map(np.array, params)
+  out = removed['backbone']['layers']['layer']['self_attention']['out']
+  for name in out:
+    out[name][1] = 0.0
+  reference = DecoderLM(cfg).apply({'params': removed}, x)
+  np.testing.assert_allclose(np.asarray(masked), np.asarray(reference), atol=1e-5)
+  plain = DecoderLM(cfg).apply({'params': params}, x)
+  assert float(jnp.abs(masked - plain).max()) > 1e-3  # the mask did something
 
 
 def test_head_ablation_and_pruning_curve(model):
-    cfg, params = model
-    x = np.asarray(tokens(2, 16))
-    batches = [{"inputs": x[:, :-1], "targets": x[:, 1:], "weights": np.ones((2, 15), np.float32)}]
-    out = analysis.head_ablation(cfg, params, batches)
-    assert out["single_head"].shape == (cfg.num_layers, cfg.num_heads)
-    order = [(layer, head) for layer in range(cfg.num_layers) for head in range(cfg.num_heads)]
-    curve = analysis.pruning_curve(cfg, params, batches, order)
-    assert len(curve) == len(order) + 1 and curve[0] == pytest.approx(out["baseline"])
-    assert curve[cfg.num_heads] == pytest.approx(out["whole_layer"][0], rel=1e-5)
+  cfg, params = model
+  x = np.asarray(tokens(2, 16))
+  batches = [{'inputs': x[:, :-1], 'targets': x[:, 1:], 'weights': np.ones((2, 15), np.float32)}]
+  out = analysis.head_ablation(cfg, params, batches)
+  assert out['single_head'].shape == (cfg.num_layers, cfg.num_heads)
+  order = [(layer, head) for layer in range(cfg.num_layers) for head in range(cfg.num_heads)]
+  curve = analysis.pruning_curve(cfg, params, batches, order)
+  assert len(curve) == len(order) + 1 and curve[0] == pytest.approx(out['baseline'])
+  assert curve[cfg.num_heads] == pytest.approx(out['whole_layer'][0], rel=1e-5)
 
 
 def test_head_stats_on_known_patterns():
-    length = 8
-    previous = np.zeros((1, 2, 1, length, length))
-    previous[..., 0, 0] = 1.0
-    for i in range(1, length):
-        previous[..., i, i - 1] = 1.0
-    stats = analysis.head_stats(previous)
-    assert stats["previous_token"][0, 0] == pytest.approx(1.0)
-    assert stats["mean_distance"][0, 0] == pytest.approx(1.0)
-    assert stats["entropy"][0, 0] == pytest.approx(0.0)
-    uniform = np.tril(np.ones((length, length)))
-    uniform = (uniform / uniform.sum(-1, keepdims=True))[None, None, None]
-    stats = analysis.head_stats(uniform)
-    assert stats["entropy"][0, 0] == pytest.approx(stats["uniform_entropy"])
-    assert stats["mean_distance"][0, 0] == pytest.approx(stats["uniform_mean_distance"])
-    sim = analysis.attention_similarity(np.concatenate([previous[:, :1], previous[:, :1]], axis=2))
-    np.testing.assert_allclose(sim, 1.0)
+  length = 8
+  previous = np.zeros((1, 2, 1, length, length))
+  previous[..., 0, 0] = 1.0
+  for i in range(1, length):
+    previous[..., i, i - 1] = 1.0
+  stats = analysis.head_stats(previous)
+  assert stats['previous_token'][0, 0] == pytest.approx(1.0)
+  assert stats['mean_distance'][0, 0] == pytest.approx(1.0)
+  assert stats['entropy'][0, 0] == pytest.approx(0.0)
+  uniform = np.tril(np.ones((length, length)))
+  uniform = (uniform / uniform.sum(-1, keepdims=True))[None, None, None]
+  stats = analysis.head_stats(uniform)
+  assert stats['entropy'][0, 0] == pytest.approx(stats['uniform_entropy'])
+  assert stats['mean_distance'][0, 0] == pytest.approx(stats['uniform_mean_distance'])
+  sim = analysis.attention_similarity(np.concatenate([previous[:, :1], previous[:, :1]], axis=2))
+  np.testing.assert_allclose(sim, 1.0)
 
 
 def test_probe_finds_planted_feature_and_not_shuffled_labels():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2000, 24)).astype(np.float32)
-    w = rng.normal(size=24)
-    y = (x @ w > 0).astype(np.int32)
-    planted = analysis.train_probe(x[:1000], y[:1000], x[1000:], y[1000:])
-    assert planted["accuracy"] >= 0.97
-    # The control task: the same labels shuffled across examples, so nothing links x to y.
-    z = rng.permutation(y)
-    shuffled = analysis.train_probe(x[:1000], z[:1000], x[1000:], z[1000:])
-    assert abs(shuffled["balanced_accuracy"] - 0.5) < 0.06
-    assert shuffled["chance_balanced"] == 0.5
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2000, 24)).astype(np.float32)
+  w = rng.normal(size=24)
+  y = (x @ w > 0).astype(np.int32)
+  planted = analysis.train_probe(x[:1000], y[:1000], x[1000:], y[1000:])
+  assert planted['accuracy'] >= 0.97
+  # The control task: the same labels shuffled across examples, so nothing links x to y.
+  z = rng.permutation(y)
+  shuffled = analysis.train_probe(x[:1000], z[:1000], x[1000:], z[1000:])
+  assert abs(shuffled['balanced_accuracy'] - 0.5) < 0.06
+  assert shuffled['chance_balanced'] == 0.5
 
 
 def test_probe_rejects_empty_input():
-    with pytest.raises(ValueError, match="at least one"):
-        analysis.train_probe(np.zeros((0, 3)), np.zeros(0), np.zeros((2, 3)), np.zeros(2))
+  with pytest.raises(ValueError, match='at least one'):
+    analysis.train_probe(np.zeros((0, 3)), np.zeros(0), np.zeros((2, 3)), np.zeros(2))

@@ -1,4 +1,5 @@
 """Smoke tests for the benchmark (jaxformer.bench) and the peers_bench plug-in (bench/jaxformer_peer.py)."""
+
 import importlib.util
 import json
 import math
@@ -9,50 +10,75 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEERS_BENCH = os.path.join(os.path.dirname(ROOT), "shared", "bench", "peers_bench.py")
+PEERS_BENCH = os.path.join(os.path.dirname(ROOT), 'shared', 'bench', 'peers_bench.py')
 XS = dict(vocab=512, n_layer=2, n_head=2, n_embd=64, block_size=64, batch=4, dropout=0.1)
 
 
 def test_bench_cli_prints_json_lines_with_throughput_and_mfu():
-    proc = subprocess.run([sys.executable, "-m", "jaxformer.bench", "--config", "XS", "--steps", "2",
-                           "--warmup", "1", "--only", "train"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    assert [r["measurement"] for r in rows] == ["train"]
-    train = rows[0]
-    for key in ("tokens_per_s", "tokens_per_s_min", "tokens_per_s_max", "mfu", "compile_s", "peak_rss_mb",
-                "matmul_peak_gflops", "flops_per_token"):
-        assert key in train, key
-    assert train["tokens_per_s"] > 0 and 0 < train["mfu"] < 1.5 and math.isfinite(train["loss"])
-    assert train["tokens_per_s_min"] <= train["tokens_per_s"] <= train["tokens_per_s_max"]
-    assert "tokens_per_s_median" in proc.stderr  # the readable table
+  proc = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'jaxformer.bench',
+      '--config',
+      'XS',
+      '--steps',
+      '2',
+      '--warmup',
+      '1',
+      '--only',
+      'train',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+  assert [r['measurement'] for r in rows] == ['train']
+  train = rows[0]
+  for key in (
+    'tokens_per_s',
+    'tokens_per_s_min',
+    'tokens_per_s_max',
+    'mfu',
+    'compile_s',
+    'peak_rss_mb',
+    'matmul_peak_gflops',
+    'flops_per_token',
+  ):
+    assert key in train, key
+  assert train['tokens_per_s'] > 0 and 0 < train['mfu'] < 1.5 and math.isfinite(train['loss'])
+  assert train['tokens_per_s_min'] <= train['tokens_per_s'] <= train['tokens_per_s_max']
+  assert 'tokens_per_s_median' in proc.stderr  # the readable table
 
 
 def test_peer_plugin_trains_without_peers_bench():
-    sys.path.insert(0, ROOT)
-    try:
-        from bench.jaxformer_peer import make_peer
-    finally:
-        sys.path.remove(ROOT)
-    peer = make_peer(XS, 0)
-    assert peer.kind == "train" and peer.tokens_per_step == 4 * 64
-    peer.setup()
-    assert peer.n_params_counted > 0
-    assert peer.compile() > 0
-    losses = [peer.step() for _ in range(3)]
-    assert all(math.isfinite(x) for x in losses)
-    assert abs(losses[0] - math.log(512)) < 0.5  # an untrained model predicts ~uniformly
-    assert int(peer.state["step"]) == 3
+  sys.path.insert(0, ROOT)
+  try:
+    from bench.jaxformer_peer import make_peer
+  finally:
+    sys.path.remove(ROOT)
+  peer = make_peer(XS, 0)
+  assert peer.kind == 'train' and peer.tokens_per_step == 4 * 64
+  peer.setup()
+  assert peer.n_params_counted > 0
+  assert peer.compile() > 0
+  losses = [peer.step() for _ in range(3)]
+  assert all(math.isfinite(x) for x in losses)
+  assert abs(losses[0] - math.log(512)) < 0.5  # an untrained model predicts ~uniformly
+  assert int(peer.state['step']) == 3
 
 
 def test_synthetic_batches_are_the_peers_batches():
-    from jaxformer.bench import synthetic_batches
-    ours = synthetic_batches(XS)
-    assert len(ours) == 4 and ours[0].shape == (4, 65) and ours[0].dtype == np.int32
-    if os.path.exists(PEERS_BENCH):  # the shared script imports only the standard library at the top
-        spec = importlib.util.spec_from_file_location("peers_bench", PEERS_BENCH)
-        pb = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(pb)
-        for a, b in zip(ours, pb.make_batches(XS)):
-            np.testing.assert_array_equal(a, b)
+  from jaxformer.bench import synthetic_batches
+
+  ours = synthetic_batches(XS)
+  assert len(ours) == 4 and ours[0].shape == (4, 65) and ours[0].dtype == np.int32
+  if os.path.exists(PEERS_BENCH):  # the shared script imports only the standard library at the top
+    spec = importlib.util.spec_from_file_location('peers_bench', PEERS_BENCH)
+    pb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pb)
+    for a, b in zip(ours, pb.make_batches(XS)):
+      np.testing.assert_array_equal(a, b)

@@ -4,6 +4,7 @@ Arrays span both processes (not fully addressable), so saving, checksumming (all
 falling back from a corrupt step (agreement + one mover) and exporting must all be collective.
 A deadlock or a disagreement between the processes shows up as a timeout or a failed check.
 """
+
 import json
 import os
 import socket
@@ -66,33 +67,40 @@ WORKER = textwrap.dedent("""
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
 
 
 def test_two_processes_save_fall_back_and_export_together(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 2 devices per process instead
-    env["JAX_PLATFORMS"] = "cpu"
-    port = str(free_port())
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), port, str(tmp_path)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=150)[0])
-    finally:
-        for proc in procs:
-            proc.kill()
-    results = []
-    for proc, out in zip(procs, outputs):
-        assert proc.returncode == 0, out[-3000:]
-        results.append(json.loads(out.split("RESULT ", 1)[1].splitlines()[0]))
-    for r in results:
-        assert r["step"] == 1 and r["extra"] == {"k": 1} and r["w_ok"]
-        assert r["warnings"] == 1  # step 2's bad JSON, reported on each process
-        assert r["steps_left"] == [1]
-        assert r["params_step"] == 1 and r["params_sum"] == sum(range(24)) + 24
-        assert r["export_step"] == 1 and r["export_ok"]
-    assert os.listdir(tmp_path / "checkpoints_corrupt") == ["2"]  # moved once, by process 0
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # 2 devices per process instead
+  env['JAX_PLATFORMS'] = 'cpu'
+  port = str(free_port())
+  procs = [
+    subprocess.Popen(
+      [sys.executable, '-c', WORKER, str(i), port, str(tmp_path)],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  outputs = []
+  try:
+    for proc in procs:
+      outputs.append(proc.communicate(timeout=150)[0])
+  finally:
+    for proc in procs:
+      proc.kill()
+  results = []
+  for proc, out in zip(procs, outputs):
+    assert proc.returncode == 0, out[-3000:]
+    results.append(json.loads(out.split('RESULT ', 1)[1].splitlines()[0]))
+  for r in results:
+    assert r['step'] == 1 and r['extra'] == {'k': 1} and r['w_ok']
+    assert r['warnings'] == 1  # step 2's bad JSON, reported on each process
+    assert r['steps_left'] == [1]
+    assert r['params_step'] == 1 and r['params_sum'] == sum(range(24)) + 24
+    assert r['export_step'] == 1 and r['export_ok']
+  assert os.listdir(tmp_path / 'checkpoints_corrupt') == ['2']  # moved once, by process 0

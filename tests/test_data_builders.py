@@ -1,4 +1,5 @@
 """The shipped TFDS builders: offline preparation, split sizes, held-out plays, clean passages."""
+
 import re
 
 import numpy as np
@@ -12,94 +13,125 @@ HELD_OUT = set(shakespeare.HELD_OUT_TITLES)
 
 
 def read(name, split, data_dir):
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                              builder_kwargs={"file_format": "array_record"})
-    return [source[i] for i in range(len(source))]
+  source = tfds.data_source(
+    name,
+    split=split,
+    data_dir=data_dir,
+    download=False,
+    builder_kwargs={'file_format': 'array_record'},
+  )
+  return [source[i] for i in range(len(source))]
 
 
 def test_corpus_resource_has_42_works_with_folio_genres():
-    works = shakespeare.load_works()
-    assert len(works) == 42
-    genres = [w["genre"] for w in works]
-    assert (genres.count("comedy"), genres.count("history"), genres.count("tragedy"), genres.count(None)) == (14, 10, 12, 6)
-    assert {w["title"] for w in works if w["genre"] is None} >= {"Pericles", "Sonnets"}
-    assert 4_900_000 < sum(len(w["text"]) for w in works) < 5_200_000
+  works = shakespeare.load_works()
+  assert len(works) == 42
+  genres = [w['genre'] for w in works]
+  assert (
+    genres.count('comedy'),
+    genres.count('history'),
+    genres.count('tragedy'),
+    genres.count(None),
+  ) == (14, 10, 12, 6)
+  assert {w['title'] for w in works if w['genre'] is None} >= {'Pericles', 'Sonnets'}
+  assert 4_900_000 < sum(len(w['text']) for w in works) < 5_200_000
 
 
 def test_shakespeare_splits_hold_out_eight_plays(data_dir):
-    train = read("jaxformer_shakespeare", "train", data_dir)
-    validation = read("jaxformer_shakespeare", "validation", data_dir)
-    assert len(train) == 34 and len(validation) == 8
-    assert {ex["title"].decode() for ex in validation} == HELD_OUT
-    assert not HELD_OUT & {ex["title"].decode() for ex in train}
-    train_text = "\n".join(ex["text"].decode() for ex in train)
-    assert "To be, or not to be" not in train_text and "To be, or not to be" in validation[0]["text"].decode() + "".join(
-        ex["text"].decode() for ex in validation)
+  train = read('jaxformer_shakespeare', 'train', data_dir)
+  validation = read('jaxformer_shakespeare', 'validation', data_dir)
+  assert len(train) == 34 and len(validation) == 8
+  assert {ex['title'].decode() for ex in validation} == HELD_OUT
+  assert not HELD_OUT & {ex['title'].decode() for ex in train}
+  train_text = '\n'.join(ex['text'].decode() for ex in train)
+  assert 'To be, or not to be' not in train_text and 'To be, or not to be' in validation[0][
+    'text'
+  ].decode() + ''.join(ex['text'].decode() for ex in validation)
 
 
 def test_genre_split_sizes_and_balance(data_dir):
-    sizes = {"train": 100, "validation": 50, "test": 200}
-    for split, per_class in sizes.items():
-        labels = np.array([ex["label"] for ex in read("jaxformer_genre", split, data_dir)])
-        assert np.bincount(labels, minlength=3).tolist() == [per_class] * 3, split
-    assert len(read("jaxformer_genre", "train_full", data_dir)) > 5000
-    assert tfds.builder("jaxformer_genre", data_dir=data_dir).info.features["label"].names == ["comedy", "history", "tragedy"]
+  sizes = {'train': 100, 'validation': 50, 'test': 200}
+  for split, per_class in sizes.items():
+    labels = np.array([ex['label'] for ex in read('jaxformer_genre', split, data_dir)])
+    assert np.bincount(labels, minlength=3).tolist() == [per_class] * 3, split
+  assert len(read('jaxformer_genre', 'train_full', data_dir)) > 5000
+  assert tfds.builder('jaxformer_genre', data_dir=data_dir).info.features['label'].names == [
+    'comedy',
+    'history',
+    'tragedy',
+  ]
 
 
 def test_genre_no_held_out_text_in_any_train_split(data_dir):
-    held_out_text = [w["text"] for w in shakespeare.split_works()["validation"]]
-    train_like = {s: read("jaxformer_genre", s, data_dir) for s in ("train", "validation", "train_full")}
-    for split, examples in train_like.items():
-        assert not HELD_OUT & {ex["title"].decode() for ex in examples}, split
-    for ex in train_like["train_full"][::10] + train_like["train"]:
-        first_line = ex["text"].decode().split("\n")[0]
-        assert len(first_line) < 25 or not any(first_line in t for t in held_out_text)
-    test = read("jaxformer_genre", "test", data_dir)
-    assert {ex["title"].decode() for ex in test} <= HELD_OUT
-    texts = [ex["text"].decode() for s in ("train", "validation", "train_full") for ex in train_like[s]]
-    assert not {ex["text"].decode() for ex in test} & set(texts)
-    # validation is never part of either train split
-    val = {ex["text"] for ex in train_like["validation"]}
-    assert not val & {ex["text"] for ex in train_like["train_full"]}
-    assert not val & {ex["text"] for ex in train_like["train"]}
+  held_out_text = [w['text'] for w in shakespeare.split_works()['validation']]
+  train_like = {
+    s: read('jaxformer_genre', s, data_dir) for s in ('train', 'validation', 'train_full')
+  }
+  for split, examples in train_like.items():
+    assert not HELD_OUT & {ex['title'].decode() for ex in examples}, split
+  for ex in train_like['train_full'][::10] + train_like['train']:
+    first_line = ex['text'].decode().split('\n')[0]
+    assert len(first_line) < 25 or not any(first_line in t for t in held_out_text)
+  test = read('jaxformer_genre', 'test', data_dir)
+  assert {ex['title'].decode() for ex in test} <= HELD_OUT
+  texts = [
+    ex['text'].decode() for s in ('train', 'validation', 'train_full') for ex in train_like[s]
+  ]
+  assert not {ex['text'].decode() for ex in test} & set(texts)
+  # validation is never part of either train split
+  val = {ex['text'] for ex in train_like['validation']}
+  assert not val & {ex['text'] for ex in train_like['train_full']}
+  assert not val & {ex['text'] for ex in train_like['train']}
 
 
 def test_genre_passages_are_clean_speech(data_dir):
-    speaker = re.compile(r"^(HAMLET|OTHELLO|PROSPERO|FALSTAFF|Ber|Fran|Ham)\.$")
-    for ex in read("jaxformer_genre", "train_full", data_dir)[:2000]:
-        text = ex["text"].decode()
-        assert 300 <= len(text) <= 700
-        assert "[" not in text and "]" not in text
-        assert not any(speaker.match(line) for line in text.split("\n")), text
-        assert not re.search(r"^(ACT|SCENE) [IVX]+", text, re.MULTILINE)
+  speaker = re.compile(r'^(HAMLET|OTHELLO|PROSPERO|FALSTAFF|Ber|Fran|Ham)\.$')
+  for ex in read('jaxformer_genre', 'train_full', data_dir)[:2000]:
+    text = ex['text'].decode()
+    assert 300 <= len(text) <= 700
+    assert '[' not in text and ']' not in text
+    assert not any(speaker.match(line) for line in text.split('\n')), text
+    assert not re.search(r'^(ACT|SCENE) [IVX]+', text, re.MULTILINE)
 
 
 def test_speech_lines_strip_speakers_and_directions():
-    play = ("ACT I.\n\nSCENE I. A room.\n\n[Enter HAMLET.]\n\nHAMLET.\nTo be, or not to be:\n[Aside.] that is the question.\n\n"
-            "Ber.\nWho's there?\n\nSPEED. You mistook, sir.\n\n[Exeunt.]\n")
-    assert shakespeare.speech_lines(play) == ["To be, or not to be:", "that is the question.", "Who's there?",
-                                              "You mistook, sir."]
-    assert shakespeare.speech_lines("From fairest creatures we desire increase,\n") == []  # a poem
+  play = (
+    'ACT I.\n\nSCENE I. A room.\n\n[Enter HAMLET.]\n\nHAMLET.\nTo be, or not to be:\n[Aside.] that is the question.\n\n'
+    "Ber.\nWho's there?\n\nSPEED. You mistook, sir.\n\n[Exeunt.]\n"
+  )
+  assert shakespeare.speech_lines(play) == [
+    'To be, or not to be:',
+    'that is the question.',
+    "Who's there?",
+    'You mistook, sir.',
+  ]
+  assert shakespeare.speech_lines('From fairest creatures we desire increase,\n') == []  # a poem
 
 
 def test_numbers_splits(data_dir):
-    splits = {s: read("jaxformer_numbers/en_de", s, data_dir) for s in ("train", "validation", "test")}
-    assert [len(splits[s]) for s in ("train", "validation", "test")] == [20_000, 1_000, 1_000]
-    nums = {s: {int(ex["number"]) for ex in exs} for s, exs in splits.items()}
-    assert not nums["train"] & nums["validation"] and not nums["train"] & nums["test"]
-    assert not nums["validation"] & nums["test"]
-    assert set(range(1000)) <= nums["train"]
-    for lo, hi in numbers.MAGNITUDES:
-        for s in nums:
-            assert any(lo <= n <= hi for n in nums[s]), (s, lo)
-    by_number = {int(ex["number"]): ex for ex in splits["train"]}
-    assert by_number[23]["source"].decode() == "twenty-three"
-    assert by_number[23]["target"].decode() == "dreiundzwanzig"
+  splits = {
+    s: read('jaxformer_numbers/en_de', s, data_dir) for s in ('train', 'validation', 'test')
+  }
+  assert [len(splits[s]) for s in ('train', 'validation', 'test')] == [20_000, 1_000, 1_000]
+  nums = {s: {int(ex['number']) for ex in exs} for s, exs in splits.items()}
+  assert not nums['train'] & nums['validation'] and not nums['train'] & nums['test']
+  assert not nums['validation'] & nums['test']
+  assert set(range(1000)) <= nums['train']
+  for lo, hi in numbers.MAGNITUDES:
+    for s in nums:
+      assert any(lo <= n <= hi for n in nums[s]), (s, lo)
+  by_number = {int(ex['number']): ex for ex in splits['train']}
+  assert by_number[23]['source'].decode() == 'twenty-three'
+  assert by_number[23]['target'].decode() == 'dreiundzwanzig'
 
 
 def test_numbers_en_fr_config_is_registered():
-    builder = tfds.builder("jaxformer_numbers/en_fr", data_dir="/nonexistent-never-written")
-    assert builder.builder_config.language == "fr"
-    assert numbers.number_pair(80, "fr") == {"source": "eighty", "target": "quatre-vingts", "number": 80}
-    with pytest.raises(ValueError):
-        numbers.split_numbers(train_size=10)
+  builder = tfds.builder('jaxformer_numbers/en_fr', data_dir='/nonexistent-never-written')
+  assert builder.builder_config.language == 'fr'
+  assert numbers.number_pair(80, 'fr') == {
+    'source': 'eighty',
+    'target': 'quatre-vingts',
+    'number': 80,
+  }
+  with pytest.raises(ValueError):
+    numbers.split_numbers(train_size=10)

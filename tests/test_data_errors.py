@@ -1,4 +1,5 @@
 """Every bad input gets a one-line DataError that names the problem; nothing half-written is left."""
+
 import os
 import time
 
@@ -9,122 +10,162 @@ from jaxformer.data import DataError, build_task_data, encoding, sources
 from data_fixtures import cfg, data_dir  # noqa: F401  (session fixture)
 
 
-def build(dataset_cfg, task="lm", max_len=16, batch_size=4, **kw):
-    return build_task_data(dataset_cfg, task=task, max_len=max_len, batch_size=batch_size, seed=0,
-                           process_index=kw.pop("process_index", 0), process_count=kw.pop("process_count", 1), **kw)
+def build(dataset_cfg, task='lm', max_len=16, batch_size=4, **kw):
+  return build_task_data(
+    dataset_cfg,
+    task=task,
+    max_len=max_len,
+    batch_size=batch_size,
+    seed=0,
+    process_index=kw.pop('process_index', 0),
+    process_count=kw.pop('process_count', 1),
+    **kw,
+  )
 
 
 def one_line(excinfo):
-    assert "\n" not in str(excinfo.value)
-    return str(excinfo.value)
+  assert '\n' not in str(excinfo.value)
+  return str(excinfo.value)
 
 
 def test_offline_real_dataset_fails_fast_naming_it(tmp_path):
-    start = time.time()
-    with pytest.raises(DataError) as e:
-        build({"name": "lm1b", "data_dir": str(tmp_path)})
-    assert time.time() - start < 10
-    msg = one_line(e)
-    assert "'lm1b'" in msg and "download=True" in msg and "tfds build lm1b" in msg
-    assert os.listdir(tmp_path) == []  # nothing written
+  start = time.time()
+  with pytest.raises(DataError) as e:
+    build({'name': 'lm1b', 'data_dir': str(tmp_path)})
+  assert time.time() - start < 10
+  msg = one_line(e)
+  assert "'lm1b'" in msg and 'download=True' in msg and 'tfds build lm1b' in msg
+  assert os.listdir(tmp_path) == []  # nothing written
 
 
-@pytest.mark.parametrize("dataset_cfg,task,match", [
-    ({"name": "no_such_dataset"}, "lm", "unknown dataset 'no_such_dataset'"),
-    ({"name": "jaxformer_numbers/en_xx"}, "translate", "unknown config"),
-    ({"name": "jaxformer_genre", "train_split": "nope"}, "classify", "no split 'nope'"),
-    ({"name": "jaxformer_genre", "train_split": "train[:abc]"}, "classify", "bad split slice 'train\\[:abc\\]'"),
-    ({"name": "jaxformer_genre", "eval_split": "dev"}, "classify", "no split 'dev'"),
-    ({"name": "jaxformer_genre"}, "lm", "is a 'classify' dataset"),
-    ({"name": "jaxformer_shakespeare"}, "summarize", "unknown task"),
-    ({"name": "jaxformer_shakespeare", "tokenizer": "wordpiece"}, "lm", "unknown tokenizer"),
-    ({"name": "jaxformer_genre", "label_key": "genre_id"}, "classify", "no feature 'genre_id'"),
-    ({"name": ""}, "lm", "dataset.name is empty"),
-])
+@pytest.mark.parametrize(
+  'dataset_cfg,task,match',
+  [
+    ({'name': 'no_such_dataset'}, 'lm', "unknown dataset 'no_such_dataset'"),
+    ({'name': 'jaxformer_numbers/en_xx'}, 'translate', 'unknown config'),
+    ({'name': 'jaxformer_genre', 'train_split': 'nope'}, 'classify', "no split 'nope'"),
+    (
+      {'name': 'jaxformer_genre', 'train_split': 'train[:abc]'},
+      'classify',
+      "bad split slice 'train\\[:abc\\]'",
+    ),
+    ({'name': 'jaxformer_genre', 'eval_split': 'dev'}, 'classify', "no split 'dev'"),
+    ({'name': 'jaxformer_genre'}, 'lm', "is a 'classify' dataset"),
+    ({'name': 'jaxformer_shakespeare'}, 'summarize', 'unknown task'),
+    ({'name': 'jaxformer_shakespeare', 'tokenizer': 'wordpiece'}, 'lm', 'unknown tokenizer'),
+    ({'name': 'jaxformer_genre', 'label_key': 'genre_id'}, 'classify', "no feature 'genre_id'"),
+    ({'name': ''}, 'lm', 'dataset.name is empty'),
+  ],
+)
 def test_unknown_dataset_config_split_task(data_dir, dataset_cfg, task, match):
-    with pytest.raises(DataError, match=match) as e:
-        build({"data_dir": data_dir, **dataset_cfg}, task)
-    one_line(e)
+  with pytest.raises(DataError, match=match) as e:
+    build({'data_dir': data_dir, **dataset_cfg}, task)
+  one_line(e)
 
 
 def test_empty_glob_and_empty_corpus(tmp_path):
-    with pytest.raises(DataError, match="matches no files") as e:
-        build({"name": "text_files", "files": str(tmp_path / "*.txt")})
-    one_line(e)
-    (tmp_path / "blank.txt").write_text("\n\n   \n")
-    with pytest.raises(DataError, match="empty"):
-        build({"name": "text_files", "files": str(tmp_path / "*.txt"), "tokenizer": "byte"})
-    with pytest.raises(DataError, match="dataset.files"):
-        build({"name": "text_files"})
+  with pytest.raises(DataError, match='matches no files') as e:
+    build({'name': 'text_files', 'files': str(tmp_path / '*.txt')})
+  one_line(e)
+  (tmp_path / 'blank.txt').write_text('\n\n   \n')
+  with pytest.raises(DataError, match='empty'):
+    build({'name': 'text_files', 'files': str(tmp_path / '*.txt'), 'tokenizer': 'byte'})
+  with pytest.raises(DataError, match='dataset.files'):
+    build({'name': 'text_files'})
 
 
 def test_non_utf8_bytes_report_file_and_offset(tmp_path):
-    path = tmp_path / "latin1.txt"
-    path.write_bytes("caf\u00e9 ok\n".encode("utf-8") + "na\u00efve\n".encode("latin-1"))
-    with pytest.raises(DataError) as e:
-        build({"name": "text_files", "files": str(tmp_path / "*.txt"), "tokenizer": "byte"})
-    msg = one_line(e)
-    assert str(path) in msg and "byte offset 11" in msg  # 'café ok\n' is 9 bytes, then 'na', then 0xEF
+  path = tmp_path / 'latin1.txt'
+  path.write_bytes('caf\u00e9 ok\n'.encode('utf-8') + 'na\u00efve\n'.encode('latin-1'))
+  with pytest.raises(DataError) as e:
+    build({'name': 'text_files', 'files': str(tmp_path / '*.txt'), 'tokenizer': 'byte'})
+  msg = one_line(e)
+  assert (
+    str(path) in msg and 'byte offset 11' in msg
+  )  # 'café ok\n' is 9 bytes, then 'na', then 0xEF
 
 
 def test_label_out_of_range():
-    class Labels(sources.Source):
-        name, task, splits, label_names = "toy", "classify", ("train",), ("neg", "pos")
+  class Labels(sources.Source):
+    name, task, splits, label_names = 'toy', 'classify', ('train',), ('neg', 'pos')
 
-        def num_examples(self, split):
-            return 3
+    def num_examples(self, split):
+      return 3
 
-        def example(self, split, index):
-            return {"text": "x", "label": [0, 1, 2][index]}
+    def example(self, split, index):
+      return {'text': 'x', 'label': [0, 1, 2][index]}
 
-        def fingerprint(self, split):
-            return "toy"
+    def fingerprint(self, split):
+      return 'toy'
 
-    from jaxformer.data import ByteTokenizer
-    with pytest.raises(DataError, match=r"label 2 of example 2 .* out of range \[0, 2\)"):
-        encoding.encode_split(Labels(), "train", ByteTokenizer())
+  from jaxformer.data import ByteTokenizer
+
+  with pytest.raises(DataError, match=r'label 2 of example 2 .* out of range \[0, 2\)'):
+    encoding.encode_split(Labels(), 'train', ByteTokenizer())
 
 
-@pytest.mark.parametrize("vocab_size,match", [(10, "too small"), (50_000, "too large")])
+@pytest.mark.parametrize('vocab_size,match', [(10, 'too small'), (50_000, 'too large')])
 def test_vocab_size_too_small_or_large_for_corpus(tmp_path, vocab_size, match):
-    (tmp_path / "a.txt").write_text("a tiny corpus\n" * 50)
-    with pytest.raises(DataError, match=match) as e:
-        build({"name": "text_files", "files": str(tmp_path / "*.txt"), "vocab_size": vocab_size,
-               "data_dir": str(tmp_path / "dd")})
-    one_line(e)
-    cache = tmp_path / "dd" / "jaxformer_cache" / "tokenizers"
-    assert not cache.exists() or os.listdir(cache) == []  # no partial tokenizer left behind
+  (tmp_path / 'a.txt').write_text('a tiny corpus\n' * 50)
+  with pytest.raises(DataError, match=match) as e:
+    build(
+      {
+        'name': 'text_files',
+        'files': str(tmp_path / '*.txt'),
+        'vocab_size': vocab_size,
+        'data_dir': str(tmp_path / 'dd'),
+      }
+    )
+  one_line(e)
+  cache = tmp_path / 'dd' / 'jaxformer_cache' / 'tokenizers'
+  assert not cache.exists() or os.listdir(cache) == []  # no partial tokenizer left behind
 
 
-@pytest.mark.parametrize("max_len", [1, 0, -3])
+@pytest.mark.parametrize('max_len', [1, 0, -3])
 def test_max_len_below_two(max_len):
-    with pytest.raises(DataError, match="max_len must be >= 2"):
-        build({"name": "jaxformer_shakespeare"}, max_len=max_len)
+  with pytest.raises(DataError, match='max_len must be >= 2'):
+    build({'name': 'jaxformer_shakespeare'}, max_len=max_len)
 
 
 def test_batch_size_must_split_over_processes(data_dir):
-    with pytest.raises(DataError, match="multiple of the process count 4"):
-        build(cfg("jaxformer_shakespeare", data_dir), batch_size=6, process_count=4)
+  with pytest.raises(DataError, match='multiple of the process count 4'):
+    build(cfg('jaxformer_shakespeare', data_dir), batch_size=6, process_count=4)
 
 
 def test_interrupted_cache_write_is_redone(tmp_path, data_dir):
-    (tmp_path / "a.txt").write_text("hello world\n" * 100)
-    dataset_cfg = {"name": "text_files", "files": str(tmp_path / "*.txt"), "tokenizer": "byte", "data_dir": str(tmp_path / "dd")}
-    first = build(dataset_cfg).encoded("train").tokens.values.copy()
-    encoded_dir = tmp_path / "dd" / "jaxformer_cache" / "encoded"
-    (entry,) = os.listdir(encoded_dir)
-    os.remove(encoded_dir / entry / "meta.json")  # as if killed before the write completed
-    os.remove(encoded_dir / entry / "tokens.values.npy")
-    again = build(dataset_cfg).encoded("train").tokens.values
-    np.testing.assert_array_equal(first, again)
-    assert (encoded_dir / entry / "meta.json").exists() and len(os.listdir(encoded_dir)) == 1
+  (tmp_path / 'a.txt').write_text('hello world\n' * 100)
+  dataset_cfg = {
+    'name': 'text_files',
+    'files': str(tmp_path / '*.txt'),
+    'tokenizer': 'byte',
+    'data_dir': str(tmp_path / 'dd'),
+  }
+  first = build(dataset_cfg).encoded('train').tokens.values.copy()
+  encoded_dir = tmp_path / 'dd' / 'jaxformer_cache' / 'encoded'
+  (entry,) = os.listdir(encoded_dir)
+  os.remove(encoded_dir / entry / 'meta.json')  # as if killed before the write completed
+  os.remove(encoded_dir / entry / 'tokens.values.npy')
+  again = build(dataset_cfg).encoded('train').tokens.values
+  np.testing.assert_array_equal(first, again)
+  assert (encoded_dir / entry / 'meta.json').exists() and len(os.listdir(encoded_dir)) == 1
 
 
 def test_tfds_split_slices_select_the_documented_rows(data_dir):
-    """'train[:10%]' and 'train[10:20]' read exactly those rows of the split (TFDS slicing)."""
-    src = sources.open_source({"name": "jaxformer_genre", "data_dir": data_dir}, "classify")
-    assert src.num_examples("train[:10%]") == src.num_examples("train") // 10
-    assert [src.example("train[10:20]", i) for i in range(10)] == [src.example("train", i) for i in range(10, 20)]
-    data = build({"name": "jaxformer_genre", "data_dir": data_dir, "train_split": "train[:10%]",
-                  "tokenizer": "byte"}, "classify")
-    assert data.splits["train"] == "train[:10%]" and len(data.train_indices()) == src.num_examples("train[:10%]")
+  """'train[:10%]' and 'train[10:20]' read exactly those rows of the split (TFDS slicing)."""
+  src = sources.open_source({'name': 'jaxformer_genre', 'data_dir': data_dir}, 'classify')
+  assert src.num_examples('train[:10%]') == src.num_examples('train') // 10
+  assert [src.example('train[10:20]', i) for i in range(10)] == [
+    src.example('train', i) for i in range(10, 20)
+  ]
+  data = build(
+    {
+      'name': 'jaxformer_genre',
+      'data_dir': data_dir,
+      'train_split': 'train[:10%]',
+      'tokenizer': 'byte',
+    },
+    'classify',
+  )
+  assert data.splits['train'] == 'train[:10%]' and len(data.train_indices()) == src.num_examples(
+    'train[:10%]'
+  )

@@ -1,4 +1,5 @@
 """build_task_data pipelines: shapes, determinism, resume, per-process shards, real-dataset specs."""
+
 import json
 
 import numpy as np
@@ -9,166 +10,236 @@ from jaxformer.data import ByteTokenizer, build_task_data
 from data_fixtures import cfg, data_dir  # noqa: F401  (session fixture)
 
 
-def build(dataset_cfg, task, *, max_len=32, batch_size=8, seed=0, process_index=0, process_count=1, **kw):
-    return build_task_data(dataset_cfg, task=task, max_len=max_len, batch_size=batch_size, seed=seed,
-                           process_index=process_index, process_count=process_count, **kw)
+def build(
+  dataset_cfg, task, *, max_len=32, batch_size=8, seed=0, process_index=0, process_count=1, **kw
+):
+  return build_task_data(
+    dataset_cfg,
+    task=task,
+    max_len=max_len,
+    batch_size=batch_size,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+    **kw,
+  )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def numbered_files(tmp_path_factory):
-    """A text corpus whose every line is unique, so LM windows can be identified by content."""
-    root = tmp_path_factory.mktemp("corpus")
-    for f in range(3):
-        (root / f"part{f}.txt").write_text("".join(f"line {f}-{i:04d}\n" for i in range(300)), encoding="utf-8")
-    return str(root / "*.txt")
+  """A text corpus whose every line is unique, so LM windows can be identified by content."""
+  root = tmp_path_factory.mktemp('corpus')
+  for f in range(3):
+    (root / f'part{f}.txt').write_text(
+      ''.join(f'line {f}-{i:04d}\n' for i in range(300)), encoding='utf-8'
+    )
+  return str(root / '*.txt')
 
 
 def take(iterator, n):
-    return [next(iterator) for _ in range(n)]
+  return [next(iterator) for _ in range(n)]
 
 
-@pytest.mark.parametrize("name,task,shapes", [
-    ("jaxformer_shakespeare", "lm", {"inputs": (8, 32), "targets": (8, 32), "weights": (8, 32)}),
-    ("jaxformer_genre", "classify", {"inputs": (8, 32), "targets": (8,), "weights": (8,)}),
-    ("jaxformer_numbers/en_de", "translate",
-     {"inputs": (8, 32), "decoder_inputs": (8, 32), "targets": (8, 32), "weights": (8, 32)}),
-])
+@pytest.mark.parametrize(
+  'name,task,shapes',
+  [
+    ('jaxformer_shakespeare', 'lm', {'inputs': (8, 32), 'targets': (8, 32), 'weights': (8, 32)}),
+    ('jaxformer_genre', 'classify', {'inputs': (8, 32), 'targets': (8,), 'weights': (8,)}),
+    (
+      'jaxformer_numbers/en_de',
+      'translate',
+      {'inputs': (8, 32), 'decoder_inputs': (8, 32), 'targets': (8, 32), 'weights': (8, 32)},
+    ),
+  ],
+)
 def test_batch_shapes_and_dtypes(data_dir, tmp_path, name, task, shapes):
-    data = build(cfg(name, data_dir, vocab_size=600), task, workdir_tokenizer_dir=str(tmp_path / "tok"))
-    batch = next(data.train_iterator())
-    assert {k: v.shape for k, v in batch.items()} == shapes
-    for key, value in batch.items():
-        assert value.dtype == (np.float32 if key == "weights" else np.int32), key
-    eval_batches = list(data.eval_batches(data.splits["eval"], batch_size=16))
-    assert all(b["inputs"].shape == (16, 32) for b in eval_batches)  # fixed shapes, last one padded
-    assert (tmp_path / "tok" / "tokenizer.json").exists()
-    assert data.bytes_per_token(data.splits["eval"]) > 0.5
+  data = build(
+    cfg(name, data_dir, vocab_size=600), task, workdir_tokenizer_dir=str(tmp_path / 'tok')
+  )
+  batch = next(data.train_iterator())
+  assert {k: v.shape for k, v in batch.items()} == shapes
+  for key, value in batch.items():
+    assert value.dtype == (np.float32 if key == 'weights' else np.int32), key
+  eval_batches = list(data.eval_batches(data.splits['eval'], batch_size=16))
+  assert all(b['inputs'].shape == (16, 32) for b in eval_batches)  # fixed shapes, last one padded
+  assert (tmp_path / 'tok' / 'tokenizer.json').exists()
+  assert data.bytes_per_token(data.splits['eval']) > 0.5
 
 
 def test_lm_windows_shift_by_one_and_eval_covers_every_token(data_dir):
-    data = build(cfg("jaxformer_shakespeare", data_dir, tokenizer="byte"), "lm", max_len=64, batch_size=32)
-    batch = next(data.train_iterator())
-    assert (batch["inputs"][:, 1:] == batch["targets"][:, :-1]).all() and batch["weights"].all()
-    batches = list(data.eval_batches("validation"))
-    weights = sum(float(b["weights"].sum()) for b in batches)
-    stream = data.encoded("validation").tokens.values
-    assert weights == len(stream) - 1  # every token after the first is a target exactly once
-    assert data.tokenizer.eos_id in stream and data.examples("validation", limit=1)[0]["text"].startswith("HAMLET")
+  data = build(
+    cfg('jaxformer_shakespeare', data_dir, tokenizer='byte'), 'lm', max_len=64, batch_size=32
+  )
+  batch = next(data.train_iterator())
+  assert (batch['inputs'][:, 1:] == batch['targets'][:, :-1]).all() and batch['weights'].all()
+  batches = list(data.eval_batches('validation'))
+  weights = sum(float(b['weights'].sum()) for b in batches)
+  stream = data.encoded('validation').tokens.values
+  assert weights == len(stream) - 1  # every token after the first is a target exactly once
+  assert data.tokenizer.eos_id in stream and data.examples('validation', limit=1)[0][
+    'text'
+  ].startswith('HAMLET')
 
 
 def test_translate_layout_and_truncation_is_counted(data_dir, caplog):
-    data = build(cfg("jaxformer_numbers/en_de", data_dir), "translate", max_len=40, batch_size=4)
-    tok = data.tokenizer
-    assert isinstance(tok, ByteTokenizer)
-    batch = next(iter(data.eval_batches("validation")))
-    row = {k: v[0] for k, v in batch.items()}
-    n = int(row["weights"].sum())
-    assert row["decoder_inputs"][0] == tok.bos_id
-    assert (row["decoder_inputs"][1:n] == row["targets"][:n - 1]).all()
-    ex = data.examples("validation", limit=1)[0]
-    if len(ex["target"].encode("utf-8")) + 1 <= 40:
-        assert row["targets"][n - 1] == tok.eos_id and tok.decode(row["targets"]) == ex["target"]
-    with caplog.at_level("WARNING"):
-        data.encoded("train")
-    assert data.truncated["train"] > 0 and "truncated" in caplog.text
-    longest = max(len(e["source"]) for e in data.examples("train"))
-    assert longest + 1 > 40  # the count is real: those examples exist and were kept, cut to 40
-    assert data.num_rows("train") == 20_000
+  data = build(cfg('jaxformer_numbers/en_de', data_dir), 'translate', max_len=40, batch_size=4)
+  tok = data.tokenizer
+  assert isinstance(tok, ByteTokenizer)
+  batch = next(iter(data.eval_batches('validation')))
+  row = {k: v[0] for k, v in batch.items()}
+  n = int(row['weights'].sum())
+  assert row['decoder_inputs'][0] == tok.bos_id
+  assert (row['decoder_inputs'][1:n] == row['targets'][: n - 1]).all()
+  ex = data.examples('validation', limit=1)[0]
+  if len(ex['target'].encode('utf-8')) + 1 <= 40:
+    assert row['targets'][n - 1] == tok.eos_id and tok.decode(row['targets']) == ex['target']
+  with caplog.at_level('WARNING'):
+    data.encoded('train')
+  assert data.truncated['train'] > 0 and 'truncated' in caplog.text
+  longest = max(len(e['source']) for e in data.examples('train'))
+  assert longest + 1 > 40  # the count is real: those examples exist and were kept, cut to 40
+  assert data.num_rows('train') == 20_000
 
 
 def test_classify_examples_per_class_and_labels(data_dir):
-    data = build(cfg("jaxformer_genre", data_dir, train_split="train_full", examples_per_class=7, vocab_size=600),
-                 "classify", batch_size=3)
-    idx = data.train_indices()
-    assert np.bincount(data.encoded("train_full").labels[idx]).tolist() == [7, 7, 7]
-    assert data.label_names == ("comedy", "history", "tragedy") and data.num_classes == 3
+  data = build(
+    cfg(
+      'jaxformer_genre', data_dir, train_split='train_full', examples_per_class=7, vocab_size=600
+    ),
+    'classify',
+    batch_size=3,
+  )
+  idx = data.train_indices()
+  assert np.bincount(data.encoded('train_full').labels[idx]).tolist() == [7, 7, 7]
+  assert data.label_names == ('comedy', 'history', 'tragedy') and data.num_classes == 3
 
 
 def test_same_seed_same_batches_and_other_seed_differs(numbered_files):
-    def first(seed):
-        return take(build({"name": "text_files", "files": numbered_files, "tokenizer": "byte"}, "lm", seed=seed).train_iterator(), 5)
+  def first(seed):
+    return take(
+      build(
+        {'name': 'text_files', 'files': numbered_files, 'tokenizer': 'byte'}, 'lm', seed=seed
+      ).train_iterator(),
+      5,
+    )
 
-    a, b, c = first(1), first(1), first(2)
-    assert all((x["inputs"] == y["inputs"]).all() for x, y in zip(a, b))
-    assert not all((x["inputs"] == y["inputs"]).all() for x, y in zip(a, c))
-
-
-@pytest.mark.parametrize("name,task", [("text_files", "lm"), ("jaxformer_genre", "classify")])
-def test_resume_from_state_gives_exactly_the_remaining_batches(numbered_files, data_dir, name, task):
-    dataset_cfg = {"name": name, "files": numbered_files, "data_dir": data_dir, "vocab_size": 600, "tokenizer": "byte"}
-    data = build(dataset_cfg, task, batch_size=16)
-    steps = data.steps_per_epoch + 3  # run past an epoch boundary
-    uninterrupted = take(data.train_iterator(), steps)
-    it = data.train_iterator()
-    take(it, 4)
-    state = json.loads(json.dumps(it.get_state()))  # the state survives a JSON checkpoint
-    resumed = build(dataset_cfg, task, batch_size=16).train_iterator()
-    resumed.set_state(state)
-    for expected, got in zip(uninterrupted[4:], take(resumed, steps - 4)):
-        for key in expected:
-            np.testing.assert_array_equal(expected[key], got[key])
+  a, b, c = first(1), first(1), first(2)
+  assert all((x['inputs'] == y['inputs']).all() for x, y in zip(a, b))
+  assert not all((x['inputs'] == y['inputs']).all() for x, y in zip(a, c))
 
 
-@pytest.mark.parametrize("process_count", [1, 2, 4])
+@pytest.mark.parametrize('name,task', [('text_files', 'lm'), ('jaxformer_genre', 'classify')])
+def test_resume_from_state_gives_exactly_the_remaining_batches(
+  numbered_files, data_dir, name, task
+):
+  dataset_cfg = {
+    'name': name,
+    'files': numbered_files,
+    'data_dir': data_dir,
+    'vocab_size': 600,
+    'tokenizer': 'byte',
+  }
+  data = build(dataset_cfg, task, batch_size=16)
+  steps = data.steps_per_epoch + 3  # run past an epoch boundary
+  uninterrupted = take(data.train_iterator(), steps)
+  it = data.train_iterator()
+  take(it, 4)
+  state = json.loads(json.dumps(it.get_state()))  # the state survives a JSON checkpoint
+  resumed = build(dataset_cfg, task, batch_size=16).train_iterator()
+  resumed.set_state(state)
+  for expected, got in zip(uninterrupted[4:], take(resumed, steps - 4)):
+    for key in expected:
+      np.testing.assert_array_equal(expected[key], got[key])
+
+
+@pytest.mark.parametrize('process_count', [1, 2, 4])
 def test_per_process_shards_are_disjoint_and_complete(numbered_files, data_dir, process_count):
-    # Train: each global batch is cut into contiguous per-process slices, so the processes'
-    # rows are disjoint, together equal the single-process batch, and one epoch covers every
-    # window except the dropped remainder.
-    files_cfg = {"name": "text_files", "files": numbered_files, "val_fraction": 0.2, "tokenizer": "byte"}
-    batch = 4 * process_count
-    single = build(files_cfg, "lm", max_len=16, batch_size=batch)
-    steps = single.steps_per_epoch
-    expected = np.concatenate([b["inputs"] for b in take(single.train_iterator(), steps)])
-    shards = [take(build(files_cfg, "lm", max_len=16, batch_size=batch, process_index=p,
-                         process_count=process_count).train_iterator(), steps)
-              for p in range(process_count)]
-    assert all(b["inputs"].shape[0] == 4 for shard in shards for b in shard)
-    joined = np.concatenate([np.concatenate([shards[p][k]["inputs"] for p in range(process_count)])
-                             for k in range(steps)])
-    np.testing.assert_array_equal(joined, expected)
-    seen = [r.tobytes() for r in joined]
-    total = len(single.train_indices())
-    assert len(seen) == len(set(seen)) == steps * batch and total - len(seen) < batch
-    # Eval: every example of the split exactly once across processes, padding weighted 0.
-    labels, weights, rows = [], [], 0
-    for p in range(process_count):
-        data = build(cfg("jaxformer_genre", data_dir, vocab_size=600), "classify", batch_size=8 * process_count,
-                     process_index=p, process_count=process_count)
-        batches = list(data.eval_batches("validation"))
-        assert all(b["inputs"].shape[0] == 8 for b in batches)
-        rows += sum(b["inputs"].shape[0] for b in batches)
-        real = np.concatenate([b["weights"] for b in batches]) > 0
-        labels += np.concatenate([b["targets"] for b in batches])[real].tolist()
-        weights.append(real.sum())
-    assert sum(weights) == 150 and sorted(labels) == sorted(data.encoded("validation").labels.tolist())
-    assert rows % (8 * process_count) == 0
+  # Train: each global batch is cut into contiguous per-process slices, so the processes'
+  # rows are disjoint, together equal the single-process batch, and one epoch covers every
+  # window except the dropped remainder.
+  files_cfg = {
+    'name': 'text_files',
+    'files': numbered_files,
+    'val_fraction': 0.2,
+    'tokenizer': 'byte',
+  }
+  batch = 4 * process_count
+  single = build(files_cfg, 'lm', max_len=16, batch_size=batch)
+  steps = single.steps_per_epoch
+  expected = np.concatenate([b['inputs'] for b in take(single.train_iterator(), steps)])
+  shards = [
+    take(
+      build(
+        files_cfg, 'lm', max_len=16, batch_size=batch, process_index=p, process_count=process_count
+      ).train_iterator(),
+      steps,
+    )
+    for p in range(process_count)
+  ]
+  assert all(b['inputs'].shape[0] == 4 for shard in shards for b in shard)
+  joined = np.concatenate(
+    [np.concatenate([shards[p][k]['inputs'] for p in range(process_count)]) for k in range(steps)]
+  )
+  np.testing.assert_array_equal(joined, expected)
+  seen = [r.tobytes() for r in joined]
+  total = len(single.train_indices())
+  assert len(seen) == len(set(seen)) == steps * batch and total - len(seen) < batch
+  # Eval: every example of the split exactly once across processes, padding weighted 0.
+  labels, weights, rows = [], [], 0
+  for p in range(process_count):
+    data = build(
+      cfg('jaxformer_genre', data_dir, vocab_size=600),
+      'classify',
+      batch_size=8 * process_count,
+      process_index=p,
+      process_count=process_count,
+    )
+    batches = list(data.eval_batches('validation'))
+    assert all(b['inputs'].shape[0] == 8 for b in batches)
+    rows += sum(b['inputs'].shape[0] for b in batches)
+    real = np.concatenate([b['weights'] for b in batches]) > 0
+    labels += np.concatenate([b['targets'] for b in batches])[real].tolist()
+    weights.append(real.sum())
+  assert sum(weights) == 150 and sorted(labels) == sorted(
+    data.encoded('validation').labels.tolist()
+  )
+  assert rows % (8 * process_count) == 0
 
 
 def test_text_files_validation_fraction(numbered_files):
-    data = build({"name": "text_files", "files": numbered_files, "val_fraction": 0.1, "tokenizer": "byte"}, "lm")
-    val = "".join(e["text"] for e in data.examples("validation"))
-    train = "".join(e["text"] for e in data.examples("train"))
-    assert val.count("\n") == 90 and train.count("\n") == 810
-    assert "line 0-0299" in val and "line 0-0299" not in train
+  data = build(
+    {'name': 'text_files', 'files': numbered_files, 'val_fraction': 0.1, 'tokenizer': 'byte'}, 'lm'
+  )
+  val = ''.join(e['text'] for e in data.examples('validation'))
+  train = ''.join(e['text'] for e in data.examples('train'))
+  assert val.count('\n') == 90 and train.count('\n') == 810
+  assert 'line 0-0299' in val and 'line 0-0299' not in train
 
 
-@pytest.mark.parametrize("name,task,keys", [
-    ("imdb_reviews", "classify", {}),
-    ("glue/sst2", "classify", {}),
-    ("lm1b", "lm", {}),
-    ("tiny_shakespeare", "lm", {}),
-    ("wmt14_translate/de-en", "translate", {"source_key": "de", "target_key": "en"}),
-])
+@pytest.mark.parametrize(
+  'name,task,keys',
+  [
+    ('imdb_reviews', 'classify', {}),
+    ('glue/sst2', 'classify', {}),
+    ('lm1b', 'lm', {}),
+    ('tiny_shakespeare', 'lm', {}),
+    ('wmt14_translate/de-en', 'translate', {'source_key': 'de', 'target_key': 'en'}),
+  ],
+)
 def test_real_dataset_feature_spec_flows_through_pipeline(tmp_path, name, task, keys):
-    # mock_data fakes the examples from the dataset's real feature spec and no-ops download_and_prepare.
-    with tfds.testing.mock_data(num_examples=24):
-        data = build({"name": name, "download": True, "data_dir": str(tmp_path), "tokenizer": "byte", **keys},
-                     task, max_len=16, batch_size=4)
-        batch = next(data.train_iterator())
-        eval_rows = sum(float(b["weights"].sum() > 0) for b in data.eval_batches("train"))
-    assert batch["inputs"].shape == (4, 16) and batch["inputs"].dtype == np.int32
-    assert eval_rows > 0
-    if task == "classify":
-        assert batch["targets"].shape == (4,) and data.num_classes == 2
-    if task == "translate":
-        assert batch["decoder_inputs"][0, 0] == data.tokenizer.bos_id
+  # mock_data fakes the examples from the dataset's real feature spec and no-ops download_and_prepare.
+  with tfds.testing.mock_data(num_examples=24):
+    data = build(
+      {'name': name, 'download': True, 'data_dir': str(tmp_path), 'tokenizer': 'byte', **keys},
+      task,
+      max_len=16,
+      batch_size=4,
+    )
+    batch = next(data.train_iterator())
+    eval_rows = sum(float(b['weights'].sum() > 0) for b in data.eval_batches('train'))
+  assert batch['inputs'].shape == (4, 16) and batch['inputs'].dtype == np.int32
+  assert eval_rows > 0
+  if task == 'classify':
+    assert batch['targets'].shape == (4,) and data.num_classes == 2
+  if task == 'translate':
+    assert batch['decoder_inputs'][0, 0] == data.tokenizer.bos_id

@@ -1,4 +1,5 @@
 """Decoding against independent references: full forward passes, brute force, hand-built logits."""
+
 import itertools
 import math
 
@@ -17,324 +18,389 @@ PAD, BOS, EOS = 0, 1, 2
 
 
 def sharpen(params, scale=4.0):
-    """Random init gives near-uniform logits; scaled weights give varied, decisive outputs."""
-    return jax.tree.map(lambda x: x * scale, params)
+  """Random init gives near-uniform logits; scaled weights give varied, decisive outputs."""
+  return jax.tree.map(lambda x: x * scale, params)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def lm():
-    cfg = ModelConfig(vocab_size=13, d_model=16, num_heads=2, num_layers=2, max_len=16, dropout_rate=0.0,
-                      scan_layers=True)
-    model = DecoderLM(cfg)
-    params = jax.jit(lambda key: nn.unbox(model.init(key, jnp.zeros((1, 16), jnp.int32))["params"]))(
-        jax.random.key(0))
-    prompt = jax.random.randint(jax.random.key(1), (3, 4), 3, 13)
-    return model, sharpen(params), prompt
+  cfg = ModelConfig(
+    vocab_size=13,
+    d_model=16,
+    num_heads=2,
+    num_layers=2,
+    max_len=16,
+    dropout_rate=0.0,
+    scan_layers=True,
+  )
+  model = DecoderLM(cfg)
+  params = jax.jit(lambda key: nn.unbox(model.init(key, jnp.zeros((1, 16), jnp.int32))['params']))(
+    jax.random.key(0)
+  )
+  prompt = jax.random.randint(jax.random.key(1), (3, 4), 3, 13)
+  return model, sharpen(params), prompt
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def seq2seq():
-    # A layer loop (not scan): the cache's batch axis is then axis 0, where the LM's is axis 1.
-    cfg = ModelConfig(vocab_size=13, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
-                      max_len=10, dropout_rate=0.0, scan_layers=False, position="sinusoidal")
-    model = EncoderDecoder(cfg)
-    ones = jnp.ones((1, 10), jnp.int32)
-    params = jax.jit(lambda key: nn.unbox(model.init(key, ones, ones)["params"]))(jax.random.key(2))
-    params = sharpen(params, 5.0)
-    src = np.array(jax.random.randint(jax.random.key(3), (3, 7), 3, 13))
-    src[1, 4:] = PAD  # rows of different lengths: padding must not change the result
-    src[2, 2:] = PAD
-    src = jnp.asarray(src)
-    # Decode once with no EOS (-1 never matches), then call EOS a token that greedy emits only
-    # after a few steps: outputs then stop mid-way, and only after several cached steps.
-    free = np.asarray(decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=-1))
-    late = set(free[:, 4:].ravel().tolist()) - set(free[:, :4].ravel().tolist())
-    assert late and len(np.unique(free)) > 2  # outputs vary, so the comparisons are not vacuous
-    return model, params, src, free, min(late)
+  # A layer loop (not scan): the cache's batch axis is then axis 0, where the LM's is axis 1.
+  cfg = ModelConfig(
+    vocab_size=13,
+    d_model=16,
+    num_heads=2,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    max_len=10,
+    dropout_rate=0.0,
+    scan_layers=False,
+    position='sinusoidal',
+  )
+  model = EncoderDecoder(cfg)
+  ones = jnp.ones((1, 10), jnp.int32)
+  params = jax.jit(lambda key: nn.unbox(model.init(key, ones, ones)['params']))(jax.random.key(2))
+  params = sharpen(params, 5.0)
+  src = np.array(jax.random.randint(jax.random.key(3), (3, 7), 3, 13))
+  src[1, 4:] = PAD  # rows of different lengths: padding must not change the result
+  src[2, 2:] = PAD
+  src = jnp.asarray(src)
+  # Decode once with no EOS (-1 never matches), then call EOS a token that greedy emits only
+  # after a few steps: outputs then stop mid-way, and only after several cached steps.
+  free = np.asarray(decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=-1))
+  late = set(free[:, 4:].ravel().tolist()) - set(free[:, :4].ravel().tolist())
+  assert late and len(np.unique(free)) > 2  # outputs vary, so the comparisons are not vacuous
+  return model, params, src, free, min(late)
 
 
 # ----- language model -----------------------------------------------------------------------
 
-def greedy_by_full_passes(model, params, prompt, n):
-    """Reference: run the whole sequence through the model for every new token, take the argmax.
 
-    The sequence sits in a fixed [B, P + n] buffer (one compilation); the zeros to the right
-    of position t cannot change its logits in a causal model.
-    """
-    forward = jax.jit(lambda tokens: model.apply({"params": params}, tokens))
-    p = prompt.shape[1]
-    tokens = np.zeros((prompt.shape[0], p + n), np.int32)
-    tokens[:, :p] = prompt
-    for t in range(p, p + n):
-        tokens[:, t] = np.asarray(jnp.argmax(forward(tokens)[:, t - 1], -1))
-    return tokens
+def greedy_by_full_passes(model, params, prompt, n):
+  """Reference: run the whole sequence through the model for every new token, take the argmax.
+
+  The sequence sits in a fixed [B, P + n] buffer (one compilation); the zeros to the right
+  of position t cannot change its logits in a causal model.
+  """
+  forward = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
+  p = prompt.shape[1]
+  tokens = np.zeros((prompt.shape[0], p + n), np.int32)
+  tokens[:, :p] = prompt
+  for t in range(p, p + n):
+    tokens[:, t] = np.asarray(jnp.argmax(forward(tokens)[:, t - 1], -1))
+  return tokens
 
 
 def test_greedy_generate_equals_argmax_of_full_forward_passes(lm):
-    model, params, prompt = lm
-    out = decode.generate(model, params, prompt, max_new_tokens=8, rng=jax.random.key(0), temperature=0.0)
-    expected = greedy_by_full_passes(model, params, prompt, 8)
-    assert out.shape == (3, 12) and out.dtype == jnp.int32
-    np.testing.assert_array_equal(out, expected)
-    assert len(np.unique(expected[:, 4:])) > 2  # the check is not vacuous: outputs vary
+  model, params, prompt = lm
+  out = decode.generate(
+    model, params, prompt, max_new_tokens=8, rng=jax.random.key(0), temperature=0.0
+  )
+  expected = greedy_by_full_passes(model, params, prompt, 8)
+  assert out.shape == (3, 12) and out.dtype == jnp.int32
+  np.testing.assert_array_equal(out, expected)
+  assert len(np.unique(expected[:, 4:])) > 2  # the check is not vacuous: outputs vary
 
 
 def test_prefill_in_one_call_equals_feeding_tokens_one_by_one(lm):
-    model, params, prompt = lm
-    step = jax.jit(lambda cache, tokens: decode._lm_step(model, params, cache, tokens))
-    cache = decode.lm_cache(model, 3, 8)
-    full, _ = step(cache, prompt)                                                     # [3, 4, V]
-    steps = []
-    for t in range(prompt.shape[1]):
-        logits, cache = step(cache, prompt[:, t:t + 1])
-        steps.append(logits[:, 0])
-    np.testing.assert_allclose(full, jnp.stack(steps, 1), atol=1e-4)
-    np.testing.assert_allclose(full, jax.jit(model.apply)({"params": params}, prompt), atol=1e-4)
+  model, params, prompt = lm
+  step = jax.jit(lambda cache, tokens: decode._lm_step(model, params, cache, tokens))
+  cache = decode.lm_cache(model, 3, 8)
+  full, _ = step(cache, prompt)  # [3, 4, V]
+  steps = []
+  for t in range(prompt.shape[1]):
+    logits, cache = step(cache, prompt[:, t : t + 1])
+    steps.append(logits[:, 0])
+  np.testing.assert_allclose(full, jnp.stack(steps, 1), atol=1e-4)
+  np.testing.assert_allclose(full, jax.jit(model.apply)({'params': params}, prompt), atol=1e-4)
 
 
 def test_cached_sampling_equals_recompute_reference(lm):
-    model, params, prompt = lm
-    kwargs = dict(max_new_tokens=8, rng=jax.random.key(7), temperature=1.0, top_k=5, top_p=0.9)
-    np.testing.assert_array_equal(decode.generate(model, params, prompt, **kwargs),
-                                  decode.generate_recompute(model, params, prompt, **kwargs))
+  model, params, prompt = lm
+  kwargs = dict(max_new_tokens=8, rng=jax.random.key(7), temperature=1.0, top_k=5, top_p=0.9)
+  np.testing.assert_array_equal(
+    decode.generate(model, params, prompt, **kwargs),
+    decode.generate_recompute(model, params, prompt, **kwargs),
+  )
 
 
 def test_same_key_same_text_different_key_different_text(lm):
-    model, params, prompt = lm
-    run = lambda seed: np.asarray(decode.generate(model, params, prompt, max_new_tokens=8,  # noqa: E731
-                                                  rng=jax.random.key(seed), temperature=1.0))
-    first, again, other = run(0), run(0), run(1)
-    np.testing.assert_array_equal(first, again)
-    np.testing.assert_array_equal(first[:, :4], np.asarray(prompt))
-    assert (first != other).any()
+  model, params, prompt = lm
+  run = lambda seed: np.asarray(
+    decode.generate(
+      model,
+      params,
+      prompt,
+      max_new_tokens=8,  # noqa: E731
+      rng=jax.random.key(seed),
+      temperature=1.0,
+    )
+  )
+  first, again, other = run(0), run(0), run(1)
+  np.testing.assert_array_equal(first, again)
+  np.testing.assert_array_equal(first[:, :4], np.asarray(prompt))
+  assert (first != other).any()
 
 
 def test_temperature_to_zero_equals_greedy(lm):
-    model, params, prompt = lm
-    greedy = decode.generate(model, params, prompt, max_new_tokens=8, rng=jax.random.key(0), temperature=0.0)
-    cold = decode.generate(model, params, prompt, max_new_tokens=8, rng=jax.random.key(5), temperature=1e-5)
-    np.testing.assert_array_equal(greedy, cold)
+  model, params, prompt = lm
+  greedy = decode.generate(
+    model, params, prompt, max_new_tokens=8, rng=jax.random.key(0), temperature=0.0
+  )
+  cold = decode.generate(
+    model, params, prompt, max_new_tokens=8, rng=jax.random.key(5), temperature=1e-5
+  )
+  np.testing.assert_array_equal(greedy, cold)
 
 
 def test_top_k_never_emits_a_token_outside_the_top_k(lm):
-    model, params, prompt = lm
-    out = decode.generate(model, params, prompt, max_new_tokens=8, rng=jax.random.key(3), temperature=2.0,
-                          top_k=2)
-    logits = jax.jit(model.apply)({"params": params}, out)                           # [3, 12, V]
-    top2 = np.asarray(lax.top_k(logits, 2)[1])
-    new = np.asarray(out)[:, 4:]
-    allowed = top2[:, 3:-1]                                  # logits at t-1 predict token t
-    assert all(new[b, t] in allowed[b, t] for b in range(new.shape[0]) for t in range(new.shape[1]))
-    # Hot sampling really samples: both of the top 2 appear somewhere.
-    assert (new == top2[:, 3:-1, 1]).any() and (new == top2[:, 3:-1, 0]).any()
+  model, params, prompt = lm
+  out = decode.generate(
+    model, params, prompt, max_new_tokens=8, rng=jax.random.key(3), temperature=2.0, top_k=2
+  )
+  logits = jax.jit(model.apply)({'params': params}, out)  # [3, 12, V]
+  top2 = np.asarray(lax.top_k(logits, 2)[1])
+  new = np.asarray(out)[:, 4:]
+  allowed = top2[:, 3:-1]  # logits at t-1 predict token t
+  assert all(new[b, t] in allowed[b, t] for b in range(new.shape[0]) for t in range(new.shape[1]))
+  # Hot sampling really samples: both of the top 2 appear somewhere.
+  assert (new == top2[:, 3:-1, 1]).any() and (new == top2[:, 3:-1, 0]).any()
 
 
 def test_top_k_filter_keeps_exactly_k_largest():
-    logits = jnp.array([[0.1, 3.0, -1.0, 2.0, 2.5], [5.0, 4.0, 3.0, 2.0, 1.0]])
-    kept = np.isfinite(np.asarray(decode.top_k_filter(logits, 2)))
-    np.testing.assert_array_equal(kept, [[0, 1, 0, 0, 1], [1, 1, 0, 0, 0]])
-    np.testing.assert_array_equal(decode.top_k_filter(logits, 0), logits)
-    samples = jax.jit(jax.vmap(lambda k: decode.sample_logits(logits, k, temperature=1.0, top_k=2)))(
-        jax.random.split(jax.random.key(0), 500))
-    assert set(np.asarray(samples[:, 0]).tolist()) == {1, 4}
+  logits = jnp.array([[0.1, 3.0, -1.0, 2.0, 2.5], [5.0, 4.0, 3.0, 2.0, 1.0]])
+  kept = np.isfinite(np.asarray(decode.top_k_filter(logits, 2)))
+  np.testing.assert_array_equal(kept, [[0, 1, 0, 0, 1], [1, 1, 0, 0, 0]])
+  np.testing.assert_array_equal(decode.top_k_filter(logits, 0), logits)
+  samples = jax.jit(jax.vmap(lambda k: decode.sample_logits(logits, k, temperature=1.0, top_k=2)))(
+    jax.random.split(jax.random.key(0), 500)
+  )
+  assert set(np.asarray(samples[:, 0]).tolist()) == {1, 4}
 
 
 def test_top_p_keeps_the_smallest_set_covering_p():
-    probs = np.array([0.1, 0.5, 0.15, 0.25])            # sorted: 0.5 (1), 0.25 (3), 0.15 (2), 0.1 (0)
-    logits = jnp.log(jnp.asarray(np.stack([probs, probs[::-1]])))
-    for p, keep in [(0.45, {1}), (0.6, {1, 3}), (0.8, {1, 3, 2}), (0.95, {0, 1, 2, 3}), (1.0, {0, 1, 2, 3})]:
-        kept = np.isfinite(np.asarray(decode.top_p_filter(logits, p)))
-        assert set(np.flatnonzero(kept[0])) == keep, p
-        assert set(np.flatnonzero(kept[1])) == {3 - i for i in keep}, p   # same set, other order
-    # Sampling renormalises over the kept set: 0.5 and 0.25 -> 2/3 and 1/3.
-    samples = jax.jit(jax.vmap(lambda k: decode.sample_logits(logits[:1], k, temperature=1.0, top_p=0.6)))(
-        jax.random.split(jax.random.key(1), 3000))
-    counts = np.bincount(np.asarray(samples).ravel(), minlength=4)
-    assert counts[0] == counts[2] == 0 and abs(counts[1] / 3000 - 2 / 3) < 0.04
+  probs = np.array([0.1, 0.5, 0.15, 0.25])  # sorted: 0.5 (1), 0.25 (3), 0.15 (2), 0.1 (0)
+  logits = jnp.log(jnp.asarray(np.stack([probs, probs[::-1]])))
+  for p, keep in [
+    (0.45, {1}),
+    (0.6, {1, 3}),
+    (0.8, {1, 3, 2}),
+    (0.95, {0, 1, 2, 3}),
+    (1.0, {0, 1, 2, 3}),
+  ]:
+    kept = np.isfinite(np.asarray(decode.top_p_filter(logits, p)))
+    assert set(np.flatnonzero(kept[0])) == keep, p
+    assert set(np.flatnonzero(kept[1])) == {3 - i for i in keep}, p  # same set, other order
+  # Sampling renormalises over the kept set: 0.5 and 0.25 -> 2/3 and 1/3.
+  samples = jax.jit(
+    jax.vmap(lambda k: decode.sample_logits(logits[:1], k, temperature=1.0, top_p=0.6))
+  )(jax.random.split(jax.random.key(1), 3000))
+  counts = np.bincount(np.asarray(samples).ravel(), minlength=4)
+  assert counts[0] == counts[2] == 0 and abs(counts[1] / 3000 - 2 / 3) < 0.04
 
 
 def test_eos_ends_a_row_and_pads_with_zeros(lm):
-    model, params, prompt = lm
-    free = np.asarray(decode.generate(model, params, prompt, max_new_tokens=8, rng=jax.random.key(0),
-                                      temperature=0.0))
-    eos = int(free[0, 6])                                  # a token row 0 emits mid-way
-    out = np.asarray(decode.generate(model, params, prompt, max_new_tokens=8, rng=jax.random.key(0),
-                                     temperature=0.0, eos_id=eos))
-    for row, ref in zip(out, free):
-        new = list(ref[4:])
-        stop = new.index(eos) + 1 if eos in new else len(new)
-        assert list(row[4:4 + stop]) == new[:stop] and not row[4 + stop:].any()
-    assert not out[0, 7:].any()
+  model, params, prompt = lm
+  free = np.asarray(
+    decode.generate(model, params, prompt, max_new_tokens=8, rng=jax.random.key(0), temperature=0.0)
+  )
+  eos = int(free[0, 6])  # a token row 0 emits mid-way
+  out = np.asarray(
+    decode.generate(
+      model, params, prompt, max_new_tokens=8, rng=jax.random.key(0), temperature=0.0, eos_id=eos
+    )
+  )
+  for row, ref in zip(out, free):
+    new = list(ref[4:])
+    stop = new.index(eos) + 1 if eos in new else len(new)
+    assert list(row[4 : 4 + stop]) == new[:stop] and not row[4 + stop :].any()
+  assert not out[0, 7:].any()
 
 
 def test_generate_refuses_more_than_max_len(lm):
-    model, params, prompt = lm
-    with pytest.raises(ValueError, match="max_len=16"):
-        decode.generate(model, params, prompt, max_new_tokens=13, rng=jax.random.key(0))
-    with pytest.raises(ValueError, match="top_p"):
-        decode.generate(model, params, prompt, max_new_tokens=2, rng=jax.random.key(0), top_p=0.0)
+  model, params, prompt = lm
+  with pytest.raises(ValueError, match='max_len=16'):
+    decode.generate(model, params, prompt, max_new_tokens=13, rng=jax.random.key(0))
+  with pytest.raises(ValueError, match='top_p'):
+    decode.generate(model, params, prompt, max_new_tokens=2, rng=jax.random.key(0), top_p=0.0)
 
 
 # ----- encoder-decoder ----------------------------------------------------------------------
 
+
 def greedy_translation_by_full_passes(model, params, src, max_len, eos):
-    """Reference: the full model (encoder + decoder) on BOS + outputs so far, argmax, repeat."""
-    forward = jax.jit(lambda tgt_in: model.apply({"params": params}, src, tgt_in))
-    out = np.zeros((src.shape[0], max_len), np.int32)
-    done = np.zeros(src.shape[0], bool)
-    for t in range(max_len):
-        tgt_in = np.concatenate([np.full((src.shape[0], 1), BOS), out[:, :-1]], axis=1)  # causal: the
-        new = np.where(done, 0, np.asarray(jnp.argmax(forward(tgt_in)[:, t], -1)))       # rest is unseen
-        out[:, t] = new
-        done |= new == eos
-    return out
+  """Reference: the full model (encoder + decoder) on BOS + outputs so far, argmax, repeat."""
+  forward = jax.jit(lambda tgt_in: model.apply({'params': params}, src, tgt_in))
+  out = np.zeros((src.shape[0], max_len), np.int32)
+  done = np.zeros(src.shape[0], bool)
+  for t in range(max_len):
+    tgt_in = np.concatenate([np.full((src.shape[0], 1), BOS), out[:, :-1]], axis=1)  # causal: the
+    new = np.where(done, 0, np.asarray(jnp.argmax(forward(tgt_in)[:, t], -1)))  # rest is unseen
+    out[:, t] = new
+    done |= new == eos
+  return out
 
 
 def test_translate_greedy_equals_argmax_of_full_forward_passes(seq2seq):
-    model, params, src, free, eos = seq2seq
-    np.testing.assert_array_equal(free, greedy_translation_by_full_passes(model, params, src, 10, -1))
-    out = decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=eos)
-    np.testing.assert_array_equal(out, greedy_translation_by_full_passes(model, params, src, 10, eos))
-    assert (np.asarray(out) == eos).any() and (np.asarray(out)[:, -1] == 0).any()  # rows stopped at EOS
+  model, params, src, free, eos = seq2seq
+  np.testing.assert_array_equal(free, greedy_translation_by_full_passes(model, params, src, 10, -1))
+  out = decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=eos)
+  np.testing.assert_array_equal(out, greedy_translation_by_full_passes(model, params, src, 10, eos))
+  assert (np.asarray(out) == eos).any() and (
+    np.asarray(out)[:, -1] == 0
+  ).any()  # rows stopped at EOS
 
 
 def sequence_scores(model, params, src, outputs, alpha, eos):
-    """Length-normalised log-probability of each output row [B, T] under the full model."""
-    outputs = np.asarray(outputs)
-    tgt_in = np.concatenate([np.full((len(outputs), 1), BOS), outputs[:, :-1]], axis=1)
-    logp = np.asarray(jax.nn.log_softmax(jax.jit(model.apply)({"params": params}, src, tgt_in)))
-    scores = []
-    for row, seq in enumerate(outputs.tolist()):
-        seq = seq[: seq.index(eos) + 1] if eos in seq else seq
-        total = sum(logp[row, t, tok] for t, tok in enumerate(seq))
-        scores.append(total / ((5 + len(seq)) / 6) ** alpha)
-    return scores
+  """Length-normalised log-probability of each output row [B, T] under the full model."""
+  outputs = np.asarray(outputs)
+  tgt_in = np.concatenate([np.full((len(outputs), 1), BOS), outputs[:, :-1]], axis=1)
+  logp = np.asarray(jax.nn.log_softmax(jax.jit(model.apply)({'params': params}, src, tgt_in)))
+  scores = []
+  for row, seq in enumerate(outputs.tolist()):
+    seq = seq[: seq.index(eos) + 1] if eos in seq else seq
+    total = sum(logp[row, t, tok] for t, tok in enumerate(seq))
+    scores.append(total / ((5 + len(seq)) / 6) ** alpha)
+  return scores
 
 
 def test_beam_one_equals_greedy_and_scores_are_the_model_log_probs(seq2seq):
-    model, params, src, _, eos = seq2seq
-    greedy = decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=eos)
-    beam1, scores1 = decode.beam_search(model, params, src, beam_size=1, alpha=0.6, max_len=10, bos_id=BOS,
-                                        eos_id=eos)
-    np.testing.assert_array_equal(beam1, greedy)
-    beam4, scores4 = decode.beam_search(model, params, src, beam_size=4, alpha=0.6, max_len=10, bos_id=BOS,
-                                        eos_id=eos)
-    np.testing.assert_allclose(scores1, sequence_scores(model, params, src, beam1, 0.6, eos), atol=1e-3)
-    np.testing.assert_allclose(scores4, sequence_scores(model, params, src, beam4, 0.6, eos), atol=1e-3)
-    assert (np.asarray(scores4) >= np.asarray(scores1) - 1e-4).all()  # wider search, no worse here
+  model, params, src, _, eos = seq2seq
+  greedy = decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=eos)
+  beam1, scores1 = decode.beam_search(
+    model, params, src, beam_size=1, alpha=0.6, max_len=10, bos_id=BOS, eos_id=eos
+  )
+  np.testing.assert_array_equal(beam1, greedy)
+  beam4, scores4 = decode.beam_search(
+    model, params, src, beam_size=4, alpha=0.6, max_len=10, bos_id=BOS, eos_id=eos
+  )
+  np.testing.assert_allclose(
+    scores1, sequence_scores(model, params, src, beam1, 0.6, eos), atol=1e-3
+  )
+  np.testing.assert_allclose(
+    scores4, sequence_scores(model, params, src, beam4, 0.6, eos), atol=1e-3
+  )
+  assert (np.asarray(scores4) >= np.asarray(scores1) - 1e-4).all()  # wider search, no worse here
 
 
 # ----- beam search on a tiny hand-built model -----------------------------------------------
 
+
 class ToyDecoder(nn.Module):
-    """An encoder-decoder with known next-token log-probs, stored as a table parameter:
+  """An encoder-decoder with known next-token log-probs, stored as a table parameter:
 
-        log p(next | history) = table[context, token before last, last token]       [C, V, V, V]
+      log p(next | history) = table[context, token before last, last token]       [C, V, V, V]
 
-    where context = the source's first token. Second order on purpose: the token before last
-    is read from the 'cache', so beam search must carry each beam's cache along correctly. The
-    cached history is stored [length, batch], so its batch axis is not the first one.
-    """
-    vocab: int
+  where context = the source's first token. Second order on purpose: the token before last
+  is read from the 'cache', so beam search must carry each beam's cache along correctly. The
+  cached history is stored [length, batch], so its batch axis is not the first one.
+  """
 
-    def encode(self, src, deterministic=True):
-        return src[:, :1, None].astype(jnp.float32)                                   # [B, 1, 1]
+  vocab: int
 
-    @nn.compact
-    def decode(self, encoded, src, tgt_in, deterministic=True, decode=False):
-        table = self.param("table", nn.initializers.zeros, (3, self.vocab, self.vocab, self.vocab))
-        context = encoded[:, 0, 0].astype(jnp.int32)                                   # [B]
-        batch, length = tgt_in.shape
-        history = self.variable("cache", "history", jnp.zeros, (length, batch), jnp.int32)
-        index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
-        if not decode or self.is_initializing():
-            before = jnp.concatenate([jnp.full((batch, 1), BOS), tgt_in[:, :-1]], axis=1)
-            return table[context[:, None], before, tgt_in]                             # [B, L, V]
-        i = index.value
-        before = jnp.where(i > 0, lax.dynamic_index_in_dim(history.value, jnp.maximum(i - 1, 0), 0, False), BOS)
-        history.value = lax.dynamic_update_slice(history.value, tgt_in.T, (i, 0))
-        index.value = i + 1
-        return table[context, before, tgt_in[:, 0]][:, None]                           # [B, 1, V]
+  def encode(self, src, deterministic=True):
+    return src[:, :1, None].astype(jnp.float32)  # [B, 1, 1]
+
+  @nn.compact
+  def decode(self, encoded, src, tgt_in, deterministic=True, decode=False):
+    table = self.param('table', nn.initializers.zeros, (3, self.vocab, self.vocab, self.vocab))
+    context = encoded[:, 0, 0].astype(jnp.int32)  # [B]
+    batch, length = tgt_in.shape
+    history = self.variable('cache', 'history', jnp.zeros, (length, batch), jnp.int32)
+    index = self.variable('cache', 'index', lambda: jnp.array(0, jnp.int32))
+    if not decode or self.is_initializing():
+      before = jnp.concatenate([jnp.full((batch, 1), BOS), tgt_in[:, :-1]], axis=1)
+      return table[context[:, None], before, tgt_in]  # [B, L, V]
+    i = index.value
+    before = jnp.where(
+      i > 0, lax.dynamic_index_in_dim(history.value, jnp.maximum(i - 1, 0), 0, False), BOS
+    )
+    history.value = lax.dynamic_update_slice(history.value, tgt_in.T, (i, 0))
+    index.value = i + 1
+    return table[context, before, tgt_in[:, 0]][:, None]  # [B, 1, V]
 
 
 def test_beam_search_finds_the_known_best_sequence_that_greedy_misses():
-    # First order for clarity (same for every token before last). Vocabulary: pad bos eos a b.
-    a, b, tiny = 3, 4, 1e-6
-    p = np.full((5, 5), tiny)
-    p[BOS, [a, b]] = 0.55, 0.45           # greedy takes 'a' ...
-    p[a, [EOS, a, b]] = 0.4, 0.3, 0.3     # ... and ends with p = 0.55 * 0.4 = 0.22,
-    p[b, [EOS, a, b]] = 0.9, 0.05, 0.05   # but 'b eos' has p = 0.45 * 0.9 = 0.405.
-    p[[PAD, EOS], EOS] = 1.0
-    logp = np.log(p / p.sum(1, keepdims=True))
-    params = {"table": jnp.asarray(np.broadcast_to(logp, (3, 5, 5, 5)), jnp.float32)}
-    model, src = ToyDecoder(vocab=5), jnp.array([[1, 3], [2, 3]], jnp.int32)
-    greedy = decode.translate_greedy(model, params, src, max_len=4, bos_id=BOS, eos_id=EOS)
-    np.testing.assert_array_equal(greedy, [[a, EOS, 0, 0]] * 2)
-    tokens, scores = decode.beam_search(model, params, src, beam_size=2, alpha=0.6, max_len=4, bos_id=BOS,
-                                        eos_id=EOS)
-    np.testing.assert_array_equal(tokens, [[b, EOS, 0, 0]] * 2)
-    expected = math.log(0.45 * 0.9 / (1 + 2 * tiny)) / ((5 + 2) / 6) ** 0.6
-    np.testing.assert_allclose(scores, [expected] * 2, rtol=1e-4)
-    one, _ = decode.beam_search(model, params, src, beam_size=1, alpha=0.6, max_len=4, bos_id=BOS, eos_id=EOS)
-    np.testing.assert_array_equal(one, greedy)
+  # First order for clarity (same for every token before last). Vocabulary: pad bos eos a b.
+  a, b, tiny = 3, 4, 1e-6
+  p = np.full((5, 5), tiny)
+  p[BOS, [a, b]] = 0.55, 0.45  # greedy takes 'a' ...
+  p[a, [EOS, a, b]] = 0.4, 0.3, 0.3  # ... and ends with p = 0.55 * 0.4 = 0.22,
+  p[b, [EOS, a, b]] = 0.9, 0.05, 0.05  # but 'b eos' has p = 0.45 * 0.9 = 0.405.
+  p[[PAD, EOS], EOS] = 1.0
+  logp = np.log(p / p.sum(1, keepdims=True))
+  params = {'table': jnp.asarray(np.broadcast_to(logp, (3, 5, 5, 5)), jnp.float32)}
+  model, src = ToyDecoder(vocab=5), jnp.array([[1, 3], [2, 3]], jnp.int32)
+  greedy = decode.translate_greedy(model, params, src, max_len=4, bos_id=BOS, eos_id=EOS)
+  np.testing.assert_array_equal(greedy, [[a, EOS, 0, 0]] * 2)
+  tokens, scores = decode.beam_search(
+    model, params, src, beam_size=2, alpha=0.6, max_len=4, bos_id=BOS, eos_id=EOS
+  )
+  np.testing.assert_array_equal(tokens, [[b, EOS, 0, 0]] * 2)
+  expected = math.log(0.45 * 0.9 / (1 + 2 * tiny)) / ((5 + 2) / 6) ** 0.6
+  np.testing.assert_allclose(scores, [expected] * 2, rtol=1e-4)
+  one, _ = decode.beam_search(
+    model, params, src, beam_size=1, alpha=0.6, max_len=4, bos_id=BOS, eos_id=EOS
+  )
+  np.testing.assert_array_equal(one, greedy)
 
 
 def brute_force_best(logp_table, context, max_len, alpha):
-    """The best EOS-terminated sequence over the real tokens {a, b}, by enumeration."""
-    best, best_score = None, -np.inf
-    for n in range(max_len):
-        for body in itertools.product([3, 4], repeat=n):
-            seq = list(body) + [EOS]
-            total, before, last = 0.0, BOS, BOS
-            for tok in seq:
-                total += logp_table[context, before, last, tok]
-                before, last = last, tok
-            score = total / ((5 + len(seq)) / 6) ** alpha
-            if score > best_score:
-                best, best_score = seq, score
-    return best, best_score
+  """The best EOS-terminated sequence over the real tokens {a, b}, by enumeration."""
+  best, best_score = None, -np.inf
+  for n in range(max_len):
+    for body in itertools.product([3, 4], repeat=n):
+      seq = list(body) + [EOS]
+      total, before, last = 0.0, BOS, BOS
+      for tok in seq:
+        total += logp_table[context, before, last, tok]
+        before, last = last, tok
+      score = total / ((5 + len(seq)) / 6) ** alpha
+      if score > best_score:
+        best, best_score = seq, score
+  return best, best_score
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
+@pytest.mark.parametrize('alpha', [0.0, 1.0])
 def test_wide_beam_equals_brute_force_search(alpha):
-    # With a beam wider than the number of live prefixes, beam search is exhaustive: it must
-    # return the best sequence of all, with finished hypotheses of every length kept.
-    rng = np.random.default_rng(0)
-    raw = rng.normal(size=(3, 5, 5, 5)) * 2.0
-    raw[..., [PAD, BOS]] = -1e4                       # never emit pad or bos
-    # EOS is likely only after one two-token pattern per context, so the best sequences are
-    # long (4-5 tokens) and depend on the cached token before last.
-    raw[..., EOS] = -6.0
-    raw[0, 3, 4, EOS] = raw[1, 4, 3, EOS] = raw[2, 4, 4, EOS] = 3.0
-    logp = raw - np.log(np.exp(raw).sum(-1, keepdims=True))
-    params = {"table": jnp.asarray(logp, jnp.float32)}
-    src = jnp.array([[0, 5], [1, 5], [2, 5]], jnp.int32)
-    tokens, scores = decode.beam_search(ToyDecoder(vocab=5), params, src, beam_size=64, alpha=alpha, max_len=5,
-                                        bos_id=BOS, eos_id=EOS)
-    lengths = []
-    for row in range(3):
-        best, best_score = brute_force_best(logp, row, 5, alpha)
-        lengths.append(len(best))
-        np.testing.assert_array_equal(tokens[row], best + [0] * (5 - len(best)))
-        assert scores[row] == pytest.approx(best_score, abs=1e-4)
-    assert min(lengths) >= 4
+  # With a beam wider than the number of live prefixes, beam search is exhaustive: it must
+  # return the best sequence of all, with finished hypotheses of every length kept.
+  rng = np.random.default_rng(0)
+  raw = rng.normal(size=(3, 5, 5, 5)) * 2.0
+  raw[..., [PAD, BOS]] = -1e4  # never emit pad or bos
+  # EOS is likely only after one two-token pattern per context, so the best sequences are
+  # long (4-5 tokens) and depend on the cached token before last.
+  raw[..., EOS] = -6.0
+  raw[0, 3, 4, EOS] = raw[1, 4, 3, EOS] = raw[2, 4, 4, EOS] = 3.0
+  logp = raw - np.log(np.exp(raw).sum(-1, keepdims=True))
+  params = {'table': jnp.asarray(logp, jnp.float32)}
+  src = jnp.array([[0, 5], [1, 5], [2, 5]], jnp.int32)
+  tokens, scores = decode.beam_search(
+    ToyDecoder(vocab=5), params, src, beam_size=64, alpha=alpha, max_len=5, bos_id=BOS, eos_id=EOS
+  )
+  lengths = []
+  for row in range(3):
+    best, best_score = brute_force_best(logp, row, 5, alpha)
+    lengths.append(len(best))
+    np.testing.assert_array_equal(tokens[row], best + [0] * (5 - len(best)))
+    assert scores[row] == pytest.approx(best_score, abs=1e-4)
+  assert min(lengths) >= 4
 
 
 def test_early_unlikely_eos_hypotheses_do_not_end_the_search():
-    # A peaked model (like a label-smoothed one): 'a a eos' has p ~ 0.91, but every step offers an
-    # unlikely EOS that ranks in the top K because the second beam is junk. Stopping as soon as K
-    # hypotheses have finished would return one of those (regression: beam 4 scored 0.82 exact
-    # match where greedy scored 0.995 on number words).
-    a, b = 3, 4
-    table = np.full((5, 5, 5), 1e-3)
-    table[:, BOS, [a, b, EOS]] = 0.97, 0.01, 0.02          # first token
-    table[BOS, a, [a, b, EOS]] = 0.97, 0.01, 0.02          # second token after 'a'
-    table[a, a, [a, b, EOS]] = 0.01, 0.01, 0.98            # then stop
-    table[:, b, EOS] = table[:, EOS, EOS] = table[:, PAD, EOS] = 0.9
-    logp = np.log(table / table.sum(-1, keepdims=True))
-    params = {"table": jnp.asarray(np.broadcast_to(logp, (3, 5, 5, 5)), jnp.float32)}
-    src = jnp.array([[0, 5]], jnp.int32)
-    for alpha in (0.0, 0.6):
-        tokens, _ = decode.beam_search(ToyDecoder(vocab=5), params, src, beam_size=2, alpha=alpha, max_len=5,
-                                       bos_id=BOS, eos_id=EOS)
-        np.testing.assert_array_equal(tokens[0], [a, a, EOS, 0, 0])
+  # A peaked model (like a label-smoothed one): 'a a eos' has p ~ 0.91, but every step offers an
+  # unlikely EOS that ranks in the top K because the second beam is junk. Stopping as soon as K
+  # hypotheses have finished would return one of those (regression: beam 4 scored 0.82 exact
+  # match where greedy scored 0.995 on number words).
+  a, b = 3, 4
+  table = np.full((5, 5, 5), 1e-3)
+  table[:, BOS, [a, b, EOS]] = 0.97, 0.01, 0.02  # first token
+  table[BOS, a, [a, b, EOS]] = 0.97, 0.01, 0.02  # second token after 'a'
+  table[a, a, [a, b, EOS]] = 0.01, 0.01, 0.98  # then stop
+  table[:, b, EOS] = table[:, EOS, EOS] = table[:, PAD, EOS] = 0.9
+  logp = np.log(table / table.sum(-1, keepdims=True))
+  params = {'table': jnp.asarray(np.broadcast_to(logp, (3, 5, 5, 5)), jnp.float32)}
+  src = jnp.array([[0, 5]], jnp.int32)
+  for alpha in (0.0, 0.6):
+    tokens, _ = decode.beam_search(
+      ToyDecoder(vocab=5), params, src, beam_size=2, alpha=alpha, max_len=5, bos_id=BOS, eos_id=EOS
+    )
+    np.testing.assert_array_equal(tokens[0], [a, a, EOS, 0, 0])

@@ -1,5 +1,6 @@
 """The docs stay true: docs/configs.md matches configs/default.py, the README's Python example runs,
 and every link between the repository's markdown files points at a file that exists."""
+
 import contextlib
 import glob
 import importlib.util
@@ -16,7 +17,9 @@ _LINK = re.compile(r'!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)')
 
 
 def _gen_config_docs():
-  spec = importlib.util.spec_from_file_location('gen_config_docs', os.path.join(REPO, 'scripts', 'gen_config_docs.py'))
+  spec = importlib.util.spec_from_file_location(
+    'gen_config_docs', os.path.join(REPO, 'scripts', 'gen_config_docs.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -25,14 +28,22 @@ def _gen_config_docs():
 def test_configs_md_is_up_to_date():
   gen = _gen_config_docs()
   with open(gen.OUT) as f:
-    assert f.read() == gen.render(), 'docs/configs.md is stale: run python scripts/gen_config_docs.py'
+    assert f.read() == gen.render(), (
+      'docs/configs.md is stale: run python scripts/gen_config_docs.py'
+    )
 
 
 def test_every_default_field_is_documented():
   gen = _gen_config_docs()
   with open(gen.DEFAULT) as f:
     keys = [key for key, _, _ in gen.fields(f.read())]
-  for key in ('batch_size', 'early_stopping.patience', 'dataset.tokenizer', 'model.num_heads', 'model.dtype'):
+  for key in (
+    'batch_size',
+    'early_stopping.patience',
+    'dataset.tokenizer',
+    'model.num_heads',
+    'model.dtype',
+  ):
     assert key in keys
   assert len(keys) == len(set(keys))
 
@@ -57,7 +68,7 @@ def test_readme_python_example_runs():
 
 def _links(path):
   with open(path) as f:
-    text = _FENCE.sub('', f.read())       # links inside code blocks are examples, not links
+    text = _FENCE.sub('', f.read())  # links inside code blocks are examples, not links
   text = re.sub(r'`[^`\n]*`', '', text)  # nor are links inside inline code
   for target in _LINK.findall(text):
     if re.match(r'^[a-z][a-z0-9+.-]*:', target, re.I) or target.startswith('#'):

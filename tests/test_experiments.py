@@ -1,5 +1,6 @@
 """python -m jaxformer.experiments: every experiment's --quick mode writes its PNG, JSON and answer;
 the pieces they rest on (FLOP formula, parameter budgets, probe labels, the corpus slice) are right."""
+
 import json
 import os
 import subprocess
@@ -13,104 +14,131 @@ from jaxformer.experiments import NAMES, depth, ffn_width, heads_cost, overfitti
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def quick(tmp_path_factory):
-    """All six experiments with --quick, in one subprocess (one device, as on a laptop).
+  """All six experiments with --quick, in one subprocess (one device, as on a laptop).
 
-    One process lets the experiments share the tiny LM they analyse and XLA's compilation cache.
-    """
-    root = tmp_path_factory.mktemp("experiments")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.run([sys.executable, "-m", "jaxformer.experiments", "all", "--quick",
-                           "--out", str(root / "out"), "--runs", str(root / "runs")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return root
+  One process lets the experiments share the tiny LM they analyse and XLA's compilation cache.
+  """
+  root = tmp_path_factory.mktemp('experiments')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  proc = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'jaxformer.experiments',
+      'all',
+      '--quick',
+      '--out',
+      str(root / 'out'),
+      '--runs',
+      str(root / 'runs'),
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  return root
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize('name', NAMES)
 def test_quick_mode_writes_png_json_and_answer(quick, name):
-    out = quick / "out"
-    with open(out / f"{name}.png", "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    payload = json.loads((out / f"{name}.json").read_text())
-    assert payload["experiment"] == name and payload["quick"] is True
-    assert payload["results"] and payload["answer"] and payload["wall_s"] > 0
-    assert payload["machine"]["cpu"]
-    snippet = (out / f"{name}.md").read_text()
-    assert payload["answer"] in snippet and "--quick" in snippet
+  out = quick / 'out'
+  with open(out / f'{name}.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  payload = json.loads((out / f'{name}.json').read_text())
+  assert payload['experiment'] == name and payload['quick'] is True
+  assert payload['results'] and payload['answer'] and payload['wall_s'] > 0
+  assert payload['machine']['cpu']
+  snippet = (out / f'{name}.md').read_text()
+  assert payload['answer'] in snippet and '--quick' in snippet
 
 
 def test_heads_cost_flops_are_identical_across_head_counts(quick):
-    for length in (128, 512):
-        costs = [heads_cost.analytic_cost(256, length, 4, h, num_layers=2) for h in (1, 2, 4, 8, 16)]
-        for key in ("projection_flops", "score_flops", "matmul_flops"):
-            assert len({c[key] for c in costs}) == 1, key
-        # ... while the softmax work and the stored probabilities grow with the number of heads.
-        assert [c["softmax_elements"] for c in costs] == [costs[0]["softmax_elements"] * h for h in (1, 2, 4, 8, 16)]
-    # The formula, by hand: d=256, L=128, B=1, one layer, train step = 3x forward.
-    c = heads_cost.analytic_cost(256, 128, 1, 4)
-    assert c["projection_flops"] == 3 * 8 * 128 * 256 ** 2
-    assert c["score_flops"] == 3 * 4 * 128 ** 2 * 256
-    rows = json.loads((quick / "out" / "heads_cost.json").read_text())["results"]["rows"]
-    for length in {r["seq_len"] for r in rows}:
-        assert len({r["matmul_flops"] for r in rows if r["seq_len"] == length}) == 1
-    with pytest.raises(ValueError, match="divisible"):
-        heads_cost.analytic_cost(256, 128, 1, 3)
+  for length in (128, 512):
+    costs = [heads_cost.analytic_cost(256, length, 4, h, num_layers=2) for h in (1, 2, 4, 8, 16)]
+    for key in ('projection_flops', 'score_flops', 'matmul_flops'):
+      assert len({c[key] for c in costs}) == 1, key
+    # ... while the softmax work and the stored probabilities grow with the number of heads.
+    assert [c['softmax_elements'] for c in costs] == [
+      costs[0]['softmax_elements'] * h for h in (1, 2, 4, 8, 16)
+    ]
+  # The formula, by hand: d=256, L=128, B=1, one layer, train step = 3x forward.
+  c = heads_cost.analytic_cost(256, 128, 1, 4)
+  assert c['projection_flops'] == 3 * 8 * 128 * 256**2
+  assert c['score_flops'] == 3 * 4 * 128**2 * 256
+  rows = json.loads((quick / 'out' / 'heads_cost.json').read_text())['results']['rows']
+  for length in {r['seq_len'] for r in rows}:
+    assert len({r['matmul_flops'] for r in rows if r['seq_len'] == length}) == 1
+  with pytest.raises(ValueError, match='divisible'):
+    heads_cost.analytic_cost(256, 128, 1, 3)
 
 
 def test_heads_and_pretraining_results_are_complete(quick):
-    heads = json.loads((quick / "out" / "heads.json").read_text())["results"]
-    n = heads["model"]["num_layers"] * heads["model"]["num_heads"]
-    assert len(heads["heads"]) == n and len(heads["pruning_curve"]) == n + 1
-    assert heads["pruning_curve"][0] == pytest.approx(heads["baseline_loss"])
-    assert os.path.exists(quick / "out" / "heads_maps.png")
-    pre = json.loads((quick / "out" / "pretraining.json").read_text())["results"]
-    approaches = {r["approach"] for r in pre["table"]}
-    assert {"fine-tuned", "scratch"} <= approaches
-    assert ("tf-idf" in approaches) or pre["tfidf_note"]
+  heads = json.loads((quick / 'out' / 'heads.json').read_text())['results']
+  n = heads['model']['num_layers'] * heads['model']['num_heads']
+  assert len(heads['heads']) == n and len(heads['pruning_curve']) == n + 1
+  assert heads['pruning_curve'][0] == pytest.approx(heads['baseline_loss'])
+  assert os.path.exists(quick / 'out' / 'heads_maps.png')
+  pre = json.loads((quick / 'out' / 'pretraining.json').read_text())['results']
+  approaches = {r['approach'] for r in pre['table']}
+  assert {'fine-tuned', 'scratch'} <= approaches
+  assert ('tf-idf' in approaches) or pre['tfidf_note']
 
 
 def test_parameter_budgets():
-    budget = 12 * 4 * 128 ** 2
-    assert depth.width_for_budget(budget, 1, 4) == 256
-    assert depth.width_for_budget(budget, 4, 4) == 128
-    assert depth.width_for_budget(budget, 16, 4) == 64
-    assert depth.width_for_budget(budget, 8, 4) % 4 == 0
-    assert [ffn_width.layers_for_budget(4, 4, r) for r in (0, 1, 2, 4, 8)] == [12, 8, 6, 4, 2]
+  budget = 12 * 4 * 128**2
+  assert depth.width_for_budget(budget, 1, 4) == 256
+  assert depth.width_for_budget(budget, 4, 4) == 128
+  assert depth.width_for_budget(budget, 16, 4) == 64
+  assert depth.width_for_budget(budget, 8, 4) % 4 == 0
+  assert [ffn_width.layers_for_budget(4, 4, r) for r in (0, 1, 2, 4, 8)] == [12, 8, 6, 4, 2]
 
 
 class CharTokenizer:
-    def decode(self, ids):
-        return "".join(chr(i) for i in ids)
+  def decode(self, ids):
+    return ''.join(chr(i) for i in ids)
 
 
 def test_probe_labels_follow_lines():
-    windows = np.array([[ord(c) for c in "ab\ncde\nf"]])
-    labels = depth.token_labels(windows, CharTokenizer(), top_k=3)
-    mask, start = labels["line_start"]
-    assert start[0].tolist() == [0, 0, 0, 1, 0, 0, 0, 1]
-    assert not mask[0, 0] and not mask[0, 2]                 # no previous token; a newline itself
-    mask, pos = labels["line_pos"]
-    assert mask[0].tolist() == [False, False, False, True, True, True, False, True]
-    assert pos[0, 3:6].tolist() == [0, 1, 2] and pos[0, 7] == 0
-    mask, nxt = labels["next_token"]
-    assert not mask[0, -1]                                   # the last token has no next token
+  windows = np.array([[ord(c) for c in 'ab\ncde\nf']])
+  labels = depth.token_labels(windows, CharTokenizer(), top_k=3)
+  mask, start = labels['line_start']
+  assert start[0].tolist() == [0, 0, 0, 1, 0, 0, 0, 1]
+  assert not mask[0, 0] and not mask[0, 2]  # no previous token; a newline itself
+  mask, pos = labels['line_pos']
+  assert mask[0].tolist() == [False, False, False, True, True, True, False, True]
+  assert pos[0, 3:6].tolist() == [0, 1, 2] and pos[0, 7] == 0
+  mask, nxt = labels['next_token']
+  assert not mask[0, -1]  # the last token has no next token
 
 
 def test_corpus_slice_validation_is_exactly_the_held_out_text(quick):
-    from jaxformer.data import build_task_data
+  from jaxformer.data import build_task_data
 
-    corpus = quick / "runs" / "overfitting" / "corpus"
-    path, val_fraction, sizes = overfitting.write_slice(str(corpus), 0.05, 20_000)
-    data = build_task_data({"name": "text_files", "files": path, "val_fraction": val_fraction, "tokenizer": "byte"},
-                           task="lm", max_len=32, batch_size=1, seed=0)
-    text = open(path, encoding="utf-8").read()
-    assert len(data.examples("validation")[0]["text"]) == sizes["validation_chars"]
-    assert data.examples("train")[0]["text"] + data.examples("validation")[0]["text"] == text
+  corpus = quick / 'runs' / 'overfitting' / 'corpus'
+  path, val_fraction, sizes = overfitting.write_slice(str(corpus), 0.05, 20_000)
+  data = build_task_data(
+    {'name': 'text_files', 'files': path, 'val_fraction': val_fraction, 'tokenizer': 'byte'},
+    task='lm',
+    max_len=32,
+    batch_size=1,
+    seed=0,
+  )
+  text = open(path, encoding='utf-8').read()
+  assert len(data.examples('validation')[0]['text']) == sizes['validation_chars']
+  assert data.examples('train')[0]['text'] + data.examples('validation')[0]['text'] == text
 
 
 def test_unknown_experiment_is_a_clear_error():
-    proc = subprocess.run([sys.executable, "-m", "jaxformer.experiments", "nope"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "unknown experiment 'nope'" in proc.stderr
+  proc = subprocess.run(
+    [sys.executable, '-m', 'jaxformer.experiments', 'nope'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
+  assert proc.returncode == 2 and "unknown experiment 'nope'" in proc.stderr

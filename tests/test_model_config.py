@@ -1,4 +1,5 @@
 """ModelConfig validation, parameter-count / FLOP formulas, and DecoderLM -> Classifier transfer."""
+
 import dataclasses
 import json
 import logging
@@ -17,123 +18,172 @@ KEY = jax.random.key(0)
 
 
 def tiny(**kw):
-    base = dict(vocab_size=32, d_model=16, num_heads=4, num_layers=2, num_encoder_layers=2,
-                num_decoder_layers=2, max_len=16, dropout_rate=0.1)
-    return ModelConfig(**{**base, **kw})
+  base = dict(
+    vocab_size=32,
+    d_model=16,
+    num_heads=4,
+    num_layers=2,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    max_len=16,
+    dropout_rate=0.1,
+  )
+  return ModelConfig(**{**base, **kw})
 
 
 # ----- validation -----
 
 INVALID = [
-    ("vocab_size", 0), ("d_model", -8), ("num_heads", 0), ("num_layers", 0), ("num_encoder_layers", 0),
-    ("num_decoder_layers", -1), ("max_len", 0), ("d_ff", -1), ("mlp_ratio", -1.0), ("d_model", 18),
-    ("dropout_rate", 1.0), ("dropout_rate", -0.1), ("attention_dropout_rate", 1.5),
-    ("activation", "tanh"), ("position", "alibi"), ("norm", "sandwich"), ("remat", "some"),
-    ("dtype", "float16"), ("param_dtype", "int8"), ("attention_impl", "flash"), ("layer_norm_epsilon", 0.0),
-    ("tie_embeddings", "yes"), ("use_bias", 1), ("scan_layers", None), ("vocab_size", 3.5), ("d_model", True),
+  ('vocab_size', 0),
+  ('d_model', -8),
+  ('num_heads', 0),
+  ('num_layers', 0),
+  ('num_encoder_layers', 0),
+  ('num_decoder_layers', -1),
+  ('max_len', 0),
+  ('d_ff', -1),
+  ('mlp_ratio', -1.0),
+  ('d_model', 18),
+  ('dropout_rate', 1.0),
+  ('dropout_rate', -0.1),
+  ('attention_dropout_rate', 1.5),
+  ('activation', 'tanh'),
+  ('position', 'alibi'),
+  ('norm', 'sandwich'),
+  ('remat', 'some'),
+  ('dtype', 'float16'),
+  ('param_dtype', 'int8'),
+  ('attention_impl', 'flash'),
+  ('layer_norm_epsilon', 0.0),
+  ('tie_embeddings', 'yes'),
+  ('use_bias', 1),
+  ('scan_layers', None),
+  ('vocab_size', 3.5),
+  ('d_model', True),
 ]
 
 
-@pytest.mark.parametrize("field,value", INVALID)
+@pytest.mark.parametrize('field,value', INVALID)
 def test_each_invalid_field_raises_value_error_naming_it(field, value):
-    with pytest.raises(ValueError, match=rf"ModelConfig\.{field}=") as err:
-        tiny(**{field: value})
-    assert "\n" not in str(err.value)
+  with pytest.raises(ValueError, match=rf'ModelConfig\.{field}=') as err:
+    tiny(**{field: value})
+  assert '\n' not in str(err.value)
 
 
 def test_rope_needs_even_head_dim_and_d_model_divisible_by_heads():
-    with pytest.raises(ValueError, match="ModelConfig.position=.*even head_dim"):
-        tiny(d_model=12, num_heads=4, position="rope")   # head_dim 3
-    with pytest.raises(ValueError, match="ModelConfig.d_model=.*divisible by num_heads"):
-        tiny(d_model=16, num_heads=3)
+  with pytest.raises(ValueError, match='ModelConfig.position=.*even head_dim'):
+    tiny(d_model=12, num_heads=4, position='rope')  # head_dim 3
+  with pytest.raises(ValueError, match='ModelConfig.d_model=.*divisible by num_heads'):
+    tiny(d_model=16, num_heads=3)
 
 
 def test_dict_round_trip_and_unknown_keys():
-    cfg = tiny(activation="swiglu", d_ff=24, remat="dots")
-    d = json.loads(json.dumps(cfg.to_dict()))
-    assert ModelConfig.from_dict(d) == cfg
-    with pytest.raises(ValueError, match="'hidden_size'"):
-        ModelConfig.from_dict({**d, "hidden_size": 3})
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.d_model = 8
+  cfg = tiny(activation='swiglu', d_ff=24, remat='dots')
+  d = json.loads(json.dumps(cfg.to_dict()))
+  assert ModelConfig.from_dict(d) == cfg
+  with pytest.raises(ValueError, match="'hidden_size'"):
+    ModelConfig.from_dict({**d, 'hidden_size': 3})
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    cfg.d_model = 8
 
 
 def test_derived_sizes():
-    cfg = tiny()
-    assert (cfg.head_dim, cfg.ff_dim, cfg.compute_dtype) == (4, 64, jnp.float32)
-    assert tiny(d_ff=24).ff_dim == 24 and tiny(mlp_ratio=0.0).ff_dim == 0
-    assert tiny(dtype="auto").compute_dtype == jnp.float32     # tests run on CPU
+  cfg = tiny()
+  assert (cfg.head_dim, cfg.ff_dim, cfg.compute_dtype) == (4, 64, jnp.float32)
+  assert tiny(d_ff=24).ff_dim == 24 and tiny(mlp_ratio=0.0).ff_dim == 0
+  assert tiny(dtype='auto').compute_dtype == jnp.float32  # tests run on CPU
 
 
 # ----- parameter count and FLOPs -----
 
 COUNT_CONFIGS = [
-    {}, dict(activation="swiglu", tie_embeddings=False), dict(use_bias=False, position="rope", norm="post"),
-    dict(mlp_ratio=0.0, position="sinusoidal", scan_layers=False), dict(d_ff=24, num_layers=3),
+  {},
+  dict(activation='swiglu', tie_embeddings=False),
+  dict(use_bias=False, position='rope', norm='post'),
+  dict(mlp_ratio=0.0, position='sinusoidal', scan_layers=False),
+  dict(d_ff=24, num_layers=3),
 ]
 
 
-@pytest.mark.parametrize("overrides", COUNT_CONFIGS)
+@pytest.mark.parametrize('overrides', COUNT_CONFIGS)
 def test_param_count_matches_formula(overrides):
-    cfg = tiny(**overrides)
-    x, y = jnp.ones((1, 8), jnp.int32), jnp.ones((1, 5), jnp.int32)
-    for model, args, kind in ((DecoderLM(cfg), (x,), "decoder"), (EncoderDecoder(cfg), (x, y), "encoder_decoder"),
-                              (Classifier(cfg, num_classes=5), (x,), "classifier")):
-        params = jax.eval_shape(model.init, KEY, *args)["params"]
-        assert count_params(params) == param_count_formula(cfg, kind, num_classes=5), (kind, overrides)
+  cfg = tiny(**overrides)
+  x, y = jnp.ones((1, 8), jnp.int32), jnp.ones((1, 5), jnp.int32)
+  for model, args, kind in (
+    (DecoderLM(cfg), (x,), 'decoder'),
+    (EncoderDecoder(cfg), (x, y), 'encoder_decoder'),
+    (Classifier(cfg, num_classes=5), (x,), 'classifier'),
+  ):
+    params = jax.eval_shape(model.init, KEY, *args)['params']
+    assert count_params(params) == param_count_formula(cfg, kind, num_classes=5), (kind, overrides)
 
 
 def test_param_count_formula_by_hand():
-    # d=16, V=32, f=64, 2 layers, learned positions (16 x 16), tied, pre-LN, biases:
-    # layer = attention (4*256 + 64) + MLP (2*16*64 + 64 + 16) + 2 LayerNorms (2 * 32) = 3280
-    assert param_count_formula(tiny()) == 32 * 16 + 16 * 16 + 2 * 3280 + 32
+  # d=16, V=32, f=64, 2 layers, learned positions (16 x 16), tied, pre-LN, biases:
+  # layer = attention (4*256 + 64) + MLP (2*16*64 + 64 + 16) + 2 LayerNorms (2 * 32) = 3280
+  assert param_count_formula(tiny()) == 32 * 16 + 16 * 16 + 2 * 3280 + 32
 
 
 def test_flops_per_token_formula():
-    cfg = tiny()
-    n_matmul = 2 * 3280 + 32 * 16          # non-embedding params + output projection
-    assert flops_per_token(cfg, 8) == 6 * n_matmul + 12 * 2 * 16 * 8
-    assert flops_per_token(cfg, 16) - flops_per_token(cfg, 8) == 12 * 2 * 16 * 8
-    assert flops_per_token(cfg, 8, kind="encoder_decoder") > flops_per_token(cfg, 8)
-    with pytest.raises(ValueError, match="kind"):
-        flops_per_token(cfg, 8, kind="vision")
+  cfg = tiny()
+  n_matmul = 2 * 3280 + 32 * 16  # non-embedding params + output projection
+  assert flops_per_token(cfg, 8) == 6 * n_matmul + 12 * 2 * 16 * 8
+  assert flops_per_token(cfg, 16) - flops_per_token(cfg, 8) == 12 * 2 * 16 * 8
+  assert flops_per_token(cfg, 8, kind='encoder_decoder') > flops_per_token(cfg, 8)
+  with pytest.raises(ValueError, match='kind'):
+    flops_per_token(cfg, 8, kind='vision')
 
 
 # ----- backbone transfer -----
 
-def test_decoder_lm_backbone_loads_into_classifier():
-    cfg = tiny(tie_embeddings=False)
-    x = jnp.asarray(np.random.default_rng(0).integers(1, 32, (2, 6)), jnp.int32).at[1, 4:].set(0)
-    lm, clf = DecoderLM(cfg), Classifier(cfg, num_classes=3, pooling="mean")
-    rng = np.random.default_rng(2)
-    lm_params = jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.1, a.shape) + 1, a.dtype),
-                             nn.unbox(jax.eval_shape(lm.init, KEY, x))["params"])
-    clf_abstract = nn.unbox(jax.eval_shape(clf.init, KEY, x))["params"]
-    assert set(lm_params) == {"backbone", "lm_head"} and set(clf_abstract) == {"backbone", "head"}
-    # Same names and shapes: the pretrained backbone drops in unchanged.
-    assert jax.tree.structure(lm_params["backbone"]) == jax.tree.structure(clf_abstract["backbone"])
-    jax.tree.map(lambda a, b: np.testing.assert_equal(a.shape, b.shape), lm_params["backbone"], clf_abstract["backbone"])
 
-    head = {"kernel": jnp.asarray(np.random.default_rng(1).normal(size=(16, 3)), jnp.float32), "bias": jnp.ones(3)}
-    logits = jax.jit(clf.apply)({"params": {"backbone": lm_params["backbone"], "head": head}}, x)
-    hidden = jax.jit(lm.apply, static_argnames="method")({"params": lm_params}, x, method=lambda m, t: m.backbone(t))
-    valid = np.asarray(x != 0, np.float32)[..., None]
-    pooled = (np.asarray(hidden) * valid).sum(1) / valid.sum(1)      # mean over non-pad tokens
-    np.testing.assert_allclose(np.asarray(logits), pooled @ np.asarray(head["kernel"]) + 1.0, atol=1e-5)
+def test_decoder_lm_backbone_loads_into_classifier():
+  cfg = tiny(tie_embeddings=False)
+  x = jnp.asarray(np.random.default_rng(0).integers(1, 32, (2, 6)), jnp.int32).at[1, 4:].set(0)
+  lm, clf = DecoderLM(cfg), Classifier(cfg, num_classes=3, pooling='mean')
+  rng = np.random.default_rng(2)
+  lm_params = jax.tree.map(
+    lambda a: jnp.asarray(rng.normal(0, 0.1, a.shape) + 1, a.dtype),
+    nn.unbox(jax.eval_shape(lm.init, KEY, x))['params'],
+  )
+  clf_abstract = nn.unbox(jax.eval_shape(clf.init, KEY, x))['params']
+  assert set(lm_params) == {'backbone', 'lm_head'} and set(clf_abstract) == {'backbone', 'head'}
+  # Same names and shapes: the pretrained backbone drops in unchanged.
+  assert jax.tree.structure(lm_params['backbone']) == jax.tree.structure(clf_abstract['backbone'])
+  jax.tree.map(
+    lambda a, b: np.testing.assert_equal(a.shape, b.shape),
+    lm_params['backbone'],
+    clf_abstract['backbone'],
+  )
+
+  head = {
+    'kernel': jnp.asarray(np.random.default_rng(1).normal(size=(16, 3)), jnp.float32),
+    'bias': jnp.ones(3),
+  }
+  logits = jax.jit(clf.apply)({'params': {'backbone': lm_params['backbone'], 'head': head}}, x)
+  hidden = jax.jit(lm.apply, static_argnames='method')(
+    {'params': lm_params}, x, method=lambda m, t: m.backbone(t)
+  )
+  valid = np.asarray(x != 0, np.float32)[..., None]
+  pooled = (np.asarray(hidden) * valid).sum(1) / valid.sum(1)  # mean over non-pad tokens
+  np.testing.assert_allclose(
+    np.asarray(logits), pooled @ np.asarray(head['kernel']) + 1.0, atol=1e-5
+  )
 
 
 def test_remat_without_scan_warns_that_it_saves_nothing(caplog):
-    """XLA:CPU hoists a looped layer's recomputation (test_model: the step's temporaries are
-    unchanged), so the run says so instead of silently spending compute for nothing."""
-    from configs import default
-    from jaxformer.training import setup
-    c = default.get_config()
-    c.model.remat, c.model.scan_layers = "full", False
-    with caplog.at_level(logging.WARNING):
-        setup.check_config(c)
-    assert "saves no memory" in caplog.text
-    caplog.clear()
-    c.model.scan_layers = True
-    with caplog.at_level(logging.WARNING):
-        setup.check_config(c)
-    assert "saves no memory" not in caplog.text
+  """XLA:CPU hoists a looped layer's recomputation (test_model: the step's temporaries are
+  unchanged), so the run says so instead of silently spending compute for nothing."""
+  from configs import default
+  from jaxformer.training import setup
+
+  c = default.get_config()
+  c.model.remat, c.model.scan_layers = 'full', False
+  with caplog.at_level(logging.WARNING):
+    setup.check_config(c)
+  assert 'saves no memory' in caplog.text
+  caplog.clear()
+  c.model.scan_layers = True
+  with caplog.at_level(logging.WARNING):
+    setup.check_config(c)
+  assert 'saves no memory' not in caplog.text

@@ -6,6 +6,7 @@ inherits conftest's environment (the prepared data dir, the compilation cache) e
 count: 2 simulated CPU devices still take the heads-sharded branch (as a Colab v2-8 does) and
 compile and run much faster on a 2-core machine than 8.
 """
+
 import json
 import os
 import re
@@ -22,9 +23,15 @@ KERNEL = 'jaxformer-test'
 def _kernelspec(root) -> str:
   spec_dir = root / 'kernels' / KERNEL
   spec_dir.mkdir(parents=True)
-  (spec_dir / 'kernel.json').write_text(json.dumps({
-      'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
-      'display_name': 'jaxformer tests', 'language': 'python'}))
+  (spec_dir / 'kernel.json').write_text(
+    json.dumps(
+      {
+        'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+        'display_name': 'jaxformer tests',
+        'language': 'python',
+      }
+    )
+  )
   return str(root)
 
 
@@ -41,27 +48,39 @@ def test_committed_notebook_is_stripped_and_has_the_badge():
   assert 'colab.research.google.com/github/' in nb.cells[0].source
   assert 'notebooks/colab_tpu.ipynb' in nb.cells[0].source
   code = [c for c in nb.cells if c.cell_type == 'code']
-  assert all(not c.outputs and c.execution_count is None for c in code), 'strip the outputs before committing'
+  assert all(not c.outputs and c.execution_count is None for c in code), (
+    'strip the outputs before committing'
+  )
 
 
 def test_notebook_runs_in_tiny_mode(tmp_path, monkeypatch):
   monkeypatch.setenv('JAXFORMER_TINY', '1')
   monkeypatch.setenv('JAXFORMER_NOTEBOOK_WORKDIR', str(tmp_path / 'runs'))
   monkeypatch.setenv('JUPYTER_PATH', _kernelspec(tmp_path / 'jupyter'))
-  monkeypatch.setenv('XLA_FLAGS', re.sub(r'--xla_force_host_platform_device_count=\d+', '',
-                                         os.environ.get('XLA_FLAGS', '')) + ' --xla_force_host_platform_device_count=2')
-  monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
+  monkeypatch.setenv(
+    'XLA_FLAGS',
+    re.sub(r'--xla_force_host_platform_device_count=\d+', '', os.environ.get('XLA_FLAGS', ''))
+    + ' --xla_force_host_platform_device_count=2',
+  )
+  monkeypatch.setenv(
+    'PYTHONPATH', os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')]))
+  )
   nb = nbformat.read(NOTEBOOK, as_version=4)
   # Started from notebooks/, as Jupyter would; the notebook finds the repository itself.
-  client = NotebookClient(nb, kernel_name=KERNEL, timeout=240, allow_errors=False,
-                          resources={'metadata': {'path': os.path.join(REPO, 'notebooks')}})
+  client = NotebookClient(
+    nb,
+    kernel_name=KERNEL,
+    timeout=240,
+    allow_errors=False,
+    resources={'metadata': {'path': os.path.join(REPO, 'notebooks')}},
+  )
   client.execute()  # raises CellExecutionError, with the traceback, if any cell fails
 
   text = '\n'.join(out.get('text', '') for out in _outputs(nb, 'stream'))
   assert 'tiny mode: True' in text
   assert '2 device(s)' in text
-  assert 'heads [0]' in text and 'heads [1]' in text      # 2 heads over a 'model' axis of 2
-  assert 'ROMEO:' in text                                  # sampled text
+  assert 'heads [0]' in text and 'heads [1]' in text  # 2 heads over a 'model' axis of 2
+  assert 'ROMEO:' in text  # sampled text
   assert 'fine-tuned from the LM' in text and 'from scratch' in text
   images = [o for o in _outputs(nb) if 'image/png' in o.get('data', {})]
   assert len(images) >= 6  # 4 live loss plots, the attention heads, the comparison

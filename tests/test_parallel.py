@@ -1,5 +1,6 @@
 """Scale-out: every mesh shape trains identically, heads really are split, pmap == mesh,
 multi-host == single host, and a checkpoint restores onto another topology."""
+
 import json
 import os
 import shutil
@@ -20,7 +21,11 @@ from jaxformer.training.errors import ConfigError
 
 def _config(mesh_shape=(-1, 1), **overrides):
   c = tiny.get_config()
-  c.model.d_model, c.model.num_heads, c.model.mlp_ratio = 32, 8, 4.0  # 8 heads, d_ff 128: split 8 ways
+  c.model.d_model, c.model.num_heads, c.model.mlp_ratio = (
+    32,
+    8,
+    4.0,
+  )  # 8 heads, d_ff 128: split 8 ways
   c.dataset.tokenizer, c.dataset.vocab_size = 'sentencepiece', 512
   c.num_train_steps, c.eval_every_steps, c.eval_steps, c.log_every_steps = 5, 5, 1, 1
   c.sample_tokens = 0  # no sampling report: it would only add compile time here
@@ -45,7 +50,9 @@ def _final_params(workdir, step):
 
 
 def _assert_trees_close(a, b, tol=1e-5):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol), a, b)
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol), a, b
+  )
 
 
 @pytest.fixture(scope='module')
@@ -70,7 +77,11 @@ def test_every_mesh_shape_gives_the_same_losses_and_params(mesh_runs):
 
 def test_heads_and_mlp_are_split_over_the_model_axis(mesh_runs):
   report = json.load(open(os.path.join(mesh_runs[(2, 4)], 'partitioning.json')))
-  qkv = {k: v for k, v in report.items() if any(n in k for n in ('query', 'key', 'value')) and 'kernel' in k}
+  qkv = {
+    k: v
+    for k, v in report.items()
+    if any(n in k for n in ('query', 'key', 'value')) and 'kernel' in k
+  }
   assert len(qkv) == 3
   for entry in qkv.values():
     heads = entry['logical_axes'].index('heads')
@@ -80,8 +91,13 @@ def test_heads_and_mlp_are_split_over_the_model_axis(mesh_runs):
   # And the live arrays agree with the report: ask the devices themselves.
   s = prepare(_config((2, 4)), mesh_runs[(2, 4)])
   q = s.shardings['params']['backbone']['layers']
-  shard_shapes = {jax.tree_util.keystr(p): sh.shard_shape(a.shape) for (p, sh), a in zip(
-      jax.tree_util.tree_flatten_with_path(q)[0], jax.tree.leaves(s.abstract_state['params']['backbone']['layers']))}
+  shard_shapes = {
+    jax.tree_util.keystr(p): sh.shard_shape(a.shape)
+    for (p, sh), a in zip(
+      jax.tree_util.tree_flatten_with_path(q)[0],
+      jax.tree.leaves(s.abstract_state['params']['backbone']['layers']),
+    )
+  }
   query = next(v for k, v in shard_shapes.items() if 'query' in k and 'kernel' in k)
   assert query[-2] == 2  # [layers, embed, heads/4, head_dim]
 
@@ -107,13 +123,16 @@ def test_checkpoint_restores_onto_other_meshes(mesh_runs, tmp_path):
   np.testing.assert_allclose(list(losses.values()), losses[(8, 1)], rtol=1e-5)
 
 
-@pytest.mark.parametrize('overrides,needle', [
+@pytest.mark.parametrize(
+  'overrides,needle',
+  [
     ({'mesh_shape': (1, 16)}, 'mesh_shape'),
     ({'mesh_shape': (2, 4), 'model.num_heads': 2, 'model.d_model': 32}, 'num_heads'),
     ({'mesh_shape': (1, 8), 'model.mlp_ratio': 0.0, 'model.d_ff': 36}, 'd_ff'),
     ({'mesh_shape': (2, 4), 'dataset.vocab_size': 514}, 'vocab_size'),
     ({'mesh_shape': (8, 1), 'batch_size': 12}, 'batch_size'),
-])
+  ],
+)
 def test_bad_meshes_are_refused_before_compiling(overrides, needle, tmp_path):
   with pytest.raises(ConfigError, match=needle):
     prepare(_config(**overrides), str(tmp_path / 'bad'))
@@ -128,20 +147,43 @@ def _free_port():
 
 def test_two_processes_match_one_process(tmp_path):
   """2 processes x 2 CPU devices on 127.0.0.1 train like 1 process x 4 devices."""
-  args = ['--config=configs/tiny.py', '--config.num_train_steps=5', '--config.log_every_steps=1',
-          '--config.eval_every_steps=5', '--config.eval_steps=1', '--config.sample_tokens=0']
+  args = [
+    '--config=configs/tiny.py',
+    '--config.num_train_steps=5',
+    '--config.log_every_steps=1',
+    '--config.eval_every_steps=5',
+    '--config.eval_steps=1',
+    '--config.sample_tokens=0',
+  ]
   base = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   single = str(tmp_path / 'single')
-  proc = subprocess.run([sys.executable, 'train.py', *args, f'--workdir={single}'], cwd=REPO,
-                        env=dict(base, XLA_FLAGS='--xla_force_host_platform_device_count=4'),
-                        capture_output=True, text=True, timeout=240)
+  proc = subprocess.run(
+    [sys.executable, 'train.py', *args, f'--workdir={single}'],
+    cwd=REPO,
+    env=dict(base, XLA_FLAGS='--xla_force_host_platform_device_count=4'),
+    capture_output=True,
+    text=True,
+    timeout=240,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   multi, port = str(tmp_path / 'multi'), _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, 'train.py', *args, f'--workdir={multi}'], cwd=REPO,
-      env=dict(base, JAX_NUM_CPU_DEVICES='2', JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-               JAX_NUM_PROCESSES='2', JAX_PROCESS_ID=str(i)),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, 'train.py', *args, f'--workdir={multi}'],
+      cwd=REPO,
+      env=dict(
+        base,
+        JAX_NUM_CPU_DEVICES='2',
+        JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+        JAX_NUM_PROCESSES='2',
+        JAX_PROCESS_ID=str(i),
+      ),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   try:
     outs = [p.communicate(timeout=240) for p in procs]
   finally:
@@ -150,5 +192,7 @@ def test_two_processes_match_one_process(tmp_path):
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-2000:]
   np.testing.assert_allclose(_losses(multi), _losses(single), rtol=1e-5)
-  fingerprints = [json.load(open(os.path.join(d, 'summary.json')))['params_fingerprint'] for d in (single, multi)]
+  fingerprints = [
+    json.load(open(os.path.join(d, 'summary.json')))['params_fingerprint'] for d in (single, multi)
+  ]
   assert all(len(f) == 64 for f in fingerprints)

@@ -1,4 +1,5 @@
 """Resume is exact: a run killed at any moment and re-run ends bit-identical to an uninterrupted one."""
+
 import hashlib
 import json
 import os
@@ -11,9 +12,15 @@ import pytest
 from helpers import run_train, saved_steps, start_train
 
 # Long enough (in steps) that a kill lands mid-run; dropout is on (tiny.py sets 0.1).
-ARGS = ['--config=configs/tiny.py', '--config.num_train_steps=120', '--config.eval_every_steps=40',
-        '--config.checkpoint_every_steps=15', '--config.log_every_steps=5', '--config.eval_steps=1',
-        '--config.sample_tokens=0']
+ARGS = [
+  '--config=configs/tiny.py',
+  '--config.num_train_steps=120',
+  '--config.eval_every_steps=40',
+  '--config.checkpoint_every_steps=15',
+  '--config.log_every_steps=5',
+  '--config.eval_steps=1',
+  '--config.sample_tokens=0',
+]
 
 
 def _fingerprint(workdir):
@@ -86,7 +93,9 @@ def test_shape_changing_config_is_refused_and_the_run_is_untouched(tmp_path):
   proc = run_train(*tiny, f'--workdir={workdir}', '--config.num_train_steps=10')
   assert proc.returncode == 0, proc.stderr[-2000:]
   before = _tree_digest(workdir)
-  proc = run_train(*tiny, f'--workdir={workdir}', '--config.num_train_steps=10', '--config.model.d_model=64')
+  proc = run_train(
+    *tiny, f'--workdir={workdir}', '--config.num_train_steps=10', '--config.model.d_model=64'
+  )
   assert proc.returncode == 2
   assert 'model' in proc.stderr and '--config.overwrite=true' in proc.stderr
   assert _tree_digest(workdir) == before

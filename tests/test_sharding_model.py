@@ -1,4 +1,5 @@
 """Sharding on an 8-device CPU mesh (data=4, model=2): heads split across 'model', same numbers."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,97 +9,133 @@ from jax.sharding import PartitionSpec as P
 
 from jaxformer import ModelConfig
 from jaxformer.models import DecoderLM, EncoderDecoder
-from jaxformer.sharding import (FSDP_RULES, LOGICAL_AXIS_RULES, batch_sharding, make_mesh, param_shardings,
-                                partitioning_report, validate_batch_size, validate_mesh_for_model)
+from jaxformer.sharding import (
+  FSDP_RULES,
+  LOGICAL_AXIS_RULES,
+  batch_sharding,
+  make_mesh,
+  param_shardings,
+  partitioning_report,
+  validate_batch_size,
+  validate_mesh_for_model,
+)
 
 KEY = jax.random.key(0)
-CFG = ModelConfig(vocab_size=32, d_model=16, num_heads=4, num_layers=2, num_encoder_layers=2,
-                  num_decoder_layers=2, max_len=16, dropout_rate=0.1)
+CFG = ModelConfig(
+  vocab_size=32,
+  d_model=16,
+  num_heads=4,
+  num_layers=2,
+  num_encoder_layers=2,
+  num_decoder_layers=2,
+  max_len=16,
+  dropout_rate=0.1,
+)
 
 
 def tokens(shape, seed=1):
-    return jnp.asarray(np.random.default_rng(seed).integers(1, 32, shape), jnp.int32)
+  return jnp.asarray(np.random.default_rng(seed).integers(1, 32, shape), jnp.int32)
 
 
 def random_params(abstract_params, seed=0):
-    rng = np.random.default_rng(seed)
-    fill = lambda path, leaf: jnp.asarray(rng.normal(0.0, 0.1, leaf.shape) + (path[-1].key == "scale"), leaf.dtype)
-    return jax.tree_util.tree_map_with_path(fill, nn.unbox(abstract_params))
+  rng = np.random.default_rng(seed)
+  fill = lambda path, leaf: jnp.asarray(
+    rng.normal(0.0, 0.1, leaf.shape) + (path[-1].key == 'scale'), leaf.dtype
+  )
+  return jax.tree_util.tree_map_with_path(fill, nn.unbox(abstract_params))
 
 
 def sharded_vs_single(model, args, rules):
-    """Run `model` on one device and on the (4, 2) mesh; return both outputs and the sharded params."""
-    mesh = make_mesh((4, 2))
-    abstract = jax.eval_shape(model.init, KEY, *args)["params"]
-    params = random_params(abstract)
-    single = jax.jit(model.apply)({"params": params}, *args)
-    sharded_params = jax.device_put(params, param_shardings(abstract, mesh, rules))
-    sharded_args = [jax.device_put(a, batch_sharding(mesh)) for a in args]
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        out = jax.jit(model.apply)({"params": sharded_params}, *sharded_args)
-    return single, out, sharded_params
+  """Run `model` on one device and on the (4, 2) mesh; return both outputs and the sharded params."""
+  mesh = make_mesh((4, 2))
+  abstract = jax.eval_shape(model.init, KEY, *args)['params']
+  params = random_params(abstract)
+  single = jax.jit(model.apply)({'params': params}, *args)
+  sharded_params = jax.device_put(params, param_shardings(abstract, mesh, rules))
+  sharded_args = [jax.device_put(a, batch_sharding(mesh)) for a in args]
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    out = jax.jit(model.apply)({'params': sharded_params}, *sharded_args)
+  return single, out, sharded_params
 
 
 def test_each_device_holds_half_the_heads_and_forward_matches_single_device():
-    x = tokens((8, 8))
-    single, out, params = sharded_vs_single(DecoderLM(CFG), (x,), LOGICAL_AXIS_RULES)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(single), atol=1e-5, rtol=1e-5)
-    attention = params["backbone"]["layers"]["layer"]["self_attention"]
-    for name in ("query", "key", "value"):
-        kernel = attention[name]["kernel"]                                  # [layers, embed, heads, head_dim]
-        assert kernel.shape == (2, 16, 4, 4)
-        assert len(kernel.addressable_shards) == 8
-        assert {s.data.shape for s in kernel.addressable_shards} == {(2, 16, 2, 4)}   # num_heads / 2 each
-    assert attention["out"]["kernel"].addressable_shards[0].data.shape == (2, 2, 4, 16)
-    mlp = params["backbone"]["layers"]["layer"]["mlp"]["wi"]["kernel"]
-    assert mlp.addressable_shards[0].data.shape == (2, 16, 32)              # 'mlp' -> model
-    # The activation constraints are live under jax.set_mesh: logits come out [data, -, model].
-    assert out.sharding.spec == P("data", None, "model")
+  x = tokens((8, 8))
+  single, out, params = sharded_vs_single(DecoderLM(CFG), (x,), LOGICAL_AXIS_RULES)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(single), atol=1e-5, rtol=1e-5)
+  attention = params['backbone']['layers']['layer']['self_attention']
+  for name in ('query', 'key', 'value'):
+    kernel = attention[name]['kernel']  # [layers, embed, heads, head_dim]
+    assert kernel.shape == (2, 16, 4, 4)
+    assert len(kernel.addressable_shards) == 8
+    assert {s.data.shape for s in kernel.addressable_shards} == {
+      (2, 16, 2, 4)
+    }  # num_heads / 2 each
+  assert attention['out']['kernel'].addressable_shards[0].data.shape == (2, 2, 4, 16)
+  mlp = params['backbone']['layers']['layer']['mlp']['wi']['kernel']
+  assert mlp.addressable_shards[0].data.shape == (2, 16, 32)  # 'mlp' -> model
+  # The activation constraints are live under jax.set_mesh: logits come out [data, -, model].
+  assert out.sharding.spec == P('data', None, 'model')
 
 
 def test_encoder_decoder_sharded_forward_matches():
-    src, tgt = tokens((4, 6)).at[0, 4:].set(0), tokens((4, 5), seed=2)
-    single, out, _ = sharded_vs_single(EncoderDecoder(CFG.replace(position="rope")), (src, tgt), LOGICAL_AXIS_RULES)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(single), atol=1e-5, rtol=1e-5)
+  src, tgt = tokens((4, 6)).at[0, 4:].set(0), tokens((4, 5), seed=2)
+  single, out, _ = sharded_vs_single(
+    EncoderDecoder(CFG.replace(position='rope')), (src, tgt), LOGICAL_AXIS_RULES
+  )
+  np.testing.assert_allclose(np.asarray(out), np.asarray(single), atol=1e-5, rtol=1e-5)
 
 
 def test_fsdp_rules_shard_weights_over_data_too():
-    x = tokens((4, 8))
-    single, out, params = sharded_vs_single(DecoderLM(CFG.replace(scan_layers=False)), (x,), FSDP_RULES)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(single), atol=1e-5, rtol=1e-5)
-    assert params["backbone"]["token_embed"]["embedding"].addressable_shards[0].data.shape == (16, 4)  # [vocab/2, embed/4]
-    q = params["backbone"]["layers"]["layer_0"]["self_attention"]["query"]["kernel"]
-    assert q.addressable_shards[0].data.shape == (4, 2, 4)                                              # [embed/4, heads/2, K]
+  x = tokens((4, 8))
+  single, out, params = sharded_vs_single(
+    DecoderLM(CFG.replace(scan_layers=False)), (x,), FSDP_RULES
+  )
+  np.testing.assert_allclose(np.asarray(out), np.asarray(single), atol=1e-5, rtol=1e-5)
+  assert params['backbone']['token_embed']['embedding'].addressable_shards[0].data.shape == (
+    16,
+    4,
+  )  # [vocab/2, embed/4]
+  q = params['backbone']['layers']['layer_0']['self_attention']['query']['kernel']
+  assert q.addressable_shards[0].data.shape == (4, 2, 4)  # [embed/4, heads/2, K]
 
 
 def test_partitioning_report():
-    mesh = make_mesh((4, 2))
-    abstract = jax.eval_shape(DecoderLM(CFG).init, KEY, tokens((2, 8)))["params"]
-    report = partitioning_report(abstract, mesh)
-    q = report["backbone/layers/layer/self_attention/query/kernel"]
-    assert q["logical_axes"] == ("layers", "embed", "heads", "kv")
-    assert q["partition_spec"] == P(None, None, "model", None)
-    assert q["global_shape"] == (2, 16, 4, 4) and q["shard_shape"] == (2, 16, 2, 4)
-    emb = partitioning_report(abstract, mesh, FSDP_RULES)["backbone/token_embed/embedding"]
-    assert emb["partition_spec"] == P("model", "data") and emb["shard_shape"] == (16, 4)
+  mesh = make_mesh((4, 2))
+  abstract = jax.eval_shape(DecoderLM(CFG).init, KEY, tokens((2, 8)))['params']
+  report = partitioning_report(abstract, mesh)
+  q = report['backbone/layers/layer/self_attention/query/kernel']
+  assert q['logical_axes'] == ('layers', 'embed', 'heads', 'kv')
+  assert q['partition_spec'] == P(None, None, 'model', None)
+  assert q['global_shape'] == (2, 16, 4, 4) and q['shard_shape'] == (2, 16, 2, 4)
+  emb = partitioning_report(abstract, mesh, FSDP_RULES)['backbone/token_embed/embedding']
+  assert emb['partition_spec'] == P('model', 'data') and emb['shard_shape'] == (16, 4)
 
 
 def test_make_mesh_and_validation_errors():
-    assert dict(make_mesh((-1, 2)).shape) == {"data": 4, "model": 2}
-    assert dict(make_mesh().shape) == {"data": 8, "model": 1}
-    assert make_mesh((2, 2)).size == 4
-    with pytest.raises(ValueError, match="needs 16 devices but only 8"):
-        make_mesh((8, 2))
-    with pytest.raises(ValueError, match="not divisible by 3"):
-        make_mesh((-1, 3))
-    mesh = make_mesh((4, 2))
-    validate_mesh_for_model(CFG, mesh)   # fine
-    for field, cfg in (("num_heads", CFG.replace(num_heads=1)), ("ff_dim", CFG.replace(d_ff=33)),
-                       ("vocab_size", CFG.replace(vocab_size=33))):
-        with pytest.raises(ValueError, match=rf"ModelConfig\.{field}=\d+ is not divisible by mesh axis 'model'=2"):
-            validate_mesh_for_model(cfg, mesh)
-    with pytest.raises(ValueError, match=r"ModelConfig\.d_model=18 is not divisible by mesh axis 'data'=4"):
-        validate_mesh_for_model(CFG.replace(d_model=18, num_heads=2), mesh, FSDP_RULES)   # FSDP splits 'embed'
-    validate_batch_size(8, mesh)
-    with pytest.raises(ValueError, match="batch_size=6 is not divisible by mesh axis 'data'=4"):
-        validate_batch_size(6, mesh)
+  assert dict(make_mesh((-1, 2)).shape) == {'data': 4, 'model': 2}
+  assert dict(make_mesh().shape) == {'data': 8, 'model': 1}
+  assert make_mesh((2, 2)).size == 4
+  with pytest.raises(ValueError, match='needs 16 devices but only 8'):
+    make_mesh((8, 2))
+  with pytest.raises(ValueError, match='not divisible by 3'):
+    make_mesh((-1, 3))
+  mesh = make_mesh((4, 2))
+  validate_mesh_for_model(CFG, mesh)  # fine
+  for field, cfg in (
+    ('num_heads', CFG.replace(num_heads=1)),
+    ('ff_dim', CFG.replace(d_ff=33)),
+    ('vocab_size', CFG.replace(vocab_size=33)),
+  ):
+    with pytest.raises(
+      ValueError, match=rf"ModelConfig\.{field}=\d+ is not divisible by mesh axis 'model'=2"
+    ):
+      validate_mesh_for_model(cfg, mesh)
+  with pytest.raises(
+    ValueError, match=r"ModelConfig\.d_model=18 is not divisible by mesh axis 'data'=4"
+  ):
+    validate_mesh_for_model(
+      CFG.replace(d_model=18, num_heads=2), mesh, FSDP_RULES
+    )  # FSDP splits 'embed'
+  validate_batch_size(8, mesh)
+  with pytest.raises(ValueError, match="batch_size=6 is not divisible by mesh axis 'data'=4"):
+    validate_batch_size(6, mesh)

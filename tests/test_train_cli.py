@@ -1,4 +1,5 @@
 """train.py end to end: outputs of a real run, exit codes, and fast one-line errors."""
+
 import json
 import os
 import time
@@ -13,20 +14,36 @@ TINY = ['--config=configs/tiny.py']
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('tiny') / 'run')
-  proc = run_train(*TINY, f'--workdir={workdir}', '--config.num_train_steps=30',
-                   '--config.eval_every_steps=10')
+  proc = run_train(
+    *TINY, f'--workdir={workdir}', '--config.num_train_steps=30', '--config.eval_every_steps=10'
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc
 
 
 def test_tiny_run_writes_the_documented_workdir(tiny_run):
   workdir, proc = tiny_run
-  for name in ('config.json', 'metrics.jsonl', 'summary.json', 'loss_curve.png', 'partitioning.json',
-               'tokenizer', 'checkpoints', 'tensorboard'):
+  for name in (
+    'config.json',
+    'metrics.jsonl',
+    'summary.json',
+    'loss_curve.png',
+    'partitioning.json',
+    'tokenizer',
+    'checkpoints',
+    'tensorboard',
+  ):
     assert os.path.exists(os.path.join(workdir, name)), name
   summary = json.load(open(os.path.join(workdir, 'summary.json')))
-  for key in ('best_step', 'best_val_loss', 'stopped_early', 'last_step', 'wall_s', 'tokens_per_s',
-              'params_fingerprint'):
+  for key in (
+    'best_step',
+    'best_val_loss',
+    'stopped_early',
+    'last_step',
+    'wall_s',
+    'tokens_per_s',
+    'params_fingerprint',
+  ):
     assert key in summary, key
   assert summary['last_step'] == 30 and len(summary['params_fingerprint']) == 64
   rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
@@ -44,27 +61,37 @@ def test_tiny_run_writes_the_documented_workdir(tiny_run):
 def test_rerunning_a_finished_run_changes_nothing(tiny_run):
   workdir, _ = tiny_run
   before = json.load(open(os.path.join(workdir, 'summary.json')))['params_fingerprint']
-  proc = run_train(*TINY, f'--workdir={workdir}', '--config.num_train_steps=30',
-                   '--config.eval_every_steps=10')
+  proc = run_train(
+    *TINY, f'--workdir={workdir}', '--config.num_train_steps=30', '--config.eval_every_steps=10'
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'resuming from step 30' in proc.stdout
   assert json.load(open(os.path.join(workdir, 'summary.json')))['params_fingerprint'] == before
 
 
 def test_diverging_run_exits_3_and_names_the_step(tmp_path):
-  proc = run_train(*TINY, f'--workdir={tmp_path / "nan"}', '--config.learning_rate=1e12',
-                   '--config.grad_clip_norm=0.0', '--config.warmup_steps=0', '--config.log_every_steps=1')
+  proc = run_train(
+    *TINY,
+    f'--workdir={tmp_path / "nan"}',
+    '--config.learning_rate=1e12',
+    '--config.grad_clip_norm=0.0',
+    '--config.warmup_steps=0',
+    '--config.log_every_steps=1',
+  )
   assert proc.returncode == 3, proc.stderr[-2000:]
   assert 'diverged' in proc.stderr and 'step' in proc.stderr
 
 
-@pytest.mark.parametrize('args,needle', [
+@pytest.mark.parametrize(
+  'args,needle',
+  [
     (['--config.no_such_key=1'], 'no_such_key'),
     (['--config.batch_size=abc'], 'batch_size'),
     (['--config=configs/does_not_exist.py'], 'does_not_exist'),
     (['--config.batch_size=7'], 'batch_size'),
     (['--config.dataset.name=no_such_dataset'], 'no_such_dataset'),
-])
+  ],
+)
 def test_bad_command_lines_exit_2_fast_with_one_line(tmp_path, args, needle):
   workdir = tmp_path / 'bad'
   t0 = time.time()
@@ -78,23 +105,41 @@ def test_bad_command_lines_exit_2_fast_with_one_line(tmp_path, args, needle):
   assert elapsed < 10, elapsed
 
 
-TINY_MODEL = ['--config.model.d_model=32', '--config.model.num_heads=2', '--config.model.max_len=32',
-              '--config.batch_size=16', '--config.num_train_steps=12', '--config.eval_every_steps=6',
-              '--config.eval_steps=2', '--config.log_every_steps=3', '--config.progress=false']
+TINY_MODEL = [
+  '--config.model.d_model=32',
+  '--config.model.num_heads=2',
+  '--config.model.max_len=32',
+  '--config.batch_size=16',
+  '--config.num_train_steps=12',
+  '--config.eval_every_steps=6',
+  '--config.eval_steps=2',
+  '--config.log_every_steps=3',
+  '--config.progress=false',
+]
 
 
 def test_tiny_translation_and_classifiers_scratch_and_finetuned(tiny_run, tmp_path):
   """Every embedded config trains end to end at tiny size; fine-tuning starts from the tiny LM."""
   lm_dir, _ = tiny_run
-  proc = run_train('--config=configs/numbers_translate.py', f'--workdir={tmp_path / "tr"}', *TINY_MODEL,
-                   '--config.model.num_encoder_layers=1', '--config.model.num_decoder_layers=1')
+  proc = run_train(
+    '--config=configs/numbers_translate.py',
+    f'--workdir={tmp_path / "tr"}',
+    *TINY_MODEL,
+    '--config.model.num_encoder_layers=1',
+    '--config.model.num_decoder_layers=1',
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'exact match (greedy' in proc.stdout
   summary = json.load(open(tmp_path / 'tr' / 'summary.json'))
   assert 'test' in summary and summary['last_step'] == 12
 
-  scratch = run_train('--config=configs/genre_scratch.py', f'--workdir={tmp_path / "sc"}', *TINY_MODEL,
-                      '--config.model.num_layers=2', '--config.dataset.tokenizer=byte')
+  scratch = run_train(
+    '--config=configs/genre_scratch.py',
+    f'--workdir={tmp_path / "sc"}',
+    *TINY_MODEL,
+    '--config.model.num_layers=2',
+    '--config.dataset.tokenizer=byte',
+  )
   assert scratch.returncode == 0, scratch.stderr[-2000:]
   assert 'confusion matrix' in scratch.stdout
   summary = json.load(open(tmp_path / 'sc' / 'summary.json'))
@@ -107,14 +152,25 @@ def test_tiny_translation_and_classifiers_scratch_and_finetuned(tiny_run, tmp_pa
   assert summary['monitor'] == 'error' and summary['best_step'] == best['step']
   assert abs(summary['best_val_error'] - (1 - best['accuracy'])) < 1e-2
 
-  tuned = run_train('--config=configs/genre_finetune.py', f'--workdir={tmp_path / "ft"}', *TINY_MODEL,
-                    '--config.model.num_layers=2', '--config.model.position=learned',
-                    f'--config.init_from={lm_dir}')  # the tiny LM scans its layers, genre configs loop
+  tuned = run_train(
+    '--config=configs/genre_finetune.py',
+    f'--workdir={tmp_path / "ft"}',
+    *TINY_MODEL,
+    '--config.model.num_layers=2',
+    '--config.model.position=learned',
+    f'--config.init_from={lm_dir}',
+  )  # the tiny LM scans its layers, genre configs loop
   assert tuned.returncode == 0, tuned.stderr[-2000:]
   assert 'initialized the backbone from' in tuned.stdout
   config = json.load(open(tmp_path / 'ft' / 'config.json'))
   assert config['model']['vocab_size'] == 259  # the LM's byte tokenizer was reused
 
-  mismatch = run_train('--config=configs/genre_finetune.py', f'--workdir={tmp_path / "bad"}', *TINY_MODEL,
-                       '--config.model.num_layers=2', '--config.model.d_model=48', f'--config.init_from={lm_dir}')
+  mismatch = run_train(
+    '--config=configs/genre_finetune.py',
+    f'--workdir={tmp_path / "bad"}',
+    *TINY_MODEL,
+    '--config.model.num_layers=2',
+    '--config.model.d_model=48',
+    f'--config.init_from={lm_dir}',
+  )
   assert mismatch.returncode == 2 and 'backbone' in mismatch.stderr and '32' in mismatch.stderr

@@ -1,4 +1,5 @@
 """The training library: early stopping, weight decay mask, gradient accumulation, schedules."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,11 +14,14 @@ from jaxformer.training import optim, steps
 from jaxformer.training.callbacks import EarlyStopping
 
 
-@pytest.mark.parametrize('patience,losses,stop_at', [
+@pytest.mark.parametrize(
+  'patience,losses,stop_at',
+  [
     (1, [3.0, 2.0, 2.5, 1.0], 3),
     (2, [3.0, 2.0, 2.5, 2.4, 1.0], 4),
     (3, [3.0, 2.9, 2.95, 2.8, 2.85, 2.9, 2.99, 1.0], 7),
-])
+  ],
+)
 def test_early_stopping_stops_at_the_patience_th_bad_evaluation(patience, losses, stop_at):
   es = EarlyStopping(patience)
   stop = next(i + 1 for i, v in enumerate(losses) if es.on_eval(i, v))
@@ -45,20 +49,27 @@ def test_early_stopping_min_delta_and_state_round_trip():
 
 
 def _tiny_lm(**overrides):
-  cfg = ModelConfig(vocab_size=50, d_model=16, num_heads=2, num_layers=2, max_len=8,
-                    dropout_rate=0.0, **overrides)
+  cfg = ModelConfig(
+    vocab_size=50, d_model=16, num_heads=2, num_layers=2, max_len=8, dropout_rate=0.0, **overrides
+  )
   model = DecoderLM(cfg)
   params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))['params'])
   return cfg, model, params
 
 
 def test_weight_decay_mask_excludes_biases_norms_and_embeddings():
-  cfg = ModelConfig(vocab_size=50, d_model=16, num_heads=2, num_layers=2, max_len=8, tie_embeddings=False)
+  cfg = ModelConfig(
+    vocab_size=50, d_model=16, num_heads=2, num_layers=2, max_len=8, tie_embeddings=False
+  )
   # Only the tree's structure and shapes matter here: no need to run the initializers.
-  params = nn.unbox(jax.eval_shape(DecoderLM(cfg).init, jax.random.key(0), jnp.ones((1, 8), jnp.int32))['params'])
+  params = nn.unbox(
+    jax.eval_shape(DecoderLM(cfg).init, jax.random.key(0), jnp.ones((1, 8), jnp.int32))['params']
+  )
   mask = optim.weight_decay_mask(params)
-  flat = {jax.tree_util.keystr(p): (m, leaf.ndim) for (p, m), leaf in
-          zip(jax.tree_util.tree_flatten_with_path(mask)[0], jax.tree.leaves(params))}
+  flat = {
+    jax.tree_util.keystr(p): (m, leaf.ndim)
+    for (p, m), leaf in zip(jax.tree_util.tree_flatten_with_path(mask)[0], jax.tree.leaves(params))
+  }
   decayed = [k for k, (m, _) in flat.items() if m]
   kept = [k for k, (m, _) in flat.items() if not m]
   assert decayed and kept
@@ -69,8 +80,11 @@ def test_weight_decay_mask_excludes_biases_norms_and_embeddings():
   embeddings = [k for k in flat if 'embed' in k.split("'")[-2]]
   assert embeddings and all(not flat[k][0] for k in embeddings)
   with_emb = optim.weight_decay_mask(params, decay_embeddings=True)
-  assert any(m for (p, m) in jax.tree_util.tree_flatten_with_path(with_emb)[0]
-             if 'embed' in jax.tree_util.keystr(p).split("'")[-2])
+  assert any(
+    m
+    for (p, m) in jax.tree_util.tree_flatten_with_path(with_emb)[0]
+    if 'embed' in jax.tree_util.keystr(p).split("'")[-2]
+  )
 
 
 def _config(**kw):
@@ -93,8 +107,12 @@ def test_gradient_accumulation_matches_one_big_batch():
   for k in (1, 4):
     config = _config(grad_accum_steps=k)
     tx = optim.make_optimizer(config, params)
-    state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
-             'rng': jax.random.key(1)}
+    state = {
+      'step': jnp.zeros((), jnp.int32),
+      'params': params,
+      'opt_state': tx.init(params),
+      'rng': jax.random.key(1),
+    }
     step = jax.jit(steps.make_train_step(model, tx, task='lm', grad_accum_steps=k))
     batch = _lm_batch(jax.random.key(2))
     for _ in range(2):
@@ -121,7 +139,9 @@ def test_loss_sums_ignore_padding_and_label_smoothing_floor():
 
 def test_schedules_warm_up_then_decay():
   for kind in ('cosine', 'rsqrt', 'constant'):
-    sched = optim.learning_rate_schedule(_config(lr_schedule=kind, num_train_steps=100, warmup_steps=10))
+    sched = optim.learning_rate_schedule(
+      _config(lr_schedule=kind, num_train_steps=100, warmup_steps=10)
+    )
     lrs = [float(sched(s)) for s in (0, 5, 10, 60, 99)]
     assert lrs[0] <= lrs[1] < lrs[2] + 1e-12, kind
     np.testing.assert_allclose(lrs[2], 1e-2, rtol=1e-6)
@@ -129,19 +149,33 @@ def test_schedules_warm_up_then_decay():
 
 
 def test_frozen_backbone_only_moves_the_head():
-  cfg = ModelConfig(vocab_size=50, d_model=16, num_heads=2, num_layers=1, max_len=8, dropout_rate=0.0)
+  cfg = ModelConfig(
+    vocab_size=50, d_model=16, num_heads=2, num_layers=1, max_len=8, dropout_rate=0.0
+  )
   model = Classifier(cfg, num_classes=3)
   params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))['params'])
   tx = optim.make_optimizer(_config(freeze_backbone=True, warmup_steps=0), params)
-  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
-           'rng': jax.random.key(1)}
-  batch = {'inputs': jnp.ones((4, 8), jnp.int32), 'targets': jnp.array([0, 1, 2, 0]),
-           'weights': jnp.ones(4)}
+  state = {
+    'step': jnp.zeros((), jnp.int32),
+    'params': params,
+    'opt_state': tx.init(params),
+    'rng': jax.random.key(1),
+  }
+  batch = {
+    'inputs': jnp.ones((4, 8), jnp.int32),
+    'targets': jnp.array([0, 1, 2, 0]),
+    'weights': jnp.ones(4),
+  }
   new, _ = jax.jit(steps.make_train_step(model, tx, task='classify'))(state, batch)
-  same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), params['backbone'], new['params']['backbone'])
+  same = jax.tree.map(
+    lambda a, b: bool(jnp.all(a == b)), params['backbone'], new['params']['backbone']
+  )
   assert all(jax.tree.leaves(same))
-  assert not all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.all(a == b)),
-                                               params['head'], new['params']['head'])))
+  assert not all(
+    jax.tree.leaves(
+      jax.tree.map(lambda a, b: bool(jnp.all(a == b)), params['head'], new['params']['head'])
+    )
+  )
 
 
 def test_user_callbacks_see_every_event_and_can_stop_training(tmp_path):
@@ -180,6 +214,7 @@ def test_user_callbacks_see_every_event_and_can_stop_training(tmp_path):
 
 def test_monitored_value_error_prefers_accuracy_then_loss():
   from jaxformer.training.callbacks import monitored_value
+
   same_acc_high_loss = monitored_value({'loss': 1.2, 'accuracy': 0.6}, 'error')
   same_acc_low_loss = monitored_value({'loss': 0.9, 'accuracy': 0.6}, 'error')
   better_acc_bad_loss = monitored_value({'loss': 3.0, 'accuracy': 0.62}, 'error')

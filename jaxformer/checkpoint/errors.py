@@ -6,8 +6,8 @@ terminal: what is wrong, then what to do about it.
 
 
 class CheckpointError(Exception):
-    """A checkpoint cannot be saved, found, trusted or used for what was asked."""
+  """A checkpoint cannot be saved, found, trusted or used for what was asked."""
 
 
 class CorruptCheckpointWarning(UserWarning):
-    """A checkpoint failed to load or verify; it was moved aside and an older one is used."""
+  """A checkpoint failed to load or verify; it was moved aside and an older one is used."""

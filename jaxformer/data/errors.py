@@ -7,4 +7,4 @@ that names the problem and says what to do.
 
 
 class DataError(ValueError):
-    """Bad data input: unknown dataset/config/split, empty corpus, bad bytes, bad labels, ..."""
+  """Bad data input: unknown dataset/config/split, empty corpus, bad bytes, bad labels, ..."""

@@ -19,6 +19,7 @@ Eval: each global batch b holds rows b*B .. b*B+B-1 of the split, and process p 
 contiguous B/P rows of it; rows past the end are padding with weight 0, so every example is
 counted exactly once and every process runs the same number of steps.
 """
+
 import dataclasses
 import logging
 import math
@@ -35,243 +36,306 @@ log = logging.getLogger(__name__)
 DEFAULT_VOCAB_SIZE = 8000
 
 
-def build_task_data(dataset_cfg, *, task: str, max_len: int, batch_size: int, seed: int, tokenizer=None,
-                    workdir_tokenizer_dir: str | None = None, process_index: int | None = None,
-                    process_count: int | None = None) -> "TaskData":
-    """Opens the dataset, gets a tokenizer, and returns the task's pipelines.
+def build_task_data(
+  dataset_cfg,
+  *,
+  task: str,
+  max_len: int,
+  batch_size: int,
+  seed: int,
+  tokenizer=None,
+  workdir_tokenizer_dir: str | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> 'TaskData':
+  """Opens the dataset, gets a tokenizer, and returns the task's pipelines.
 
-    dataset_cfg keys (dict or ConfigDict; missing/None = default): name, data_dir, train_split,
-    eval_split, test_split, tokenizer, vocab_size, text_key, source_key, target_key, label_key,
-    files, val_fraction, examples_per_class, download. batch_size is global.
-    """
-    if int(max_len) < 2:
-        raise DataError(f"max_len must be >= 2 (an input and a target token), got {max_len}")
-    if process_index is None or process_count is None:
-        import jax  # only when the caller does not say: keeps this module usable without devices
+  dataset_cfg keys (dict or ConfigDict; missing/None = default): name, data_dir, train_split,
+  eval_split, test_split, tokenizer, vocab_size, text_key, source_key, target_key, label_key,
+  files, val_fraction, examples_per_class, download. batch_size is global.
+  """
+  if int(max_len) < 2:
+    raise DataError(f'max_len must be >= 2 (an input and a target token), got {max_len}')
+  if process_index is None or process_count is None:
+    import jax  # only when the caller does not say: keeps this module usable without devices
 
-        process_index, process_count = jax.process_index(), jax.process_count()
-    if batch_size < 1 or batch_size % process_count:
-        raise DataError(f"batch_size {batch_size} must be a positive multiple of the process count {process_count}")
-    source = sources.open_source(dataset_cfg, task)
-    splits = sources.split_names(dataset_cfg, source)
-    cache_dir = sources.default_data_dir(sources.get(dataset_cfg, "data_dir", ""))
-    if tokenizer is None:
-        tokenizer = _make_tokenizer(dataset_cfg, source, splits["train"], cache_dir)
-        if workdir_tokenizer_dir:
-            tokenizer.save(workdir_tokenizer_dir)
-    return TaskData(source=source, splits=splits, tokenizer=tokenizer, task=task, max_len=int(max_len),
-                    batch_size=int(batch_size), seed=int(seed), process_index=int(process_index),
-                    process_count=int(process_count), cache_dir=cache_dir,
-                    examples_per_class=int(sources.get(dataset_cfg, "examples_per_class", 0)))
+    process_index, process_count = jax.process_index(), jax.process_count()
+  if batch_size < 1 or batch_size % process_count:
+    raise DataError(
+      f'batch_size {batch_size} must be a positive multiple of the process count {process_count}'
+    )
+  source = sources.open_source(dataset_cfg, task)
+  splits = sources.split_names(dataset_cfg, source)
+  cache_dir = sources.default_data_dir(sources.get(dataset_cfg, 'data_dir', ''))
+  if tokenizer is None:
+    tokenizer = _make_tokenizer(dataset_cfg, source, splits['train'], cache_dir)
+    if workdir_tokenizer_dir:
+      tokenizer.save(workdir_tokenizer_dir)
+  return TaskData(
+    source=source,
+    splits=splits,
+    tokenizer=tokenizer,
+    task=task,
+    max_len=int(max_len),
+    batch_size=int(batch_size),
+    seed=int(seed),
+    process_index=int(process_index),
+    process_count=int(process_count),
+    cache_dir=cache_dir,
+    examples_per_class=int(sources.get(dataset_cfg, 'examples_per_class', 0)),
+  )
 
 
 def _make_tokenizer(dataset_cfg, source, train_split, cache_dir):
-    known = sources.KNOWN.get(source.name, sources.Known(source.task))
-    kind = sources.get(dataset_cfg, "tokenizer", "") or known.tokenizer
-    if kind == "byte":
-        return ByteTokenizer()
-    if kind != "sentencepiece":
-        raise DataError(f"unknown tokenizer {kind!r}; use 'sentencepiece' or 'byte'")
-    n = source.num_examples(train_split)
-    if n == 0:
-        raise DataError(f"split {train_split!r} of {source.name!r} is empty; nothing to train a tokenizer on")
+  known = sources.KNOWN.get(source.name, sources.Known(source.task))
+  kind = sources.get(dataset_cfg, 'tokenizer', '') or known.tokenizer
+  if kind == 'byte':
+    return ByteTokenizer()
+  if kind != 'sentencepiece':
+    raise DataError(f"unknown tokenizer {kind!r}; use 'sentencepiece' or 'byte'")
+  n = source.num_examples(train_split)
+  if n == 0:
+    raise DataError(
+      f'split {train_split!r} of {source.name!r} is empty; nothing to train a tokenizer on'
+    )
 
-    def texts():  # the train split only, so evaluation text never shapes the vocabulary
-        for i in range(n):
-            ex = source.example(train_split, i)
-            yield from ([ex["source"], ex["target"]] if source.task == "translate" else [ex["text"]])
+  def texts():  # the train split only, so evaluation text never shapes the vocabulary
+    for i in range(n):
+      ex = source.example(train_split, i)
+      yield from ([ex['source'], ex['target']] if source.task == 'translate' else [ex['text']])
 
-    return train_sentencepiece(texts(), int(sources.get(dataset_cfg, "vocab_size", 0) or DEFAULT_VOCAB_SIZE),
-                               cache_dir=f"{cache_dir}/jaxformer_cache/tokenizers",
-                               corpus_fingerprint=source.fingerprint(train_split))
+  return train_sentencepiece(
+    texts(),
+    int(sources.get(dataset_cfg, 'vocab_size', 0) or DEFAULT_VOCAB_SIZE),
+    cache_dir=f'{cache_dir}/jaxformer_cache/tokenizers',
+    corpus_fingerprint=source.fingerprint(train_split),
+  )
 
 
 @dataclasses.dataclass
 class TaskData:
-    """A task's data: tokenizer, train iterator, eval batches, raw examples. See module docstring."""
-    source: sources.Source
-    splits: dict
-    tokenizer: object
-    task: str
-    max_len: int
-    batch_size: int
-    seed: int
-    process_index: int
-    process_count: int
-    cache_dir: str
-    examples_per_class: int = 0
+  """A task's data: tokenizer, train iterator, eval batches, raw examples. See module docstring."""
 
-    def __post_init__(self):
-        self._encoded = {}
-        self.truncated = {}  # split -> number of over-length examples that were truncated
-        self.per_process_batch_size = self.batch_size // self.process_count
+  source: sources.Source
+  splits: dict
+  tokenizer: object
+  task: str
+  max_len: int
+  batch_size: int
+  seed: int
+  process_index: int
+  process_count: int
+  cache_dir: str
+  examples_per_class: int = 0
 
-    # ---- metadata ----------------------------------------------------------------------------
-    @property
-    def label_names(self) -> tuple:
-        return tuple(self.source.label_names)
+  def __post_init__(self):
+    self._encoded = {}
+    self.truncated = {}  # split -> number of over-length examples that were truncated
+    self.per_process_batch_size = self.batch_size // self.process_count
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.source.label_names)
+  # ---- metadata ----------------------------------------------------------------------------
+  @property
+  def label_names(self) -> tuple:
+    return tuple(self.source.label_names)
 
-    def encoded(self, split: str) -> encoding.EncodedSplit:
-        """The tokenised split (cached in memory and on disk)."""
-        if split not in self._encoded:
-            self.source.check_split(split)
-            enc = encoding.encode_split(self.source, split, self.tokenizer, self.cache_dir)
-            if self.task == "classify":
-                encoding.check_labels(enc.labels, self.num_classes, split, self.source)
-            self._encoded[split] = enc
-            self.truncated[split] = self._count_truncated(enc)
-            if self.truncated[split]:
-                log.warning("%s/%s: %d of %d examples are longer than max_len=%d and were truncated",
-                            self.source.name, split, self.truncated[split], enc.num_examples, self.max_len)
-        return self._encoded[split]
+  @property
+  def num_classes(self) -> int:
+    return len(self.source.label_names)
 
-    def _count_truncated(self, enc) -> int:
-        if self.task == "translate":  # +1 for EOS on each side
-            return int(np.sum((enc.sources.lengths() + 1 > self.max_len) | (enc.targets.lengths() + 1 > self.max_len)))
-        if self.task == "classify":
-            return int(np.sum(enc.tokens.lengths() + 1 > self.max_len))
-        return 0  # LM windows cut the stream; nothing is lost
+  def encoded(self, split: str) -> encoding.EncodedSplit:
+    """The tokenised split (cached in memory and on disk)."""
+    if split not in self._encoded:
+      self.source.check_split(split)
+      enc = encoding.encode_split(self.source, split, self.tokenizer, self.cache_dir)
+      if self.task == 'classify':
+        encoding.check_labels(enc.labels, self.num_classes, split, self.source)
+      self._encoded[split] = enc
+      self.truncated[split] = self._count_truncated(enc)
+      if self.truncated[split]:
+        log.warning(
+          '%s/%s: %d of %d examples are longer than max_len=%d and were truncated',
+          self.source.name,
+          split,
+          self.truncated[split],
+          enc.num_examples,
+          self.max_len,
+        )
+    return self._encoded[split]
 
-    def num_rows(self, split: str, train: bool = False) -> int:
-        """Examples (translate, classify) or windows (lm) in a split; train LM counts full windows only."""
-        enc = self.encoded(split)
-        if self.task == "lm":
-            n_targets = len(enc.tokens.values) - 1
-            return n_targets // self.max_len if train else math.ceil(n_targets / self.max_len)
-        return enc.num_examples
+  def _count_truncated(self, enc) -> int:
+    if self.task == 'translate':  # +1 for EOS on each side
+      return int(
+        np.sum(
+          (enc.sources.lengths() + 1 > self.max_len) | (enc.targets.lengths() + 1 > self.max_len)
+        )
+      )
+    if self.task == 'classify':
+      return int(np.sum(enc.tokens.lengths() + 1 > self.max_len))
+    return 0  # LM windows cut the stream; nothing is lost
 
-    def bytes_per_token(self, split: str) -> float:
-        """UTF-8 bytes per predicted (non-pad) token; bits/byte = loss_nats / ln(2) / bytes_per_token."""
-        enc = self.encoded(split)
-        if self.task == "lm":
-            tokens = len(enc.tokens.values) - 1
-        elif self.task == "translate":
-            tokens = int(np.sum(enc.targets.lengths() + 1))
-        else:
-            tokens = int(np.sum(enc.tokens.lengths()))
-        return enc.num_bytes / max(tokens, 1)
+  def num_rows(self, split: str, train: bool = False) -> int:
+    """Examples (translate, classify) or windows (lm) in a split; train LM counts full windows only."""
+    enc = self.encoded(split)
+    if self.task == 'lm':
+      n_targets = len(enc.tokens.values) - 1
+      return n_targets // self.max_len if train else math.ceil(n_targets / self.max_len)
+    return enc.num_examples
 
-    # ---- rows ----------------------------------------------------------------------------------
-    def _row(self, split: str, i: int) -> dict:
-        """One example as fixed-shape arrays (see module docstring)."""
-        enc, L = self.encoded(split), self.max_len
-        if self.task == "lm":
-            window = np.asarray(enc.tokens.values[i * L:i * L + L + 1], dtype=np.int32)
-            n = len(window) - 1  # < L only for the last window of an eval split
-            inputs, targets = np.zeros(L, np.int32), np.zeros(L, np.int32)
-            inputs[:n], targets[:n] = window[:-1], window[1:]
-            return {"inputs": inputs, "targets": targets, "weights": (np.arange(L) < n).astype(np.float32)}
-        if self.task == "translate":
-            tok = self.tokenizer
-            src = _pad(np.append(enc.sources[i], tok.eos_id)[:L], L)
-            seq = np.append(enc.targets[i], tok.eos_id)[:L]
-            dec = _pad(np.concatenate([[tok.bos_id], seq[:-1]]), L)
-            return {"inputs": src, "decoder_inputs": dec, "targets": _pad(seq, L),
-                    "weights": (np.arange(L) < len(seq)).astype(np.float32)}
-        ids = np.append(enc.tokens[i][:L - 1], self.tokenizer.eos_id)  # EOS: a fixed token for 'last' pooling
-        return {"inputs": _pad(ids, L), "targets": np.int32(enc.labels[i]), "weights": np.float32(1.0)}
+  def bytes_per_token(self, split: str) -> float:
+    """UTF-8 bytes per predicted (non-pad) token; bits/byte = loss_nats / ln(2) / bytes_per_token."""
+    enc = self.encoded(split)
+    if self.task == 'lm':
+      tokens = len(enc.tokens.values) - 1
+    elif self.task == 'translate':
+      tokens = int(np.sum(enc.targets.lengths() + 1))
+    else:
+      tokens = int(np.sum(enc.tokens.lengths()))
+    return enc.num_bytes / max(tokens, 1)
 
-    def _pad_row(self) -> dict:
-        row = self._row_shapes()
-        return {k: np.zeros(shape, dtype) for k, (shape, dtype) in row.items()}
+  # ---- rows ----------------------------------------------------------------------------------
+  def _row(self, split: str, i: int) -> dict:
+    """One example as fixed-shape arrays (see module docstring)."""
+    enc, L = self.encoded(split), self.max_len
+    if self.task == 'lm':
+      window = np.asarray(enc.tokens.values[i * L : i * L + L + 1], dtype=np.int32)
+      n = len(window) - 1  # < L only for the last window of an eval split
+      inputs, targets = np.zeros(L, np.int32), np.zeros(L, np.int32)
+      inputs[:n], targets[:n] = window[:-1], window[1:]
+      return {
+        'inputs': inputs,
+        'targets': targets,
+        'weights': (np.arange(L) < n).astype(np.float32),
+      }
+    if self.task == 'translate':
+      tok = self.tokenizer
+      src = _pad(np.append(enc.sources[i], tok.eos_id)[:L], L)
+      seq = np.append(enc.targets[i], tok.eos_id)[:L]
+      dec = _pad(np.concatenate([[tok.bos_id], seq[:-1]]), L)
+      return {
+        'inputs': src,
+        'decoder_inputs': dec,
+        'targets': _pad(seq, L),
+        'weights': (np.arange(L) < len(seq)).astype(np.float32),
+      }
+    ids = np.append(
+      enc.tokens[i][: L - 1], self.tokenizer.eos_id
+    )  # EOS: a fixed token for 'last' pooling
+    return {'inputs': _pad(ids, L), 'targets': np.int32(enc.labels[i]), 'weights': np.float32(1.0)}
 
-    def _row_shapes(self) -> dict:
-        L = self.max_len
-        if self.task == "lm":
-            return {"inputs": ((L,), np.int32), "targets": ((L,), np.int32), "weights": ((L,), np.float32)}
-        if self.task == "translate":
-            return {k: ((L,), np.int32) for k in ("inputs", "decoder_inputs", "targets")} | {"weights": ((L,), np.float32)}
-        return {"inputs": ((L,), np.int32), "targets": ((), np.int32), "weights": ((), np.float32)}
+  def _pad_row(self) -> dict:
+    row = self._row_shapes()
+    return {k: np.zeros(shape, dtype) for k, (shape, dtype) in row.items()}
 
-    # ---- train -------------------------------------------------------------------------------
-    def train_indices(self) -> np.ndarray:
-        """All train rows (LM windows or examples) before sharding; classify may subsample per class."""
-        split = self.splits["train"]
-        n = self.num_rows(split, train=True)
-        if self.task != "classify" or self.examples_per_class <= 0:
-            return np.arange(n)
-        labels = self.encoded(split).labels
-        rng = np.random.default_rng(self.seed)
-        keep = [rng.permutation(np.flatnonzero(labels == c))[:self.examples_per_class] for c in range(self.num_classes)]
-        return np.sort(np.concatenate(keep))
+  def _row_shapes(self) -> dict:
+    L = self.max_len
+    if self.task == 'lm':
+      return {
+        'inputs': ((L,), np.int32),
+        'targets': ((L,), np.int32),
+        'weights': ((L,), np.float32),
+      }
+    if self.task == 'translate':
+      return {k: ((L,), np.int32) for k in ('inputs', 'decoder_inputs', 'targets')} | {
+        'weights': ((L,), np.float32)
+      }
+    return {'inputs': ((L,), np.int32), 'targets': ((), np.int32), 'weights': ((), np.float32)}
 
-    def train_dataset(self) -> grain.MapDataset:
-        """This process's infinite, shuffled MapDataset of train batches.
+  # ---- train -------------------------------------------------------------------------------
+  def train_indices(self) -> np.ndarray:
+    """All train rows (LM windows or examples) before sharding; classify may subsample per class."""
+    split = self.splits['train']
+    n = self.num_rows(split, train=True)
+    if self.task != 'classify' or self.examples_per_class <= 0:
+      return np.arange(n)
+    labels = self.encoded(split).labels
+    rng = np.random.default_rng(self.seed)
+    keep = [
+      rng.permutation(np.flatnonzero(labels == c))[: self.examples_per_class]
+      for c in range(self.num_classes)
+    ]
+    return np.sort(np.concatenate(keep))
 
-        The order is global: shuffle all rows, cut global batches, then each process keeps its
-        contiguous slice. So the global batch at step k is the same for any number of processes
-        (multi-host losses equal single-host ones), and an iterator state saved with one process
-        count resumes correctly with another.
-        """
-        split = self.splits["train"]
-        indices = self.train_indices()
-        if len(indices) < self.batch_size:
-            what = f"windows of max_len+1={self.max_len + 1} tokens" if self.task == "lm" else "examples"
-            raise DataError(f"the train split {split!r} of {self.source.name!r} has only {len(indices)} {what}, "
-                            f"fewer than one batch of {self.batch_size}; use more data, a smaller batch_size "
-                            "or a smaller max_len")
-        lo = self.process_index * self.per_process_batch_size
-        hi = lo + self.per_process_batch_size
+  def train_dataset(self) -> grain.MapDataset:
+    """This process's infinite, shuffled MapDataset of train batches.
 
-        def rows(global_batch):
-            rows = [self._row(split, int(i)) for i in global_batch[lo:hi]]
-            return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    The order is global: shuffle all rows, cut global batches, then each process keeps its
+    contiguous slice. So the global batch at step k is the same for any number of processes
+    (multi-host losses equal single-host ones), and an iterator state saved with one process
+    count resumes correctly with another.
+    """
+    split = self.splits['train']
+    indices = self.train_indices()
+    if len(indices) < self.batch_size:
+      what = f'windows of max_len+1={self.max_len + 1} tokens' if self.task == 'lm' else 'examples'
+      raise DataError(
+        f'the train split {split!r} of {self.source.name!r} has only {len(indices)} {what}, '
+        f'fewer than one batch of {self.batch_size}; use more data, a smaller batch_size '
+        'or a smaller max_len'
+      )
+    lo = self.process_index * self.per_process_batch_size
+    hi = lo + self.per_process_batch_size
 
-        return (grain.MapDataset.source(indices)
-                .shuffle(seed=self.seed)
-                .repeat()  # grain reseeds the shuffle every epoch
-                .batch(self.batch_size, drop_remainder=True)
-                .map(rows))
+    def rows(global_batch):
+      rows = [self._row(split, int(i)) for i in global_batch[lo:hi]]
+      return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
-    def train_iterator(self) -> grain.DatasetIterator:
-        """Infinite iterator of per-process batches; get_state()/set_state() to checkpoint/resume."""
-        options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
-        return iter(self.train_dataset().to_iter_dataset(options))
+    return (
+      grain.MapDataset.source(indices)
+      .shuffle(seed=self.seed)
+      .repeat()  # grain reseeds the shuffle every epoch
+      .batch(self.batch_size, drop_remainder=True)
+      .map(rows)
+    )
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return max(1, len(self.train_indices()) // self.batch_size)
+  def train_iterator(self) -> grain.DatasetIterator:
+    """Infinite iterator of per-process batches; get_state()/set_state() to checkpoint/resume."""
+    options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+    return iter(self.train_dataset().to_iter_dataset(options))
 
-    # ---- eval ----------------------------------------------------------------------------------
-    def eval_batches(self, split: str, batch_size: int | None = None) -> "EvalBatches":
-        """Per-process batches covering every row of `split` exactly once (padding has weight 0)."""
-        batch_size = int(batch_size or self.batch_size)
-        if batch_size % self.process_count:
-            raise DataError(f"eval batch_size {batch_size} must be a multiple of the process count {self.process_count}")
-        self.source.check_split(split)
-        return EvalBatches(self, split, batch_size)
+  @property
+  def steps_per_epoch(self) -> int:
+    return max(1, len(self.train_indices()) // self.batch_size)
 
-    def examples(self, split: str, limit: int | None = None) -> list[dict]:
-        """Raw examples for reports: lm {'text'}, translate {'source','target'}, classify {'text','label'}."""
-        n = self.source.num_examples(split)
-        return [self.source.example(split, i) for i in range(n if limit is None else min(limit, n))]
+  # ---- eval ----------------------------------------------------------------------------------
+  def eval_batches(self, split: str, batch_size: int | None = None) -> 'EvalBatches':
+    """Per-process batches covering every row of `split` exactly once (padding has weight 0)."""
+    batch_size = int(batch_size or self.batch_size)
+    if batch_size % self.process_count:
+      raise DataError(
+        f'eval batch_size {batch_size} must be a multiple of the process count {self.process_count}'
+      )
+    self.source.check_split(split)
+    return EvalBatches(self, split, batch_size)
+
+  def examples(self, split: str, limit: int | None = None) -> list[dict]:
+    """Raw examples for reports: lm {'text'}, translate {'source','target'}, classify {'text','label'}."""
+    n = self.source.num_examples(split)
+    return [self.source.example(split, i) for i in range(n if limit is None else min(limit, n))]
 
 
 class EvalBatches:
-    """A re-iterable, fixed-length sequence of one process's eval batches."""
+  """A re-iterable, fixed-length sequence of one process's eval batches."""
 
-    def __init__(self, data: TaskData, split: str, batch_size: int):
-        self.data, self.split, self.batch_size = data, split, batch_size
-        self.num_rows = data.num_rows(split)
-        self.per_process = batch_size // data.process_count
+  def __init__(self, data: TaskData, split: str, batch_size: int):
+    self.data, self.split, self.batch_size = data, split, batch_size
+    self.num_rows = data.num_rows(split)
+    self.per_process = batch_size // data.process_count
 
-    def __len__(self) -> int:
-        return math.ceil(self.num_rows / self.batch_size)
+  def __len__(self) -> int:
+    return math.ceil(self.num_rows / self.batch_size)
 
-    def __iter__(self):
-        d = self.data
-        for b in range(len(self)):
-            start = b * self.batch_size + d.process_index * self.per_process
-            rows = [d._row(self.split, i) if i < self.num_rows else d._pad_row()
-                    for i in range(start, start + self.per_process)]
-            yield {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+  def __iter__(self):
+    d = self.data
+    for b in range(len(self)):
+      start = b * self.batch_size + d.process_index * self.per_process
+      rows = [
+        d._row(self.split, i) if i < self.num_rows else d._pad_row()
+        for i in range(start, start + self.per_process)
+      ]
+      yield {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
 def _pad(ids, length: int) -> np.ndarray:
-    out = np.zeros(length, np.int32)
-    out[:len(ids)] = ids
-    return out
+  out = np.zeros(length, np.int32)
+  out[: len(ids)] = ids
+  return out

@@ -9,6 +9,7 @@ so the pipelines downstream never see dataset-specific keys. Feature keys come f
 
 Reads go through `tfds.data_source` (ArrayRecord, random access), so TensorFlow is never needed.
 """
+
 import abc
 import logging
 import dataclasses
@@ -24,245 +25,289 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Known:
-    """Defaults for a dataset we know: its task, feature keys and split names ('' = none)."""
-    task: str
-    text_key: str = "text"
-    source_key: str = "source"
-    target_key: str = "target"
-    label_key: str = "label"
-    train_split: str = "train"
-    eval_split: str = "validation"
-    test_split: str = "test"
-    tokenizer: str = "sentencepiece"
-    module: str = ""  # tfds module to import first when the builder is not registered by default
+  """Defaults for a dataset we know: its task, feature keys and split names ('' = none)."""
+
+  task: str
+  text_key: str = 'text'
+  source_key: str = 'source'
+  target_key: str = 'target'
+  label_key: str = 'label'
+  train_split: str = 'train'
+  eval_split: str = 'validation'
+  test_split: str = 'test'
+  tokenizer: str = 'sentencepiece'
+  module: str = ''  # tfds module to import first when the builder is not registered by default
 
 
 KNOWN = {
-    "jaxformer_shakespeare": Known("lm", test_split=""),
-    "jaxformer_genre": Known("classify"),
-    "jaxformer_numbers/en_de": Known("translate", tokenizer="byte"),
-    "jaxformer_numbers/en_fr": Known("translate", tokenizer="byte"),
-    "text_files": Known("lm", test_split=""),
-    "lm1b": Known("lm", eval_split="test", test_split=""),
-    "tiny_shakespeare": Known("lm"),
-    "wmt14_translate/de-en": Known("translate", source_key="en", target_key="de",
-                                   module="tensorflow_datasets.translate.wmt14"),
-    "imdb_reviews": Known("classify", eval_split="test", test_split=""),
-    # GLUE test labels are hidden (-1), so there is no usable test split.
-    "glue/sst2": Known("classify", text_key="sentence", test_split="", module="tensorflow_datasets.text.glue"),
+  'jaxformer_shakespeare': Known('lm', test_split=''),
+  'jaxformer_genre': Known('classify'),
+  'jaxformer_numbers/en_de': Known('translate', tokenizer='byte'),
+  'jaxformer_numbers/en_fr': Known('translate', tokenizer='byte'),
+  'text_files': Known('lm', test_split=''),
+  'lm1b': Known('lm', eval_split='test', test_split=''),
+  'tiny_shakespeare': Known('lm'),
+  'wmt14_translate/de-en': Known(
+    'translate', source_key='en', target_key='de', module='tensorflow_datasets.translate.wmt14'
+  ),
+  'imdb_reviews': Known('classify', eval_split='test', test_split=''),
+  # GLUE test labels are hidden (-1), so there is no usable test split.
+  'glue/sst2': Known(
+    'classify', text_key='sentence', test_split='', module='tensorflow_datasets.text.glue'
+  ),
 }
-SHIPPED = ("jaxformer_shakespeare", "jaxformer_genre", "jaxformer_numbers")
-TASKS = ("lm", "translate", "classify")
+SHIPPED = ('jaxformer_shakespeare', 'jaxformer_genre', 'jaxformer_numbers')
+TASKS = ('lm', 'translate', 'classify')
 
 
-def default_data_dir(value: str = "") -> str:
-    """dataset_cfg.data_dir, else $JAXFORMER_DATA_DIR, else ~/.cache/jaxformer/tfds (never ~/tensorflow_datasets)."""
-    path = value or os.environ.get("JAXFORMER_DATA_DIR") or os.path.join("~", ".cache", "jaxformer", "tfds")
-    return os.path.abspath(os.path.expanduser(path))
+def default_data_dir(value: str = '') -> str:
+  """dataset_cfg.data_dir, else $JAXFORMER_DATA_DIR, else ~/.cache/jaxformer/tfds (never ~/tensorflow_datasets)."""
+  path = (
+    value
+    or os.environ.get('JAXFORMER_DATA_DIR')
+    or os.path.join('~', '.cache', 'jaxformer', 'tfds')
+  )
+  return os.path.abspath(os.path.expanduser(path))
 
 
 def get(cfg, key, default=None):
-    """Reads a key from a dict or ml_collections.ConfigDict; missing or None means `default`."""
-    value = cfg.get(key, None) if hasattr(cfg, "get") else getattr(cfg, key, None)
-    return default if value is None else value
+  """Reads a key from a dict or ml_collections.ConfigDict; missing or None means `default`."""
+  value = cfg.get(key, None) if hasattr(cfg, 'get') else getattr(cfg, key, None)
+  return default if value is None else value
 
 
 class Source(abc.ABC):
-    """A dataset's splits as random-access sequences of normalised examples."""
-    name: str
-    task: str
-    splits: tuple
-    label_names: tuple = ()
+  """A dataset's splits as random-access sequences of normalised examples."""
 
-    @abc.abstractmethod
-    def num_examples(self, split: str) -> int:
-        """Number of examples in `split`."""
+  name: str
+  task: str
+  splits: tuple
+  label_names: tuple = ()
 
-    @abc.abstractmethod
-    def example(self, split: str, index: int) -> dict:
-        """The normalised example at `index` of `split`."""
+  @abc.abstractmethod
+  def num_examples(self, split: str) -> int:
+    """Number of examples in `split`."""
 
-    @abc.abstractmethod
-    def fingerprint(self, split: str) -> str:
-        """A string that changes whenever the split's contents could change (for caches)."""
+  @abc.abstractmethod
+  def example(self, split: str, index: int) -> dict:
+    """The normalised example at `index` of `split`."""
 
-    def check_split(self, split: str) -> None:
-        if split not in self.splits:
-            raise DataError(f"dataset {self.name!r} has no split {split!r}; available splits: {', '.join(self.splits)}")
+  @abc.abstractmethod
+  def fingerprint(self, split: str) -> str:
+    """A string that changes whenever the split's contents could change (for caches)."""
+
+  def check_split(self, split: str) -> None:
+    if split not in self.splits:
+      raise DataError(
+        f'dataset {self.name!r} has no split {split!r}; available splits: {", ".join(self.splits)}'
+      )
 
 
 class TfdsSource(Source):
-    """A TFDS dataset read through tfds.data_source, with its feature keys mapped."""
+  """A TFDS dataset read through tfds.data_source, with its feature keys mapped."""
 
-    def __init__(self, name, task, keys, data_dir, download):
-        import tensorflow_datasets as tfds
+  def __init__(self, name, task, keys, data_dir, download):
+    import tensorflow_datasets as tfds
 
-        self.name, self.task, self.keys = name, task, keys
-        builder = _builder(name, data_dir)
-        if not builder.is_prepared():
-            if name.split("/")[0] in SHIPPED:
-                log.info("preparing %s in %s (once; offline, a few seconds)", name, data_dir)
-                tfds.disable_progress_bar()  # TFDS's per-split bars would flood the training log
-                builder.download_and_prepare()  # generated from package files: offline, seconds
-            elif download:
-                builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=True))
-            else:
-                # Checked up front: TFDS's own download retries take ~200 s to fail offline.
-                raise DataError(
-                    f"dataset {name!r} is not prepared in {data_dir}; set dataset.download=True on a machine "
-                    f"with internet, or run `tfds build {name} --data_dir={data_dir} --file_format=array_record`")
-        self.info = builder.info
-        self.splits = tuple(self.info.splits.keys())
-        features = self.info.features
-        for key in keys.values():
-            if key not in features:
-                raise DataError(f"dataset {name!r} has no feature {key!r}; its features are "
-                                f"{', '.join(features.keys())}: set dataset.text_key/source_key/target_key/label_key")
-        if task == "classify":
-            label = features[keys["label"]]
-            if not hasattr(label, "names"):
-                raise DataError(f"feature {keys['label']!r} of {name!r} is not a tfds ClassLabel; choose a label_key that is")
-            self.label_names = tuple(label.names)
-        self.data_dir, self._sources = data_dir, {}
+    self.name, self.task, self.keys = name, task, keys
+    builder = _builder(name, data_dir)
+    if not builder.is_prepared():
+      if name.split('/')[0] in SHIPPED:
+        log.info('preparing %s in %s (once; offline, a few seconds)', name, data_dir)
+        tfds.disable_progress_bar()  # TFDS's per-split bars would flood the training log
+        builder.download_and_prepare()  # generated from package files: offline, seconds
+      elif download:
+        builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(try_download_gcs=True)
+        )
+      else:
+        # Checked up front: TFDS's own download retries take ~200 s to fail offline.
+        raise DataError(
+          f'dataset {name!r} is not prepared in {data_dir}; set dataset.download=True on a machine '
+          f'with internet, or run `tfds build {name} --data_dir={data_dir} --file_format=array_record`'
+        )
+    self.info = builder.info
+    self.splits = tuple(self.info.splits.keys())
+    features = self.info.features
+    for key in keys.values():
+      if key not in features:
+        raise DataError(
+          f'dataset {name!r} has no feature {key!r}; its features are '
+          f'{", ".join(features.keys())}: set dataset.text_key/source_key/target_key/label_key'
+        )
+    if task == 'classify':
+      label = features[keys['label']]
+      if not hasattr(label, 'names'):
+        raise DataError(
+          f'feature {keys["label"]!r} of {name!r} is not a tfds ClassLabel; choose a label_key that is'
+        )
+      self.label_names = tuple(label.names)
+    self.data_dir, self._sources = data_dir, {}
 
-    def check_split(self, split):
-        if not self.splits:  # empty only when TFDS metadata is unavailable (tfds.testing.mock_data)
-            return
-        super().check_split(split.split("[", 1)[0])  # 'train[:5%]' -> 'train'
-        if "[" in split:  # a TFDS slice; tfds parses it (and says what is wrong with a bad one)
-            try:
-                self.info.splits[split]
-            except Exception as e:  # noqa: BLE001 - tfds raises several types for bad slices
-                reason = (str(e).splitlines() or [type(e).__name__])[0]
-                raise DataError(f"dataset {self.name!r}: bad split slice {split!r} ({reason}); "
-                                f"use TFDS slicing like 'train[:5%]' or 'train[100:200]'") from None
+  def check_split(self, split):
+    if not self.splits:  # empty only when TFDS metadata is unavailable (tfds.testing.mock_data)
+      return
+    super().check_split(split.split('[', 1)[0])  # 'train[:5%]' -> 'train'
+    if '[' in split:  # a TFDS slice; tfds parses it (and says what is wrong with a bad one)
+      try:
+        self.info.splits[split]
+      except Exception as e:  # noqa: BLE001 - tfds raises several types for bad slices
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise DataError(
+          f'dataset {self.name!r}: bad split slice {split!r} ({reason}); '
+          f"use TFDS slicing like 'train[:5%]' or 'train[100:200]'"
+        ) from None
 
-    def _source(self, split):
-        import tensorflow_datasets as tfds
+  def _source(self, split):
+    import tensorflow_datasets as tfds
 
-        if split not in self._sources:
-            self.check_split(split)
-            self._sources[split] = tfds.data_source(self.name, split=split, data_dir=self.data_dir, download=False,
-                                                    builder_kwargs={"file_format": "array_record"})
-        return self._sources[split]
+    if split not in self._sources:
+      self.check_split(split)
+      self._sources[split] = tfds.data_source(
+        self.name,
+        split=split,
+        data_dir=self.data_dir,
+        download=False,
+        builder_kwargs={'file_format': 'array_record'},
+      )
+    return self._sources[split]
 
-    def num_examples(self, split):
-        return len(self._source(split))
+  def num_examples(self, split):
+    return len(self._source(split))
 
-    def example(self, split, index):
-        raw = self._source(split)[index]
-        text = lambda key: _as_str(raw[self.keys[key]])  # noqa: E731
-        if self.task == "lm":
-            return {"text": text("text")}
-        if self.task == "translate":
-            return {"source": text("source"), "target": text("target")}
-        return {"text": text("text"), "label": int(raw[self.keys["label"]])}
+  def example(self, split, index):
+    raw = self._source(split)[index]
+    text = lambda key: _as_str(raw[self.keys[key]])  # noqa: E731
+    if self.task == 'lm':
+      return {'text': text('text')}
+    if self.task == 'translate':
+      return {'source': text('source'), 'target': text('target')}
+    return {'text': text('text'), 'label': int(raw[self.keys['label']])}
 
-    def fingerprint(self, split):
-        return f"tfds:{self.info.full_name}:{split}:{self.num_examples(split)}:{sorted(self.keys.items())}"
+  def fingerprint(self, split):
+    return (
+      f'tfds:{self.info.full_name}:{split}:{self.num_examples(split)}:{sorted(self.keys.items())}'
+    )
 
 
 class TextFilesSource(Source):
-    """The user's own UTF-8 text files (a glob) as a language-modelling corpus.
+  """The user's own UTF-8 text files (a glob) as a language-modelling corpus.
 
-    Each file is one document. The last `val_fraction` of each file's lines form 'validation', so
-    even a single file (say, input.txt) gets a validation split. Bytes that are not UTF-8 are an
-    error naming the file and byte offset, never silently replaced: a wrong encoding would
-    otherwise quietly corrupt the tokenizer and the bits-per-byte numbers.
-    """
+  Each file is one document. The last `val_fraction` of each file's lines form 'validation', so
+  even a single file (say, input.txt) gets a validation split. Bytes that are not UTF-8 are an
+  error naming the file and byte offset, never silently replaced: a wrong encoding would
+  otherwise quietly corrupt the tokenizer and the bits-per-byte numbers.
+  """
 
-    def __init__(self, pattern: str, val_fraction: float):
-        self.name, self.task, self.pattern = "text_files", "lm", pattern
-        if not pattern:
-            raise DataError("dataset 'text_files' needs dataset.files, a glob of .txt files, e.g. 'data/*.txt'")
-        if not 0.0 <= val_fraction < 1.0:
-            raise DataError(f"dataset.val_fraction must be in [0, 1), got {val_fraction}")
-        paths = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
-        if not paths:
-            raise DataError(f"dataset.files={pattern!r} matches no files; check the path or glob")
-        self.docs = {"train": [], "validation": []}
-        digest = hashlib.sha256(repr(val_fraction).encode())
-        for path in paths:
-            with open(path, "rb") as f:
-                data = f.read()
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}: invalid UTF-8 at byte offset {e.start}; convert it to UTF-8 "
-                                f"(e.g. `iconv -f latin1 -t utf-8`)") from None
-            digest.update(path.encode() + b"\0" + data)
-            lines = text.splitlines(keepends=True)
-            n_val = int(round(len(lines) * val_fraction))
-            cut = len(lines) - n_val
-            for split, part in (("train", lines[:cut]), ("validation", lines[cut:])):
-                if "".join(part).strip():
-                    self.docs[split].append("".join(part))
-        if not self.docs["train"]:
-            raise DataError(f"dataset.files={pattern!r}: the training part of the corpus is empty")
-        self.splits = tuple(s for s in ("train", "validation") if self.docs[s])
-        self._digest = digest.hexdigest()
+  def __init__(self, pattern: str, val_fraction: float):
+    self.name, self.task, self.pattern = 'text_files', 'lm', pattern
+    if not pattern:
+      raise DataError(
+        "dataset 'text_files' needs dataset.files, a glob of .txt files, e.g. 'data/*.txt'"
+      )
+    if not 0.0 <= val_fraction < 1.0:
+      raise DataError(f'dataset.val_fraction must be in [0, 1), got {val_fraction}')
+    paths = sorted(
+      p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p)
+    )
+    if not paths:
+      raise DataError(f'dataset.files={pattern!r} matches no files; check the path or glob')
+    self.docs = {'train': [], 'validation': []}
+    digest = hashlib.sha256(repr(val_fraction).encode())
+    for path in paths:
+      with open(path, 'rb') as f:
+        data = f.read()
+      try:
+        text = data.decode('utf-8')
+      except UnicodeDecodeError as e:
+        raise DataError(
+          f'{path}: invalid UTF-8 at byte offset {e.start}; convert it to UTF-8 '
+          f'(e.g. `iconv -f latin1 -t utf-8`)'
+        ) from None
+      digest.update(path.encode() + b'\0' + data)
+      lines = text.splitlines(keepends=True)
+      n_val = int(round(len(lines) * val_fraction))
+      cut = len(lines) - n_val
+      for split, part in (('train', lines[:cut]), ('validation', lines[cut:])):
+        if ''.join(part).strip():
+          self.docs[split].append(''.join(part))
+    if not self.docs['train']:
+      raise DataError(f'dataset.files={pattern!r}: the training part of the corpus is empty')
+    self.splits = tuple(s for s in ('train', 'validation') if self.docs[s])
+    self._digest = digest.hexdigest()
 
-    def num_examples(self, split):
-        self.check_split(split)
-        return len(self.docs[split])
+  def num_examples(self, split):
+    self.check_split(split)
+    return len(self.docs[split])
 
-    def example(self, split, index):
-        return {"text": self.docs[split][index]}
+  def example(self, split, index):
+    return {'text': self.docs[split][index]}
 
-    def fingerprint(self, split):
-        return f"text_files:{self._digest}:{split}"
+  def fingerprint(self, split):
+    return f'text_files:{self._digest}:{split}'
 
 
 def open_source(dataset_cfg, task: str) -> Source:
-    """Opens the dataset named by dataset_cfg for `task`, preparing shipped builders if needed."""
-    name = get(dataset_cfg, "name", "")
-    if not name:
-        raise DataError("dataset.name is empty; use e.g. 'jaxformer_shakespeare' or 'text_files'")
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    known = KNOWN.get(name)
-    if known is not None and known.task != task:
-        raise DataError(f"dataset {name!r} is a {known.task!r} dataset, not {task!r}; pick a {task} dataset")
-    if name == "text_files":
-        return TextFilesSource(get(dataset_cfg, "files", ""), float(get(dataset_cfg, "val_fraction", 0.1)))
-    known = known or Known(task)
-    keys = {"lm": ("text",), "translate": ("source", "target"), "classify": ("text", "label")}[task]
-    keys = {k: get(dataset_cfg, f"{k}_key", "") or getattr(known, f"{k}_key") for k in keys}
-    return TfdsSource(name, task, keys, default_data_dir(get(dataset_cfg, "data_dir", "")),
-                      bool(get(dataset_cfg, "download", False)))
+  """Opens the dataset named by dataset_cfg for `task`, preparing shipped builders if needed."""
+  name = get(dataset_cfg, 'name', '')
+  if not name:
+    raise DataError("dataset.name is empty; use e.g. 'jaxformer_shakespeare' or 'text_files'")
+  if task not in TASKS:
+    raise DataError(f'unknown task {task!r}; expected one of {", ".join(TASKS)}')
+  known = KNOWN.get(name)
+  if known is not None and known.task != task:
+    raise DataError(
+      f'dataset {name!r} is a {known.task!r} dataset, not {task!r}; pick a {task} dataset'
+    )
+  if name == 'text_files':
+    return TextFilesSource(
+      get(dataset_cfg, 'files', ''), float(get(dataset_cfg, 'val_fraction', 0.1))
+    )
+  known = known or Known(task)
+  keys = {'lm': ('text',), 'translate': ('source', 'target'), 'classify': ('text', 'label')}[task]
+  keys = {k: get(dataset_cfg, f'{k}_key', '') or getattr(known, f'{k}_key') for k in keys}
+  return TfdsSource(
+    name,
+    task,
+    keys,
+    default_data_dir(get(dataset_cfg, 'data_dir', '')),
+    bool(get(dataset_cfg, 'download', False)),
+  )
 
 
 def split_names(dataset_cfg, source: Source) -> dict:
-    """{'train', 'eval', 'test'} -> split name or '' (none), from dataset_cfg or the dataset's defaults."""
-    known = KNOWN.get(source.name, Known(source.task))
-    out = {}
-    for role in ("train", "eval", "test"):
-        value = get(dataset_cfg, f"{role}_split", None)
-        out[role] = getattr(known, f"{role}_split") if value is None else value
-        if role != "train" and value is None and source.splits and out[role] not in source.splits:
-            out[role] = ""  # a default split the dataset lacks (e.g. user files with val_fraction=0)
-        if out[role]:
-            source.check_split(out[role])  # a TFDS source also validates slices like 'train[:5%]'
-    if not out["train"]:
-        raise DataError(f"dataset.train_split is empty for {source.name!r}; name a split, e.g. 'train'")
-    return out
+  """{'train', 'eval', 'test'} -> split name or '' (none), from dataset_cfg or the dataset's defaults."""
+  known = KNOWN.get(source.name, Known(source.task))
+  out = {}
+  for role in ('train', 'eval', 'test'):
+    value = get(dataset_cfg, f'{role}_split', None)
+    out[role] = getattr(known, f'{role}_split') if value is None else value
+    if role != 'train' and value is None and source.splits and out[role] not in source.splits:
+      out[role] = ''  # a default split the dataset lacks (e.g. user files with val_fraction=0)
+    if out[role]:
+      source.check_split(out[role])  # a TFDS source also validates slices like 'train[:5%]'
+  if not out['train']:
+    raise DataError(f"dataset.train_split is empty for {source.name!r}; name a split, e.g. 'train'")
+  return out
 
 
 def _builder(name: str, data_dir: str):
-    import tensorflow_datasets as tfds
-    from tensorflow_datasets.core import registered
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.core import registered
 
-    base = name.split("/")[0]
-    module = KNOWN[name].module if name in KNOWN else ""
-    try:
-        if module:
-            importlib.import_module(module)
-        return tfds.builder(name, data_dir=data_dir, file_format="array_record")
-    except registered.DatasetNotFoundError:
-        raise DataError(f"unknown dataset {base!r}; use one of {', '.join(KNOWN)} or any TFDS dataset name") from None
-    except (ValueError, KeyError) as e:  # unknown config: "BuilderConfig ... not found"
-        raise DataError(f"unknown config in dataset name {name!r}: {str(e).splitlines()[0]}") from None
+  base = name.split('/')[0]
+  module = KNOWN[name].module if name in KNOWN else ''
+  try:
+    if module:
+      importlib.import_module(module)
+    return tfds.builder(name, data_dir=data_dir, file_format='array_record')
+  except registered.DatasetNotFoundError:
+    raise DataError(
+      f'unknown dataset {base!r}; use one of {", ".join(KNOWN)} or any TFDS dataset name'
+    ) from None
+  except (ValueError, KeyError) as e:  # unknown config: "BuilderConfig ... not found"
+    raise DataError(f'unknown config in dataset name {name!r}: {str(e).splitlines()[0]}') from None
 
 
 def _as_str(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)

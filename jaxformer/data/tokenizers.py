@@ -11,6 +11,7 @@ symbol (so newlines survive) and byte fallback (so unseen characters become byte
 
 encode() adds no special tokens; the pipelines add BOS/EOS where the task needs them.
 """
+
 import hashlib
 import io
 import json
@@ -24,8 +25,8 @@ import sentencepiece as spm
 
 from jaxformer.data.errors import DataError
 
-TOKENIZER_JSON = "tokenizer.json"
-SPM_MODEL = "spm.model"
+TOKENIZER_JSON = 'tokenizer.json'
+SPM_MODEL = 'spm.model'
 # SentencePiece skips training "sentences" over max_sentence_length (4192 bytes by default), so
 # documents are fed in newline-aligned chunks below that.
 _CHUNK_BYTES = 4000
@@ -34,165 +35,193 @@ MAX_TRAIN_CHARS = 50_000_000
 
 
 class ByteTokenizer:
-    """UTF-8 bytes as tokens: id = byte + 3, after pad=0, bos=1, eos=2."""
+  """UTF-8 bytes as tokens: id = byte + 3, after pad=0, bos=1, eos=2."""
 
-    pad_id, bos_id, eos_id = 0, 1, 2
-    _offset = 3
-    vocab_size = 256 + _offset
-    kind = "byte"
+  pad_id, bos_id, eos_id = 0, 1, 2
+  _offset = 3
+  vocab_size = 256 + _offset
+  kind = 'byte'
 
-    def encode(self, text: str) -> list[int]:
-        return [b + self._offset for b in text.encode("utf-8")]
+  def encode(self, text: str) -> list[int]:
+    return [b + self._offset for b in text.encode('utf-8')]
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [self.encode(t) for t in texts]
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    return [self.encode(t) for t in texts]
 
-    def decode(self, ids) -> str:
-        data = bytes(int(i) - self._offset for i in ids if int(i) >= self._offset)
-        return data.decode("utf-8", errors="replace")  # a model may emit a cut multi-byte char
+  def decode(self, ids) -> str:
+    data = bytes(int(i) - self._offset for i in ids if int(i) >= self._offset)
+    return data.decode('utf-8', errors='replace')  # a model may emit a cut multi-byte char
 
-    def fingerprint(self) -> str:
-        return "byte-v1"
+  def fingerprint(self) -> str:
+    return 'byte-v1'
 
-    def save(self, directory: str) -> None:
-        _atomic_write_dir(directory, {TOKENIZER_JSON: json.dumps({"type": "byte"}).encode()})
+  def save(self, directory: str) -> None:
+    _atomic_write_dir(directory, {TOKENIZER_JSON: json.dumps({'type': 'byte'}).encode()})
 
 
 class SentencePieceTokenizer:
-    """A trained SentencePiece model; ids: pad=0, unk=1, bos=2, eos=3, then '\\n', bytes, merges."""
+  """A trained SentencePiece model; ids: pad=0, unk=1, bos=2, eos=3, then '\\n', bytes, merges."""
 
-    kind = "sentencepiece"
+  kind = 'sentencepiece'
 
-    def __init__(self, model_proto: bytes):
-        self.model_proto = model_proto
-        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
-        self.vocab_size = self._sp.get_piece_size()
-        self.pad_id, self.bos_id, self.eos_id = self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id()
-        self._specials = {self.pad_id, self.bos_id, self.eos_id}
+  def __init__(self, model_proto: bytes):
+    self.model_proto = model_proto
+    self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    self.vocab_size = self._sp.get_piece_size()
+    self.pad_id, self.bos_id, self.eos_id = self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id()
+    self._specials = {self.pad_id, self.bos_id, self.eos_id}
 
-    def encode(self, text: str) -> list[int]:
-        return self._sp.encode(text, out_type=int)
+  def encode(self, text: str) -> list[int]:
+    return self._sp.encode(text, out_type=int)
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
 
-    def decode(self, ids) -> str:
-        return self._sp.decode([int(i) for i in ids if int(i) not in self._specials])
+  def decode(self, ids) -> str:
+    return self._sp.decode([int(i) for i in ids if int(i) not in self._specials])
 
-    def fingerprint(self) -> str:
-        return "spm-" + hashlib.sha256(self.model_proto).hexdigest()[:16]
+  def fingerprint(self) -> str:
+    return 'spm-' + hashlib.sha256(self.model_proto).hexdigest()[:16]
 
-    def save(self, directory: str) -> None:
-        meta = {"type": "sentencepiece", "model_file": SPM_MODEL, "vocab_size": self.vocab_size}
-        _atomic_write_dir(directory, {SPM_MODEL: self.model_proto, TOKENIZER_JSON: json.dumps(meta).encode()})
-
-
-def load_tokenizer(directory: str):
-    """Loads a tokenizer written by `save(directory)`."""
-    path = os.path.join(directory, TOKENIZER_JSON)
-    if not os.path.exists(path):
-        raise DataError(f"no tokenizer in {directory} ({TOKENIZER_JSON} missing); train one or point to a saved one")
-    with open(path) as f:
-        meta = json.load(f)
-    if meta.get("type") == "byte":
-        return ByteTokenizer()
-    if meta.get("type") == "sentencepiece":
-        with open(os.path.join(directory, meta["model_file"]), "rb") as f:
-            return SentencePieceTokenizer(f.read())
-    raise DataError(f"unknown tokenizer type {meta.get('type')!r} in {path}")
-
-
-def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, cache_dir: str = "",
-                        corpus_fingerprint: str = "") -> SentencePieceTokenizer:
-    """Trains a BPE model on `texts` (an iterable of documents), or loads it from the cache.
-
-    The cache key hashes the corpus fingerprint and every training setting, so a changed corpus or
-    setting trains a new model; without `corpus_fingerprint` nothing is cached.
-    """
-    settings = _settings(vocab_size)
-    hashed = {k: v for k, v in settings.items() if k != "num_threads"}  # same model on any machine
-    key = hashlib.sha256(json.dumps([corpus_fingerprint, hashed, spm.__version__, MAX_TRAIN_CHARS],
-                                    sort_keys=True).encode()).hexdigest()[:20]
-    cached = os.path.join(cache_dir, f"spm-{key}") if cache_dir and corpus_fingerprint else ""
-    if cached and os.path.exists(os.path.join(cached, TOKENIZER_JSON)):
-        return load_tokenizer(cached)
-    model = io.BytesIO()
-    try:
-        spm.SentencePieceTrainer.train(sentence_iterator=_chunks(texts), model_writer=model, **settings)
-    except RuntimeError as e:
-        raise _vocab_error(str(e), vocab_size) from None
-    tokenizer = SentencePieceTokenizer(model.getvalue())
-    if cached:
-        tokenizer.save(cached)
-    return tokenizer
-
-
-def _settings(vocab_size: int) -> dict:
-    return dict(
-        model_type="bpe", vocab_size=int(vocab_size), character_coverage=1.0,
-        pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
-        user_defined_symbols=["\n"], byte_fallback=True, allow_whitespace_only_pieces=True,
-        split_digits=True, input_sentence_size=2_000_000, shuffle_input_sentence=True,
-        num_threads=os.cpu_count() or 1, minloglevel=2,
+  def save(self, directory: str) -> None:
+    meta = {'type': 'sentencepiece', 'model_file': SPM_MODEL, 'vocab_size': self.vocab_size}
+    _atomic_write_dir(
+      directory, {SPM_MODEL: self.model_proto, TOKENIZER_JSON: json.dumps(meta).encode()}
     )
 
 
+def load_tokenizer(directory: str):
+  """Loads a tokenizer written by `save(directory)`."""
+  path = os.path.join(directory, TOKENIZER_JSON)
+  if not os.path.exists(path):
+    raise DataError(
+      f'no tokenizer in {directory} ({TOKENIZER_JSON} missing); train one or point to a saved one'
+    )
+  with open(path) as f:
+    meta = json.load(f)
+  if meta.get('type') == 'byte':
+    return ByteTokenizer()
+  if meta.get('type') == 'sentencepiece':
+    with open(os.path.join(directory, meta['model_file']), 'rb') as f:
+      return SentencePieceTokenizer(f.read())
+  raise DataError(f'unknown tokenizer type {meta.get("type")!r} in {path}')
+
+
+def train_sentencepiece(
+  texts: Iterable[str], vocab_size: int, *, cache_dir: str = '', corpus_fingerprint: str = ''
+) -> SentencePieceTokenizer:
+  """Trains a BPE model on `texts` (an iterable of documents), or loads it from the cache.
+
+  The cache key hashes the corpus fingerprint and every training setting, so a changed corpus or
+  setting trains a new model; without `corpus_fingerprint` nothing is cached.
+  """
+  settings = _settings(vocab_size)
+  hashed = {k: v for k, v in settings.items() if k != 'num_threads'}  # same model on any machine
+  key = hashlib.sha256(
+    json.dumps(
+      [corpus_fingerprint, hashed, spm.__version__, MAX_TRAIN_CHARS], sort_keys=True
+    ).encode()
+  ).hexdigest()[:20]
+  cached = os.path.join(cache_dir, f'spm-{key}') if cache_dir and corpus_fingerprint else ''
+  if cached and os.path.exists(os.path.join(cached, TOKENIZER_JSON)):
+    return load_tokenizer(cached)
+  model = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(sentence_iterator=_chunks(texts), model_writer=model, **settings)
+  except RuntimeError as e:
+    raise _vocab_error(str(e), vocab_size) from None
+  tokenizer = SentencePieceTokenizer(model.getvalue())
+  if cached:
+    tokenizer.save(cached)
+  return tokenizer
+
+
+def _settings(vocab_size: int) -> dict:
+  return dict(
+    model_type='bpe',
+    vocab_size=int(vocab_size),
+    character_coverage=1.0,
+    pad_id=0,
+    unk_id=1,
+    bos_id=2,
+    eos_id=3,
+    normalization_rule_name='identity',
+    remove_extra_whitespaces=False,
+    add_dummy_prefix=False,
+    user_defined_symbols=['\n'],
+    byte_fallback=True,
+    allow_whitespace_only_pieces=True,
+    split_digits=True,
+    input_sentence_size=2_000_000,
+    shuffle_input_sentence=True,
+    num_threads=os.cpu_count() or 1,
+    minloglevel=2,
+  )
+
+
 def _chunks(texts: Iterable[str]):
-    """Yields newline-aligned pieces of each text, each under _CHUNK_BYTES, up to MAX_TRAIN_CHARS."""
-    total = 0
-    for text in texts:
-        piece = []
-        size = 0
-        for line in text.splitlines(keepends=True):
-            n = len(line.encode("utf-8"))
-            if piece and size + n > _CHUNK_BYTES:
-                yield "".join(piece)
-                piece, size = [], 0
-            while n > _CHUNK_BYTES:  # a single huge line: cut it by characters
-                yield line[:_CHUNK_BYTES // 4]
-                line = line[_CHUNK_BYTES // 4:]
-                n = len(line.encode("utf-8"))
-            piece.append(line)
-            size += n
-        if piece:
-            yield "".join(piece)
-        total += len(text)
-        if total >= MAX_TRAIN_CHARS:
-            return
+  """Yields newline-aligned pieces of each text, each under _CHUNK_BYTES, up to MAX_TRAIN_CHARS."""
+  total = 0
+  for text in texts:
+    piece = []
+    size = 0
+    for line in text.splitlines(keepends=True):
+      n = len(line.encode('utf-8'))
+      if piece and size + n > _CHUNK_BYTES:
+        yield ''.join(piece)
+        piece, size = [], 0
+      while n > _CHUNK_BYTES:  # a single huge line: cut it by characters
+        yield line[: _CHUNK_BYTES // 4]
+        line = line[_CHUNK_BYTES // 4 :]
+        n = len(line.encode('utf-8'))
+      piece.append(line)
+      size += n
+    if piece:
+      yield ''.join(piece)
+    total += len(text)
+    if total >= MAX_TRAIN_CHARS:
+      return
 
 
 def _vocab_error(message: str, vocab_size: int) -> DataError:
-    """Turns SentencePiece's trainer errors into one actionable line."""
-    low = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
-    high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message)
-    if low:
-        return DataError(f"vocab_size {vocab_size} is too small for this corpus: SentencePiece needs at least "
-                         f"{int(low.group(2)) + 1} (specials, bytes and characters); raise dataset.vocab_size")
-    if high:
-        return DataError(f"vocab_size {vocab_size} is too large for this corpus: at most {high.group(2)} pieces "
-                         f"can be learned from it; lower dataset.vocab_size or use a bigger corpus")
-    if "empty" in message.lower() or "no sentence" in message.lower():
-        return DataError("the tokenizer's training corpus is empty; check the train split")
-    return DataError(f"SentencePiece training failed (vocab_size={vocab_size}): {message.splitlines()[0]}")
+  """Turns SentencePiece's trainer errors into one actionable line."""
+  low = re.search(r'smaller than required_chars\. (\d+) vs (\d+)', message)
+  high = re.search(
+    r'Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)', message
+  )
+  if low:
+    return DataError(
+      f'vocab_size {vocab_size} is too small for this corpus: SentencePiece needs at least '
+      f'{int(low.group(2)) + 1} (specials, bytes and characters); raise dataset.vocab_size'
+    )
+  if high:
+    return DataError(
+      f'vocab_size {vocab_size} is too large for this corpus: at most {high.group(2)} pieces '
+      f'can be learned from it; lower dataset.vocab_size or use a bigger corpus'
+    )
+  if 'empty' in message.lower() or 'no sentence' in message.lower():
+    return DataError("the tokenizer's training corpus is empty; check the train split")
+  return DataError(
+    f'SentencePiece training failed (vocab_size={vocab_size}): {message.splitlines()[0]}'
+  )
 
 
 def _atomic_write_dir(directory: str, files: dict) -> None:
-    """Writes `files` into `directory` all-or-nothing: a temp dir, then a rename."""
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-tokenizer-", dir=parent)
-    try:
-        for name, data in files.items():
-            with open(os.path.join(tmp, name), "wb") as f:
-                f.write(data)
-        if os.path.isdir(directory):
-            # Replacing an existing tokenizer dir (rare: re-saving into a workdir) is two renames.
-            old = tempfile.mkdtemp(prefix=".old-tokenizer-", dir=parent)
-            os.replace(directory, os.path.join(old, "dir"))
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+  """Writes `files` into `directory` all-or-nothing: a temp dir, then a rename."""
+  parent = os.path.dirname(os.path.abspath(directory))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix='.tmp-tokenizer-', dir=parent)
+  try:
+    for name, data in files.items():
+      with open(os.path.join(tmp, name), 'wb') as f:
+        f.write(data)
+    if os.path.isdir(directory):
+      # Replacing an existing tokenizer dir (rare: re-saving into a workdir) is two renames.
+      old = tempfile.mkdtemp(prefix='.old-tokenizer-', dir=parent)
+      os.replace(directory, os.path.join(old, 'dir'))
+      os.replace(tmp, directory)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(tmp, directory)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)

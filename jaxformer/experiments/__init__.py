@@ -4,21 +4,22 @@
 
 Each NAME is a module here with QUESTION and run(opts); see docs/experiments.md for the answers.
 """
+
 from __future__ import annotations
 
 import importlib
 
 from jaxformer.experiments.common import Options, run_experiment
 
-NAMES = ("heads_cost", "heads", "depth", "ffn_width", "overfitting", "pretraining")
+NAMES = ('heads_cost', 'heads', 'depth', 'ffn_width', 'overfitting', 'pretraining')
 
 
 def run(name: str, opts: Options | None = None) -> dict:
-    """Runs experiment NAME and writes its PNG, JSON and markdown answer to opts.out; returns the JSON."""
-    if name not in NAMES:
-        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(NAMES)}")
-    module = importlib.import_module(f"jaxformer.experiments.{name}")
-    return run_experiment(name, module, opts or Options())
+  """Runs experiment NAME and writes its PNG, JSON and markdown answer to opts.out; returns the JSON."""
+  if name not in NAMES:
+    raise ValueError(f'unknown experiment {name!r}; choose one of {", ".join(NAMES)}')
+  module = importlib.import_module(f'jaxformer.experiments.{name}')
+  return run_experiment(name, module, opts or Options())
 
 
-__all__ = ["NAMES", "Options", "run"]
+__all__ = ['NAMES', 'Options', 'run']

@@ -1,4 +1,5 @@
 """python -m jaxformer.experiments NAME|all [--quick] [--workdir DIR] [--runs DIR] [--out DIR]"""
+
 from __future__ import annotations
 
 import argparse
@@ -9,42 +10,62 @@ from jaxformer.experiments import NAMES, Options, run
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m jaxformer.experiments", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="experiments: " + ", ".join(NAMES))
-    p.add_argument("names", nargs="+", metavar="NAME", help=f"one or more of {', '.join(NAMES)}, or 'all'")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute each (used by the tests)")
-    p.add_argument("--workdir", default=None,
-                   help="language-model run to analyse (heads, depth, pretraining), e.g. runs/shakespeare_lm; "
-                        "default RUNS/lm, a small LM trained there first if it holds no finished run")
-    p.add_argument("--runs", default=None,
-                   help="where the models an experiment trains are cached. Default: runs/experiments "
-                        "(--quick: runs/experiments-quick)")
-    p.add_argument("--out", default=os.path.join("docs", "experiments"), help="where PNG/JSON/markdown go")
-    args = p.parse_args(argv)
-    names = list(NAMES) if args.names == ["all"] else args.names
-    unknown = [n for n in names if n not in NAMES]
-    if unknown:
-        p.error(f"unknown experiment {unknown[0]!r}; choose from {', '.join(NAMES)} or 'all'")
-    return args, names
+  p = argparse.ArgumentParser(
+    prog='python -m jaxformer.experiments',
+    description=__doc__.split('\n')[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog='experiments: ' + ', '.join(NAMES),
+  )
+  p.add_argument(
+    'names', nargs='+', metavar='NAME', help=f"one or more of {', '.join(NAMES)}, or 'all'"
+  )
+  p.add_argument(
+    '--quick', action='store_true', help='tiny sizes, well under a minute each (used by the tests)'
+  )
+  p.add_argument(
+    '--workdir',
+    default=None,
+    help='language-model run to analyse (heads, depth, pretraining), e.g. runs/shakespeare_lm; '
+    'default RUNS/lm, a small LM trained there first if it holds no finished run',
+  )
+  p.add_argument(
+    '--runs',
+    default=None,
+    help='where the models an experiment trains are cached. Default: runs/experiments '
+    '(--quick: runs/experiments-quick)',
+  )
+  p.add_argument(
+    '--out', default=os.path.join('docs', 'experiments'), help='where PNG/JSON/markdown go'
+  )
+  args = p.parse_args(argv)
+  names = list(NAMES) if args.names == ['all'] else args.names
+  unknown = [n for n in names if n not in NAMES]
+  if unknown:
+    p.error(f"unknown experiment {unknown[0]!r}; choose from {', '.join(NAMES)} or 'all'")
+  return args, names
 
 
 def main(argv=None) -> int:
-    args, names = parse(sys.argv[1:] if argv is None else argv)
-    opts = Options(quick=args.quick, workdir=args.workdir, runs=args.runs, out=args.out)
-    # Sweeps train many models with the same shapes: XLA's persistent cache (the one train.py
-    # uses; JAXFORMER_COMPILATION_CACHE='' turns it off) makes every compilation after the first a file read.
-    cache = os.environ.get("JAXFORMER_COMPILATION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxformer", "xla"))
-    if cache:
-        import jax
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax notes every read-only checkpoint it opens
-    for name in names:
-        run(name, opts)
-    return 0
+  args, names = parse(sys.argv[1:] if argv is None else argv)
+  opts = Options(quick=args.quick, workdir=args.workdir, runs=args.runs, out=args.out)
+  # Sweeps train many models with the same shapes: XLA's persistent cache (the one train.py
+  # uses; JAXFORMER_COMPILATION_CACHE='' turns it off) makes every compilation after the first a file read.
+  cache = os.environ.get(
+    'JAXFORMER_COMPILATION_CACHE',
+    os.path.join(os.path.expanduser('~'), '.cache', 'jaxformer', 'xla'),
+  )
+  if cache:
+    import jax
+
+    jax.config.update('jax_compilation_cache_dir', cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.3)
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax notes every read-only checkpoint it opens
+  for name in names:
+    run(name, opts)
+  return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == '__main__':
+  sys.exit(main())

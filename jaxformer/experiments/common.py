@@ -6,6 +6,7 @@ writes three files to opts.out:
     NAME.json   settings, raw numbers, the measured answer, the machine and the wall time
     NAME.md     the answer as a markdown snippet, generated from the same numbers as the JSON
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,307 +27,362 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 @dataclasses.dataclass
 class Options:
-    quick: bool = False          # tiny sizes: the same code in well under a minute
-    workdir: str | None = None   # the language-model run to analyse (heads, depth, pretraining)
-    runs: str | None = None      # where this experiment caches the models it trains
-    out: str = "docs/experiments"
+  quick: bool = False  # tiny sizes: the same code in well under a minute
+  workdir: str | None = None  # the language-model run to analyse (heads, depth, pretraining)
+  runs: str | None = None  # where this experiment caches the models it trains
+  out: str = 'docs/experiments'
 
-    def runs_dir(self, name: str) -> str:
-        root = self.runs or os.path.join("runs", "experiments-quick" if self.quick else "experiments")
-        return os.path.join(root, name)
+  def runs_dir(self, name: str) -> str:
+    root = self.runs or os.path.join('runs', 'experiments-quick' if self.quick else 'experiments')
+    return os.path.join(root, name)
 
-    def lm_workdir(self) -> str:
-        return self.workdir or self.runs_dir("lm")
+  def lm_workdir(self) -> str:
+    return self.workdir or self.runs_dir('lm')
 
 
 @dataclasses.dataclass
 class Result:
-    settings: dict               # what was run (sizes, steps, seeds...)
-    results: dict                # the raw numbers
-    answer: str                  # the measured answer, markdown, numbers formatted from `results`
-    figures: dict                # suffix -> matplotlib figure; '' is the main NAME.png
+  settings: dict  # what was run (sizes, steps, seeds...)
+  results: dict  # the raw numbers
+  answer: str  # the measured answer, markdown, numbers formatted from `results`
+  figures: dict  # suffix -> matplotlib figure; '' is the main NAME.png
 
 
 # ----------------------------------------------------------------------------- configs and training
 
+
 def load_config(name: str):
-    """configs/NAME.py's get_config(); the configs/ folder sits at the repository root."""
+  """configs/NAME.py's get_config(); the configs/ folder sits at the repository root."""
+  try:
+    module = importlib.import_module(f'configs.{name}')
+  except ModuleNotFoundError:
+    if REPO_ROOT not in sys.path and os.path.isdir(os.path.join(REPO_ROOT, 'configs')):
+      sys.path.insert(0, REPO_ROOT)
     try:
-        module = importlib.import_module(f"configs.{name}")
+      module = importlib.import_module(f'configs.{name}')
     except ModuleNotFoundError:
-        if REPO_ROOT not in sys.path and os.path.isdir(os.path.join(REPO_ROOT, "configs")):
-            sys.path.insert(0, REPO_ROOT)
-        try:
-            module = importlib.import_module(f"configs.{name}")
-        except ModuleNotFoundError:
-            raise ValueError(f"cannot import configs.{name}: run from the jaxformer repository root") from None
-    return module.get_config()
+      raise ValueError(
+        f'cannot import configs.{name}: run from the jaxformer repository root'
+      ) from None
+  return module.get_config()
 
 
 def quiet(config):
-    """A config for a run inside an experiment: one device, no progress bar, a short sample."""
-    config.mesh_shape = (1, 1)
-    config.progress = False
-    config.sample_tokens = 8
-    return config
+  """A config for a run inside an experiment: one device, no progress bar, a short sample."""
+  config.mesh_shape = (1, 1)
+  config.progress = False
+  config.sample_tokens = 8
+  return config
 
 
 @dataclasses.dataclass
 class Run:
-    workdir: str
-    summary: dict
-    metrics: list                # metrics.jsonl rows: {'step', 'split': 'train'|'val', 'loss', ...}
-    cached: bool
+  workdir: str
+  summary: dict
+  metrics: list  # metrics.jsonl rows: {'step', 'split': 'train'|'val', 'loss', ...}
+  cached: bool
 
-    def curve(self, split: str, key: str = "loss") -> tuple[list, list]:
-        rows = [r for r in self.metrics if r.get("split") == split and isinstance(r.get(key), (int, float))]
-        return [r["step"] for r in rows], [float(r[key]) for r in rows]
+  def curve(self, split: str, key: str = 'loss') -> tuple[list, list]:
+    rows = [
+      r for r in self.metrics if r.get('split') == split and isinstance(r.get(key), (int, float))
+    ]
+    return [r['step'] for r in rows], [float(r[key]) for r in rows]
 
 
 def train_cached(config, root: str, label: str) -> Run:
-    """train_and_evaluate(config) into ROOT/LABEL-<hash of config>, or reuse that run if it finished.
+  """train_and_evaluate(config) into ROOT/LABEL-<hash of config>, or reuse that run if it finished.
 
-    The hash makes a changed config a new run, so a cached result always matches its settings.
-    """
-    from jaxformer.training.loop import train_and_evaluate
-    from jaxformer.training.writers import read_metrics
+  The hash makes a changed config a new run, so a cached result always matches its settings.
+  """
+  from jaxformer.training.loop import train_and_evaluate
+  from jaxformer.training.writers import read_metrics
 
-    key = hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:10]
-    workdir = os.path.join(root, f"{label}-{key}")
-    summary_path = os.path.join(workdir, "summary.json")
-    cached = os.path.exists(summary_path)
-    if not cached:
-        print(f"[experiments] training {workdir}", flush=True)
-        train_and_evaluate(config, workdir)  # resumes by itself if an earlier attempt was killed
-    with open(summary_path) as f:
-        summary = json.load(f)
-    return Run(workdir, summary, read_metrics(workdir), cached)
+  key = hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:10]
+  workdir = os.path.join(root, f'{label}-{key}')
+  summary_path = os.path.join(workdir, 'summary.json')
+  cached = os.path.exists(summary_path)
+  if not cached:
+    print(f'[experiments] training {workdir}', flush=True)
+    train_and_evaluate(config, workdir)  # resumes by itself if an earlier attempt was killed
+  with open(summary_path) as f:
+    summary = json.load(f)
+  return Run(workdir, summary, read_metrics(workdir), cached)
 
 
 def describe_lm_run(run: Run) -> dict:
-    """A language-model run's size (library formulas), validation bits per byte and timing."""
-    from jaxformer.config import ModelConfig
-    from jaxformer.models import flops_per_token, param_count_formula
+  """A language-model run's size (library formulas), validation bits per byte and timing."""
+  from jaxformer.config import ModelConfig
+  from jaxformer.models import flops_per_token, param_count_formula
 
-    with open(os.path.join(run.workdir, "config.json")) as f:
-        resolved = json.load(f)
-    cfg = ModelConfig.from_dict(resolved["model"])
-    embeddings = cfg.vocab_size * cfg.d_model + (cfg.max_len * cfg.d_model if cfg.position == "learned" else 0)
-    steps, bpb = run.curve("val", "bits_per_byte")
-    summary = run.summary
-    tokens_per_step = resolved["batch_size"] * cfg.max_len
-    return {"num_layers": cfg.num_layers, "d_model": cfg.d_model, "mlp_ratio": cfg.mlp_ratio,
-            "non_embedding_params": param_count_formula(cfg) - embeddings,
-            "train_flops_per_token": flops_per_token(cfg, cfg.max_len),
-            "best_val_bits_per_byte": min(bpb), "final_val_bits_per_byte": bpb[-1],
-            "best_val_loss": summary["best_val_loss"], "val_steps": steps, "val_bits_per_byte": bpb,
-            "steps": summary["last_step"], "tokens_per_s": summary["tokens_per_s"],
-            # pure training time: steps at the median measured throughput (no compile, no evaluation)
-            "train_seconds": summary["last_step"] * tokens_per_step / summary["tokens_per_s"],
-            "run_wall_s": summary["wall_s"], "cached": run.cached}
+  with open(os.path.join(run.workdir, 'config.json')) as f:
+    resolved = json.load(f)
+  cfg = ModelConfig.from_dict(resolved['model'])
+  embeddings = cfg.vocab_size * cfg.d_model + (
+    cfg.max_len * cfg.d_model if cfg.position == 'learned' else 0
+  )
+  steps, bpb = run.curve('val', 'bits_per_byte')
+  summary = run.summary
+  tokens_per_step = resolved['batch_size'] * cfg.max_len
+  return {
+    'num_layers': cfg.num_layers,
+    'd_model': cfg.d_model,
+    'mlp_ratio': cfg.mlp_ratio,
+    'non_embedding_params': param_count_formula(cfg) - embeddings,
+    'train_flops_per_token': flops_per_token(cfg, cfg.max_len),
+    'best_val_bits_per_byte': min(bpb),
+    'final_val_bits_per_byte': bpb[-1],
+    'best_val_loss': summary['best_val_loss'],
+    'val_steps': steps,
+    'val_bits_per_byte': bpb,
+    'steps': summary['last_step'],
+    'tokens_per_s': summary['tokens_per_s'],
+    # pure training time: steps at the median measured throughput (no compile, no evaluation)
+    'train_seconds': summary['last_step'] * tokens_per_step / summary['tokens_per_s'],
+    'run_wall_s': summary['wall_s'],
+    'cached': run.cached,
+  }
 
 
 def small_lm_config(quick: bool):
-    """The small from-scratch LM that the sweeps (ffn_width, depth, overfitting) vary.
+  """The small from-scratch LM that the sweeps (ffn_width, depth, overfitting) vary.
 
-    Sized for a shared 2-core CPU, where a sweep runs up to nine of them: d_model 96, 4 layers,
-    4 heads, 64-token windows, a 1024-token BPE vocabulary (so the output softmax does not
-    dominate), 250 steps of 16 windows. No dropout by default: 250 steps see about a fifth of an
-    epoch, where there is nothing to regularise yet.
-    """
-    if quick:
-        config = load_config("tiny")
-        config.num_train_steps = 12
-        config.eval_every_steps = 6
-        config.checkpoint_every_steps = 6
-        config.log_every_steps = 3
-        config.model.num_heads = 4
-        config.model.d_model = 32
-        config.model.max_len = 32
-    else:
-        config = load_config("shakespeare_lm")
-        config.dataset.vocab_size = 1024
-        config.model.d_model = 96
-        config.model.num_heads = 4
-        config.model.num_layers = 4
-        config.model.max_len = 64
-        config.batch_size = 16
-        config.num_train_steps = 250
-        config.learning_rate = 2e-3
-        config.warmup_steps = 25
-        config.eval_every_steps = 50
-        config.checkpoint_every_steps = 50
-        config.log_every_steps = 25
-        config.eval_steps = 16           # 16 x 16 windows of the held-out plays per evaluation
-        config.model.position = "learned"  # as measured in docs/experiments.md (the default LM now uses rope)
-        config.model.scan_layers = True
-    config.model.dropout_rate = 0.0
-    config.early_stopping.patience = 0
-    return quiet(config)
+  Sized for a shared 2-core CPU, where a sweep runs up to nine of them: d_model 96, 4 layers,
+  4 heads, 64-token windows, a 1024-token BPE vocabulary (so the output softmax does not
+  dominate), 250 steps of 16 windows. No dropout by default: 250 steps see about a fifth of an
+  epoch, where there is nothing to regularise yet.
+  """
+  if quick:
+    config = load_config('tiny')
+    config.num_train_steps = 12
+    config.eval_every_steps = 6
+    config.checkpoint_every_steps = 6
+    config.log_every_steps = 3
+    config.model.num_heads = 4
+    config.model.d_model = 32
+    config.model.max_len = 32
+  else:
+    config = load_config('shakespeare_lm')
+    config.dataset.vocab_size = 1024
+    config.model.d_model = 96
+    config.model.num_heads = 4
+    config.model.num_layers = 4
+    config.model.max_len = 64
+    config.batch_size = 16
+    config.num_train_steps = 250
+    config.learning_rate = 2e-3
+    config.warmup_steps = 25
+    config.eval_every_steps = 50
+    config.checkpoint_every_steps = 50
+    config.log_every_steps = 25
+    config.eval_steps = 16  # 16 x 16 windows of the held-out plays per evaluation
+    config.model.position = (
+      'learned'  # as measured in docs/experiments.md (the default LM now uses rope)
+    )
+    config.model.scan_layers = True
+  config.model.dropout_rate = 0.0
+  config.early_stopping.patience = 0
+  return quiet(config)
 
 
 def lm_config(quick: bool):
-    """The language model heads / depth / pretraining analyse when --workdir holds no run.
+  """The language model heads / depth / pretraining analyse when --workdir holds no run.
 
-    A smaller sibling of configs/shakespeare_lm.py (d_model 128 instead of 256, a 2048-token
-    vocabulary, 800 steps of 16 windows: about one epoch), so that it trains in minutes on a
-    shared 2-core CPU and pretraining can fine-tune it 30 times. Pass --workdir runs/shakespeare_lm
-    to analyse the full-size default run instead.
-    """
-    if quick:
-        config = load_config("tiny")
-        config.num_train_steps = 30
-        config.model.num_heads = 4
-        config.model.mlp_ratio = 2.0
-        return quiet(config)
-    config = load_config("shakespeare_lm")
-    config.dataset.vocab_size = 2048
-    config.model.d_model = 128
+  A smaller sibling of configs/shakespeare_lm.py (d_model 128 instead of 256, a 2048-token
+  vocabulary, 800 steps of 16 windows: about one epoch), so that it trains in minutes on a
+  shared 2-core CPU and pretraining can fine-tune it 30 times. Pass --workdir runs/shakespeare_lm
+  to analyse the full-size default run instead.
+  """
+  if quick:
+    config = load_config('tiny')
+    config.num_train_steps = 30
     config.model.num_heads = 4
-    config.model.num_layers = 4
-    config.model.max_len = 128
-    config.batch_size = 16
-    config.num_train_steps = 800
-    config.warmup_steps = 50
-    config.eval_every_steps = 200
-    config.checkpoint_every_steps = 200
-    config.eval_steps = 10
-    config.model.position = "learned"  # as measured in docs/experiments.md (the default LM now uses rope)
-    config.model.scan_layers = True
+    config.model.mlp_ratio = 2.0
     return quiet(config)
+  config = load_config('shakespeare_lm')
+  config.dataset.vocab_size = 2048
+  config.model.d_model = 128
+  config.model.num_heads = 4
+  config.model.num_layers = 4
+  config.model.max_len = 128
+  config.batch_size = 16
+  config.num_train_steps = 800
+  config.warmup_steps = 50
+  config.eval_every_steps = 200
+  config.checkpoint_every_steps = 200
+  config.eval_steps = 10
+  config.model.position = (
+    'learned'  # as measured in docs/experiments.md (the default LM now uses rope)
+  )
+  config.model.scan_layers = True
+  return quiet(config)
 
 
 def pretrained_lm(opts: Options):
-    """The trained language model at opts.lm_workdir(), trained there first if it holds no finished run."""
-    from jaxformer.checkpoint import load_pretrained
+  """The trained language model at opts.lm_workdir(), trained there first if it holds no finished run."""
+  from jaxformer.checkpoint import load_pretrained
 
-    workdir = opts.lm_workdir()
-    if not os.path.exists(os.path.join(workdir, "summary.json")):
-        if os.path.exists(os.path.join(workdir, "config.json")) and opts.workdir:
-            raise ValueError(f"{workdir} holds an unfinished run (no summary.json): let it finish, or pass "
-                             "another --workdir")
-        print(f"[experiments] {workdir} holds no finished run: training the language model there", flush=True)
-        from jaxformer.training.loop import train_and_evaluate
-        train_and_evaluate(lm_config(opts.quick), workdir)
-    pre = load_pretrained(workdir)
-    if pre.task != "lm":
-        raise ValueError(f"{workdir} is a {pre.task!r} run; pass --workdir of a language-model run")
-    return pre
+  workdir = opts.lm_workdir()
+  if not os.path.exists(os.path.join(workdir, 'summary.json')):
+    if os.path.exists(os.path.join(workdir, 'config.json')) and opts.workdir:
+      raise ValueError(
+        f'{workdir} holds an unfinished run (no summary.json): let it finish, or pass '
+        'another --workdir'
+      )
+    print(
+      f'[experiments] {workdir} holds no finished run: training the language model there',
+      flush=True,
+    )
+    from jaxformer.training.loop import train_and_evaluate
+
+    train_and_evaluate(lm_config(opts.quick), workdir)
+  pre = load_pretrained(workdir)
+  if pre.task != 'lm':
+    raise ValueError(f'{workdir} is a {pre.task!r} run; pass --workdir of a language-model run')
+  return pre
 
 
 def lm_data(pre, batch_size: int):
-    """The LM's own data pipeline (its dataset, tokenizer and window length)."""
-    from jaxformer.data import build_task_data, load_tokenizer
+  """The LM's own data pipeline (its dataset, tokenizer and window length)."""
+  from jaxformer.data import build_task_data, load_tokenizer
 
-    tokenizer = load_tokenizer(pre.tokenizer_dir)
-    return build_task_data(pre.config["dataset"], task="lm", max_len=pre.model_config.max_len,
-                           batch_size=batch_size, seed=0, tokenizer=tokenizer)
+  tokenizer = load_tokenizer(pre.tokenizer_dir)
+  return build_task_data(
+    pre.config['dataset'],
+    task='lm',
+    max_len=pre.model_config.max_len,
+    batch_size=batch_size,
+    seed=0,
+    tokenizer=tokenizer,
+  )
 
 
 def eval_batches(data, split: str, max_batches: int) -> list[dict]:
-    """The first max_batches batches of a split, as numpy dicts."""
-    out = []
-    for i, batch in enumerate(data.eval_batches(split)):
-        if i >= max_batches:
-            break
-        out.append(batch)
-    return out
+  """The first max_batches batches of a split, as numpy dicts."""
+  out = []
+  for i, batch in enumerate(data.eval_batches(split)):
+    if i >= max_batches:
+      break
+    out.append(batch)
+  return out
 
 
 # ----------------------------------------------------------------------------- reporting
 
-def machine_info() -> dict:
-    import jax
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
-    except OSError:
-        pass
-    return {
-        "cpu": model, "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        "platform": platform.platform(), "python": platform.python_version(),
-        "jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count(),
-    }
+def machine_info() -> dict:
+  import jax
+
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+    model = names[0] if names else model
+  except OSError:
+    pass
+  return {
+    'cpu': model,
+    'logical_cpus': os.cpu_count(),
+    'usable_cpus': len(os.sched_getaffinity(0))
+    if hasattr(os, 'sched_getaffinity')
+    else os.cpu_count(),
+    'load_average_at_start': [round(x, 2) for x in os.getloadavg()]
+    if hasattr(os, 'getloadavg')
+    else None,
+    'platform': platform.platform(),
+    'python': platform.python_version(),
+    'jax': jax.__version__,
+    'backend': jax.default_backend(),
+    'devices': jax.device_count(),
+  }
 
 
 def _plain(value: Any) -> Any:
-    """JSON-able copy: numpy scalars/arrays -> python numbers/lists, NaN/inf -> None."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
+  """JSON-able copy: numpy scalars/arrays -> python numbers/lists, NaN/inf -> None."""
+  if isinstance(value, dict):
+    return {str(k): _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return _plain(value.tolist())
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    value = float(value)
+    return value if math.isfinite(value) else None
+  return value
 
 
 def run_experiment(name: str, module, opts: Options) -> dict:
-    """Runs one experiment module and writes NAME.png / NAME.json / NAME.md into opts.out."""
-    started = time.time()
-    machine = machine_info()
-    result: Result = module.run(opts)
-    wall = round(time.time() - started, 1)
-    os.makedirs(opts.out, exist_ok=True)
-    from jaxformer.analysis import save_figure
+  """Runs one experiment module and writes NAME.png / NAME.json / NAME.md into opts.out."""
+  started = time.time()
+  machine = machine_info()
+  result: Result = module.run(opts)
+  wall = round(time.time() - started, 1)
+  os.makedirs(opts.out, exist_ok=True)
+  from jaxformer.analysis import save_figure
 
-    figures = []
-    for suffix, fig in result.figures.items():
-        filename = f"{name}{'_' + suffix if suffix else ''}.png"
-        save_figure(fig, os.path.join(opts.out, filename))
-        figures.append(filename)
-    command = f"python -m jaxformer.experiments {name}" + (" --quick" if opts.quick else "")
-    payload = _plain({
-        "experiment": name, "question": module.QUESTION, "quick": opts.quick, "command": command,
-        "settings": result.settings, "results": result.results, "answer": result.answer,
-        "figures": figures, "machine": machine, "wall_s": wall,
-    })
-    with open(os.path.join(opts.out, f"{name}.json"), "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=False)
-        f.write("\n")
-    mode = "--quick (tiny sizes; not the documented settings)" if opts.quick else "default settings"
-    snippet = (f"### {module.QUESTION}\n\n![{name}]({figures[0]})\n\n{result.answer}\n\n"
-               f"_`{command}`, {mode}: {wall:.0f} s on {machine['cpu']} "
-               f"({machine['usable_cpus']} CPUs, load average {machine['load_average_at_start']} at start)._\n")
-    with open(os.path.join(opts.out, f"{name}.md"), "w") as f:
-        f.write(snippet)
-    print(f"[experiments] {name}: wrote {', '.join(figures)}, {name}.json, {name}.md to {opts.out} in {wall:.0f} s",
-          flush=True)
-    return payload
+  figures = []
+  for suffix, fig in result.figures.items():
+    filename = f'{name}{"_" + suffix if suffix else ""}.png'
+    save_figure(fig, os.path.join(opts.out, filename))
+    figures.append(filename)
+  command = f'python -m jaxformer.experiments {name}' + (' --quick' if opts.quick else '')
+  payload = _plain(
+    {
+      'experiment': name,
+      'question': module.QUESTION,
+      'quick': opts.quick,
+      'command': command,
+      'settings': result.settings,
+      'results': result.results,
+      'answer': result.answer,
+      'figures': figures,
+      'machine': machine,
+      'wall_s': wall,
+    }
+  )
+  with open(os.path.join(opts.out, f'{name}.json'), 'w') as f:
+    json.dump(payload, f, indent=1, sort_keys=False)
+    f.write('\n')
+  mode = '--quick (tiny sizes; not the documented settings)' if opts.quick else 'default settings'
+  snippet = (
+    f'### {module.QUESTION}\n\n![{name}]({figures[0]})\n\n{result.answer}\n\n'
+    f'_`{command}`, {mode}: {wall:.0f} s on {machine["cpu"]} '
+    f'({machine["usable_cpus"]} CPUs, load average {machine["load_average_at_start"]} at start)._\n'
+  )
+  with open(os.path.join(opts.out, f'{name}.md'), 'w') as f:
+    f.write(snippet)
+  print(
+    f'[experiments] {name}: wrote {", ".join(figures)}, {name}.json, {name}.md to {opts.out} in {wall:.0f} s',
+    flush=True,
+  )
+  return payload
 
 
 def numpy_init(model, *inputs, seed: int = 0):
-    """Parameters for `model` drawn with numpy (N(0, 0.02), LayerNorm scales 1, biases 0).
+  """Parameters for `model` drawn with numpy (N(0, 0.02), LayerNorm scales 1, biases 0).
 
-    Shapes come from jax.eval_shape, so nothing is compiled: XLA compiles random-number code
-    slowly on CPU, and timing or analysis of an untrained model does not need flax's initializers.
-    """
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
+  Shapes come from jax.eval_shape, so nothing is compiled: XLA compiles random-number code
+  slowly on CPU, and timing or analysis of an untrained model does not need flax's initializers.
+  """
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
 
-    abstract = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), *inputs)["params"])
-    rng = np.random.default_rng(seed)
+  abstract = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), *inputs)['params'])
+  rng = np.random.default_rng(seed)
 
-    def fill(path, leaf):
-        name = str(getattr(path[-1], "key", path[-1]))
-        if name == "scale":
-            return jnp.ones(leaf.shape, leaf.dtype)
-        if name == "bias":
-            return jnp.zeros(leaf.shape, leaf.dtype)
-        return jnp.asarray(rng.normal(0.0, 0.02, leaf.shape), leaf.dtype)
-    return jax.tree_util.tree_map_with_path(fill, abstract)
+  def fill(path, leaf):
+    name = str(getattr(path[-1], 'key', path[-1]))
+    if name == 'scale':
+      return jnp.ones(leaf.shape, leaf.dtype)
+    if name == 'bias':
+      return jnp.zeros(leaf.shape, leaf.dtype)
+    return jnp.asarray(rng.normal(0.0, 0.02, leaf.shape), leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def pct(new: float, old: float) -> str:
-    """'+12.3%' (relative change from old to new)."""
-    return f"{100.0 * (new / old - 1.0):+.1f}%"
+  """'+12.3%' (relative change from old to new)."""
+  return f'{100.0 * (new / old - 1.0):+.1f}%'

@@ -8,6 +8,7 @@ On a trained Shakespeare LM (the --workdir run):
   4. redundancy: cosine similarity between heads' attention patterns;
   5. pruning: remove heads from least to most important (by 3.) and watch the loss.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,139 +16,224 @@ import numpy as np
 from jaxformer import analysis
 from jaxformer.experiments.common import Options, Result, eval_batches, lm_data, pretrained_lm, pct
 
-QUESTION = "Different heads capture different information."
-PASSAGE_START = "To be, or not to be"   # Hamlet is a held-out play: the model never trained on it
+QUESTION = 'Different heads capture different information.'
+PASSAGE_START = 'To be, or not to be'  # Hamlet is a held-out play: the model never trained on it
 
 
 def _settings(quick: bool) -> dict:
-    if quick:
-        return {"map_tokens": 24, "stats_windows": 4, "ablation_batches": 1, "batch_size": 8, "tolerance": 0.01}
-    return {"map_tokens": 40, "stats_windows": 32, "ablation_batches": 6, "batch_size": 32, "tolerance": 0.01}
+  if quick:
+    return {
+      'map_tokens': 24,
+      'stats_windows': 4,
+      'ablation_batches': 1,
+      'batch_size': 8,
+      'tolerance': 0.01,
+    }
+  return {
+    'map_tokens': 40,
+    'stats_windows': 32,
+    'ablation_batches': 6,
+    'batch_size': 32,
+    'tolerance': 0.01,
+  }
 
 
 def _passage(data, tokenizer, length: int) -> list[int]:
-    """`length` tokens of validation text, from Hamlet's soliloquy if the corpus has it."""
-    for example in data.examples("validation"):
-        at = example["text"].find(PASSAGE_START)
-        if at >= 0:
-            return tokenizer.encode(example["text"][at:at + 40 * length])[:length]
-    return tokenizer.encode(data.examples("validation", limit=1)[0]["text"])[:length]
+  """`length` tokens of validation text, from Hamlet's soliloquy if the corpus has it."""
+  for example in data.examples('validation'):
+    at = example['text'].find(PASSAGE_START)
+    if at >= 0:
+      return tokenizer.encode(example['text'][at : at + 40 * length])[:length]
+  return tokenizer.encode(data.examples('validation', limit=1)[0]['text'])[:length]
 
 
 def _kind(stats, layer: int, head: int) -> str:
-    """A one-word description of a head from its statistics (thresholds: half of its attention)."""
-    if stats["previous_token"][layer, head] > 0.5:
-        return "previous-token"
-    if stats["first_token"][layer, head] > 0.5:
-        return "first-token"
-    if stats["self"][layer, head] > 0.5:
-        return "self"
-    if stats["entropy"][layer, head] > 0.8 * stats["uniform_entropy"]:
-        return "broad"
-    return "mixed"
+  """A one-word description of a head from its statistics (thresholds: half of its attention)."""
+  if stats['previous_token'][layer, head] > 0.5:
+    return 'previous-token'
+  if stats['first_token'][layer, head] > 0.5:
+    return 'first-token'
+  if stats['self'][layer, head] > 0.5:
+    return 'self'
+  if stats['entropy'][layer, head] > 0.8 * stats['uniform_entropy']:
+    return 'broad'
+  return 'mixed'
 
 
 def run(opts: Options) -> Result:
-    s = _settings(opts.quick)
-    pre = pretrained_lm(opts)
-    cfg, params = pre.model_config, pre.params
-    data = lm_data(pre, s["batch_size"])
-    tok = data.tokenizer
+  s = _settings(opts.quick)
+  pre = pretrained_lm(opts)
+  cfg, params = pre.model_config, pre.params
+  data = lm_data(pre, s['batch_size'])
+  tok = data.tokenizer
 
-    passage = _passage(data, tok, s["map_tokens"])
-    maps = analysis.capture(cfg, params, np.asarray([passage])).attention[:, 0]      # [layers, H, L, L]
-    labels = [tok.decode([t]).replace("\n", "\\n") or "·" for t in passage]
+  passage = _passage(data, tok, s['map_tokens'])
+  maps = analysis.capture(cfg, params, np.asarray([passage])).attention[:, 0]  # [layers, H, L, L]
+  labels = [tok.decode([t]).replace('\n', '\\n') or '·' for t in passage]
 
-    windows = np.concatenate([b["inputs"] for b in eval_batches(data, "validation", -(-s["stats_windows"] // s["batch_size"]))])
-    attention = analysis.capture(cfg, params, windows[:s["stats_windows"]]).attention  # [layers, B, H, L, L]
-    stats = analysis.head_stats(attention)
-    similarity = analysis.attention_similarity(attention)
+  windows = np.concatenate(
+    [
+      b['inputs']
+      for b in eval_batches(data, 'validation', -(-s['stats_windows'] // s['batch_size']))
+    ]
+  )
+  attention = analysis.capture(
+    cfg, params, windows[: s['stats_windows']]
+  ).attention  # [layers, B, H, L, L]
+  stats = analysis.head_stats(attention)
+  similarity = analysis.attention_similarity(attention)
 
-    batches = eval_batches(data, "validation", s["ablation_batches"])
-    ablation = analysis.head_ablation(cfg, params, batches)
-    delta = ablation["single_head"] - ablation["baseline"]
-    order = [tuple(int(i) for i in np.unravel_index(k, delta.shape)) for k in np.argsort(delta, axis=None)]
-    curve = analysis.pruning_curve(cfg, params, batches, order)
-    limit = ablation["baseline"] * (1 + s["tolerance"])
-    prunable = max(k for k, loss in enumerate(curve) if loss <= limit or k == 0)
+  batches = eval_batches(data, 'validation', s['ablation_batches'])
+  ablation = analysis.head_ablation(cfg, params, batches)
+  delta = ablation['single_head'] - ablation['baseline']
+  order = [
+    tuple(int(i) for i in np.unravel_index(k, delta.shape)) for k in np.argsort(delta, axis=None)
+  ]
+  curve = analysis.pruning_curve(cfg, params, batches, order)
+  limit = ablation['baseline'] * (1 + s['tolerance'])
+  prunable = max(k for k, loss in enumerate(curve) if loss <= limit or k == 0)
 
-    heads = [{"layer": l, "head": h, "kind": _kind(stats, l, h), "delta_loss": float(delta[l, h]),
-              **{k: float(stats[k][l, h]) for k in ("entropy", "mean_distance", "previous_token", "first_token", "self")}}
-             for l in range(cfg.num_layers) for h in range(cfg.num_heads)]
-    n = cfg.num_layers * cfg.num_heads
-    pairs = sorted(((float(similarity[i, j]), i, j) for i in range(n) for j in range(i + 1, n)), reverse=True)
-    results = {
-        "model": {"workdir": opts.lm_workdir(), "step": pre.step, "val_loss": pre.val_loss,
-                  "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "d_model": cfg.d_model},
-        "passage": tok.decode(passage), "heads": heads,
-        "uniform_entropy": stats["uniform_entropy"], "uniform_mean_distance": stats["uniform_mean_distance"],
-        "baseline_loss": ablation["baseline"], "whole_layer_loss": ablation["whole_layer"],
-        "similarity": similarity, "most_similar_pairs": [
-            {"a": f"L{i // cfg.num_heads}H{i % cfg.num_heads}", "b": f"L{j // cfg.num_heads}H{j % cfg.num_heads}",
-             "cosine": c} for c, i, j in pairs[:5]],
-        "pruning_order": [f"L{l}H{h}" for l, h in order], "pruning_curve": curve,
-        "prunable_within_tolerance": prunable,
+  heads = [
+    {
+      'layer': l,
+      'head': h,
+      'kind': _kind(stats, l, h),
+      'delta_loss': float(delta[l, h]),
+      **{
+        k: float(stats[k][l, h])
+        for k in ('entropy', 'mean_distance', 'previous_token', 'first_token', 'self')
+      },
     }
-    figures = {"": _figure(cfg, stats, delta, similarity, ablation, curve, limit),
-               "maps": analysis.plot_attention_grid(maps, labels, title=f"attention on: {tok.decode(passage)[:60]!r}...")}
-    return Result(settings=s, results=results, answer=_answer(cfg, s, results), figures=figures)
+    for l in range(cfg.num_layers)
+    for h in range(cfg.num_heads)
+  ]
+  n = cfg.num_layers * cfg.num_heads
+  pairs = sorted(
+    ((float(similarity[i, j]), i, j) for i in range(n) for j in range(i + 1, n)), reverse=True
+  )
+  results = {
+    'model': {
+      'workdir': opts.lm_workdir(),
+      'step': pre.step,
+      'val_loss': pre.val_loss,
+      'num_layers': cfg.num_layers,
+      'num_heads': cfg.num_heads,
+      'd_model': cfg.d_model,
+    },
+    'passage': tok.decode(passage),
+    'heads': heads,
+    'uniform_entropy': stats['uniform_entropy'],
+    'uniform_mean_distance': stats['uniform_mean_distance'],
+    'baseline_loss': ablation['baseline'],
+    'whole_layer_loss': ablation['whole_layer'],
+    'similarity': similarity,
+    'most_similar_pairs': [
+      {
+        'a': f'L{i // cfg.num_heads}H{i % cfg.num_heads}',
+        'b': f'L{j // cfg.num_heads}H{j % cfg.num_heads}',
+        'cosine': c,
+      }
+      for c, i, j in pairs[:5]
+    ],
+    'pruning_order': [f'L{l}H{h}' for l, h in order],
+    'pruning_curve': curve,
+    'prunable_within_tolerance': prunable,
+  }
+  figures = {
+    '': _figure(cfg, stats, delta, similarity, ablation, curve, limit),
+    'maps': analysis.plot_attention_grid(
+      maps, labels, title=f'attention on: {tok.decode(passage)[:60]!r}...'
+    ),
+  }
+  return Result(settings=s, results=results, answer=_answer(cfg, s, results), figures=figures)
 
 
 def _answer(cfg, s, r) -> str:
-    heads = r["heads"]
-    kinds = {}
-    for h in heads:
-        kinds.setdefault(h["kind"], []).append(f"L{h['layer']}H{h['head']}")
-    kind_text = "; ".join(f"{k}: {len(v)} ({', '.join(v)})" for k, v in sorted(kinds.items()))
-    top = sorted(heads, key=lambda h: -h["delta_loss"])[:3]
-    low = sorted(heads, key=lambda h: h["delta_loss"])[:3]
-    base, total = r["baseline_loss"], cfg.num_layers * cfg.num_heads
-    fmt = lambda h: f"L{h['layer']}H{h['head']} ({h['delta_loss']:+.3f})"  # noqa: E731
-    ents = [h["entropy"] for h in heads]
-    pair = r["most_similar_pairs"][0]
-    layer_text = ", ".join(f"layer {i}: {pct(x, base)}" for i, x in enumerate(r["whole_layer_loss"]))
-    return (
-        f"Attention entropy per head ranges from {min(ents):.2f} to {max(ents):.2f} nats (uniform causal attention: "
-        f"{r['uniform_entropy']:.2f}). Heads by their statistics (previous-token / first-token / self: over half "
-        f"of the attention on that token; broad: entropy above 80% of uniform; mixed: the rest) — {kind_text}.\n\n"
-        f"Ablation on {s['ablation_batches'] * s['batch_size']} validation windows (baseline loss {base:.3f} nats/token): "
-        f"removing one head changes the loss by {min(h['delta_loss'] for h in heads):+.3f} to "
-        f"{max(h['delta_loss'] for h in heads):+.3f}. Most important: {', '.join(fmt(h) for h in top)}; least: "
-        f"{', '.join(fmt(h) for h in low)}. Removing a whole layer's attention: {layer_text}.\n\n"
-        f"Redundancy: the most similar pair is {pair['a']}/{pair['b']} (cosine {pair['cosine']:.2f}). "
-        f"Pruning from least to most important, {r['prunable_within_tolerance']} of {total} heads can go before the "
-        f"loss rises more than {100 * s['tolerance']:.0f}% above baseline; removing all gives "
-        f"{r['pruning_curve'][-1]:.3f} ({pct(r['pruning_curve'][-1], base)}).")
+  heads = r['heads']
+  kinds = {}
+  for h in heads:
+    kinds.setdefault(h['kind'], []).append(f'L{h["layer"]}H{h["head"]}')
+  kind_text = '; '.join(f'{k}: {len(v)} ({", ".join(v)})' for k, v in sorted(kinds.items()))
+  top = sorted(heads, key=lambda h: -h['delta_loss'])[:3]
+  low = sorted(heads, key=lambda h: h['delta_loss'])[:3]
+  base, total = r['baseline_loss'], cfg.num_layers * cfg.num_heads
+  fmt = lambda h: f'L{h["layer"]}H{h["head"]} ({h["delta_loss"]:+.3f})'  # noqa: E731
+  ents = [h['entropy'] for h in heads]
+  pair = r['most_similar_pairs'][0]
+  layer_text = ', '.join(f'layer {i}: {pct(x, base)}' for i, x in enumerate(r['whole_layer_loss']))
+  return (
+    f'Attention entropy per head ranges from {min(ents):.2f} to {max(ents):.2f} nats (uniform causal attention: '
+    f'{r["uniform_entropy"]:.2f}). Heads by their statistics (previous-token / first-token / self: over half '
+    f'of the attention on that token; broad: entropy above 80% of uniform; mixed: the rest) — {kind_text}.\n\n'
+    f'Ablation on {s["ablation_batches"] * s["batch_size"]} validation windows (baseline loss {base:.3f} nats/token): '
+    f'removing one head changes the loss by {min(h["delta_loss"] for h in heads):+.3f} to '
+    f'{max(h["delta_loss"] for h in heads):+.3f}. Most important: {", ".join(fmt(h) for h in top)}; least: '
+    f"{', '.join(fmt(h) for h in low)}. Removing a whole layer's attention: {layer_text}.\n\n"
+    f'Redundancy: the most similar pair is {pair["a"]}/{pair["b"]} (cosine {pair["cosine"]:.2f}). '
+    f'Pruning from least to most important, {r["prunable_within_tolerance"]} of {total} heads can go before the '
+    f'loss rises more than {100 * s["tolerance"]:.0f}% above baseline; removing all gives '
+    f'{r["pruning_curve"][-1]:.3f} ({pct(r["pruning_curve"][-1], base)}).'
+  )
 
 
 def _figure(cfg, stats, delta, similarity, ablation, curve, limit):
-    plt = analysis.pyplot()
-    fig, axes = plt.subplots(2, 4, figsize=(18, 8))
-    rows = [f"L{l}" for l in range(cfg.num_layers)]
-    cols = [f"H{h}" for h in range(cfg.num_heads)]
-    panels = [("entropy", "entropy (nats)"), ("mean_distance", "mean distance (tokens)"),
-              ("previous_token", "share on previous token"), ("first_token", "share on first token")]
-    limits = {"entropy": (0, stats["uniform_entropy"]), "mean_distance": (0, stats["uniform_mean_distance"]),
-              "previous_token": (0, 1), "first_token": (0, 1)}
-    for ax, (key, title) in zip(axes[0], panels):
-        analysis.heatmap(ax, stats[key], row_labels=rows, col_labels=cols, title=title,
-                         vmin=limits[key][0], vmax=max(limits[key][1], float(np.max(stats[key]))))
-    analysis.heatmap(axes[1, 0], delta, row_labels=rows, col_labels=cols, cmap="Reds", fmt="{:+.3f}",
-                     title=f"loss increase when the head alone is masked\n(baseline {ablation['baseline']:.3f})")
-    names = [f"L{l}H{h}" for l in range(cfg.num_layers) for h in range(cfg.num_heads)]
-    analysis.heatmap(axes[1, 1], similarity, row_labels=names, col_labels=names, title="attention-pattern cosine similarity",
-                     fmt=None, vmin=0.0, vmax=1.0)
-    axes[1, 1].tick_params(labelsize=5)
-    axes[1, 1].tick_params(axis="x", rotation=90)
-    axes[1, 2].bar(range(cfg.num_layers), ablation["whole_layer"] - ablation["baseline"])
-    axes[1, 2].set_xticks(range(cfg.num_layers), rows)
-    axes[1, 2].set_title("loss increase without a layer's attention", fontsize=9)
-    axes[1, 3].plot(range(len(curve)), curve, marker="o")
-    axes[1, 3].axhline(limit, color="gray", ls="--", label="baseline + 1%")
-    axes[1, 3].set_xlabel("heads removed (least important first)")
-    axes[1, 3].set_ylabel("validation loss")
-    axes[1, 3].set_title("pruning curve", fontsize=9)
-    axes[1, 3].legend(fontsize=7)
-    for ax in axes[1, 2:]:
-        ax.grid(alpha=0.3)
-    return fig
+  plt = analysis.pyplot()
+  fig, axes = plt.subplots(2, 4, figsize=(18, 8))
+  rows = [f'L{l}' for l in range(cfg.num_layers)]
+  cols = [f'H{h}' for h in range(cfg.num_heads)]
+  panels = [
+    ('entropy', 'entropy (nats)'),
+    ('mean_distance', 'mean distance (tokens)'),
+    ('previous_token', 'share on previous token'),
+    ('first_token', 'share on first token'),
+  ]
+  limits = {
+    'entropy': (0, stats['uniform_entropy']),
+    'mean_distance': (0, stats['uniform_mean_distance']),
+    'previous_token': (0, 1),
+    'first_token': (0, 1),
+  }
+  for ax, (key, title) in zip(axes[0], panels):
+    analysis.heatmap(
+      ax,
+      stats[key],
+      row_labels=rows,
+      col_labels=cols,
+      title=title,
+      vmin=limits[key][0],
+      vmax=max(limits[key][1], float(np.max(stats[key]))),
+    )
+  analysis.heatmap(
+    axes[1, 0],
+    delta,
+    row_labels=rows,
+    col_labels=cols,
+    cmap='Reds',
+    fmt='{:+.3f}',
+    title=f'loss increase when the head alone is masked\n(baseline {ablation["baseline"]:.3f})',
+  )
+  names = [f'L{l}H{h}' for l in range(cfg.num_layers) for h in range(cfg.num_heads)]
+  analysis.heatmap(
+    axes[1, 1],
+    similarity,
+    row_labels=names,
+    col_labels=names,
+    title='attention-pattern cosine similarity',
+    fmt=None,
+    vmin=0.0,
+    vmax=1.0,
+  )
+  axes[1, 1].tick_params(labelsize=5)
+  axes[1, 1].tick_params(axis='x', rotation=90)
+  axes[1, 2].bar(range(cfg.num_layers), ablation['whole_layer'] - ablation['baseline'])
+  axes[1, 2].set_xticks(range(cfg.num_layers), rows)
+  axes[1, 2].set_title("loss increase without a layer's attention", fontsize=9)
+  axes[1, 3].plot(range(len(curve)), curve, marker='o')
+  axes[1, 3].axhline(limit, color='gray', ls='--', label='baseline + 1%')
+  axes[1, 3].set_xlabel('heads removed (least important first)')
+  axes[1, 3].set_ylabel('validation loss')
+  axes[1, 3].set_title('pruning curve', fontsize=9)
+  axes[1, 3].legend(fontsize=7)
+  for ax in axes[1, 2:]:
+    ax.grid(alpha=0.3)
+  return fig

@@ -20,6 +20,7 @@ live in the 'cache' collection as [B, Lmax, H, K]. A call with n >= 1 new tokens
 `positions[0]` (the caller's cache index) in one dynamic_update_slice, so a prompt is
 prefilled in a single call, and attends causally over the filled part of the cache.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -31,50 +32,56 @@ from jaxformer.model.layers import Dropout, Projection, apply_rope, partitioned,
 
 
 def attention_mask(q_len: int, k_len: int, *, key_valid=None, causal: bool = False, positions=None):
-    """Boolean mask broadcastable to [B, 1, Lq, Lk]; True = may attend. None = attend everywhere.
+  """Boolean mask broadcastable to [B, 1, Lq, Lk]; True = may attend. None = attend everywhere.
 
-    key_valid: [B, Lk] (False at padding). causal: position i sees keys j <= i.
-    positions: [Lq] absolute query positions while decoding from a cache of length Lk; then
-    key j is visible iff j <= position (the rest of the cache is empty or in the future).
-    """
-    if positions is not None:
-        return (jnp.arange(k_len)[None, :] <= positions[:, None])[None, None]
-    mask = None
-    if key_valid is not None:
-        mask = key_valid[:, None, None, :]
-        if q_len == k_len:
-            # Self-attention: every token may also see itself, so a padding query never has an
-            # empty row (an all-masked softmax would spread over *all* keys, future included).
-            mask = mask | jnp.eye(q_len, dtype=bool)[None, None]
-    if causal:
-        tril = jnp.tril(jnp.ones((q_len, k_len), dtype=bool))[None, None]
-        mask = tril if mask is None else mask & tril
-    return mask
+  key_valid: [B, Lk] (False at padding). causal: position i sees keys j <= i.
+  positions: [Lq] absolute query positions while decoding from a cache of length Lk; then
+  key j is visible iff j <= position (the rest of the cache is empty or in the future).
+  """
+  if positions is not None:
+    return (jnp.arange(k_len)[None, :] <= positions[:, None])[None, None]
+  mask = None
+  if key_valid is not None:
+    mask = key_valid[:, None, None, :]
+    if q_len == k_len:
+      # Self-attention: every token may also see itself, so a padding query never has an
+      # empty row (an all-masked softmax would spread over *all* keys, future included).
+      mask = mask | jnp.eye(q_len, dtype=bool)[None, None]
+  if causal:
+    tril = jnp.tril(jnp.ones((q_len, k_len), dtype=bool))[None, None]
+    mask = tril if mask is None else mask & tril
+  return mask
 
 
 def softmax_attention(q, k, v, mask, *, dropout, deterministic):
-    """softmax(q k^T / sqrt(K)) v, head-major. q: [B, H, Lq, K], k/v: [B, H, Lk, K].
+  """softmax(q k^T / sqrt(K)) v, head-major. q: [B, H, Lq, K], k/v: [B, H, Lk, K].
 
-    Returns (out [B, H, Lq, K], probs [B, H, Lq, Lk]). Logits and softmax run in float32.
-    """
-    logits = jnp.einsum("bhqk,bhsk->bhqs", q, k, preferred_element_type=jnp.float32)
-    logits = logits / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
-    if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    dropped = dropout(probs, deterministic=deterministic)
-    return jnp.einsum("bhqs,bhsk->bhqk", dropped.astype(v.dtype), v), probs
+  Returns (out [B, H, Lq, K], probs [B, H, Lq, Lk]). Logits and softmax run in float32.
+  """
+  logits = jnp.einsum('bhqk,bhsk->bhqs', q, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  dropped = dropout(probs, deterministic=deterministic)
+  return jnp.einsum('bhqs,bhsk->bhqk', dropped.astype(v.dtype), v), probs
 
 
 def _heads_first(x):
-    return jnp.swapaxes(x, 1, 2)        # [B, L, H, K] <-> [B, H, L, K]
+  return jnp.swapaxes(x, 1, 2)  # [B, L, H, K] <-> [B, H, L, K]
 
 
 def einsum_attention(q, k, v, mask, *, dropout, deterministic):
-    """softmax_attention on [B, L, H, K] inputs; returns (out [B, Lq, H, K], probs [B, H, Lq, Lk])."""
-    out, probs = softmax_attention(_heads_first(q), _heads_first(k), _heads_first(v), mask,
-                                   dropout=dropout, deterministic=deterministic)
-    return _heads_first(out), probs
+  """softmax_attention on [B, L, H, K] inputs; returns (out [B, Lq, H, K], probs [B, H, Lq, Lk])."""
+  out, probs = softmax_attention(
+    _heads_first(q),
+    _heads_first(k),
+    _heads_first(v),
+    mask,
+    dropout=dropout,
+    deterministic=deterministic,
+  )
+  return _heads_first(out), probs
 
 
 # Below this length the square is small and the blocks' extra ops cost more compile time
@@ -83,127 +90,157 @@ MIN_BLOCKED_LENGTH = 128
 
 
 def causal_block_attention(q, k, v, mask, *, dropout, deterministic, num_blocks: int = 4):
-    """einsum_attention for causal self-attention, skipping most of the masked upper triangle.
+  """einsum_attention for causal self-attention, skipping most of the masked upper triangle.
 
-    q/k/v: [B, L, H, K]; mask: [B or 1, 1, L, L]. Query block i (of `num_blocks`) sees only keys
-    up to its own last position, so logits, softmax and dropout cover (n + 1) / 2n of the
-    [L, L] square: 5/8 with 4 blocks. The blocks slice head-major copies of q/k/v, so each
-    block reads contiguous rows; `dropout` is a Dropout module, whose masks for all blocks come
-    from one random draw. Measured on one CPU core, config S's shapes ([16, 256, 6, 64]),
-    forward + backward: ~0.7x the time of the full square with attention dropout, ~0.6x XLA's
-    causal dot_product_attention without it; 8 blocks were slower than 4.
-    Returns out [B, L, H, K], the same values as einsum_attention (dropout masks differ).
-    """
-    q, k, v = _heads_first(q), _heads_first(k), _heads_first(v)
-    length = q.shape[2]
-    n = min(num_blocks, length)
-    ends = [-(-length * (i + 1) // n) for i in range(n)]          # ceil: block sizes differ by <= 1
-    blocks = list(zip([0] + ends[:-1], ends))
-    drops = dropout.split([q.shape[:2] + (end - start, end) for start, end in blocks], deterministic)
-    outs = []
-    for (start, end), drop in zip(blocks, drops):
-        out, _ = softmax_attention(q[:, :, start:end], k[:, :, :end], v[:, :, :end],
-                                   mask[:, :, start:end, :end], dropout=drop, deterministic=deterministic)
-        outs.append(out)
-    return _heads_first(jnp.concatenate(outs, axis=2))
+  q/k/v: [B, L, H, K]; mask: [B or 1, 1, L, L]. Query block i (of `num_blocks`) sees only keys
+  up to its own last position, so logits, softmax and dropout cover (n + 1) / 2n of the
+  [L, L] square: 5/8 with 4 blocks. The blocks slice head-major copies of q/k/v, so each
+  block reads contiguous rows; `dropout` is a Dropout module, whose masks for all blocks come
+  from one random draw. Measured on one CPU core, config S's shapes ([16, 256, 6, 64]),
+  forward + backward: ~0.7x the time of the full square with attention dropout, ~0.6x XLA's
+  causal dot_product_attention without it; 8 blocks were slower than 4.
+  Returns out [B, L, H, K], the same values as einsum_attention (dropout masks differ).
+  """
+  q, k, v = _heads_first(q), _heads_first(k), _heads_first(v)
+  length = q.shape[2]
+  n = min(num_blocks, length)
+  ends = [-(-length * (i + 1) // n) for i in range(n)]  # ceil: block sizes differ by <= 1
+  blocks = list(zip([0] + ends[:-1], ends))
+  drops = dropout.split([q.shape[:2] + (end - start, end) for start, end in blocks], deterministic)
+  outs = []
+  for (start, end), drop in zip(blocks, drops):
+    out, _ = softmax_attention(
+      q[:, :, start:end],
+      k[:, :, :end],
+      v[:, :, :end],
+      mask[:, :, start:end, :end],
+      dropout=drop,
+      deterministic=deterministic,
+    )
+    outs.append(out)
+  return _heads_first(jnp.concatenate(outs, axis=2))
 
 
 def fused_attention(q, k, v, mask, *, causal_only: bool, implementation):
-    """jax.nn.dot_product_attention; `causal_only` lets cuDNN skip the masked half entirely."""
-    if implementation == "auto":
-        use_cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
-        if use_cudnn:
-            try:
-                return fused_attention(q, k, v, mask, causal_only=causal_only, implementation="cudnn")
-            except (ValueError, NotImplementedError, RuntimeError):
-                pass  # unsupported shape / dtype / cuDNN version: the XLA kernel always works
-        implementation = None
-    elif implementation == "cudnn" and jax.default_backend() != "gpu":
-        raise ValueError(f"attention_impl='cudnn' needs a GPU (backend is {jax.default_backend()!r}); use 'auto'")
-    if causal_only:
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+  """jax.nn.dot_product_attention; `causal_only` lets cuDNN skip the masked half entirely."""
+  if implementation == 'auto':
+    use_cudnn = jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16)
+    if use_cudnn:
+      try:
+        return fused_attention(q, k, v, mask, causal_only=causal_only, implementation='cudnn')
+      except (ValueError, NotImplementedError, RuntimeError):
+        pass  # unsupported shape / dtype / cuDNN version: the XLA kernel always works
+    implementation = None
+  elif implementation == 'cudnn' and jax.default_backend() != 'gpu':
+    raise ValueError(
+      f"attention_impl='cudnn' needs a GPU (backend is {jax.default_backend()!r}); use 'auto'"
+    )
+  if causal_only:
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 
 class MultiHeadAttention(nn.Module):
-    """Self-attention (inputs_kv=None) or cross-attention. inputs_q: [B, Lq, D] -> [B, Lq, D].
+  """Self-attention (inputs_kv=None) or cross-attention. inputs_q: [B, Lq, D] -> [B, Lq, D].
 
-    head_mask: optional [H] multiplier per head output (1 keep, 0 remove). The output bias is
-    shared equally by the heads, so masking every head removes the whole sublayer exactly.
+  head_mask: optional [H] multiplier per head output (1 keep, 0 remove). The output bias is
+  shared equally by the heads, so masking every head removes the whole sublayer exactly.
+  """
+
+  cfg: ModelConfig
+  causal: bool = False
+
+  @nn.compact
+  def __call__(
+    self,
+    inputs_q,
+    inputs_kv=None,
+    *,
+    key_valid=None,
+    positions=None,
+    head_mask=None,
+    deterministic: bool = True,
+    decode: bool = False,
+  ):
+    cfg = self.cfg
+    is_self = inputs_kv is None
+    inputs_kv = inputs_q if is_self else inputs_kv
+    d, h, kd = cfg.d_model, cfg.num_heads, cfg.head_dim
+    common = dict(use_bias=cfg.use_bias, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
+
+    def in_proj(name, x):
+      y = Projection(
+        'bld,dhk->blhk', (d, h, kd), ('embed', 'heads', 'kv'), out_rank=2, name=name, **common
+      )(x)
+      return nn.with_logical_constraint(y, ('batch', 'length', 'heads', 'kv'))
+
+    q, k, v = in_proj('query', inputs_q), in_proj('key', inputs_kv), in_proj('value', inputs_kv)
+    q_len = q.shape[1]
+    if positions is None:
+      positions = jnp.arange(q_len)
+    if cfg.position == 'rope' and is_self:
+      q, k = apply_rope(q, positions), apply_rope(k, positions)
+
+    decoding = False
+    if decode and is_self:
+      k, v, decoding = self._update_cache(k, v, positions)
+
+    if decoding:
+      mask = attention_mask(q_len, k.shape[1], positions=positions)
+    else:
+      mask = attention_mask(q_len, k.shape[1], key_valid=key_valid, causal=self.causal and is_self)
+
+    dropout = Dropout(cfg.attention_dropout_rate)
+    needs_dropout = cfg.attention_dropout_rate > 0 and not deterministic
+    causal_self = self.causal and is_self and not decoding
+    blocked = causal_self and q_len >= MIN_BLOCKED_LENGTH
+    cpu_auto = cfg.attention_impl == 'auto' and jax.default_backend() == 'cpu'
+    if cfg.attention_impl == 'einsum':
+      out, probs = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
+      self.sow('intermediates', 'attention_weights', probs)
+    elif blocked and (needs_dropout or cpu_auto):
+      out = causal_block_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
+    elif needs_dropout:
+      out, _ = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
+    else:
+      causal_only = causal_self and key_valid is None
+      out = fused_attention(
+        q, k, v, mask, causal_only=causal_only, implementation=cfg.attention_impl
+      )
+
+    bias_scale = None
+    if head_mask is not None:
+      head_mask = head_mask.astype(out.dtype)
+      out = out * head_mask[None, None, :, None]
+      bias_scale = jnp.mean(head_mask)
+    out = Projection(
+      'blhk,hkd->bld',
+      (h, kd, d),
+      ('heads', 'kv', 'embed'),
+      out_rank=1,
+      name='out',
+      stddev=residual_init_std(cfg.num_layers),
+      **common,
+    )(out, bias_scale)
+    return nn.with_logical_constraint(out, ('batch', 'length', 'embed'))
+
+  def _update_cache(self, k, v, positions):
+    """Write k/v ([B, n, H, K]) into the cache at positions[0]; return the whole cache.
+
+    While the model is being initialised the cache variables do not exist yet: create them
+    (zeros, sized by the init input's length) and attend over the chunk as usual.
     """
-    cfg: ModelConfig
-    causal: bool = False
-
-    @nn.compact
-    def __call__(self, inputs_q, inputs_kv=None, *, key_valid=None, positions=None, head_mask=None,
-                 deterministic: bool = True, decode: bool = False):
-        cfg = self.cfg
-        is_self = inputs_kv is None
-        inputs_kv = inputs_q if is_self else inputs_kv
-        d, h, kd = cfg.d_model, cfg.num_heads, cfg.head_dim
-        common = dict(use_bias=cfg.use_bias, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
-
-        def in_proj(name, x):
-            y = Projection("bld,dhk->blhk", (d, h, kd), ("embed", "heads", "kv"), out_rank=2,
-                           name=name, **common)(x)
-            return nn.with_logical_constraint(y, ("batch", "length", "heads", "kv"))
-
-        q, k, v = in_proj("query", inputs_q), in_proj("key", inputs_kv), in_proj("value", inputs_kv)
-        q_len = q.shape[1]
-        if positions is None:
-            positions = jnp.arange(q_len)
-        if cfg.position == "rope" and is_self:
-            q, k = apply_rope(q, positions), apply_rope(k, positions)
-
-        decoding = False
-        if decode and is_self:
-            k, v, decoding = self._update_cache(k, v, positions)
-
-        if decoding:
-            mask = attention_mask(q_len, k.shape[1], positions=positions)
-        else:
-            mask = attention_mask(q_len, k.shape[1], key_valid=key_valid, causal=self.causal and is_self)
-
-        dropout = Dropout(cfg.attention_dropout_rate)
-        needs_dropout = cfg.attention_dropout_rate > 0 and not deterministic
-        causal_self = self.causal and is_self and not decoding
-        blocked = causal_self and q_len >= MIN_BLOCKED_LENGTH
-        cpu_auto = cfg.attention_impl == "auto" and jax.default_backend() == "cpu"
-        if cfg.attention_impl == "einsum":
-            out, probs = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
-            self.sow("intermediates", "attention_weights", probs)
-        elif blocked and (needs_dropout or cpu_auto):
-            out = causal_block_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
-        elif needs_dropout:
-            out, _ = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
-        else:
-            causal_only = causal_self and key_valid is None
-            out = fused_attention(q, k, v, mask, causal_only=causal_only, implementation=cfg.attention_impl)
-
-        bias_scale = None
-        if head_mask is not None:
-            head_mask = head_mask.astype(out.dtype)
-            out = out * head_mask[None, None, :, None]
-            bias_scale = jnp.mean(head_mask)
-        out = Projection("blhk,hkd->bld", (h, kd, d), ("heads", "kv", "embed"), out_rank=1, name="out",
-                         stddev=residual_init_std(cfg.num_layers), **common)(out, bias_scale)
-        return nn.with_logical_constraint(out, ("batch", "length", "embed"))
-
-    def _update_cache(self, k, v, positions):
-        """Write k/v ([B, n, H, K]) into the cache at positions[0]; return the whole cache.
-
-        While the model is being initialised the cache variables do not exist yet: create them
-        (zeros, sized by the init input's length) and attend over the chunk as usual.
-        """
-        initialized = self.has_variable("cache", "cached_key")
-        shape, axes = k.shape, ("batch", "length", "heads", "kv")
-        cached_k = self.variable("cache", "cached_key", partitioned(jnp.zeros, axes), shape, k.dtype)
-        cached_v = self.variable("cache", "cached_value", partitioned(jnp.zeros, axes), shape, v.dtype)
-        if not initialized:
-            return k, v, False
-        start = positions[0]
-        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype),
-                                                      (0, start, 0, 0))
-        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v.astype(cached_v.value.dtype),
-                                                      (0, start, 0, 0))
-        return cached_k.value, cached_v.value, True
+    initialized = self.has_variable('cache', 'cached_key')
+    shape, axes = k.shape, ('batch', 'length', 'heads', 'kv')
+    cached_k = self.variable('cache', 'cached_key', partitioned(jnp.zeros, axes), shape, k.dtype)
+    cached_v = self.variable('cache', 'cached_value', partitioned(jnp.zeros, axes), shape, v.dtype)
+    if not initialized:
+      return k, v, False
+    start = positions[0]
+    cached_k.value = jax.lax.dynamic_update_slice(
+      cached_k.value, k.astype(cached_k.value.dtype), (0, start, 0, 0)
+    )
+    cached_v.value = jax.lax.dynamic_update_slice(
+      cached_v.value, v.astype(cached_v.value.dtype), (0, start, 0, 0)
+    )
+    return cached_k.value, cached_v.value, True

@@ -21,80 +21,91 @@ values add 2 * 2 * T * d per layer forward, times 3 with the backward pass, for 
 For an encoder-decoder each target token is paired with one source token (S = T = seq_len):
 L counts every attention sublayer (encoder self + decoder self + decoder cross).
 """
+
 from __future__ import annotations
 
 import jax
 
 from jaxformer.config import ModelConfig
 
-KINDS = ("decoder", "encoder_decoder", "classifier")
+KINDS = ('decoder', 'encoder_decoder', 'classifier')
 
 
 def count_params(params) -> int:
-    """Number of scalars in a parameter tree (boxed nn.Partitioned or plain arrays)."""
-    return int(sum(x.size for x in jax.tree.leaves(params)))
+  """Number of scalars in a parameter tree (boxed nn.Partitioned or plain arrays)."""
+  return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
 def _attention(cfg: ModelConfig) -> int:
-    return 4 * cfg.d_model ** 2 + 4 * cfg.d_model * cfg.use_bias
+  return 4 * cfg.d_model**2 + 4 * cfg.d_model * cfg.use_bias
 
 
 def _feed_forward(cfg: ModelConfig) -> int:
-    d, f, b = cfg.d_model, cfg.ff_dim, int(cfg.use_bias)
-    if f == 0:
-        return 0
-    if cfg.activation == "swiglu":
-        return 3 * d * f + (2 * f + d) * b
-    return 2 * d * f + (f + d) * b
+  d, f, b = cfg.d_model, cfg.ff_dim, int(cfg.use_bias)
+  if f == 0:
+    return 0
+  if cfg.activation == 'swiglu':
+    return 3 * d * f + (2 * f + d) * b
+  return 2 * d * f + (f + d) * b
 
 
 def _norm(cfg: ModelConfig) -> int:
-    return cfg.d_model * (1 + cfg.use_bias)
+  return cfg.d_model * (1 + cfg.use_bias)
 
 
 def _layer(cfg: ModelConfig, cross_attention: bool = False) -> int:
-    n = _attention(cfg) + _norm(cfg)
-    if cross_attention:
-        n += _attention(cfg) + _norm(cfg)
-    if cfg.ff_dim > 0:
-        n += _feed_forward(cfg) + _norm(cfg)
-    return n
+  n = _attention(cfg) + _norm(cfg)
+  if cross_attention:
+    n += _attention(cfg) + _norm(cfg)
+  if cfg.ff_dim > 0:
+    n += _feed_forward(cfg) + _norm(cfg)
+  return n
 
 
 def _stack(cfg: ModelConfig, num_layers: int, cross_attention: bool = False) -> int:
-    """One TransformerStack without its token table: positions, layers, final norm."""
-    n = num_layers * _layer(cfg, cross_attention)
-    n += cfg.max_len * cfg.d_model if cfg.position == "learned" else 0
-    n += _norm(cfg) if cfg.norm == "pre" else 0
-    return n
+  """One TransformerStack without its token table: positions, layers, final norm."""
+  n = num_layers * _layer(cfg, cross_attention)
+  n += cfg.max_len * cfg.d_model if cfg.position == 'learned' else 0
+  n += _norm(cfg) if cfg.norm == 'pre' else 0
+  return n
 
 
-def param_count_formula(cfg: ModelConfig, kind: str = "decoder", num_classes: int = 0) -> int:
-    """Analytic parameter count of DecoderLM / EncoderDecoder / Classifier; equals count_params."""
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is invalid: use one of {KINDS}")
-    token_table = cfg.vocab_size * cfg.d_model
-    if kind == "classifier":
-        return token_table + _stack(cfg, cfg.num_layers) + cfg.d_model * num_classes + num_classes * cfg.use_bias
-    head = 0 if cfg.tie_embeddings else token_table
-    if kind == "decoder":
-        return token_table + _stack(cfg, cfg.num_layers) + head
-    return (token_table + _stack(cfg, cfg.num_encoder_layers)
-            + _stack(cfg, cfg.num_decoder_layers, cross_attention=True) + head)
+def param_count_formula(cfg: ModelConfig, kind: str = 'decoder', num_classes: int = 0) -> int:
+  """Analytic parameter count of DecoderLM / EncoderDecoder / Classifier; equals count_params."""
+  if kind not in KINDS:
+    raise ValueError(f'kind={kind!r} is invalid: use one of {KINDS}')
+  token_table = cfg.vocab_size * cfg.d_model
+  if kind == 'classifier':
+    return (
+      token_table
+      + _stack(cfg, cfg.num_layers)
+      + cfg.d_model * num_classes
+      + num_classes * cfg.use_bias
+    )
+  head = 0 if cfg.tie_embeddings else token_table
+  if kind == 'decoder':
+    return token_table + _stack(cfg, cfg.num_layers) + head
+  return (
+    token_table
+    + _stack(cfg, cfg.num_encoder_layers)
+    + _stack(cfg, cfg.num_decoder_layers, cross_attention=True)
+    + head
+  )
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int, kind: str = "decoder") -> float:
-    """Training (forward + backward) FLOPs per token: 6 N + 12 L d T (see the module docstring)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is invalid: use one of {KINDS}")
-    d = cfg.d_model
-    if kind == "encoder_decoder":
-        matmul_params = (cfg.num_encoder_layers * _layer(cfg)
-                         + cfg.num_decoder_layers * _layer(cfg, cross_attention=True))
-        attention_sublayers = cfg.num_encoder_layers + 2 * cfg.num_decoder_layers
-    else:
-        matmul_params = cfg.num_layers * _layer(cfg)
-        attention_sublayers = cfg.num_layers
-    if kind != "classifier":
-        matmul_params += cfg.vocab_size * d  # output projection
-    return float(6 * matmul_params + 12 * attention_sublayers * d * seq_len)
+def flops_per_token(cfg: ModelConfig, seq_len: int, kind: str = 'decoder') -> float:
+  """Training (forward + backward) FLOPs per token: 6 N + 12 L d T (see the module docstring)."""
+  if kind not in KINDS:
+    raise ValueError(f'kind={kind!r} is invalid: use one of {KINDS}')
+  d = cfg.d_model
+  if kind == 'encoder_decoder':
+    matmul_params = cfg.num_encoder_layers * _layer(cfg) + cfg.num_decoder_layers * _layer(
+      cfg, cross_attention=True
+    )
+    attention_sublayers = cfg.num_encoder_layers + 2 * cfg.num_decoder_layers
+  else:
+    matmul_params = cfg.num_layers * _layer(cfg)
+    attention_sublayers = cfg.num_layers
+  if kind != 'classifier':
+    matmul_params += cfg.vocab_size * d  # output projection
+  return float(6 * matmul_params + 12 * attention_sublayers * d * seq_len)

@@ -7,6 +7,7 @@ mesh axes with one small table; nothing here knows about devices.
 Shapes: B = batch, L = length, D = d_model (logical 'embed'), H = heads, K = head_dim ('kv'),
 F = d_ff ('mlp'), V = vocab.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,199 +27,240 @@ INIT_STD = 0.02
 
 
 def residual_init_std(num_layers: int) -> float:
-    return INIT_STD / math.sqrt(2 * num_layers)
+  return INIT_STD / math.sqrt(2 * num_layers)
 
 
 def partitioned(init, axes):
-    return nn.with_logical_partitioning(init, axes)
+  return nn.with_logical_partitioning(init, axes)
 
 
 class Projection(nn.Module):
-    """A learned linear map written as one einsum: `einsum(eq, x, kernel) + bias`.
+  """A learned linear map written as one einsum: `einsum(eq, x, kernel) + bias`.
 
-    The kernel keeps heads as their own axis instead of a flat [D, H*K] matrix, e.g.
-    q/k/v: [D, H, K] with axes ('embed', 'heads', 'kv'); attention output: [H, K, D]. That
-    lets the rule 'heads' -> 'model' split heads across devices (Megatron-style). The bias
-    covers the last `out_rank` kernel axes. `bias_scale` multiplies the bias (head masking).
-    """
-    eq: str
-    kernel_shape: tuple[int, ...]
-    kernel_axes: tuple[str, ...]
-    out_rank: int = 1
-    use_bias: bool = True
-    stddev: float = INIT_STD
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
+  The kernel keeps heads as their own axis instead of a flat [D, H*K] matrix, e.g.
+  q/k/v: [D, H, K] with axes ('embed', 'heads', 'kv'); attention output: [H, K, D]. That
+  lets the rule 'heads' -> 'model' split heads across devices (Megatron-style). The bias
+  covers the last `out_rank` kernel axes. `bias_scale` multiplies the bias (head masking).
+  """
 
-    @nn.compact
-    def __call__(self, x, bias_scale=None):
-        kernel = self.param("kernel", partitioned(nn.initializers.normal(self.stddev), self.kernel_axes),
-                            self.kernel_shape, self.param_dtype)
-        # Every `eq` here contracts the trailing axes of x with the leading axes of the kernel, so
-        # it is one [rows, n_in] @ [n_in, n_out] matmul. Written that way (not jnp.einsum), the
-        # backward pass is also plain 2-D matmuls; with einsum, XLA:CPU left the weight gradients
-        # as transposed-operand dots outside its fast matmul library (3-4x slower there).
-        n_in = len(self.kernel_shape) - self.out_rank
-        in_shape, out_shape = self.kernel_shape[:n_in], self.kernel_shape[n_in:]
-        lead = x.shape[:x.ndim - n_in]
-        x2 = x.astype(self.dtype).reshape((-1, math.prod(in_shape)))
-        w2 = kernel.astype(self.dtype).reshape((math.prod(in_shape), math.prod(out_shape)))
-        y = (x2 @ w2).reshape(lead + out_shape)
-        if self.use_bias:
-            bias_axes, bias_shape = self.kernel_axes[-self.out_rank:], self.kernel_shape[-self.out_rank:]
-            bias = self.param("bias", partitioned(nn.initializers.zeros, bias_axes), bias_shape,
-                              self.param_dtype).astype(self.dtype)
-            y = y + (bias if bias_scale is None else bias * bias_scale)
-        return y
+  eq: str
+  kernel_shape: tuple[int, ...]
+  kernel_axes: tuple[str, ...]
+  out_rank: int = 1
+  use_bias: bool = True
+  stddev: float = INIT_STD
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, bias_scale=None):
+    kernel = self.param(
+      'kernel',
+      partitioned(nn.initializers.normal(self.stddev), self.kernel_axes),
+      self.kernel_shape,
+      self.param_dtype,
+    )
+    # Every `eq` here contracts the trailing axes of x with the leading axes of the kernel, so
+    # it is one [rows, n_in] @ [n_in, n_out] matmul. Written that way (not jnp.einsum), the
+    # backward pass is also plain 2-D matmuls; with einsum, XLA:CPU left the weight gradients
+    # as transposed-operand dots outside its fast matmul library (3-4x slower there).
+    n_in = len(self.kernel_shape) - self.out_rank
+    in_shape, out_shape = self.kernel_shape[:n_in], self.kernel_shape[n_in:]
+    lead = x.shape[: x.ndim - n_in]
+    x2 = x.astype(self.dtype).reshape((-1, math.prod(in_shape)))
+    w2 = kernel.astype(self.dtype).reshape((math.prod(in_shape), math.prod(out_shape)))
+    y = (x2 @ w2).reshape(lead + out_shape)
+    if self.use_bias:
+      bias_axes, bias_shape = (
+        self.kernel_axes[-self.out_rank :],
+        self.kernel_shape[-self.out_rank :],
+      )
+      bias = self.param(
+        'bias', partitioned(nn.initializers.zeros, bias_axes), bias_shape, self.param_dtype
+      ).astype(self.dtype)
+      y = y + (bias if bias_scale is None else bias * bias_scale)
+    return y
 
 
 class Dropout(nn.Module):
-    """Inverted dropout, drop probability `rate`, drawing from the 'dropout' rng stream.
+  """Inverted dropout, drop probability `rate`, drawing from the 'dropout' rng stream.
 
-    Same contract as nn.Dropout, with 4x fewer random-number evaluations: flax draws a 32-bit
-    uniform per element, and partitionable threefry spends a full threefry2x32 (64 random bits)
-    on each. Here one threefry2x32 output is split into four 16-bit draws, and an element is
-    kept when its draw is >= round(rate * 2^16): the rate is exact to 1.6e-5. On CPU this cut the
-    dropout share of a GPT-2 train step from ~15% to ~4%. Shapes whose last axis is not a
-    multiple of 4 fall back to one 32-bit draw per element.
+  Same contract as nn.Dropout, with 4x fewer random-number evaluations: flax draws a 32-bit
+  uniform per element, and partitionable threefry spends a full threefry2x32 (64 random bits)
+  on each. Here one threefry2x32 output is split into four 16-bit draws, and an element is
+  kept when its draw is >= round(rate * 2^16): the rate is exact to 1.6e-5. On CPU this cut the
+  dropout share of a GPT-2 train step from ~15% to ~4%. Shapes whose last axis is not a
+  multiple of 4 fall back to one 32-bit draw per element.
+  """
+
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    if deterministic or self.rate == 0.0:
+      return x
+    return _masked_dropout(*self._keep_mask(x.shape))(x)
+
+  def split(self, shapes, deterministic: bool = True):
+    """Dropout functions for arrays [*lead, m_i, n_i] (the same lead axes), masks from one draw.
+
+    Statistically the same as one call per array, but XLA compiles one random-number
+    generator instead of one per array: on CPU each threefry site costs seconds of compile
+    time (four attention blocks per layer, each with its own draw, doubled the compile time
+    of a small model with attention dropout). The draw is [*lead, sum_i m_i n_i], so the lead
+    axes (batch, heads) keep their sharding.
     """
-    rate: float
+    lead = tuple(shapes[0][:-2])
+    if any(tuple(shape[:-2]) != lead for shape in shapes):
+      raise ValueError(
+        f'Dropout.split needs shapes that differ only in their last two axes, got {shapes}'
+      )
+    if deterministic or self.rate == 0.0:
+      return [_masked_dropout(None, 1.0) for _ in shapes]
+    sizes = [shape[-2] * shape[-1] for shape in shapes]
+    keep, keep_prob = self._keep_mask(lead + (sum(sizes),))
+    starts = np.cumsum([0] + sizes)
+    return [
+      _masked_dropout(keep[..., start : start + size].reshape(shape), keep_prob)
+      for start, size, shape in zip(starts, sizes, shapes)
+    ]
 
-    @nn.compact
-    def __call__(self, x, deterministic: bool = True):
-        if deterministic or self.rate == 0.0:
-            return x
-        return _masked_dropout(*self._keep_mask(x.shape))(x)
-
-    def split(self, shapes, deterministic: bool = True):
-        """Dropout functions for arrays [*lead, m_i, n_i] (the same lead axes), masks from one draw.
-
-        Statistically the same as one call per array, but XLA compiles one random-number
-        generator instead of one per array: on CPU each threefry site costs seconds of compile
-        time (four attention blocks per layer, each with its own draw, doubled the compile time
-        of a small model with attention dropout). The draw is [*lead, sum_i m_i n_i], so the lead
-        axes (batch, heads) keep their sharding.
-        """
-        lead = tuple(shapes[0][:-2])
-        if any(tuple(shape[:-2]) != lead for shape in shapes):
-            raise ValueError(f"Dropout.split needs shapes that differ only in their last two axes, got {shapes}")
-        if deterministic or self.rate == 0.0:
-            return [_masked_dropout(None, 1.0) for _ in shapes]
-        sizes = [shape[-2] * shape[-1] for shape in shapes]
-        keep, keep_prob = self._keep_mask(lead + (sum(sizes),))
-        starts = np.cumsum([0] + sizes)
-        return [_masked_dropout(keep[..., start:start + size].reshape(shape), keep_prob)
-                for start, size, shape in zip(starts, sizes, shapes)]
-
-    def _keep_mask(self, shape):
-        """(keep [shape] bool, keep probability)."""
-        key = self.make_rng("dropout")
-        if shape and shape[-1] % 4 == 0 and str(jax.random.key_impl(key)) == "threefry2x32":
-            threshold = round(self.rate * 2 ** 16)
-            return _uint16_draws(key, shape) >= jnp.uint16(threshold), 1.0 - threshold / 2 ** 16
-        keep_prob = 1.0 - self.rate
-        return jax.random.bernoulli(key, keep_prob, shape), keep_prob
+  def _keep_mask(self, shape):
+    """(keep [shape] bool, keep probability)."""
+    key = self.make_rng('dropout')
+    if shape and shape[-1] % 4 == 0 and str(jax.random.key_impl(key)) == 'threefry2x32':
+      threshold = round(self.rate * 2**16)
+      return _uint16_draws(key, shape) >= jnp.uint16(threshold), 1.0 - threshold / 2**16
+    keep_prob = 1.0 - self.rate
+    return jax.random.bernoulli(key, keep_prob, shape), keep_prob
 
 
 def _masked_dropout(keep, keep_prob: float):
-    """x -> x / keep_prob where keep, else 0; keep=None is the identity. Called as dropout(x, deterministic=...)."""
-    def apply(x, deterministic: bool = False):
-        if keep is None:
-            return x
-        return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros((), x.dtype))
-    return apply
+  """x -> x / keep_prob where keep, else 0; keep=None is the identity. Called as dropout(x, deterministic=...)."""
+
+  def apply(x, deterministic: bool = False):
+    if keep is None:
+      return x
+    return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros((), x.dtype))
+
+  return apply
 
 
 def _uint16_draws(key, shape):
-    """uint16 random draws of `shape` (last axis a multiple of 4), 4 per threefry2x32 call.
+  """uint16 random draws of `shape` (last axis a multiple of 4), 4 per threefry2x32 call.
 
-    Counters are the flat index of each group of 4, as in jax's partitionable threefry, so the
-    draws do not depend on how the array is sharded.
-    """
-    groups = shape[:-1] + (shape[-1] // 4,)
-    counts = jnp.arange(math.prod(groups), dtype=jnp.uint32).reshape(groups)
-    k1, k2 = jax.random.key_data(key)
-    hi, lo = jax.extend.random.threefry2x32_p.bind(k1, k2, jnp.zeros_like(counts), counts)
-    halves = [jax.lax.bitcast_convert_type(b, jnp.uint16) for b in (hi, lo)]       # groups + [2]
-    return jnp.concatenate(halves, axis=-1).reshape(shape)
+  Counters are the flat index of each group of 4, as in jax's partitionable threefry, so the
+  draws do not depend on how the array is sharded.
+  """
+  groups = shape[:-1] + (shape[-1] // 4,)
+  counts = jnp.arange(math.prod(groups), dtype=jnp.uint32).reshape(groups)
+  k1, k2 = jax.random.key_data(key)
+  hi, lo = jax.extend.random.threefry2x32_p.bind(k1, k2, jnp.zeros_like(counts), counts)
+  halves = [jax.lax.bitcast_convert_type(b, jnp.uint16) for b in (hi, lo)]  # groups + [2]
+  return jnp.concatenate(halves, axis=-1).reshape(shape)
 
 
 def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
-    # LayerNorm computes its statistics in float32 even when dtype is bfloat16.
-    return nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, use_bias=cfg.use_bias, dtype=cfg.compute_dtype,
-                        param_dtype=cfg.params_dtype, name=name,
-                        scale_init=partitioned(nn.initializers.ones, ("embed",)),
-                        bias_init=partitioned(nn.initializers.zeros, ("embed",)))
+  # LayerNorm computes its statistics in float32 even when dtype is bfloat16.
+  return nn.LayerNorm(
+    epsilon=cfg.layer_norm_epsilon,
+    use_bias=cfg.use_bias,
+    dtype=cfg.compute_dtype,
+    param_dtype=cfg.params_dtype,
+    name=name,
+    scale_init=partitioned(nn.initializers.ones, ('embed',)),
+    bias_init=partitioned(nn.initializers.zeros, ('embed',)),
+  )
 
 
-def token_embedding(cfg: ModelConfig, name: str = "token_embed") -> nn.Embed:
-    """Token table [V, D]; its `.attend(x)` is the tied output projection x @ table.T."""
-    return nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
-                    embedding_init=partitioned(nn.initializers.normal(INIT_STD), ("vocab", "embed")),
-                    name=name)
+def token_embedding(cfg: ModelConfig, name: str = 'token_embed') -> nn.Embed:
+  """Token table [V, D]; its `.attend(x)` is the tied output projection x @ table.T."""
+  return nn.Embed(
+    cfg.vocab_size,
+    cfg.d_model,
+    dtype=cfg.compute_dtype,
+    param_dtype=cfg.params_dtype,
+    embedding_init=partitioned(nn.initializers.normal(INIT_STD), ('vocab', 'embed')),
+    name=name,
+  )
 
 
 def sinusoidal_table(length: int, dim: int) -> np.ndarray:
-    """The fixed positions of Vaswani et al. (2017): sin on even, cos on odd features. [length, dim]."""
-    pos = np.arange(length)[:, None]
-    inv_freq = np.exp(-math.log(10000.0) * np.arange(0, dim, 2) / dim)
-    table = np.zeros((length, dim), np.float32)
-    table[:, 0::2] = np.sin(pos * inv_freq)
-    table[:, 1::2] = np.cos(pos * inv_freq)[:, : dim // 2]
-    return table
+  """The fixed positions of Vaswani et al. (2017): sin on even, cos on odd features. [length, dim]."""
+  pos = np.arange(length)[:, None]
+  inv_freq = np.exp(-math.log(10000.0) * np.arange(0, dim, 2) / dim)
+  table = np.zeros((length, dim), np.float32)
+  table[:, 0::2] = np.sin(pos * inv_freq)
+  table[:, 1::2] = np.cos(pos * inv_freq)[:, : dim // 2]
+  return table
 
 
 class AddPositions(nn.Module):
-    """x + position_table[positions] for 'learned' or 'sinusoidal' positions. x: [B, L, D], positions: [L]."""
-    cfg: ModelConfig
+  """x + position_table[positions] for 'learned' or 'sinusoidal' positions. x: [B, L, D], positions: [L]."""
 
-    @nn.compact
-    def __call__(self, x, positions):
-        cfg = self.cfg
-        if cfg.position == "learned":
-            table = self.param("embedding", partitioned(nn.initializers.normal(INIT_STD), ("length", "embed")),
-                               (cfg.max_len, cfg.d_model), cfg.params_dtype)
-        else:
-            table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model))
-        return x + jnp.take(table, positions, axis=0).astype(x.dtype)[None]
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions):
+    cfg = self.cfg
+    if cfg.position == 'learned':
+      table = self.param(
+        'embedding',
+        partitioned(nn.initializers.normal(INIT_STD), ('length', 'embed')),
+        (cfg.max_len, cfg.d_model),
+        cfg.params_dtype,
+      )
+    else:
+      table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model))
+    return x + jnp.take(table, positions, axis=0).astype(x.dtype)[None]
 
 
 def apply_rope(x, positions, base: float = 10000.0):
-    """Rotary position embedding (Su et al. 2021), rotate-half form. x: [B, L, H, K], positions: [L].
+  """Rotary position embedding (Su et al. 2021), rotate-half form. x: [B, L, H, K], positions: [L].
 
-    Pairs of features (i, i + K/2) are rotated by angle position * base^(-2i/K), so the dot
-    product q.k depends only on the distance between the two positions.
-    """
-    half = x.shape[-1] // 2
-    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]        # [L, K/2]
-    sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x.dtype)
+  Pairs of features (i, i + K/2) are rotated by angle position * base^(-2i/K), so the dot
+  product q.k depends only on the distance between the two positions.
+  """
+  half = x.shape[-1] // 2
+  inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]  # [L, K/2]
+  sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
 
 
 class FeedForward(nn.Module):
-    """d_model -> d_ff -> activation -> d_model. x: [B, L, D] -> [B, L, D].
+  """d_model -> d_ff -> activation -> d_model. x: [B, L, D] -> [B, L, D].
 
-    'swiglu' (Shazeer 2020) uses two input projections: act = silu(x W_gate) * (x W_up).
-    """
-    cfg: ModelConfig
+  'swiglu' (Shazeer 2020) uses two input projections: act = silu(x W_gate) * (x W_up).
+  """
 
-    @nn.compact
-    def __call__(self, x):
-        cfg = self.cfg
-        d, f = cfg.d_model, cfg.ff_dim
+  cfg: ModelConfig
 
-        def proj(name, shape, axes, std=INIT_STD):
-            return Projection("bld,df->blf" if axes[0] == "embed" else "blf,fd->bld", shape, axes,
-                              use_bias=cfg.use_bias, stddev=std, dtype=cfg.compute_dtype,
-                              param_dtype=cfg.params_dtype, name=name)
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    d, f = cfg.d_model, cfg.ff_dim
 
-        if cfg.activation == "swiglu":
-            h = nn.silu(proj("wi_gate", (d, f), ("embed", "mlp"))(x)) * proj("wi_up", (d, f), ("embed", "mlp"))(x)
-        else:
-            h = proj("wi", (d, f), ("embed", "mlp"))(x)
-            h = nn.gelu(h) if cfg.activation == "gelu" else nn.relu(h)
-        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        return proj("wo", (f, d), ("mlp", "embed"), residual_init_std(max(cfg.num_layers, 1)))(h)
+    def proj(name, shape, axes, std=INIT_STD):
+      return Projection(
+        'bld,df->blf' if axes[0] == 'embed' else 'blf,fd->bld',
+        shape,
+        axes,
+        use_bias=cfg.use_bias,
+        stddev=std,
+        dtype=cfg.compute_dtype,
+        param_dtype=cfg.params_dtype,
+        name=name,
+      )
+
+    if cfg.activation == 'swiglu':
+      h = nn.silu(proj('wi_gate', (d, f), ('embed', 'mlp'))(x)) * proj(
+        'wi_up', (d, f), ('embed', 'mlp')
+      )(x)
+    else:
+      h = proj('wi', (d, f), ('embed', 'mlp'))(x)
+      h = nn.gelu(h) if cfg.activation == 'gelu' else nn.relu(h)
+    h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
+    return proj('wo', (f, d), ('mlp', 'embed'), residual_init_std(max(cfg.num_layers, 1)))(h)

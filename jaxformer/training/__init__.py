@@ -2,6 +2,7 @@
 
 Start at loop.train_and_evaluate; main.py is the command line around it.
 """
+
 from jaxformer.training.callbacks import Callback, EarlyStopping
 from jaxformer.training.errors import ConfigError, Diverged
 
@@ -11,4 +12,5 @@ __all__ = ['Callback', 'ConfigError', 'Diverged', 'EarlyStopping', 'train_and_ev
 def train_and_evaluate(config, workdir, **kwargs):
   """See jaxformer.training.loop.train_and_evaluate (imported lazily: it pulls in orbax and tfds)."""
   from jaxformer.training.loop import train_and_evaluate as run
+
   return run(config, workdir, **kwargs)

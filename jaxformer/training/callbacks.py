@@ -9,6 +9,7 @@ A callback is any object with some of these methods; the loop calls the ones it 
   on_train_end(step)                   once, at the end
   state_dict() / load_state_dict(d)    JSON-able state saved in every checkpoint
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,9 @@ class EarlyStopping:
 
   def __init__(self, patience: int, min_delta: float = 0.0):
     if patience < 0 or min_delta < 0:
-      raise ValueError(f'early_stopping.patience and min_delta must be >= 0, got {patience}, {min_delta}')
+      raise ValueError(
+        f'early_stopping.patience and min_delta must be >= 0, got {patience}, {min_delta}'
+      )
     self.patience, self.min_delta = int(patience), float(min_delta)
     self.best_value, self.best_step, self.bad_evals = math.inf, -1, 0
     self.stopped = False
@@ -64,8 +67,12 @@ class EarlyStopping:
   def state_dict(self) -> dict:
     # 'best_loss' names the monitored value (loss or error): the key predates `monitor`, and
     # checkpoints already written with it must resume.
-    return {'best_loss': self.best, 'best_step': self.best_step, 'bad_evals': self.bad_evals,
-            'stopped': self.stopped}
+    return {
+      'best_loss': self.best,
+      'best_step': self.best_step,
+      'bad_evals': self.bad_evals,
+      'stopped': self.stopped,
+    }
 
   def load_state_dict(self, d: dict) -> None:
     self.best_value = math.inf if d.get('best_loss') is None else float(d['best_loss'])

@@ -9,6 +9,8 @@ class Diverged(RuntimeError):
   """The loss or the gradients became NaN/Inf. Exit code 3; the last good checkpoint is kept."""
 
   def __init__(self, step: int, what: str = 'loss'):
-    super().__init__(f'training diverged: non-finite {what} at step {step}; the last good checkpoint '
-                     'is kept (lower learning_rate or raise warmup_steps, then re-run with a new workdir)')
+    super().__init__(
+      f'training diverged: non-finite {what} at step {step}; the last good checkpoint '
+      'is kept (lower learning_rate or raise warmup_steps, then re-run with a new workdir)'
+    )
     self.step = step

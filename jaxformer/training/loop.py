@@ -4,6 +4,7 @@ Reading order: `train_and_evaluate` sets up (checks, data, model, state or resum
 `_Trainer.run` loops: step -> (log) -> (evaluate, early stopping) -> (checkpoint), then finishes:
 best weights restored, test evaluation, report, summary.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,7 @@ def params_fingerprint(params) -> str:
   for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
     if not leaf.is_fully_addressable:
       from jax.experimental import multihost_utils
+
       leaf = multihost_utils.process_allgather(leaf, tiled=True)
     h.update(jax.tree_util.keystr(path).encode())
     h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
@@ -53,6 +55,7 @@ def _log(msg: str) -> None:
 @dataclasses.dataclass
 class _Setup:
   """Everything decided before the first step."""
+
   config: Any
   workdir: str
   data: Any
@@ -60,11 +63,11 @@ class _Setup:
   model_cfg: Any
   runtime: Runtime
   tx: Any
-  shardings: dict          # NamedSharding per state leaf
-  abstract_state: dict     # ShapeDtypeStructs with shardings: the restore target
-  resolved: dict           # the config as written to config.json
-  make_state: Callable     # (init_key, dropout_key) -> fresh train state
-  boxed_params: Any        # abstract params with their logical axis names
+  shardings: dict  # NamedSharding per state leaf
+  abstract_state: dict  # ShapeDtypeStructs with shardings: the restore target
+  resolved: dict  # the config as written to config.json
+  make_state: Callable  # (init_key, dropout_key) -> fresh train state
+  boxed_params: Any  # abstract params with their logical axis names
 
 
 def prepare(config, workdir: str) -> _Setup:
@@ -74,8 +77,13 @@ def prepare(config, workdir: str) -> _Setup:
   saved = setup.saved_config(workdir)
   tokenizer = _reused_tokenizer(config, workdir, saved)
   data = data_lib.build_task_data(
-      config.dataset, task=config.task, max_len=int(config.model.max_len),
-      batch_size=int(config.batch_size), seed=int(config.seed), tokenizer=tokenizer)
+    config.dataset,
+    task=config.task,
+    max_len=int(config.model.max_len),
+    batch_size=int(config.batch_size),
+    seed=int(config.seed),
+    tokenizer=tokenizer,
+  )
   cfg = setup.model_config(config, data.tokenizer.vocab_size)
   num_classes = int(config.num_classes or getattr(data, 'num_classes', 0) or 0)
   if config.task == 'classify' and num_classes < 2:
@@ -97,32 +105,46 @@ def prepare(config, workdir: str) -> _Setup:
 
   def make_state(init_key, dropout_key):
     params = nn.unbox(init_params(init_key))
-    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
-            'rng': dropout_key}
+    return {
+      'step': jnp.zeros((), jnp.int32),
+      'params': params,
+      'opt_state': tx.init(params),
+      'rng': dropout_key,
+    }
 
   abstract = jax.eval_shape(make_state, jax.random.key(0), jax.random.key(1))
   shardings = runtime.state_shardings(boxed, abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
-  return _Setup(config, workdir, data, model, cfg, runtime, tx, shardings, abstract, resolved,
-                make_state, boxed)
+  abstract = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
+  return _Setup(
+    config, workdir, data, model, cfg, runtime, tx, shardings, abstract, resolved, make_state, boxed
+  )
 
 
 def _reused_tokenizer(config, workdir, saved):
   """A resumed run keeps its tokenizer; a fine-tuned one takes its pretrained run's."""
-  for base in ([workdir] if saved is not None and not config.overwrite else []) + \
-      ([config.init_from] if config.init_from else []):
+  for base in ([workdir] if saved is not None and not config.overwrite else []) + (
+    [config.init_from] if config.init_from else []
+  ):
     directory = os.path.join(base, 'tokenizer')
     if os.path.isdir(directory):
       return data_lib.load_tokenizer(directory)
   if config.init_from and not os.path.exists(config.init_from):
-    raise ConfigError(f'init_from={config.init_from!r} does not exist: train that run first '
-                      '(e.g. python train.py) or point init_from at an export')
+    raise ConfigError(
+      f'init_from={config.init_from!r} does not exist: train that run first '
+      '(e.g. python train.py) or point init_from at an export'
+    )
   return None
 
 
-def train_and_evaluate(config, workdir: str, *, callbacks: Sequence[Any] = (),
-                       on_log: Callable[[int, dict], None] | None = None) -> dict:
+def train_and_evaluate(
+  config,
+  workdir: str,
+  *,
+  callbacks: Sequence[Any] = (),
+  on_log: Callable[[int, dict], None] | None = None,
+) -> dict:
   """Trains `config` into `workdir` (resuming if it holds a run) and returns the summary."""
   t0 = time.time()
   s = prepare(config, workdir)
@@ -153,10 +175,13 @@ class _Trainer:
     self.monitor = s.config.early_stopping.get('monitor', 'loss')
     self.callbacks = [self.early] + callbacks
     self.on_log = on_log
-    self.ckpt = ckpt_lib.Checkpointer(os.path.join(s.workdir, 'checkpoints'),
-                                      keep_last=int(s.config.keep_last))
+    self.ckpt = ckpt_lib.Checkpointer(
+      os.path.join(s.workdir, 'checkpoints'), keep_last=int(s.config.keep_last)
+    )
     self.schedule = learning_rate_schedule(s.config)
-    self.tokens_per_step = s.config.batch_size * tasks.tokens_per_example(s.config.task, s.model_cfg)
+    self.tokens_per_step = s.config.batch_size * tasks.tokens_per_example(
+      s.config.task, s.model_cfg
+    )
     self.writer: MetricsWriter | None = None
     self.throughput: list[float] = []
 
@@ -197,17 +222,29 @@ class _Trainer:
     self.t0 = t0
     state, data_state = self._initial_state()
     start = int(jax.device_get(state['step']))
-    self.writer = MetricsWriter(s.workdir, enabled=jax.process_index() == 0,
-                                resume_step=start if data_state is not None else None)
+    self.writer = MetricsWriter(
+      s.workdir,
+      enabled=jax.process_index() == 0,
+      resume_step=start if data_state is not None else None,
+    )
     it = s.data.train_iterator()
     if data_state is not None:
       it.set_state(data_state)
     train_step = rt.compile_train(
-        steps.make_train_step(s.model, s.tx, task=config.task, grad_accum_steps=config.grad_accum_steps,
-                              label_smoothing=config.label_smoothing, axis_name=rt.axis_name,
-                              pass_loss_to_optimizer=config.reduce_on_plateau), s.shardings)
-    self.eval_step = rt.compile_eval(steps.make_eval_step(s.model, task=config.task, axis_name=rt.axis_name),
-                                     s.shardings['params'])
+      steps.make_train_step(
+        s.model,
+        s.tx,
+        task=config.task,
+        grad_accum_steps=config.grad_accum_steps,
+        label_smoothing=config.label_smoothing,
+        axis_name=rt.axis_name,
+        pass_loss_to_optimizer=config.reduce_on_plateau,
+      ),
+      s.shardings,
+    )
+    self.eval_step = rt.compile_eval(
+      steps.make_eval_step(s.model, task=config.task, axis_name=rt.axis_name), s.shardings['params']
+    )
     self._notify('on_train_start', start)
 
     state = rt.from_canonical(state)
@@ -258,9 +295,13 @@ class _Trainer:
     tokens_per_s = len(rows) * self.tokens_per_step / max(seconds, 1e-9)
     if not first:  # the first window includes compilation
       self.throughput.append(tokens_per_s)
-    row = {'loss': loss_sum / weight, 'accuracy': sum(float(r['correct_sum']) for r in rows) / weight,
-           'lr': float(self.schedule(step)), 'grad_norm': float(rows[-1]['grad_norm']),
-           'tokens_per_s': tokens_per_s}
+    row = {
+      'loss': loss_sum / weight,
+      'accuracy': sum(float(r['correct_sum']) for r in rows) / weight,
+      'lr': float(self.schedule(step)),
+      'grad_norm': float(rows[-1]['grad_norm']),
+      'tokens_per_s': tokens_per_s,
+    }
     self.writer.write(step, 'train', **row)
     self._notify('on_log', step, row)
     if self.on_log:
@@ -300,17 +341,25 @@ class _Trainer:
     return value
 
   def _save(self, state, step: int, it, monitored, wait: bool = False):
-    extra = {'data_state': it.get_state(),
-             'callbacks': {type(cb).__name__: cb.state_dict() for cb in self.callbacks
-                           if hasattr(cb, 'state_dict')},
-             'config': self.s.resolved,
-             f'best_val_{self.monitor}': self.early.best}
+    extra = {
+      'data_state': it.get_state(),
+      'callbacks': {
+        type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, 'state_dict')
+      },
+      'config': self.s.resolved,
+      f'best_val_{self.monitor}': self.early.best,
+    }
     # The checkpointer keeps the step with the lowest value as "best". It is given only the
     # evaluations early stopping counted as improvements (min_delta may reject a slightly lower
     # value), so the step it keeps is the one early stopping will restore.
     improved = monitored is not None and step == self.early.best_step
-    self.ckpt.save(step, self.rt.to_canonical(state), extra=extra, val_loss=monitored if improved else None,
-                   wait=wait)
+    self.ckpt.save(
+      step,
+      self.rt.to_canonical(state),
+      extra=extra,
+      val_loss=monitored if improved else None,
+      wait=wait,
+    )
 
   # ------------------------------------------------------------------ end
   def _finish(self, state, step: int, t0: float, preempted) -> dict:
@@ -319,23 +368,26 @@ class _Trainer:
     params = state['params']
     if config.restore_best and best_step is not None and best_step != step and not preempted:
       _, params = self.ckpt.restore_params(best_step, s.abstract_state['params'])
-      _log(f'restored the best checkpoint (step {best_step}, val {self.monitor} {self.early.best_value:.4f})')
+      _log(
+        f'restored the best checkpoint (step {best_step}, val {self.monitor} {self.early.best_value:.4f})'
+      )
     summary = {
-        'best_step': best_step,
-        'monitor': self.monitor,
-        f'best_val_{self.monitor}': self.early.best,
-        'stopped_early': bool(self.early.stopped),
-        'last_step': step,
-        'preempted': bool(preempted),
-        'wall_s': round(time.time() - t0, 2),
-        'tokens_per_s': float(np.median(self.throughput)) if self.throughput else None,
-        'params_fingerprint': params_fingerprint(params),
+      'best_step': best_step,
+      'monitor': self.monitor,
+      f'best_val_{self.monitor}': self.early.best,
+      'stopped_early': bool(self.early.stopped),
+      'last_step': step,
+      'preempted': bool(preempted),
+      'wall_s': round(time.time() - t0, 2),
+      'tokens_per_s': float(np.median(self.throughput)) if self.throughput else None,
+      'params_fingerprint': params_fingerprint(params),
     }
     if preempted:
       return summary
     if config.dataset.test_split:
       summary['test'] = self.evaluate(params, config.dataset.test_split, canonical=True)
     from jaxformer.training import report  # decoding code is only needed at the very end
+
     summary['report'] = report.final_report(s, params)
     if jax.process_index() == 0:
       write_json_atomic(os.path.join(s.workdir, 'summary.json'), summary)
@@ -353,6 +405,7 @@ class _Progress:
     self.bar = None
     if self.enabled and sys.stderr.isatty():
       from tqdm import tqdm
+
       self.bar = tqdm(total=total, initial=start, unit='step', dynamic_ncols=True)
 
   def update(self, step: int, row: dict):
@@ -360,12 +413,16 @@ class _Progress:
       return
     if self.bar is not None:
       self.bar.update(step - self.bar.n)
-      self.bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+      self.bar.set_postfix(loss=f'{row["loss"]:.3f}', tok_s=f'{row["tokens_per_s"]:.0f}')
       return
     rate = (step - self.start) / max(time.time() - self.t0, 1e-9)
     eta = (self.total - step) / rate if rate else float('nan')
-    print(f"step {step}/{self.total}  loss {row['loss']:.4f}  {row['tokens_per_s']:.0f} tok/s  "
-          f"eta {eta:.0f}s", file=sys.stderr, flush=True)
+    print(
+      f'step {step}/{self.total}  loss {row["loss"]:.4f}  {row["tokens_per_s"]:.0f} tok/s  '
+      f'eta {eta:.0f}s',
+      file=sys.stderr,
+      flush=True,
+    )
 
   def close(self):
     if self.bar is not None:

@@ -3,6 +3,7 @@
 Exit codes: 0 done (or stopped early, or preempted and saved), 2 bad config or input (one line on
 stderr, nothing written), 3 training diverged.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,12 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 _DEFAULT_CONFIG = os.path.join(_REPO, 'configs', 'shakespeare_lm.py')
 
 FLAGS = flags.FlagValues()
-config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training config file.', flag_values=FLAGS,
-                                lock_config=True)
-flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config name>).', flag_values=FLAGS)
+config_flags.DEFINE_config_file(
+  'config', _DEFAULT_CONFIG, 'Training config file.', flag_values=FLAGS, lock_config=True
+)
+flags.DEFINE_string(
+  'workdir', None, 'Run directory (default: runs/<config name>).', flag_values=FLAGS
+)
 flags.DEFINE_bool('verbose', False, 'Show tracebacks for errors.', flag_values=FLAGS)
 
 
@@ -47,18 +51,21 @@ def _parse(argv: list[str]):
   except (OSError, ImportError, SyntaxError) as e:
     cause = e.__cause__ or e
     where = FLAGS['config'].config_filename if 'config' in FLAGS else ''
-    raise ValueError(f'cannot load config file {where!r}: '
-                     f'{str(cause).strip().splitlines()[-1].strip()}') from None
+    raise ValueError(
+      f'cannot load config file {where!r}: {str(cause).strip().splitlines()[-1].strip()}'
+    ) from None
 
 
 def _distributed_init() -> None:
   """Joins a multi-host job when the environment describes one (TPU pods are auto-detected)."""
   import jax
+
   if os.environ.get('JAX_COORDINATOR_ADDRESS'):
     jax.distributed.initialize(
-        coordinator_address=os.environ['JAX_COORDINATOR_ADDRESS'],
-        num_processes=int(os.environ.get('JAX_NUM_PROCESSES', '1')),
-        process_id=int(os.environ.get('JAX_PROCESS_ID', '0')))
+      coordinator_address=os.environ['JAX_COORDINATOR_ADDRESS'],
+      num_processes=int(os.environ.get('JAX_NUM_PROCESSES', '1')),
+      process_id=int(os.environ.get('JAX_PROCESS_ID', '0')),
+    )
   elif os.environ.get('TPU_WORKER_HOSTNAMES', '').count(',') > 0:
     jax.distributed.initialize()  # multi-host TPU slice: everything comes from the metadata
 
@@ -66,8 +73,11 @@ def _distributed_init() -> None:
 def _compilation_cache() -> None:
   """A persistent XLA cache: the second run of a config skips most compilation."""
   import jax
-  path = os.environ.get('JAXFORMER_COMPILATION_CACHE',
-                        os.path.join(os.path.expanduser('~'), '.cache', 'jaxformer', 'xla'))
+
+  path = os.environ.get(
+    'JAXFORMER_COMPILATION_CACHE',
+    os.path.join(os.path.expanduser('~'), '.cache', 'jaxformer', 'xla'),
+  )
   if path:
     jax.config.update('jax_compilation_cache_dir', path)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.3)
@@ -86,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
   from jaxformer.checkpoint import CheckpointError
   from jaxformer.data import DataError
   from jaxformer.training.errors import ConfigError, Diverged
+
   try:
     _distributed_init()
     _compilation_cache()
     from jaxformer.training.loop import train_and_evaluate
+
     train_and_evaluate(config, workdir)
   except (ConfigError, DataError, CheckpointError) as e:
     return _fail(str(e), 2, verbose)

@@ -4,6 +4,7 @@ Weight decay follows nanoGPT's rule: decay matrices (ndim >= 2), never biases or
 Embedding tables are excluded by default because decaying rare tokens' rows towards zero
 hurts them more than it regularizes (config `decay_embeddings` turns it on).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,6 +42,7 @@ def _path_names(path) -> list[str]:
 
 def weight_decay_mask(params, decay_embeddings: bool = False):
   """True where weight decay applies: kernels (ndim >= 2), optionally embedding tables."""
+
   def decide(path, leaf):
     names = _path_names(path)
     is_embedding = any(n in _EMBEDDING_NAMES for n in names)
@@ -50,13 +52,16 @@ def weight_decay_mask(params, decay_embeddings: bool = False):
     if names and names[-1] in ('bias', 'scale'):
       return False
     return leaf.ndim >= 2
+
   return jax.tree_util.tree_map_with_path(decide, params)
 
 
 def backbone_labels(params):
   """'backbone' for parameters under the pretrained backbone, 'head' for everything else."""
-  return {k: jax.tree.map(lambda _: 'backbone' if k == 'backbone' else 'head', v)
-          for k, v in params.items()}
+  return {
+    k: jax.tree.map(lambda _: 'backbone' if k == 'backbone' else 'head', v)
+    for k, v in params.items()
+  }
 
 
 def make_optimizer(config, params: Any) -> optax.GradientTransformation:
@@ -72,14 +77,23 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
     if lr_scale != 1.0 or delay:
       lr = lambda step: jnp.where(step < delay, 0.0, lr_scale * schedule(step))  # noqa: E731
     return optax.adamw(
-        lr, b1=config.adam_b1, b2=config.adam_b2, eps=1e-8, weight_decay=config.weight_decay,
-        mask=lambda p: weight_decay_mask(p, config.decay_embeddings))
+      lr,
+      b1=config.adam_b1,
+      b2=config.adam_b2,
+      eps=1e-8,
+      weight_decay=config.weight_decay,
+      mask=lambda p: weight_decay_mask(p, config.decay_embeddings),
+    )
 
   fine_tuning = 'backbone' in params and (
-      config.freeze_backbone or config.backbone_lr_multiplier != 1.0 or config.head_only_steps)
+    config.freeze_backbone or config.backbone_lr_multiplier != 1.0 or config.head_only_steps
+  )
   if fine_tuning:
-    backbone = (optax.set_to_zero() if config.freeze_backbone
-                else adamw(config.backbone_lr_multiplier, int(config.head_only_steps)))
+    backbone = (
+      optax.set_to_zero()
+      if config.freeze_backbone
+      else adamw(config.backbone_lr_multiplier, int(config.head_only_steps))
+    )
     core = optax.multi_transform({'backbone': backbone, 'head': adamw()}, backbone_labels)
   else:
     core = adamw()
@@ -90,6 +104,9 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
   if config.reduce_on_plateau:
     # Halves the update scale when the loss stops improving.
     # It sees the training loss (passed as `value=`), averaged over one evaluation interval.
-    parts.append(optax.contrib.reduce_on_plateau(
-        factor=0.5, patience=2, accumulation_size=max(int(config.eval_every_steps), 1)))
+    parts.append(
+      optax.contrib.reduce_on_plateau(
+        factor=0.5, patience=2, accumulation_size=max(int(config.eval_every_steps), 1)
+      )
+    )
   return optax.chain(*parts)

@@ -3,6 +3,7 @@
 The handler only sets a flag; the loop checks it between steps, writes a final synchronous
 checkpoint of the current step and exits 0. A second Ctrl-C exits at once.
 """
+
 from __future__ import annotations
 
 import signal

@@ -7,6 +7,7 @@ The loop talks to a Runtime and never to devices directly:
 Checkpoints always hold the "canonical" state (one copy, laid out on the mesh), so a run saved
 under pmap, or on one mesh shape, restores under another.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -30,8 +31,12 @@ class Runtime:
     self.axis_name = PMAP_AXIS if self.kind == 'pmap' else None
     data, model = mesh_axes if self.kind == 'mesh' else (jax.device_count(), 1)
     devices = np.asarray(jax.devices()[: data * model])
-    self.mesh = jax.make_mesh((data, model), ('data', 'model'), devices=devices,
-                              axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    self.mesh = jax.make_mesh(
+      (data, model),
+      ('data', 'model'),
+      devices=devices,
+      axis_types=(jax.sharding.AxisType.Auto,) * 2,
+    )
     self.rules = jf_sharding.FSDP_RULES if config.fsdp else jf_sharding.LOGICAL_AXIS_RULES
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
     self.replicated = NamedSharding(self.mesh, P())
@@ -48,8 +53,12 @@ class Runtime:
     with nn.logical_axis_rules(self.rules):
       specs = nn.get_partition_spec(abstract_boxed_params)
       params = nn.logical_to_mesh_sharding(specs, self.mesh, self.rules)
-    by_path = {jax.tree_util.keystr(path): (sharding, leaf.shape) for (path, sharding), leaf in zip(
-        jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(abstract_state['params']))}
+    by_path = {
+      jax.tree_util.keystr(path): (sharding, leaf.shape)
+      for (path, sharding), leaf in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(abstract_state['params'])
+      )
+    }
 
     def like_param(path, leaf):
       for i in range(len(path)):
@@ -84,21 +93,27 @@ class Runtime:
     if self.kind == 'pmap':
       return jax.tree.map(lambda x: x.reshape((self.n_local, -1) + x.shape[1:]), batch)
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
+      lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch
+    )
 
   # ------------------------------------------------------------------ steps
   def compile_train(self, train_step, state_shardings):
     if self.kind == 'pmap':
       return jax.pmap(train_step, axis_name=PMAP_AXIS, donate_argnums=(0,))
-    return jax.jit(train_step, in_shardings=(state_shardings, self.batch_sharding),
-                   out_shardings=(state_shardings, self.replicated), donate_argnums=(0,))
+    return jax.jit(
+      train_step,
+      in_shardings=(state_shardings, self.batch_sharding),
+      out_shardings=(state_shardings, self.replicated),
+      donate_argnums=(0,),
+    )
 
   def compile_eval(self, eval_step, params_shardings):
     if self.kind == 'pmap':
       step = jax.pmap(eval_step, axis_name=PMAP_AXIS)
       return lambda params, batch: step(params, batch)[0]
-    return jax.jit(eval_step, in_shardings=(params_shardings, self.batch_sharding),
-                   out_shardings=self.replicated)
+    return jax.jit(
+      eval_step, in_shardings=(params_shardings, self.batch_sharding), out_shardings=self.replicated
+    )
 
 
 def _replicate(x, devices):

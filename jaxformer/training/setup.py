@@ -3,6 +3,7 @@
 Everything here is cheap: a bad config must fail in well under 10 seconds, with one line that
 names the field, and leave the workdir untouched.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,38 +28,62 @@ _DATA_KEYS = ('name', 'tokenizer', 'vocab_size')
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Validates the training fields (ModelConfig validates the model's own)."""
+
   def need(ok: bool, msg: str):
     if not ok:
       raise ConfigError(msg)
 
-  need(config.task in TASKS, f"task must be one of {TASKS}, got {config.task!r}")
-  for key in ('batch_size', 'num_train_steps', 'eval_every_steps', 'log_every_steps',
-              'checkpoint_every_steps', 'grad_accum_steps', 'keep_last'):
+  need(config.task in TASKS, f'task must be one of {TASKS}, got {config.task!r}')
+  for key in (
+    'batch_size',
+    'num_train_steps',
+    'eval_every_steps',
+    'log_every_steps',
+    'checkpoint_every_steps',
+    'grad_accum_steps',
+    'keep_last',
+  ):
     need(int(config[key]) > 0, f'{key} must be > 0, got {config[key]}')
   for key in ('eval_steps', 'warmup_steps', 'head_only_steps', 'num_classes'):
     need(int(config[key]) >= 0, f'{key} must be >= 0, got {config[key]}')
   need(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
   need(config.weight_decay >= 0, f'weight_decay must be >= 0, got {config.weight_decay}')
-  need(0 <= config.label_smoothing < 1, f'label_smoothing must be in [0, 1), got {config.label_smoothing}')
-  need(config.lr_schedule in ('cosine', 'rsqrt', 'constant'),
-       f"lr_schedule must be 'cosine', 'rsqrt' or 'constant', got {config.lr_schedule!r}")
-  need(config.parallelism in ('mesh', 'pmap'),
-       f"parallelism must be 'mesh' or 'pmap', got {config.parallelism!r}")
-  need(config.pooling in ('mean', 'last'), f"pooling must be 'mean' or 'last', got {config.pooling!r}")
+  need(
+    0 <= config.label_smoothing < 1,
+    f'label_smoothing must be in [0, 1), got {config.label_smoothing}',
+  )
+  need(
+    config.lr_schedule in ('cosine', 'rsqrt', 'constant'),
+    f"lr_schedule must be 'cosine', 'rsqrt' or 'constant', got {config.lr_schedule!r}",
+  )
+  need(
+    config.parallelism in ('mesh', 'pmap'),
+    f"parallelism must be 'mesh' or 'pmap', got {config.parallelism!r}",
+  )
+  need(
+    config.pooling in ('mean', 'last'), f"pooling must be 'mean' or 'last', got {config.pooling!r}"
+  )
   need(config.early_stopping.patience >= 0, 'early_stopping.patience must be >= 0')
   need(config.early_stopping.min_delta >= 0, 'early_stopping.min_delta must be >= 0')
-  need(config.early_stopping.get('monitor', 'loss') in ('loss', 'error'),
-       f"early_stopping.monitor must be 'loss' or 'error', got {config.early_stopping.get('monitor')!r}")
-  need(config.batch_size % config.grad_accum_steps == 0,
-       f'batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps}')
+  need(
+    config.early_stopping.get('monitor', 'loss') in ('loss', 'error'),
+    f"early_stopping.monitor must be 'loss' or 'error', got {config.early_stopping.get('monitor')!r}",
+  )
+  need(
+    config.batch_size % config.grad_accum_steps == 0,
+    f'batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps}',
+  )
   need(config.backbone_lr_multiplier >= 0, 'backbone_lr_multiplier must be >= 0')
   if config.model.vocab_size:
     model_config(config, config.model.vocab_size)  # validate the model fields early
   if config.model.remat != 'none' and not config.model.scan_layers:
     # Measured on XLA:CPU (docs/performance.md): the step's temporary memory is the same with and
     # without remat, because XLA schedules the recomputation early. Under nn.scan it cannot.
-    log.warning("model.remat=%r with scan_layers=False saves no memory on XLA:CPU (the recomputation "
-                "is scheduled early); set model.scan_layers=True to trade compute for memory", config.model.remat)
+    log.warning(
+      'model.remat=%r with scan_layers=False saves no memory on XLA:CPU (the recomputation '
+      'is scheduled early); set model.scan_layers=True to trade compute for memory',
+      config.model.remat,
+    )
 
 
 def model_config(config, vocab_size: int) -> ModelConfig:
@@ -81,8 +106,10 @@ def mesh_axes(config) -> tuple[int, int]:
     raise ConfigError(f'mesh_shape {shape}: sizes must be positive, with at most one -1 (fill)')
   known = abs(shape[0] * shape[1]) if -1 in shape else shape[0] * shape[1]
   if known > n or n % known:
-    raise ConfigError(f'mesh_shape {shape} needs {known} devices (or a divisor of {n}); '
-                      f'this machine has {n}: change mesh_shape')
+    raise ConfigError(
+      f'mesh_shape {shape} needs {known} devices (or a divisor of {n}); '
+      f'this machine has {n}: change mesh_shape'
+    )
   # A mesh smaller than the machine is allowed: it uses the first data * model devices.
   fill = n // known
   return (fill if shape[0] == -1 else shape[0]), (fill if shape[1] == -1 else shape[1])
@@ -95,22 +122,31 @@ def check_batch_and_mesh(config) -> None:
   else:
     n, axis = mesh_axes(config)[0], "mesh 'data' axis"
   if config.batch_size % n:
-    raise ConfigError(f'batch_size {config.batch_size} is not divisible by the {n} {axis}: '
-                      f'use a multiple of {n}')
+    raise ConfigError(
+      f'batch_size {config.batch_size} is not divisible by the {n} {axis}: use a multiple of {n}'
+    )
   per_process = config.batch_size // jax.process_count()
   if config.batch_size % jax.process_count() or per_process % config.grad_accum_steps:
-    raise ConfigError(f'batch_size {config.batch_size} must split evenly over '
-                      f'{jax.process_count()} processes and grad_accum_steps')
+    raise ConfigError(
+      f'batch_size {config.batch_size} must split evenly over '
+      f'{jax.process_count()} processes and grad_accum_steps'
+    )
 
 
 def check_model_axis(config, cfg: ModelConfig) -> None:
   """Heads, MLP columns and the vocabulary must split evenly over the 'model' mesh axis."""
   model_axis = mesh_axes(config)[1] if config.parallelism == 'mesh' else 1
   if model_axis > 1:
-    for name, size in (('num_heads', cfg.num_heads), ('d_ff', cfg.ff_dim), ('vocab_size', cfg.vocab_size)):
+    for name, size in (
+      ('num_heads', cfg.num_heads),
+      ('d_ff', cfg.ff_dim),
+      ('vocab_size', cfg.vocab_size),
+    ):
       if size and size % model_axis:
-        raise ConfigError(f"model.{name}={size} is not divisible by the mesh 'model' axis "
-                          f'({model_axis}): change mesh_shape or model.{name}')
+        raise ConfigError(
+          f"model.{name}={size} is not divisible by the mesh 'model' axis "
+          f'({model_axis}): change mesh_shape or model.{name}'
+        )
 
 
 def saved_config(workdir: str) -> dict | None:
@@ -129,19 +165,27 @@ def resume_changes(old: dict, new: dict) -> list[str]:
   for key in _SHAPE_KEYS:
     if old.get(key) != new.get(key):
       raise ConfigError(
-          f"workdir holds a run with a different '{key}' ({_short(old.get(key))} vs "
-          f'{_short(new.get(key))}); use a new --workdir or --config.overwrite=true')
+        f"workdir holds a run with a different '{key}' ({_short(old.get(key))} vs "
+        f'{_short(new.get(key))}); use a new --workdir or --config.overwrite=true'
+      )
   for key in _DATA_KEYS:
     if old.get('dataset', {}).get(key) != new.get('dataset', {}).get(key):
-      raise ConfigError(f"workdir holds a run with a different dataset.{key}; use a new --workdir "
-                        'or --config.overwrite=true')
+      raise ConfigError(
+        f'workdir holds a run with a different dataset.{key}; use a new --workdir '
+        'or --config.overwrite=true'
+      )
   # The saved best value and the checkpoints' ranking are in the old monitor's units.
   old_monitor = old.get('early_stopping', {}).get('monitor', 'loss')
   if old_monitor != new.get('early_stopping', {}).get('monitor', 'loss'):
-    raise ConfigError(f"workdir holds a run that monitored validation {old_monitor}; early_stopping.monitor "
-                      'cannot change on resume: use a new --workdir or --config.overwrite=true')
-  return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(new)
-          if k not in _SHAPE_KEYS and k not in ('dataset', 'overwrite') and old.get(k) != new.get(k)]
+    raise ConfigError(
+      f'workdir holds a run that monitored validation {old_monitor}; early_stopping.monitor '
+      'cannot change on resume: use a new --workdir or --config.overwrite=true'
+    )
+  return [
+    f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
+    for k in sorted(new)
+    if k not in _SHAPE_KEYS and k not in ('dataset', 'overwrite') and old.get(k) != new.get(k)
+  ]
 
 
 def _short(value: Any) -> str:

@@ -8,6 +8,7 @@ Both steps are pure functions of (state, batch). Dropout draws from
 (`axis_name` set) the device index is folded in too, so replicas draw different masks, and
 sums are reduced over devices before the division, which makes pmap equal to one big batch.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -24,8 +25,13 @@ def apply_model(model, params, batch: Batch, *, task: str, deterministic: bool, 
   """Logits for a batch: [batch, length, vocab] for lm/translate, [batch, classes] to classify."""
   rngs = None if deterministic else {'dropout': rng}
   if task == 'translate':
-    return model.apply({'params': params}, batch['inputs'], batch['decoder_inputs'],
-                       deterministic=deterministic, rngs=rngs)
+    return model.apply(
+      {'params': params},
+      batch['inputs'],
+      batch['decoder_inputs'],
+      deterministic=deterministic,
+      rngs=rngs,
+    )
   return model.apply({'params': params}, batch['inputs'], deterministic=deterministic, rngs=rngs)
 
 
@@ -43,7 +49,8 @@ def loss_sums(logits, targets, weights, label_smoothing: float = 0.0):
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   else:
     loss = optax.softmax_cross_entropy(
-        logits, optax.smooth_labels(jax.nn.one_hot(targets, num_classes), label_smoothing))
+      logits, optax.smooth_labels(jax.nn.one_hot(targets, num_classes), label_smoothing)
+    )
   if label_smoothing:
     # Subtract the smoothed distribution's own entropy so a perfect model scores 0.
     low = label_smoothing / num_classes
@@ -55,9 +62,16 @@ def loss_sums(logits, targets, weights, label_smoothing: float = 0.0):
   return jnp.sum(loss * weights), jnp.sum(weights), jnp.sum(correct * weights)
 
 
-def make_train_step(model, tx: optax.GradientTransformation, *, task: str, grad_accum_steps: int = 1,
-                    label_smoothing: float = 0.0, axis_name: str | None = None,
-                    pass_loss_to_optimizer: bool = False) -> Callable[[State, Batch], tuple[State, dict]]:
+def make_train_step(
+  model,
+  tx: optax.GradientTransformation,
+  *,
+  task: str,
+  grad_accum_steps: int = 1,
+  label_smoothing: float = 0.0,
+  axis_name: str | None = None,
+  pass_loss_to_optimizer: bool = False,
+) -> Callable[[State, Batch], tuple[State, dict]]:
   """Builds `train_step(state, batch) -> (state, metrics)`; metrics stay on the device as sums."""
 
   def sums_and_grads(params, batch, key):
@@ -65,6 +79,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, task: str, grad_
       logits = apply_model(model, p, batch, task=task, deterministic=False, rng=key)
       loss_sum, w, correct = loss_sums(logits, batch['targets'], batch['weights'], label_smoothing)
       return loss_sum, (w, correct)
+
     (loss_sum, (w, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return grads, jnp.stack([loss_sum, w, correct])
 
@@ -80,7 +95,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, task: str, grad_
       # [k * b, ...] -> [k, b, ...]: a scan over micro-batches, summing gradients of summed
       # losses, so the result equals one big batch exactly (up to float rounding).
       micro = jax.tree.map(
-          lambda x: x.reshape((grad_accum_steps, x.shape[0] // grad_accum_steps) + x.shape[1:]), batch)
+        lambda x: x.reshape((grad_accum_steps, x.shape[0] // grad_accum_steps) + x.shape[1:]), batch
+      )
 
       def body(carry, xs):
         i, mb = xs
@@ -97,10 +113,18 @@ def make_train_step(model, tx: optax.GradientTransformation, *, task: str, grad_
     grads = jax.tree.map(lambda g: g / denom, grads)
     extra = {'value': loss_sum / denom} if pass_loss_to_optimizer else {}
     updates, opt_state = tx.update(grads, state['opt_state'], params, **extra)
-    new_state = dict(state, step=state['step'] + 1, params=optax.apply_updates(params, updates),
-                     opt_state=opt_state)
-    metrics = {'loss_sum': loss_sum, 'weight_sum': weight_sum, 'correct_sum': correct_sum,
-               'grad_norm': optax.tree.norm(grads)}
+    new_state = dict(
+      state,
+      step=state['step'] + 1,
+      params=optax.apply_updates(params, updates),
+      opt_state=opt_state,
+    )
+    metrics = {
+      'loss_sum': loss_sum,
+      'weight_sum': weight_sum,
+      'correct_sum': correct_sum,
+      'grad_norm': optax.tree.norm(grads),
+    }
     return new_state, metrics
 
   return train_step
@@ -121,6 +145,8 @@ def make_eval_step(model, *, task: str, axis_name: str | None = None):
 
 def make_predict_step(model, *, task: str):
   """`predict(params, batch) -> argmax predictions` (class ids, or next-token ids)."""
+
   def predict(params, batch: Batch):
     return jnp.argmax(apply_model(model, params, batch, task=task, deterministic=True), -1)
+
   return predict

@@ -1,4 +1,5 @@
 """What differs between tasks: which model is built and which dummy inputs initialize it."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp

@@ -2,6 +2,7 @@
 
 Only process 0 writes; other processes get a writer that does nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ class MetricsWriter:
     if resume_step is not None and os.path.exists(self.path):
       self._truncate_after(resume_step)
     from tensorboardX import SummaryWriter  # imported lazily: only the writing process needs it
+
     self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
 
   def _truncate_after(self, step: int) -> None:
@@ -65,14 +67,21 @@ def read_metrics(workdir: str) -> list[dict]:
 def plot_loss_curves(workdir: str, out_path: str | None = None, title: str = '') -> str | None:
   """Train and validation loss against step, from metrics.jsonl, as a PNG. Returns its path."""
   rows = read_metrics(workdir)
-  curves = {split: [(r['step'], r['loss']) for r in rows
-                    if r.get('split') == split and isinstance(r.get('loss'), (int, float))]
-            for split in ('train', 'val')}
+  curves = {
+    split: [
+      (r['step'], r['loss'])
+      for r in rows
+      if r.get('split') == split and isinstance(r.get('loss'), (int, float))
+    ]
+    for split in ('train', 'val')
+  }
   if not any(curves.values()):
     return None
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(6, 4))
   for split, pts in curves.items():
     if pts:
