@@ -29,7 +29,6 @@ def get_config():
   c.log_every_steps = 10
   c.checkpoint_every_steps = 1000
   c.early_stopping.patience = 6  # 300 examples overfit quickly: stop and keep the best
-  c.early_stopping.monitor = (
-    'error'  # on 150 validation passages the loss turns up while accuracy still rises
-  )
+  # On 150 validation passages the loss turns up while accuracy still rises.
+  c.early_stopping.monitor = 'error'
   return c

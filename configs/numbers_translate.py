@@ -7,9 +7,8 @@ def get_config():
   c = default.get_config()
   c.task = 'translate'
   c.dataset.name = 'jaxformer_numbers/en_de'
-  c.dataset.tokenizer = (
-    'sentencepiece'  # pieces such as 'hundert', 'zig', ' thousand': 4x shorter than bytes
-  )
+  # Pieces such as 'hundert', 'zig', ' thousand': sequences 4x shorter than bytes.
+  c.dataset.tokenizer = 'sentencepiece'
   c.dataset.vocab_size = 400  # en_de: 256 byte pieces, 5 specials, 27 characters, 112 merged pieces
   c.dataset.test_split = 'test'
   c.model.d_model = 128
