@@ -214,3 +214,46 @@ def test_real_builder_prepares_then_trains_without_tensorflow(monkeypatch, tmp_p
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.load(open(workdir / 'summary.json'))
   assert summary['last_step'] == 6 and np.isfinite(summary['best_val_loss'])
+
+
+def test_download_true_prepares_from_train_and_evaluate_inputs(monkeypatch, tmp_path):
+  """dataset.download=True: the training process prepares through the same path (it crashed in
+  tfds's extractor before, for want of TensorFlow)."""
+  pytest.importorskip('tensorflow', reason='needs the prepare extra: pip install -e ".[prepare]"')
+  from jaxformer.data import build_task_data
+
+  archive = real_archives.imdb(str(tmp_path))
+  fake_downloads(monkeypatch, {os.path.basename(archive): archive})
+  data = build_task_data(
+    {
+      'name': 'imdb_reviews',
+      'download': True,
+      'data_dir': str(tmp_path / 'data'),
+      'tokenizer': 'byte',
+    },
+    task='classify',
+    max_len=32,
+    batch_size=8,
+    seed=0,
+    process_index=0,
+    process_count=1,
+  )
+  assert data.label_names == ('neg', 'pos') and data.num_rows('train') == 24
+  assert next(data.train_iterator())['inputs'].shape == (8, 32)
+
+
+def test_a_failed_download_is_one_line_and_leaves_no_dataset(monkeypatch, tmp_path, capsys):
+  pytest.importorskip('tensorflow', reason='needs the prepare extra: pip install -e ".[prepare]"')
+  import requests
+
+  def download(self, resource):
+    return promise.Promise.reject(requests.ConnectionError('Connection reset by peer'))
+
+  monkeypatch.setattr(tfds.download.DownloadManager, '_download_or_get_cache', download)
+  monkeypatch.setattr(prepare, 'check_network', lambda *args, **kwargs: None)
+  data_dir = str(tmp_path / 'data')
+  assert prepare.main(['imdb_reviews', f'--data_dir={data_dir}']) == 2
+  lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+  assert len(lines) == 1 and 'Connection reset by peer' in lines[0], lines
+  assert f'`python -m jaxformer.data.prepare imdb_reviews --data_dir={data_dir}` again' in lines[0]
+  assert not sources.is_prepared(sources.tfds_builder('imdb_reviews', data_dir))

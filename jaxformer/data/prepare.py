@@ -26,6 +26,9 @@ import time
 import urllib.parse
 import urllib.request
 
+import requests  # a tensorflow-datasets dependency; tfds downloads with it
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+
 from jaxformer.data import sources
 from jaxformer.data.errors import DataError
 
@@ -81,11 +84,19 @@ def prepare(name: str, data_dir: str, keep_downloads: bool = False) -> str:
       )
     check_network(name, builder, data_dir)
   download_dir = os.path.join(data_dir, 'downloads', name.replace('/', '_'))
-  builder.download_and_prepare(
-    download_dir=download_dir,
-    # tfds's prepared copies on GCS are TFRecord (not ArrayRecord) and need TF to read.
-    download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-  )
+  try:
+    builder.download_and_prepare(
+      download_dir=download_dir,
+      # tfds's prepared copies on GCS are TFRecord (not ArrayRecord) and need TF to read.
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+    )
+  except (requests.RequestException, NonMatchingChecksumError) as e:
+    # tfds keeps finished downloads in download_dir and writes the dataset atomically.
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise DataError(
+      f'downloading {name!r} failed ({type(e).__name__}: {reason}); run '
+      f'`{prepare_command(name, data_dir)}` again to resume'
+    ) from None
   if not keep_downloads:
     shutil.rmtree(download_dir, ignore_errors=True)
   return os.fspath(builder.data_dir)
