@@ -1,4 +1,7 @@
-"""Sentiment classification on TFDS imdb_reviews. Needs the dataset prepared or downloadable."""
+"""Sentiment classification on TFDS imdb_reviews; prepare it once (README: Real datasets).
+
+pip install -e ".[prepare]" && python -m jaxformer.data.prepare imdb_reviews
+"""
 
 from configs import default
 

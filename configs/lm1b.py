@@ -1,4 +1,7 @@
-"""A language model on TFDS lm1b (One Billion Words). Needs the dataset prepared or dataset.download=True."""
+"""A language model on TFDS lm1b (One Billion Words); prepare it once (README: Real datasets).
+
+pip install -e ".[prepare]" && python -m jaxformer.data.prepare lm1b
+"""
 
 from configs import default
 

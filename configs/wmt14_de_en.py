@@ -1,4 +1,7 @@
-"""Transformer-base style translation on TFDS wmt14_translate/de-en. Needs the dataset prepared or downloadable."""
+"""Transformer-base translation on TFDS wmt14_translate/de-en; prepare it once (README).
+
+pip install -e ".[prepare]" && python -m jaxformer.data.prepare wmt14_translate/de-en
+"""
 
 from configs import default
 

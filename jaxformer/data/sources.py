@@ -11,6 +11,7 @@ Reads go through `tfds.data_source` (ArrayRecord, random access), so TensorFlow 
 """
 
 import abc
+import contextlib
 import logging
 import dataclasses
 import glob
@@ -110,21 +111,23 @@ class TfdsSource(Source):
     import tensorflow_datasets as tfds
 
     self.name, self.task, self.keys = name, task, keys
-    builder = _builder(name, data_dir)
-    if not builder.is_prepared():
+    builder = tfds_builder(name, data_dir)
+    if not is_prepared(builder) and not _answers_without_files(builder):
+      from jaxformer.data import prepare  # here: prepare imports this module
+
       if name.split('/')[0] in SHIPPED:
         log.info('preparing %s in %s (once; offline, a few seconds)', name, data_dir)
         tfds.disable_progress_bar()  # TFDS's per-split bars would flood the training log
         builder.download_and_prepare()  # generated from package files: offline, seconds
       elif download:
-        builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(try_download_gcs=True)
-        )
+        prepare.prepare(name, data_dir)  # one-line DataError without TensorFlow or network
+        builder = tfds_builder(name, data_dir)  # re-reads the info (splits) just written
       else:
         # Checked up front: TFDS's own download retries take ~200 s to fail offline.
+        also = ', or set dataset.download=True' if prepare.tensorflow_installed() else ''
         raise DataError(
-          f'dataset {name!r} is not prepared in {data_dir}; set dataset.download=True on a machine '
-          f'with internet, or run `tfds build {name} --data_dir={data_dir} --file_format=array_record`'
+          f'dataset {name!r} is not prepared in {data_dir}; prepare it once (needs internet): '
+          f'`{prepare.how_to_prepare(name, data_dir)}`{also}'
         )
     self.info = builder.info
     self.splits = tuple(self.info.splits.keys())
@@ -291,7 +294,8 @@ def split_names(dataset_cfg, source: Source) -> dict:
   return out
 
 
-def _builder(name: str, data_dir: str):
+def tfds_builder(name: str, data_dir: str):
+  """tfds.builder(name) writing/reading ArrayRecord in data_dir; DataError for unknown names."""
   import tensorflow_datasets as tfds
   from tensorflow_datasets.core import registered
 
@@ -300,13 +304,42 @@ def _builder(name: str, data_dir: str):
   try:
     if module:
       importlib.import_module(module)
-    return tfds.builder(name, data_dir=data_dir, file_format='array_record')
+    with _no_tfds_warnings():
+      return tfds.builder(name, data_dir=data_dir, file_format='array_record')
   except registered.DatasetNotFoundError:
     raise DataError(
       f'unknown dataset {base!r}; use one of {", ".join(KNOWN)} or any TFDS dataset name'
     ) from None
   except (ValueError, KeyError) as e:  # unknown config: "BuilderConfig ... not found"
     raise DataError(f'unknown config in dataset name {name!r}: {str(e).splitlines()[0]}') from None
+
+
+def is_prepared(builder) -> bool:
+  """builder.is_prepared(), without tfds's warning that an unprepared dataset is unprepared."""
+  with _no_tfds_warnings():
+    return builder.is_prepared()
+
+
+@contextlib.contextmanager
+def _no_tfds_warnings():
+  # For an unprepared dataset tfds warns "Variant folder ... has no dataset_info.json": noise in
+  # front of a one-line error, or before the dataset is prepared.
+  absl_log = logging.getLogger('absl')
+  level = absl_log.level
+  absl_log.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_log.setLevel(level)
+
+
+def _answers_without_files(builder) -> bool:
+  """True under tfds.testing.mock_data, which fakes reads of a dataset that was never prepared."""
+  try:
+    builder.as_data_source(split='train')
+    return True
+  except Exception:  # noqa: BLE001 - unprepared: tfds raises KeyError/AssertionError/...
+    return False
 
 
 def _as_str(value) -> str:
