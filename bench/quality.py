@@ -111,12 +111,14 @@ def unigram_bits_per_byte(data) -> float:
   """Cross-entropy of the validation tokens under the train split's add-one unigram, per byte."""
   import numpy as np
 
+  from jaxformer.data import bits_per_byte
+
   train = np.asarray(data.encoded(data.splits['train']).tokens.values)
   val = np.asarray(data.encoded(data.splits['eval']).tokens.values)
   counts = np.bincount(train, minlength=data.tokenizer.vocab_size) + 1.0
   logp = np.log(counts / counts.sum())
-  nats = -float(np.mean(logp[val[1:]]))
-  return nats / math.log(2) / data.bytes_per_token(data.splits['eval'])
+  nats = -float(np.sum(logp[val[1:]]))
+  return bits_per_byte(nats, data.scored_bytes(data.splits['eval']))
 
 
 def bpb_at(rows: list[dict], seconds: float) -> float | None:

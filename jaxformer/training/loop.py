@@ -313,7 +313,8 @@ class _Trainer:
     if canonical:
       params = self.rt.from_canonical(params)
     total = jnp.zeros(3, jnp.float32)
-    for i, batch in enumerate(self.s.data.eval_batches(split)):
+    batches = self.s.data.eval_batches(split)
+    for i, batch in enumerate(batches):
       if max_batches and i >= max_batches:
         break
       total = total + self.eval_step(params, self.rt.put_batch(batch))
@@ -322,8 +323,8 @@ class _Trainer:
     out = {'loss': loss_sum / weight, 'accuracy': correct / weight}
     if self.config.task == 'lm':
       out['perplexity'] = math.exp(min(out['loss'], 50.0))
-      bytes_per_token = self.s.data.bytes_per_token(split)
-      out['bits_per_byte'] = out['loss'] / math.log(2) / bytes_per_token
+      rows = max_batches * batches.batch_size if max_batches else None
+      out['bits_per_byte'] = data_lib.bits_per_byte(loss_sum, self.s.data.scored_bytes(split, rows))
     return out
 
   def _evaluate(self, state, step: int) -> float:
