@@ -34,3 +34,160 @@ def test_validation_bits_per_byte_divide_by_the_bytes_of_the_scored_targets(tmp_
   num_bytes = sum(int(np.sum(sizes[b['targets']] * (b['weights'] > 0))) for b in scored)
   loss_sum = val['loss'] * weight
   assert val['bits_per_byte'] == pytest.approx(loss_sum / math.log(2) / num_bytes, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- learning rates
+
+
+def _optimizer_config(**overrides):
+  from configs import default
+
+  c = default.get_config()
+  c.num_train_steps, c.warmup_steps, c.learning_rate, c.weight_decay = 10, 3, 1e-2, 0.0
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+def _two_group_params():
+  import jax.numpy as jnp
+
+  return {'backbone': {'w': jnp.zeros(4)}, 'head': {'w': jnp.zeros(3)}}
+
+
+def _grads(key, backbone_scale=1.0):
+  import jax
+
+  kb, kh = jax.random.split(key)
+  return {
+    'backbone': {'w': backbone_scale * jax.random.normal(kb, (4,))},
+    'head': {'w': jax.random.normal(kh, (3,))},
+  }
+
+
+def test_the_first_update_moves_the_weights():
+  import jax.numpy as jnp
+
+  from jaxformer.training import optim
+
+  for kind in ('cosine', 'rsqrt', 'constant'):
+    config = _optimizer_config(lr_schedule=kind)
+    schedule = optim.learning_rate_schedule(config)
+    assert float(schedule(0)) == pytest.approx(1e-2 / 3), kind  # warmup counts from 1
+    assert float(schedule(2)) == pytest.approx(1e-2), kind
+  params = {'w': jnp.ones(3)}
+  tx = optim.make_optimizer(_optimizer_config(), params)
+  updates, _ = tx.update({'w': jnp.ones(3)}, tx.init(params), params)
+  assert float(jnp.abs(updates['w']).min()) > 0
+
+
+def test_logged_rates_are_the_rates_each_group_gets():
+  """Against Adam at rate 1 on the same gradients: the update ratio is the applied rate."""
+  import jax
+  import optax
+
+  from jaxformer.training import optim
+
+  config = _optimizer_config(
+    backbone_lr_multiplier=0.5, head_only_steps=2, reduce_on_plateau=True, grad_clip_norm=0.0
+  )
+  params = _two_group_params()
+  tx = optim.make_optimizer(config, params)
+  rates = optim.applied_learning_rates(config, params)
+  unit = optax.adam(1.0, b1=config.adam_b1, b2=config.adam_b2, eps=1e-8)
+  state, unit_state = tx.init(params), unit.init(params)
+  logged = []
+  for count in range(8):
+    if count in (3, 5, 7):  # evaluations scoring 1.0 three times: the third halves the rate
+      state = optim.after_evaluation(state, 1.0)
+    grads = _grads(jax.random.key(count))
+    lr = {k: float(v) for k, v in rates(count, state).items()}
+    updates, state = tx.update(grads, state, params)
+    unit_updates, unit_state = unit.update(grads, unit_state, params)
+    for group, name in (('head', 'lr'), ('backbone', 'lr_backbone')):
+      np.testing.assert_allclose(
+        updates[group]['w'], lr[name] * unit_updates[group]['w'], rtol=1e-5, atol=1e-12
+      )
+    logged.append((lr['lr'], lr['lr_backbone']))
+  peak = 1e-2
+  assert logged[0] == pytest.approx((peak / 3, 0.0))  # head only, warming up
+  assert logged[2] == pytest.approx((peak, 0.5 * peak))
+  assert logged[7][0] == pytest.approx(0.5 * float(optim.learning_rate_schedule(config)(7)))
+
+
+def test_train_step_reports_the_rate_it_applied():
+  import jax
+  import jax.numpy as jnp
+  from flax import linen as nn
+
+  from jaxformer import ModelConfig
+  from jaxformer.models import Classifier
+  from jaxformer.training import optim, steps
+
+  cfg = ModelConfig(vocab_size=50, d_model=16, num_heads=2, num_layers=1, max_len=8)
+  model = Classifier(cfg, num_classes=3)
+  params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))['params'])
+  config = _optimizer_config(backbone_lr_multiplier=0.25, head_only_steps=1)
+  tx = optim.make_optimizer(config, params)
+  step = jax.jit(
+    steps.make_train_step(
+      model, tx, task='classify', learning_rates=optim.applied_learning_rates(config, params)
+    )
+  )
+  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params)}
+  state['rng'] = jax.random.key(1)
+  batch = {'inputs': jnp.ones((4, 8), jnp.int32), 'targets': jnp.arange(4) % 3}
+  batch['weights'] = jnp.ones(4)
+  seen = []
+  for _ in range(3):
+    state, metrics = step(state, batch)
+    seen.append((float(metrics['lr']), float(metrics['lr_backbone'])))
+  peak = 1e-2
+  expected = [peak / 3, 0.0, 2 * peak / 3, peak / 6, peak, peak / 4]  # (lr, lr_backbone) x 3
+  assert [x for pair in seen for x in pair] == pytest.approx(expected)
+
+
+def test_reduce_on_plateau_follows_the_validation_metric(tmp_path, monkeypatch):
+  from jaxformer.training import loop, train_and_evaluate
+
+  # Validation never improves, while the training loss falls: the rate must halve at the third
+  # evaluation (best, then two without improvement), whatever the training loss does.
+  monkeypatch.setattr(
+    loop._Trainer, 'evaluate', lambda self, *a, **k: {'loss': 5.0, 'accuracy': 0.0}
+  )
+  config = _tiny_run_config(
+    num_train_steps=8, eval_every_steps=2, log_every_steps=1, checkpoint_every_steps=100
+  )
+  config.lr_schedule, config.warmup_steps, config.reduce_on_plateau = 'constant', 0, True
+  rows = []
+  train_and_evaluate(config, str(tmp_path / 'run'), on_log=lambda step, row: rows.append(row))
+  lrs = [r['lr'] for r in rows if r['split'] == 'train']
+  peak = config.learning_rate
+  assert lrs == pytest.approx([peak] * 6 + [peak / 2] * 2)
+
+
+# ----------------------------------------------------------------------------- clipping
+
+
+def test_a_frozen_backbone_is_not_part_of_the_clipped_norm():
+  import jax
+  import optax
+
+  from jaxformer.training import optim
+
+  config = _optimizer_config(
+    freeze_backbone=True, grad_clip_norm=1.0, warmup_steps=0, lr_schedule='constant'
+  )
+  params = _two_group_params()
+  tx = optim.make_optimizer(config, params)
+  head_only = optax.chain(
+    optax.clip_by_global_norm(1.0),
+    optax.adamw(1e-2, b1=config.adam_b1, b2=config.adam_b2, eps=1e-8, weight_decay=0.0),
+  )
+  state, head_state = tx.init(params), head_only.init(params['head'])
+  for i, backbone_scale in enumerate((0.0, 1e3, 1.0)):  # a huge frozen gradient at update 2
+    grads = _grads(jax.random.key(i), backbone_scale)
+    updates, state = tx.update(grads, state, params)
+    expected, head_state = head_only.update(grads['head'], head_state, params['head'])
+    np.testing.assert_allclose(updates['head']['w'], expected['w'], rtol=1e-6)
+    assert not np.any(updates['backbone']['w'])

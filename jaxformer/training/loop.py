@@ -24,10 +24,10 @@ from flax import linen as nn
 from jaxformer import checkpoint as ckpt_lib
 from jaxformer import data as data_lib
 from jaxformer import sharding as jf_sharding
-from jaxformer.training import setup, steps, tasks
+from jaxformer.training import optim, setup, steps, tasks
 from jaxformer.training.callbacks import EarlyStopping, monitored_value
 from jaxformer.training.errors import ConfigError, Diverged
-from jaxformer.training.optim import learning_rate_schedule, make_optimizer
+from jaxformer.training.optim import make_optimizer
 from jaxformer.training.preemption import PreemptionGuard
 from jaxformer.training.runtime import Runtime
 from jaxformer.training.writers import MetricsWriter, plot_loss_curves, write_json_atomic
@@ -178,7 +178,6 @@ class _Trainer:
     self.ckpt = ckpt_lib.Checkpointer(
       os.path.join(s.workdir, 'checkpoints'), keep_last=int(s.config.keep_last)
     )
-    self.schedule = learning_rate_schedule(s.config)
     self.tokens_per_step = s.config.batch_size * tasks.tokens_per_example(
       s.config.task, s.model_cfg
     )
@@ -238,7 +237,7 @@ class _Trainer:
         grad_accum_steps=config.grad_accum_steps,
         label_smoothing=config.label_smoothing,
         axis_name=rt.axis_name,
-        pass_loss_to_optimizer=config.reduce_on_plateau,
+        learning_rates=optim.applied_learning_rates(config, nn.unbox(s.boxed_params)),
       ),
       s.shardings,
     )
@@ -269,6 +268,8 @@ class _Trainer:
           pending = []
           progress.update(step, row)
         monitored = self._evaluate(state, step) if is_eval else None
+        if monitored is not None and config.reduce_on_plateau:
+          state = self._after_evaluation(state, monitored)
         if is_ckpt:
           self._save(state, step, it, monitored)
         if flush:  # throughput windows exclude evaluation and checkpoint time
@@ -298,7 +299,8 @@ class _Trainer:
     row = {
       'loss': loss_sum / weight,
       'accuracy': sum(float(r['correct_sum']) for r in rows) / weight,
-      'lr': float(self.schedule(step)),
+      # the rates the last update applied, per parameter group ('lr', 'lr_backbone')
+      **{k: float(v) for k, v in rows[-1].items() if k.startswith('lr')},
       'grad_norm': float(rows[-1]['grad_norm']),
       'tokens_per_s': tokens_per_s,
     }
@@ -340,6 +342,13 @@ class _Trainer:
     if stop and not self.early.stopped:
       self.early.stopped = True  # a user callback asked to stop
     return value
+
+  def _after_evaluation(self, state, monitored: float):
+    """reduce_on_plateau sees the monitored validation value (its state is replicated)."""
+    opt_state = optim.after_evaluation(self.rt.to_canonical(state['opt_state']), monitored)
+    if self.rt.kind == 'pmap':
+      return dict(state, opt_state=self.rt.from_canonical(opt_state))
+    return dict(state, opt_state=jax.device_put(opt_state, self.s.shardings['opt_state']))
 
   def _save(self, state, step: int, it, monitored, wait: bool = False):
     extra = {
