@@ -191,3 +191,53 @@ def test_a_frozen_backbone_is_not_part_of_the_clipped_norm():
     expected, head_state = head_only.update(grads['head'], head_state, params['head'])
     np.testing.assert_allclose(updates['head']['w'], expected['w'], rtol=1e-6)
     assert not np.any(updates['backbone']['w'])
+
+
+# ----------------------------------------------------------------------------- gradient accumulation
+
+
+def test_micro_batches_interleave_rows_so_each_spans_every_data_shard():
+  import re
+
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from jaxformer.training.steps import micro_batches
+
+  k, rows = 4, 32
+  batch = {'inputs': np.arange(rows * 3).reshape(rows, 3), 'weights': np.arange(rows)}
+  micro = micro_batches(batch, k)
+  for i in range(k):  # micro-batch i = rows i, i + k, i + 2k, ...
+    np.testing.assert_array_equal(micro['weights'][i], np.arange(rows)[i::k])
+    np.testing.assert_array_equal(micro['inputs'][i], batch['inputs'][i::k])
+
+  # Rows arrive as 8 contiguous blocks, one per data shard: each micro-batch keeps a part of
+  # every block where it is, so it spans all 8 devices and nothing moves between them.
+  mesh = jax.make_mesh((8,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+  by_rows = NamedSharding(mesh, P('data'))
+  split = jax.jit(lambda b: micro_batches(b, k), in_shardings=by_rows)
+  sharded = jax.device_put(batch, by_rows)
+  out = split(sharded)
+  for leaf in jax.tree.leaves(out):
+    assert leaf.sharding.is_equivalent_to(NamedSharding(mesh, P(None, 'data')), leaf.ndim)
+  hlo = split.lower(sharded).compile().as_text()
+  assert not re.search(r'all-to-all|collective-permute|all-gather', hlo)
+
+
+def test_pmap_refuses_rows_per_device_that_grad_accum_cannot_split(tmp_path):
+  from helpers import run_train
+
+  workdir = tmp_path / 'run'
+  proc = run_train(
+    '--config=configs/tiny.py',
+    f'--workdir={workdir}',
+    '--config.parallelism=pmap',
+    '--config.batch_size=8',
+    '--config.grad_accum_steps=2',
+    devices=8,
+    timeout=120,
+  )
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.count('\n') == 1 and 'grad_accum_steps 2' in proc.stderr
+  assert 'multiple of 16' in proc.stderr
+  assert not workdir.exists()
