@@ -241,3 +241,41 @@ def test_pmap_refuses_rows_per_device_that_grad_accum_cannot_split(tmp_path):
   assert proc.stderr.count('\n') == 1 and 'grad_accum_steps 2' in proc.stderr
   assert 'multiple of 16' in proc.stderr
   assert not workdir.exists()
+
+
+# ----------------------------------------------------------------------------- throughput
+
+
+def test_tokens_per_s_counts_real_tokens_and_padding_is_reported_apart(tmp_path, monkeypatch):
+  from jaxformer.training import loop, report, train_and_evaluate
+
+  monkeypatch.setattr(report, 'final_report', lambda s, params: {})  # decoding is not under test
+  config = _tiny_run_config(
+    task='translate', num_train_steps=3, eval_every_steps=3, eval_steps=1, log_every_steps=1
+  )
+  config.dataset.name, config.dataset.test_split = 'jaxformer_numbers/en_de', ''
+  config.model.num_encoder_layers = config.model.num_decoder_layers = 1
+  config.model.max_len = 64
+  rows = []
+  summary = train_and_evaluate(config, str(tmp_path / 'run'), on_log=lambda s, r: rows.append(r))
+  train = [r for r in rows if r['split'] == 'train']
+
+  it = loop.prepare(config, str(tmp_path / 'run')).data.train_iterator()
+  for row in train:  # one step per row: same seconds, so the ratio is exact
+    batch = next(it)
+    real = np.sum(batch['inputs'] != 0) + np.sum(batch['weights'] > 0)  # source + target
+    padded = 2 * batch['inputs'].size
+    assert real < 0.9 * padded
+    assert row['tokens_per_s'] / row['padded_tokens_per_s'] == pytest.approx(real / padded)
+  assert summary['tokens_per_s'] < 0.9 * summary['padded_tokens_per_s']
+
+
+def test_real_tokens_leave_out_padding_for_every_task():
+  from jaxformer.training.tasks import real_tokens
+
+  inputs = np.array([[5, 6, 7, 0, 0], [8, 0, 0, 0, 0]])
+  weights = np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], np.float32)  # target + EOS
+  assert float(real_tokens('classify', {'inputs': inputs, 'weights': np.ones(2)})) == 4
+  assert float(real_tokens('translate', {'inputs': inputs, 'weights': weights})) == 4 + 6
+  full = np.arange(1, 11).reshape(2, 5)
+  assert float(real_tokens('lm', {'inputs': full, 'weights': np.ones((2, 5))})) == 10

@@ -182,7 +182,8 @@ class _Trainer:
       s.config.task, s.model_cfg
     )
     self.writer: MetricsWriter | None = None
-    self.throughput: list[float] = []
+    self.throughput: list[float] = []  # real (non-padding) tokens/s per log window
+    self.padded_throughput: list[float] = []  # positions/s, padding included
 
   def close(self):
     self.ckpt.close()
@@ -293,9 +294,11 @@ class _Trainer:
         raise Diverged(step - len(rows) + i + 1)
     loss_sum = sum(float(r['loss_sum']) for r in rows)
     weight = max(sum(float(r['weight_sum']) for r in rows), 1.0)
-    tokens_per_s = len(rows) * self.tokens_per_step / max(seconds, 1e-9)
+    tokens_per_s = sum(float(r['real_tokens']) for r in rows) / max(seconds, 1e-9)
+    padded_tokens_per_s = len(rows) * self.tokens_per_step / max(seconds, 1e-9)
     if not first:  # the first window includes compilation
       self.throughput.append(tokens_per_s)
+      self.padded_throughput.append(padded_tokens_per_s)
     row = {
       'loss': loss_sum / weight,
       'accuracy': sum(float(r['correct_sum']) for r in rows) / weight,
@@ -303,6 +306,7 @@ class _Trainer:
       **{k: float(v) for k, v in rows[-1].items() if k.startswith('lr')},
       'grad_norm': float(rows[-1]['grad_norm']),
       'tokens_per_s': tokens_per_s,
+      'padded_tokens_per_s': padded_tokens_per_s,
     }
     self.writer.write(step, 'train', **row)
     self._notify('on_log', step, row)
@@ -390,6 +394,9 @@ class _Trainer:
       'preempted': bool(preempted),
       'wall_s': round(time.time() - t0, 2),
       'tokens_per_s': float(np.median(self.throughput)) if self.throughput else None,
+      'padded_tokens_per_s': (
+        float(np.median(self.padded_throughput)) if self.padded_throughput else None
+      ),
       'params_fingerprint': params_fingerprint(params),
     }
     if preempted:

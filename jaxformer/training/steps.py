@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxformer.training import tasks
+
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
 
@@ -128,6 +130,9 @@ def make_train_step(
     }
     if learning_rates is not None:
       metrics.update(learning_rates(state['step'], state['opt_state']))
+    metrics['real_tokens'] = tasks.real_tokens(task, batch)
+    if axis_name is not None:
+      metrics['real_tokens'] = jax.lax.psum(metrics['real_tokens'], axis_name)
     return new_state, metrics
 
   return train_step
