@@ -65,12 +65,8 @@ def group_schedules(config, params) -> dict[str, optax.Schedule]:
 
 def plateau_scale(opt_state) -> jax.Array:
   """The factor reduce_on_plateau applies to every update now (1 without it)."""
-  found = [
-    node.scale
-    for node in jax.tree.leaves(opt_state, is_leaf=_is_plateau)
-    if isinstance(node, _PlateauState)
-  ]
-  return found[0] if found else jnp.ones((), jnp.float32)
+  nodes = [n for n in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(n)]
+  return nodes[0].scale if nodes else jnp.ones((), jnp.float32)
 
 
 def applied_learning_rates(config, params):
