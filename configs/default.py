@@ -77,7 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.grad_clip_norm = 1.0  # global-norm clipping (0 = off)
   c.grad_accum_steps = 1  # micro-batches per update (same result as one big batch)
   c.label_smoothing = 0.0  # cross-entropy label smoothing
-  c.reduce_on_plateau = False  # scale the LR down when validation loss plateaus
+  c.reduce_on_plateau = False  # halve the LR after 2 evaluations without a better validation metric
   c.early_stopping = ml_collections.ConfigDict()
   c.early_stopping.patience = 5  # stop at the N-th evaluation in a row without gain (0 = off)
   c.early_stopping.min_delta = 0.0  # an improvement must beat the best by more than this

@@ -11,8 +11,8 @@ What it reports (keys in snake_case):
 
 --workdir takes a training run or an export directory; the files are written there. The split
 defaults to the run's test split (or its validation split when it has none). --limit scores
-only the first N examples (LM: windows of max_len tokens); bits_per_byte then uses the whole
-split's bytes-per-token ratio.
+only the first N examples (LM: windows of max_len tokens); bits_per_byte then divides by the
+bytes of exactly the targets scored.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def _loss_sums(loaded, data, split, batch_size, limit):
 
 
 def evaluate_lm(loaded, data, split, batch_size, limit) -> dict:
+  from jaxformer.data import bits_per_byte
+
   (loss_sum, weight_sum, correct), rows = _loss_sums(loaded, data, split, batch_size, limit)
   loss = loss_sum / max(weight_sum, 1.0)
   return {
@@ -85,7 +87,7 @@ def evaluate_lm(loaded, data, split, batch_size, limit) -> dict:
     'num_tokens': int(weight_sum),
     'loss': loss,
     'perplexity': math.exp(min(loss, 700)),
-    'bits_per_byte': loss / math.log(2) / data.bytes_per_token(split),
+    'bits_per_byte': bits_per_byte(loss_sum, data.scored_bytes(split, rows)),
     'token_accuracy': correct / max(weight_sum, 1.0),
   }
 

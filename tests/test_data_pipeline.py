@@ -63,7 +63,6 @@ def test_batch_shapes_and_dtypes(data_dir, tmp_path, name, task, shapes):
   eval_batches = list(data.eval_batches(data.splits['eval'], batch_size=16))
   assert all(b['inputs'].shape == (16, 32) for b in eval_batches)  # fixed shapes, last one padded
   assert (tmp_path / 'tok' / 'tokenizer.json').exists()
-  assert data.bytes_per_token(data.splits['eval']) > 0.5
 
 
 def test_lm_windows_shift_by_one_and_eval_covers_every_token(data_dir):
@@ -79,6 +78,22 @@ def test_lm_windows_shift_by_one_and_eval_covers_every_token(data_dir):
   assert data.tokenizer.eos_id in stream and data.examples('validation', limit=1)[0][
     'text'
   ].startswith('HAMLET')
+
+
+@pytest.mark.parametrize(
+  'name,task,max_len',
+  [('jaxformer_shakespeare', 'lm', 32), ('jaxformer_numbers/en_de', 'translate', 64)],
+)
+def test_scored_bytes_are_the_bytes_of_exactly_the_scored_targets(data_dir, name, task, max_len):
+  data = build(cfg(name, data_dir, vocab_size=600), task, max_len=max_len)
+  split, sizes = data.splits['eval'], data.tokenizer.token_bytes()
+  batches = list(data.eval_batches(split))
+  scored = [int(np.sum(sizes[b['targets']] * (b['weights'] > 0))) for b in batches]
+  assert data.scored_bytes(split, 2 * data.batch_size) == sum(scored[:2])
+  assert data.scored_bytes(split) == sum(scored)  # every row, the padded last batch included
+  if task == 'lm':  # a prefix's bytes per token differ from the whole split's
+    tokens = [float(b['weights'].sum()) for b in batches]
+    assert sum(scored[:2]) / sum(tokens[:2]) != pytest.approx(sum(scored) / sum(tokens), rel=1e-3)
 
 
 def test_translate_layout_and_truncation_is_counted(data_dir, caplog):

@@ -36,6 +36,18 @@ def test_sentencepiece_round_trips_the_whole_corpus(spm_tokenizer):
   assert tok.decode(tok.encode(odd)) == odd  # unseen characters go through byte fallback
 
 
+def test_token_bytes_add_up_to_each_texts_utf8_length(spm_tokenizer):
+  tok, _, _ = spm_tokenizer
+  odd = '  two  spaces\n\n\ttab \u2603 \U0001d11e caf\u00e9 \r\n'
+  texts = [w['text'] for w in shakespeare.load_works()[:5]] + [odd]
+  for t in (tok, ByteTokenizer()):
+    sizes = t.token_bytes()
+    assert sizes.shape == (t.vocab_size,)
+    assert sizes[t.pad_id] == sizes[t.bos_id] == sizes[t.eos_id] == 0
+    for text, ids in zip(texts, t.encode_batch(texts)):
+      assert sizes[ids].sum() == len(text.encode('utf-8'))
+
+
 def test_sentencepiece_ids_and_specials(spm_tokenizer):
   tok, _, _ = spm_tokenizer
   assert (tok.pad_id, tok.vocab_size) == (0, 1000)

@@ -142,8 +142,8 @@ def test_schedules_warm_up_then_decay():
     sched = optim.learning_rate_schedule(
       _config(lr_schedule=kind, num_train_steps=100, warmup_steps=10)
     )
-    lrs = [float(sched(s)) for s in (0, 5, 10, 60, 99)]
-    assert lrs[0] <= lrs[1] < lrs[2] + 1e-12, kind
+    lrs = [float(sched(s)) for s in (0, 5, 9, 60, 99)]  # update 9 is the first at the peak
+    assert 0 < lrs[0] <= lrs[1] < lrs[2] + 1e-12, kind
     np.testing.assert_allclose(lrs[2], 1e-2, rtol=1e-6)
     assert (lrs[4] < lrs[2]) == (kind != 'constant'), kind
 

@@ -10,7 +10,7 @@ jaxformer_numbers/{en_de,en_fr}. The training loop only needs `build_task_data`:
 
 from jaxformer.data import builders  # noqa: F401  (registers the TFDS builders)
 from jaxformer.data.errors import DataError
-from jaxformer.data.pipeline import TaskData, build_task_data
+from jaxformer.data.pipeline import TaskData, bits_per_byte, build_task_data
 from jaxformer.data.sources import KNOWN, default_data_dir
 from jaxformer.data.tokenizers import (
   ByteTokenizer,
@@ -22,6 +22,7 @@ from jaxformer.data.tokenizers import (
 __all__ = [
   'DataError',
   'TaskData',
+  'bits_per_byte',
   'build_task_data',
   'KNOWN',
   'default_data_dir',

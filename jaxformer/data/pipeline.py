@@ -130,6 +130,7 @@ class TaskData:
 
   def __post_init__(self):
     self._encoded = {}
+    self._token_bytes = None  # UTF-8 bytes per token id, built on first use
     self.truncated = {}  # split -> number of over-length examples that were truncated
     self.per_process_batch_size = self.batch_size // self.process_count
 
@@ -181,16 +182,23 @@ class TaskData:
       return n_targets // self.max_len if train else math.ceil(n_targets / self.max_len)
     return enc.num_examples
 
-  def bytes_per_token(self, split: str) -> float:
-    """UTF-8 bytes per predicted (non-pad) token; bits/byte = loss_nats / ln(2) / bytes_per_token."""
-    enc = self.encoded(split)
-    if self.task == 'lm':
-      tokens = len(enc.tokens.values) - 1
-    elif self.task == 'translate':
-      tokens = int(np.sum(enc.targets.lengths() + 1))
-    else:
-      tokens = int(np.sum(enc.tokens.lengths()))
-    return enc.num_bytes / max(tokens, 1)
+  def scored_bytes(self, split: str, num_rows: int | None = None) -> int:
+    """UTF-8 bytes of the targets in the first `num_rows` rows of `split` (default: all rows).
+
+    These are exactly the bytes that evaluating those rows scores (EOS counts 0), so
+    bits/byte = bits_per_byte(loss_sum over those rows, scored_bytes(split, rows)).
+    """
+    if self.task == 'classify':
+      raise ValueError('classification targets are labels, not text: there are no bytes to score')
+    enc, L = self.encoded(split), self.max_len
+    rows = self.num_rows(split) if num_rows is None else min(int(num_rows), self.num_rows(split))
+    if self._token_bytes is None:
+      self._token_bytes = self.tokenizer.token_bytes()
+    sizes = self._token_bytes
+    if self.task == 'lm':  # window i scores stream tokens i*L+1 .. (i+1)*L
+      n_targets = min(rows * L, len(enc.tokens.values) - 1)
+      return int(np.sum(sizes[np.asarray(enc.tokens.values[1 : n_targets + 1])]))
+    return int(sum(np.sum(sizes[enc.targets[i][:L]]) for i in range(rows)))
 
   # ---- rows ----------------------------------------------------------------------------------
   def _row(self, split: str, i: int) -> dict:
@@ -333,6 +341,11 @@ class EvalBatches:
         for i in range(start, start + self.per_process)
       ]
       yield {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def bits_per_byte(loss_sum: float, num_bytes: int) -> float:
+  """Summed cross-entropy (nats) over some targets, in bits per UTF-8 byte of those targets."""
+  return loss_sum / math.log(2) / max(num_bytes, 1)
 
 
 def _pad(ids, length: int) -> np.ndarray:

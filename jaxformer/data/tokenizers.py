@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from typing import Iterable
 
+import numpy as np
 import sentencepiece as spm
 
 from jaxformer.data.errors import DataError
@@ -52,6 +53,10 @@ class ByteTokenizer:
     data = bytes(int(i) - self._offset for i in ids if int(i) >= self._offset)
     return data.decode('utf-8', errors='replace')  # a model may emit a cut multi-byte char
 
+  def token_bytes(self) -> np.ndarray:
+    """int64[vocab_size]: UTF-8 bytes each id stands for (0 for pad, BOS, EOS)."""
+    return (np.arange(self.vocab_size) >= self._offset).astype(np.int64)
+
   def fingerprint(self) -> str:
     return 'byte-v1'
 
@@ -79,6 +84,23 @@ class SentencePieceTokenizer:
 
   def decode(self, ids) -> str:
     return self._sp.decode([int(i) for i in ids if int(i) not in self._specials])
+
+  def token_bytes(self) -> np.ndarray:
+    """int64[vocab_size]: UTF-8 bytes each id stands for (0 for specials).
+
+    Encoding is lossless (see the module docstring), so a text's ids add up to its byte length:
+    a piece's '\u2581' is one space, a byte-fallback piece <0xNN> is one byte.
+    """
+    sp = self._sp
+
+    def size(i: int) -> int:
+      if sp.is_control(i) or sp.is_unknown(i):
+        return 0
+      if sp.is_byte(i):
+        return 1
+      return len(sp.id_to_piece(i).replace('\u2581', ' ').encode('utf-8'))
+
+    return np.array([size(i) for i in range(self.vocab_size)], np.int64)
 
   def fingerprint(self) -> str:
     return 'spm-' + hashlib.sha256(self.model_proto).hexdigest()[:16]

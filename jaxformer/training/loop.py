@@ -24,10 +24,10 @@ from flax import linen as nn
 from jaxformer import checkpoint as ckpt_lib
 from jaxformer import data as data_lib
 from jaxformer import sharding as jf_sharding
-from jaxformer.training import setup, steps, tasks
+from jaxformer.training import optim, setup, steps, tasks
 from jaxformer.training.callbacks import EarlyStopping, monitored_value
 from jaxformer.training.errors import ConfigError, Diverged
-from jaxformer.training.optim import learning_rate_schedule, make_optimizer
+from jaxformer.training.optim import make_optimizer
 from jaxformer.training.preemption import PreemptionGuard
 from jaxformer.training.runtime import Runtime
 from jaxformer.training.writers import MetricsWriter, plot_loss_curves, write_json_atomic
@@ -178,12 +178,12 @@ class _Trainer:
     self.ckpt = ckpt_lib.Checkpointer(
       os.path.join(s.workdir, 'checkpoints'), keep_last=int(s.config.keep_last)
     )
-    self.schedule = learning_rate_schedule(s.config)
     self.tokens_per_step = s.config.batch_size * tasks.tokens_per_example(
       s.config.task, s.model_cfg
     )
     self.writer: MetricsWriter | None = None
-    self.throughput: list[float] = []
+    self.throughput: list[float] = []  # real (non-padding) tokens/s per log window
+    self.padded_throughput: list[float] = []  # positions/s, padding included
 
   def close(self):
     self.ckpt.close()
@@ -238,7 +238,7 @@ class _Trainer:
         grad_accum_steps=config.grad_accum_steps,
         label_smoothing=config.label_smoothing,
         axis_name=rt.axis_name,
-        pass_loss_to_optimizer=config.reduce_on_plateau,
+        learning_rates=optim.applied_learning_rates(config, nn.unbox(s.boxed_params)),
       ),
       s.shardings,
     )
@@ -269,6 +269,8 @@ class _Trainer:
           pending = []
           progress.update(step, row)
         monitored = self._evaluate(state, step) if is_eval else None
+        if monitored is not None and config.reduce_on_plateau:
+          state = self._after_evaluation(state, monitored)
         if is_ckpt:
           self._save(state, step, it, monitored)
         if flush:  # throughput windows exclude evaluation and checkpoint time
@@ -292,15 +294,19 @@ class _Trainer:
         raise Diverged(step - len(rows) + i + 1)
     loss_sum = sum(float(r['loss_sum']) for r in rows)
     weight = max(sum(float(r['weight_sum']) for r in rows), 1.0)
-    tokens_per_s = len(rows) * self.tokens_per_step / max(seconds, 1e-9)
+    tokens_per_s = sum(float(r['real_tokens']) for r in rows) / max(seconds, 1e-9)
+    padded_tokens_per_s = len(rows) * self.tokens_per_step / max(seconds, 1e-9)
     if not first:  # the first window includes compilation
       self.throughput.append(tokens_per_s)
+      self.padded_throughput.append(padded_tokens_per_s)
     row = {
       'loss': loss_sum / weight,
       'accuracy': sum(float(r['correct_sum']) for r in rows) / weight,
-      'lr': float(self.schedule(step)),
+      # the rates the last update applied, per parameter group ('lr', 'lr_backbone')
+      **{k: float(v) for k, v in rows[-1].items() if k.startswith('lr')},
       'grad_norm': float(rows[-1]['grad_norm']),
       'tokens_per_s': tokens_per_s,
+      'padded_tokens_per_s': padded_tokens_per_s,
     }
     self.writer.write(step, 'train', **row)
     self._notify('on_log', step, row)
@@ -313,7 +319,8 @@ class _Trainer:
     if canonical:
       params = self.rt.from_canonical(params)
     total = jnp.zeros(3, jnp.float32)
-    for i, batch in enumerate(self.s.data.eval_batches(split)):
+    batches = self.s.data.eval_batches(split)
+    for i, batch in enumerate(batches):
       if max_batches and i >= max_batches:
         break
       total = total + self.eval_step(params, self.rt.put_batch(batch))
@@ -322,8 +329,8 @@ class _Trainer:
     out = {'loss': loss_sum / weight, 'accuracy': correct / weight}
     if self.config.task == 'lm':
       out['perplexity'] = math.exp(min(out['loss'], 50.0))
-      bytes_per_token = self.s.data.bytes_per_token(split)
-      out['bits_per_byte'] = out['loss'] / math.log(2) / bytes_per_token
+      rows = max_batches * batches.batch_size if max_batches else None
+      out['bits_per_byte'] = data_lib.bits_per_byte(loss_sum, self.s.data.scored_bytes(split, rows))
     return out
 
   def _evaluate(self, state, step: int) -> float:
@@ -339,6 +346,13 @@ class _Trainer:
     if stop and not self.early.stopped:
       self.early.stopped = True  # a user callback asked to stop
     return value
+
+  def _after_evaluation(self, state, monitored: float):
+    """reduce_on_plateau sees the monitored validation value (its state is replicated)."""
+    opt_state = optim.after_evaluation(self.rt.to_canonical(state['opt_state']), monitored)
+    if self.rt.kind == 'pmap':
+      return dict(state, opt_state=self.rt.from_canonical(opt_state))
+    return dict(state, opt_state=jax.device_put(opt_state, self.s.shardings['opt_state']))
 
   def _save(self, state, step: int, it, monitored, wait: bool = False):
     extra = {
@@ -380,6 +394,9 @@ class _Trainer:
       'preempted': bool(preempted),
       'wall_s': round(time.time() - t0, 2),
       'tokens_per_s': float(np.median(self.throughput)) if self.throughput else None,
+      'padded_tokens_per_s': (
+        float(np.median(self.padded_throughput)) if self.padded_throughput else None
+      ),
       'params_fingerprint': params_fingerprint(params),
     }
     if preempted:

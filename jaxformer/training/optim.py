@@ -17,7 +17,12 @@ _EMBEDDING_NAMES = ('embed', 'embedding', 'pos_embedding', 'position_embedding')
 
 
 def learning_rate_schedule(config) -> optax.Schedule:
-  """Linear warmup to `learning_rate`, then cosine to `min_lr_ratio`, rsqrt, or constant."""
+  """Rate of update `count` (0 = the first): linear warmup to `learning_rate`, then cosine to
+  `min_lr_ratio`, rsqrt, or constant.
+
+  Warmup counts from 1, as in t5x: update k gets the warmup rate at step k + 1, so the first
+  update moves the weights and update warmup_steps - 1 is the first at the peak.
+  """
   peak, warmup = float(config.learning_rate), int(config.warmup_steps)
   kind = config.lr_schedule
   if kind == 'cosine':
@@ -33,7 +38,52 @@ def learning_rate_schedule(config) -> optax.Schedule:
     raise ValueError(f"lr_schedule must be 'cosine', 'rsqrt' or 'constant', got {kind!r}")
   if warmup == 0:
     return decay
-  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+  joined = optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+  return lambda count: joined(count + 1)
+
+
+def group_schedules(config, params) -> dict[str, optax.Schedule]:
+  """The rate each parameter group gets at update `count`, before plateau scaling.
+
+  {'head': ...} alone covers every parameter unless fine-tuning splits the tree; then
+  'backbone' gets `backbone_lr_multiplier` times the rate, 0 for the first `head_only_steps`
+  updates, and 0 throughout with `freeze_backbone`.
+  """
+  schedule = learning_rate_schedule(config)
+  fine_tuning = 'backbone' in params and (
+    config.freeze_backbone or config.backbone_lr_multiplier != 1.0 or config.head_only_steps
+  )
+  if not fine_tuning:
+    return {'head': schedule}
+  scale, delay = float(config.backbone_lr_multiplier), int(config.head_only_steps)
+  if config.freeze_backbone:
+    backbone = lambda count: jnp.zeros((), jnp.float32)  # noqa: E731
+  else:
+    backbone = lambda count: jnp.where(count < delay, 0.0, scale * schedule(count))  # noqa: E731
+  return {'head': schedule, 'backbone': backbone}
+
+
+def plateau_scale(opt_state) -> jax.Array:
+  """The factor reduce_on_plateau applies to every update now (1 without it)."""
+  nodes = [n for n in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(n)]
+  return nodes[0].scale if nodes else jnp.ones((), jnp.float32)
+
+
+def applied_learning_rates(config, params):
+  """`rates(count, opt_state) -> {'lr': ..., 'lr_backbone': ...}`: what update `count` applies.
+
+  'lr' is the head's rate (every parameter's, unless fine-tuning splits the tree), 'lr_backbone'
+  the backbone's when it has its own group; both include the plateau scale in `opt_state`.
+  """
+  groups = group_schedules(config, params)
+
+  def rates(count, opt_state) -> dict:
+    scale = plateau_scale(opt_state)
+    return {
+      ('lr' if name == 'head' else f'lr_{name}'): scale * fn(count) for name, fn in groups.items()
+    }
+
+  return rates
 
 
 def _path_names(path) -> list[str]:
@@ -69,13 +119,11 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
 
   Fine-tuning options split the tree with `optax.multi_transform`: the backbone is frozen, or
   gets `backbone_lr_multiplier` times the learning rate (and nothing for `head_only_steps`).
+  A frozen backbone's gradients are not part of the clipped global norm: only the head's are.
   """
-  schedule = learning_rate_schedule(config)
+  groups = group_schedules(config, params)
 
-  def adamw(lr_scale: float = 1.0, delay: int = 0):
-    lr = schedule
-    if lr_scale != 1.0 or delay:
-      lr = lambda step: jnp.where(step < delay, 0.0, lr_scale * schedule(step))  # noqa: E731
+  def adamw(lr):
     return optax.adamw(
       lr,
       b1=config.adam_b1,
@@ -85,28 +133,53 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
       mask=lambda p: weight_decay_mask(p, config.decay_embeddings),
     )
 
-  fine_tuning = 'backbone' in params and (
-    config.freeze_backbone or config.backbone_lr_multiplier != 1.0 or config.head_only_steps
-  )
-  if fine_tuning:
-    backbone = (
-      optax.set_to_zero()
-      if config.freeze_backbone
-      else adamw(config.backbone_lr_multiplier, int(config.head_only_steps))
-    )
-    core = optax.multi_transform({'backbone': backbone, 'head': adamw()}, backbone_labels)
-  else:
-    core = adamw()
+  clip = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
   parts = []
-  if config.grad_clip_norm:
-    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  parts.append(core)
-  if config.reduce_on_plateau:
-    # Halves the update scale when the loss stops improving.
-    # It sees the training loss (passed as `value=`), averaged over one evaluation interval.
+  if 'backbone' not in groups:
+    parts += clip + [adamw(groups['head'])]
+  elif config.freeze_backbone:
+    head = optax.chain(*clip, adamw(groups['head']))
     parts.append(
-      optax.contrib.reduce_on_plateau(
-        factor=0.5, patience=2, accumulation_size=max(int(config.eval_every_steps), 1)
-      )
+      optax.multi_transform({'backbone': optax.set_to_zero(), 'head': head}, backbone_labels)
     )
+  else:
+    core = {'backbone': adamw(groups['backbone']), 'head': adamw(groups['head'])}
+    parts += clip + [optax.multi_transform(core, backbone_labels)]
+  if config.reduce_on_plateau:
+    parts.append(_scale_by_plateau())
   return optax.chain(*parts)
+
+
+# ----------------------------------------------------------------------------- reduce on plateau
+# optax's reduce_on_plateau both advances its state and scales updates in one call. Here the
+# train step only scales (the state stays put), and `after_evaluation` advances the state with the
+# monitored validation value, so patience counts evaluations, as configs/default.py documents.
+_PlateauState = optax.contrib.ReduceLROnPlateauState
+
+
+def _is_plateau(node) -> bool:
+  return isinstance(node, _PlateauState)
+
+
+def _reduce_on_plateau() -> optax.GradientTransformationExtraArgs:
+  return optax.contrib.reduce_on_plateau(factor=0.5, patience=2)
+
+
+def _scale_by_plateau() -> optax.GradientTransformation:
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u: state.scale * u, updates), state
+
+  return optax.GradientTransformation(_reduce_on_plateau().init, update)
+
+
+def after_evaluation(opt_state, value: float):
+  """`opt_state` with reduce_on_plateau told of one evaluation that scored `value` (lower is
+  better): two evaluations in a row without a better value halve the learning rate."""
+
+  def advance(node):
+    if not _is_plateau(node):
+      return node
+    return _reduce_on_plateau().update(None, node, value=value)[1]
+
+  return jax.tree.map(advance, opt_state, is_leaf=_is_plateau)

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxformer.training import tasks
+
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
 
@@ -70,9 +72,13 @@ def make_train_step(
   grad_accum_steps: int = 1,
   label_smoothing: float = 0.0,
   axis_name: str | None = None,
-  pass_loss_to_optimizer: bool = False,
+  learning_rates: Callable[[jax.Array, Any], dict] | None = None,
 ) -> Callable[[State, Batch], tuple[State, dict]]:
-  """Builds `train_step(state, batch) -> (state, metrics)`; metrics stay on the device as sums."""
+  """Builds `train_step(state, batch) -> (state, metrics)`; metrics stay on the device as sums.
+
+  `learning_rates(step, opt_state)` (optim.applied_learning_rates) adds the rates this update
+  applies to the metrics.
+  """
 
   def sums_and_grads(params, batch, key):
     def loss_fn(p):
@@ -92,11 +98,9 @@ def make_train_step(
     if grad_accum_steps == 1:
       grads, sums = sums_and_grads(params, batch, key)
     else:
-      # [k * b, ...] -> [k, b, ...]: a scan over micro-batches, summing gradients of summed
-      # losses, so the result equals one big batch exactly (up to float rounding).
-      micro = jax.tree.map(
-        lambda x: x.reshape((grad_accum_steps, x.shape[0] // grad_accum_steps) + x.shape[1:]), batch
-      )
+      # A scan over micro-batches, summing gradients of summed losses, so the result equals one
+      # big batch exactly (up to float rounding).
+      micro = micro_batches(batch, grad_accum_steps)
 
       def body(carry, xs):
         i, mb = xs
@@ -111,8 +115,7 @@ def make_train_step(
     loss_sum, weight_sum, correct_sum = sums[0], sums[1], sums[2]
     denom = jnp.maximum(weight_sum, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
-    extra = {'value': loss_sum / denom} if pass_loss_to_optimizer else {}
-    updates, opt_state = tx.update(grads, state['opt_state'], params, **extra)
+    updates, opt_state = tx.update(grads, state['opt_state'], params)
     new_state = dict(
       state,
       step=state['step'] + 1,
@@ -125,9 +128,24 @@ def make_train_step(
       'correct_sum': correct_sum,
       'grad_norm': optax.tree.norm(grads),
     }
+    if learning_rates is not None:
+      metrics.update(learning_rates(state['step'], state['opt_state']))
+    metrics['real_tokens'] = tasks.real_tokens(task, batch)
+    if axis_name is not None:
+      metrics['real_tokens'] = jax.lax.psum(metrics['real_tokens'], axis_name)
     return new_state, metrics
 
   return train_step
+
+
+def micro_batches(batch: Batch, k: int) -> Batch:
+  """[k * b, ...] -> [k, b, ...] with micro-batch i = rows i, i + k, i + 2k, ...
+
+  Interleaved rather than contiguous: rows arrive in contiguous blocks per data shard (and per
+  host), so row i of every block of k lands in micro-batch i, and each micro-batch spans all
+  shards instead of sitting on a k-th of them.
+  """
+  return jax.tree.map(lambda x: x.reshape((-1, k) + x.shape[1:]).swapaxes(0, 1), batch)
 
 
 def make_eval_step(model, *, task: str, axis_name: str | None = None):

@@ -24,5 +24,17 @@ def init_inputs(task: str, cfg: ModelConfig, batch: int = 1) -> tuple:
 
 
 def tokens_per_example(task: str, cfg: ModelConfig) -> int:
-  """Tokens a train example feeds through the model (throughput counts these, like nanoGPT)."""
+  """Positions a train example feeds through the model, padding included (`padded_tokens_per_s`)."""
   return 2 * cfg.max_len if task == 'translate' else cfg.max_len
+
+
+def real_tokens(task: str, batch) -> jnp.ndarray:
+  """Non-padding tokens a batch feeds through the model (`tokens_per_s` counts these).
+
+  Pipelines pad with id 0, every tokenizer's pad_id. A translation's decoder reads one position
+  per target token (BOS + target[:-1] predicts target), so its weights count them.
+  """
+  count = jnp.sum(batch['inputs'] != 0)
+  if task == 'translate':
+    count = count + jnp.sum(batch['weights'] > 0)
+  return count.astype(jnp.float32)
