@@ -1,4 +1,4 @@
-"""Training-loop correctness (issue 16): what is scored, which rate is applied, what is clipped."""
+"""Training-loop accounting: which bytes are scored, which rate is applied, what is clipped."""
 
 import math
 
