@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from jaxformer.config import ModelConfig
-from jaxformer.model import DecoderLayer, DecoderLM, scan_to_loop
+from jaxformer.model import DecoderLM, TransformerLayer, scan_to_loop
 from jaxformer.model.layers import AddPositions
 
 
@@ -56,7 +56,9 @@ def loop_params(params):
 def _records_hidden(module, method_name: str) -> bool:
   # The outputs of each layer, of the token table and of the position step: nothing else is
   # stored, so capturing costs little memory.
-  return method_name == '__call__' and isinstance(module, (DecoderLayer, AddPositions, nn.Embed))
+  return method_name == '__call__' and isinstance(
+    module, (TransformerLayer, AddPositions, nn.Embed)
+  )
 
 
 @functools.lru_cache(maxsize=8)
@@ -75,7 +77,7 @@ def _capture_fn(cfg: ModelConfig):
     layers = [inter['layers'][f'layer_{i}'] for i in range(cfg.num_layers)]
     attention = jnp.stack([layer['self_attention']['attention_weights'][0] for layer in layers])
     first = inter['pos_embed'] if 'pos_embed' in inter else inter['token_embed']
-    # A DecoderLayer returns (x, None), the (carry, output) pair nn.scan expects.
+    # A TransformerLayer returns (x, None), the (carry, output) pair nn.scan expects.
     hidden = jnp.stack([first['__call__'][0]] + [layer['__call__'][0][0] for layer in layers])
     return logits, attention, hidden
 

@@ -10,14 +10,18 @@ Every function here
 
 Language models (DecoderLM):
     generate(model, params, prompt[B, P], max_new_tokens=N, rng=key)  -> [B, P + N]
-The prompt is prefilled in ONE call; sampling is greedy (temperature=0) or from
-softmax(logits / temperature), optionally restricted by top-k and top-p (nucleus) filters.
+    generate(..., prompt_lengths=lengths[B])   prompts of different lengths, right-padded
+The prompt (with different lengths, their common prefix) is prefilled in ONE call; the rest
+of a longer prompt is fed a token per step, like the sampled tokens. Sampling is greedy
+(temperature=0) or from softmax(logits / temperature), optionally restricted by top-k and
+top-p (nucleus) filters.
 Step i draws with `fold_in(rng, i)`, so the same key always gives the same text.
 
 Encoder-decoder (translation):
     translate_greedy(model, params, src[B, S], max_len=T, bos_id, eos_id)  -> [B, T]
     beam_search(model, params, src[B, S], beam_size=K, alpha, ...)         -> ([B, T], scores[B])
-The source is encoded once; the outputs do not include BOS.
+The source is encoded once, and its cross-attention keys/values are computed once (into the
+decoder cache); the outputs do not include BOS.
 
 `generate_recompute` is the slow reference: a full forward pass over the whole sequence at
 every step, no cache. Tests check the cached path against it; the benchmark times both.
@@ -30,6 +34,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # A finite "minus infinity" for log-probabilities: -inf - (-inf) would be NaN.
@@ -112,14 +117,26 @@ def lm_cache(model, batch: int, length: int):
   return _zeros_like_abstract(_unboxed(init))
 
 
-def decoder_cache(model, encoded, src, length: int):
-  """An empty decoder cache for an encoder-decoder: encoded [B, S, D], src [B, S]."""
+def empty_decoder_cache(model, encoded, src, length: int):
+  """An all-zeros decoder cache for an encoder-decoder: encoded [B, S, D], src [B, S]."""
 
   def init():
     tgt = jnp.zeros((src.shape[0], length), jnp.int32)
     return model.init(jax.random.key(0), encoded, src, tgt, decode=True, method='decode')['cache']
 
   return _zeros_like_abstract(_unboxed(init))
+
+
+def decoder_cache(model, params, encoded, src, length: int):
+  """The decoder cache to translate src [B, S] (encoded [B, S, D]) into up to `length` tokens.
+
+  Self-attention keys/values start empty; the cross-attention keys/values of `encoded` are
+  computed here, once, by a decode call with no target tokens. The decoding steps then pass
+  encoded=None and read them from the cache.
+  """
+  cache = empty_decoder_cache(model, encoded, src, length)
+  no_tokens = jnp.zeros((src.shape[0], 0), jnp.int32)
+  return _decoder_step(model, params, cache, encoded, src, no_tokens)[1]
 
 
 def _batch_axes(make_cache):
@@ -146,7 +163,8 @@ def _lm_step(model, params, cache, tokens):
 
 
 def _decoder_step(model, params, cache, encoded, src, tokens):
-  """tokens [B, 1] -> (logits [B, 1, V], new cache); encoded [B, S, D] is the encoder output."""
+  """tokens [B, n] -> (logits [B, n, V], new cache). encoded: the encoder output [B, S, D], or
+  None to use the cross-attention keys/values already in the cache."""
   logits, mutated = model.apply(
     {'params': params, 'cache': cache},
     encoded,
@@ -216,20 +234,26 @@ def generate(
   top_k: int = 0,
   top_p: float = 1.0,
   eos_id: int | None = None,
+  prompt_lengths=None,
 ):
   """Continues each prompt row with `max_new_tokens` tokens. prompt int32[B, P] -> int32[B, P + N].
 
-  The prompt rows must not contain padding (every row has the same length P). After a row
-  emits `eos_id` (kept in the output) the rest of that row is 0.
+  prompt_lengths: int[B], the length of each row's prompt when they differ; the rows are then
+  right-padded to P (any pad value). Row r of the output is its prompt, then its N new tokens,
+  then zeros. Without prompt_lengths every row's prompt is all P tokens. After a row emits
+  `eos_id` (kept in the output) the rest of that row is 0.
   """
   prompt = jnp.asarray(prompt, jnp.int32)
   _check_sampling(temperature, top_k, top_p)
   _check_prompt(model, prompt, max_new_tokens)
+  lengths = _check_prompt_lengths(prompt, prompt_lengths)
   return _generate(
     model,
     params,
     prompt,
+    jnp.asarray(lengths, jnp.int32),
     rng,
+    prefill=int(lengths.min()),
     max_new_tokens=int(max_new_tokens),
     temperature=float(temperature),
     top_k=int(top_k),
@@ -238,32 +262,63 @@ def generate(
   )
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens'))
-def _generate(model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id):
+def _check_prompt_lengths(prompt, prompt_lengths) -> np.ndarray:
+  batch, width = prompt.shape
+  if prompt_lengths is None:
+    return np.full((batch,), width, np.int32)
+  lengths = np.asarray(prompt_lengths)
+  if lengths.shape != (batch,) or not np.issubdtype(lengths.dtype, np.integer):
+    raise ValueError(
+      f'prompt_lengths must be int[{batch}] (one length per prompt row), got {lengths!r}'
+    )
+  if lengths.min() < 1 or lengths.max() > width:
+    raise ValueError(f'prompt_lengths must be in [1, {width}] (the prompt width), got {lengths}')
+  return lengths.astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'prefill', 'max_new_tokens'))
+def _generate(
+  model, params, prompt, lengths, rng, *, prefill, max_new_tokens, temperature, top_k, top_p, eos_id
+):
+  """Prompts of per-row `lengths` [B], right-padded in prompt [B, P]; prefill = min(lengths).
+
+  The first `prefill` columns, prompt for every row, fill the cache in one call. Then each step
+  writes column c of every row: the row's prompt token while c < its length (its logits are
+  not used), else a sampled token. No row ever caches padding, so positions and causal
+  attention are exactly those of the row decoded alone, and nothing needs a padding mask.
+  """
   batch, prompt_len = prompt.shape
   total = prompt_len + max_new_tokens
   sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
 
-  # Prefill: the whole prompt in one call fills the cache and gives the first next-token logits.
-  logits, cache = _lm_step(model, params, lm_cache(model, batch, total), prompt)  # [B, P, V]
-  first = sample(logits[:, -1], jax.random.fold_in(rng, 0))  # [B]
-  tokens = (
-    jnp.zeros((batch, total), jnp.int32).at[:, :prompt_len].set(prompt).at[:, prompt_len].set(first)
-  )
+  def write(c, logits, tokens, done):
+    """Column c of every row: its prompt token, a sample from logits [B, V], or 0 when done."""
+    in_prompt = c < lengths
+    # Draw i is the i-th token after the shortest prompt: with equal lengths, the i-th new token.
+    drawn = sample(logits, jax.random.fold_in(rng, c - prefill))
+    forced = lax.dynamic_index_in_dim(prompt, jnp.minimum(c, prompt_len - 1), 1, keepdims=False)
+    new = jnp.where(done, 0, jnp.where(in_prompt, forced, drawn))  # [B]
+    tokens = lax.dynamic_update_slice_in_dim(tokens, new[:, None], c, axis=1)
+    finished = (~in_prompt & _is_eos(new, eos_id)) | (c + 1 >= lengths + max_new_tokens)
+    return tokens, done | finished
+
+  # Prefill: the common prompt prefix in one call fills the cache and gives the next logits.
+  logits, cache = _lm_step(model, params, lm_cache(model, batch, total), prompt[:, :prefill])
+  tokens = jnp.zeros((batch, total), jnp.int32).at[:, :prefill].set(prompt[:, :prefill])
+  tokens, done = write(prefill, logits[:, -1], tokens, jnp.zeros((batch,), bool))
 
   def keep_going(state):
-    i, _, _, done = state
-    return (i < max_new_tokens) & ~jnp.all(done)
+    c, _, _, done = state
+    return (c < total) & ~jnp.all(done)
 
   def step(state):
-    i, tokens, cache, done = state
-    last = lax.dynamic_slice_in_dim(tokens, prompt_len + i - 1, 1, axis=1)  # [B, 1]
+    c, tokens, cache, done = state
+    last = lax.dynamic_slice_in_dim(tokens, c - 1, 1, axis=1)  # [B, 1]
     logits, cache = _lm_step(model, params, cache, last)  # [B, 1, V]
-    new = jnp.where(done, 0, sample(logits[:, 0], jax.random.fold_in(rng, i)))  # [B]
-    tokens = lax.dynamic_update_slice_in_dim(tokens, new[:, None], prompt_len + i, axis=1)
-    return i + 1, tokens, cache, done | _is_eos(new, eos_id)
+    tokens, done = write(c, logits[:, 0], tokens, done)
+    return c + 1, tokens, cache, done
 
-  state = (jnp.array(1, jnp.int32), tokens, cache, _is_eos(first, eos_id))
+  state = (jnp.array(prefill + 1, jnp.int32), tokens, cache, done)
   return lax.while_loop(keep_going, step, state)[1]
 
 
@@ -345,7 +400,7 @@ def translate_greedy(model, params, src, *, max_len: int, bos_id: int, eos_id: i
 def _translate_greedy(model, params, src, *, max_len, bos_id, eos_id):
   batch = src.shape[0]
   encoded = model.apply({'params': params}, src, method='encode')  # [B, S, D]
-  cache = decoder_cache(model, encoded, src, max_len)
+  cache = decoder_cache(model, params, encoded, src, max_len)
 
   def keep_going(state):
     i, _, _, _, done = state
@@ -353,7 +408,7 @@ def _translate_greedy(model, params, src, *, max_len, bos_id, eos_id):
 
   def step(state):
     i, out, cache, last, done = state
-    logits, cache = _decoder_step(model, params, cache, encoded, src, last[:, None])  # [B, 1, V]
+    logits, cache = _decoder_step(model, params, cache, None, src, last[:, None])  # [B, 1, V]
     new = jnp.where(done, 0, jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32))  # [B]
     out = lax.dynamic_update_slice_in_dim(out, new[:, None], i, axis=1)
     return i + 1, out, cache, new, done | (new == eos_id)
@@ -395,11 +450,12 @@ def beam_search(
     - a candidate ending in EOS is finished only if it ranks in the top K (it would have held
       a beam slot); the beams are then refilled with the best K candidates not ending in EOS,
       so K hypotheses stay alive;
-    - a sentence is done once it has K finished hypotheses and its best live hypothesis no
-      longer beats the worst of them (or max_len is reached);
+    - a sentence is done once it has K finished hypotheses and its best live hypothesis can
+      no longer beat the worst of them, at any length up to max_len (or max_len is reached);
     - the answer is the best-scoring finished hypothesis; a sentence with none falls back to
       its best alive one (length max_len, no EOS).
-  With beam_size=1 this is exactly greedy decoding, whatever alpha.
+  With alpha=0 and beam_size=1 this is exactly greedy decoding. With alpha > 0 even one beam
+  may continue past greedy's EOS, to a longer hypothesis that the length penalty favours.
   """
   src = jnp.asarray(src, jnp.int32)
   _check_translate(model, src, max_len)
@@ -426,8 +482,8 @@ def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_i
   # Every beam is a row of one big batch: [B, ...] -> [B * K, ...], beams of a sentence adjacent.
   encoded = jnp.repeat(encoded, k, axis=0)  # [B * K, S, D]
   src_k = jnp.repeat(src, k, axis=0)  # [B * K, S]
-  cache = decoder_cache(model, encoded, src_k, max_len)
-  axes = _batch_axes(lambda n: decoder_cache(model, encoded[:n], src_k[:n], max_len))
+  cache = decoder_cache(model, params, encoded, src_k, max_len)
+  axes = _batch_axes(lambda n: empty_decoder_cache(model, encoded[:n], src_k[:n], max_len))
 
   def reorder(cache, beam_origin):
     """beam_origin [B, K]: which old beam each new beam continues. Gathers the cache rows."""
@@ -435,12 +491,14 @@ def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_i
     return jax.tree.map(lambda x, ax: x if ax < 0 else jnp.take(x, rows, axis=ax), cache, axes)
 
   def keep_going(state):
-    # A sentence is done once it has K finished hypotheses AND its best live one, scored as
-    # if it ended now, no longer beats the worst of them. Stopping at K finished alone lets
-    # low-probability early EOS hypotheses fill the pool before the likely one finishes
-    # (seen with label-smoothed models). With K=1 this still stops exactly where greedy does.
+    # A sentence is done once it has K finished hypotheses AND its best live one can no
+    # longer beat the worst of them. Stopping at K finished alone lets low-probability early
+    # EOS hypotheses fill the pool before the likely one finishes (seen with label-smoothed
+    # models). A live hypothesis's log-prob (<= 0) only falls as it grows, while the length
+    # penalty grows with alpha > 0, so the best score it can still reach is its log-prob now
+    # over the penalty at max_len (t5x's bound); today's penalty would underestimate it.
     i, _, alive_logp, _, _, fin_scores, fin_count = state
-    alive_best = alive_logp[:, 0] / length_penalty(jnp.maximum(i, 1), alpha)
+    alive_best = alive_logp[:, 0] / length_penalty(max_len, alpha)
     done = (fin_count >= k) & (alive_best <= fin_scores[:, k - 1])
     return (i < max_len) & ~jnp.all(done)
 
@@ -450,7 +508,7 @@ def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_i
       alive_seqs, jnp.maximum(i - 1, 0), axis=2, keepdims=False
     )  # [B, K]
     last = jnp.where(i == 0, bos_id, prev)
-    logits, cache = _decoder_step(model, params, cache, encoded, src_k, last.reshape(batch * k, 1))
+    logits, cache = _decoder_step(model, params, cache, None, src_k, last.reshape(batch * k, 1))
     vocab = logits.shape[-1]
     logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32)).reshape(batch, k, vocab)
     logp = logp + alive_logp[:, :, None]  # [B, K, V]

@@ -1,5 +1,6 @@
 """Decoding against independent references: full forward passes, brute force, hand-built logits."""
 
+import functools
 import itertools
 import math
 
@@ -74,19 +75,25 @@ def seq2seq():
 # ----- language model -----------------------------------------------------------------------
 
 
-def greedy_by_full_passes(model, params, prompt, n):
+@functools.cache
+def full_forward(model, params_id):
+  return jax.jit(lambda params, tokens: model.apply({'params': params}, tokens))
+
+
+def greedy_by_full_passes(model, params, prompt, n, width=None):
   """Reference: run the whole sequence through the model for every new token, take the argmax.
 
-  The sequence sits in a fixed [B, P + n] buffer (one compilation); the zeros to the right
-  of position t cannot change its logits in a causal model.
+  The sequence sits in a fixed [B, width] buffer (default P + n; one compilation per width);
+  the zeros to the right of position t cannot change its logits in a causal model.
+  Returns [B, P + n].
   """
-  forward = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
+  forward = full_forward(model, id(params))
   p = prompt.shape[1]
-  tokens = np.zeros((prompt.shape[0], p + n), np.int32)
+  tokens = np.zeros((prompt.shape[0], width or p + n), np.int32)
   tokens[:, :p] = prompt
   for t in range(p, p + n):
-    tokens[:, t] = np.asarray(jnp.argmax(forward(tokens)[:, t - 1], -1))
-  return tokens
+    tokens[:, t] = np.asarray(jnp.argmax(forward(params, tokens)[:, t - 1], -1))
+  return tokens[:, : p + n]
 
 
 def test_greedy_generate_equals_argmax_of_full_forward_passes(lm):
@@ -265,10 +272,13 @@ def sequence_scores(model, params, src, outputs, alpha, eos):
 def test_beam_one_equals_greedy_and_scores_are_the_model_log_probs(seq2seq):
   model, params, src, _, eos = seq2seq
   greedy = decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=eos)
+  beam1, _ = decode.beam_search(
+    model, params, src, beam_size=1, alpha=0.0, max_len=10, bos_id=BOS, eos_id=eos
+  )
+  np.testing.assert_array_equal(beam1, greedy)  # alpha > 0 may search past greedy's EOS
   beam1, scores1 = decode.beam_search(
     model, params, src, beam_size=1, alpha=0.6, max_len=10, bos_id=BOS, eos_id=eos
   )
-  np.testing.assert_array_equal(beam1, greedy)
   beam4, scores4 = decode.beam_search(
     model, params, src, beam_size=4, alpha=0.6, max_len=10, bos_id=BOS, eos_id=eos
   )
@@ -291,7 +301,9 @@ class ToyDecoder(nn.Module):
 
   where context = the source's first token. Second order on purpose: the token before last
   is read from the 'cache', so beam search must carry each beam's cache along correctly. The
-  cached history is stored [length, batch], so its batch axis is not the first one.
+  cached history is stored [length, batch], so its batch axis is not the first one. Like the
+  real model's cross-attention, decoding caches the context when given `encoded` and reads it
+  from the cache when encoded is None.
   """
 
   vocab: int
@@ -302,13 +314,19 @@ class ToyDecoder(nn.Module):
   @nn.compact
   def decode(self, encoded, src, tgt_in, deterministic=True, decode=False):
     table = self.param('table', nn.initializers.zeros, (3, self.vocab, self.vocab, self.vocab))
-    context = encoded[:, 0, 0].astype(jnp.int32)  # [B]
     batch, length = tgt_in.shape
     history = self.variable('cache', 'history', jnp.zeros, (length, batch), jnp.int32)
     index = self.variable('cache', 'index', lambda: jnp.array(0, jnp.int32))
+    cached_context = self.variable('cache', 'context', jnp.zeros, (batch,), jnp.int32)
+    if encoded is None:
+      context = cached_context.value
+    else:
+      context = cached_context.value = encoded[:, 0, 0].astype(jnp.int32)  # [B]
     if not decode or self.is_initializing():
       before = jnp.concatenate([jnp.full((batch, 1), BOS), tgt_in[:, :-1]], axis=1)
       return table[context[:, None], before, tgt_in]  # [B, L, V]
+    if length == 0:
+      return jnp.zeros((batch, 0, self.vocab))
     i = index.value
     before = jnp.where(
       i > 0, lax.dynamic_index_in_dim(history.value, jnp.maximum(i - 1, 0), 0, False), BOS
@@ -338,7 +356,7 @@ def test_beam_search_finds_the_known_best_sequence_that_greedy_misses():
   expected = math.log(0.45 * 0.9 / (1 + 2 * tiny)) / ((5 + 2) / 6) ** 0.6
   np.testing.assert_allclose(scores, [expected] * 2, rtol=1e-4)
   one, _ = decode.beam_search(
-    model, params, src, beam_size=1, alpha=0.6, max_len=4, bos_id=BOS, eos_id=EOS
+    model, params, src, beam_size=1, alpha=0.0, max_len=4, bos_id=BOS, eos_id=EOS
   )
   np.testing.assert_array_equal(one, greedy)
 
@@ -404,3 +422,119 @@ def test_early_unlikely_eos_hypotheses_do_not_end_the_search():
       ToyDecoder(vocab=5), params, src, beam_size=2, alpha=alpha, max_len=5, bos_id=BOS, eos_id=EOS
     )
     np.testing.assert_array_equal(tokens[0], [a, a, EOS, 0, 0])
+
+
+def test_a_longer_hypothesis_that_wins_under_the_length_penalty_is_found():
+  # Vocabulary: pad bos eos b a1..a5. 'eos' alone scores log 0.4 = -0.92; 'b eos' -1.04 (with
+  # alpha 0.6); 'a1 .. a5 eos' has p = 0.28 but length 6, so it scores log 0.28 / 1.44 = -0.88
+  # and wins. At step 2 two hypotheses have finished and the live 'a1 a2' (log p = -1.27)
+  # scored at today's length penalty (-1.16) cannot beat them, but at length 6 it does: only
+  # the bound at max_len's penalty keeps the search going.
+  b, chain, tiny = 3, [4, 5, 6, 7, 8], 1e-6
+  vocab = 9
+  p = np.full((vocab, vocab), tiny)
+  p[BOS, [EOS, b, chain[0]]] = 0.4, 0.32, 0.28
+  p[b, EOS] = 1.0
+  for here, after in zip(chain, chain[1:] + [EOS]):
+    p[here, after] = 1.0
+  p[[PAD, EOS], EOS] = 1.0
+  logp = np.log(p / p.sum(1, keepdims=True))
+  params = {'table': jnp.asarray(np.broadcast_to(logp, (3, vocab, vocab, vocab)), jnp.float32)}
+  src = jnp.array([[0, 5]], jnp.int32)
+  tokens, scores = decode.beam_search(
+    ToyDecoder(vocab), params, src, beam_size=2, alpha=0.6, max_len=8, bos_id=BOS, eos_id=EOS
+  )
+  best, best_score = exhaustive_best(logp, max_len=8, alpha=0.6)
+  assert best == chain + [EOS]
+  np.testing.assert_array_equal(tokens[0], best + [0] * (8 - len(best)))
+  assert scores[0] == pytest.approx(best_score, abs=1e-4)
+
+
+def exhaustive_best(logp, max_len, alpha):
+  """The best EOS-terminated sequence under the first-order table logp [V, V], by an exact
+  branch and bound: a prefix's log-prob only falls, so it can score at most log p / lp(max_len)."""
+  penalty = lambda n: ((5 + n) / 6) ** alpha  # noqa: E731
+  best, best_score = None, -np.inf
+  stack = [([], BOS, 0.0)]
+  while stack:
+    seq, last, total = stack.pop()
+    for tok in range(2, logp.shape[0]):  # never pad or bos
+      new_total, new_seq = total + logp[last, tok], seq + [tok]
+      if new_total / penalty(max_len) <= best_score:
+        continue
+      if tok == EOS:
+        score = new_total / penalty(len(new_seq))
+        if score > best_score:
+          best, best_score = new_seq, score
+      elif len(new_seq) < max_len:
+        stack.append((new_seq, tok, new_total))
+  return best, best_score
+
+
+def test_cross_attention_keys_values_are_cached_once_and_decode_as_before(seq2seq):
+  model, params, src, _, eos = seq2seq
+  encoded = jax.jit(lambda s: model.apply({'params': params}, s, method='encode'))(src)
+  cache = decode.decoder_cache(model, params, encoded, src, 10)
+  layer = params['decoder']['layers']['layer_0']['cross_attention']
+  cached = cache['decoder']['layers']['layer_0']['cross_attention']
+  for name in ('key', 'value'):
+    expected = jnp.einsum('bsd,dhk->bshk', encoded, layer[name]['kernel']) + layer[name]['bias']
+    np.testing.assert_allclose(cached[f'cross_{name}'], expected, atol=1e-5)
+
+  # The old path: the encoder output goes into every step, which projects it again.
+  step = jax.jit(
+    lambda cache, tokens: decode._decoder_step(model, params, cache, encoded, src, tokens)
+  )
+  cache = decode.empty_decoder_cache(model, encoded, src, 10)
+  out, last = np.zeros((src.shape[0], 10), np.int32), np.full((src.shape[0], 1), BOS)
+  done = np.zeros(src.shape[0], bool)
+  for t in range(10):
+    logits, cache = step(cache, jnp.asarray(last, jnp.int32))
+    new = np.where(done, 0, np.asarray(jnp.argmax(logits[:, 0], -1)))
+    out[:, t], last, done = new, new[:, None], done | (new == eos)
+  cached_out = decode.translate_greedy(model, params, src, max_len=10, bos_id=BOS, eos_id=eos)
+  np.testing.assert_array_equal(cached_out, out)
+  assert (out == eos).any()
+
+
+@pytest.mark.parametrize('position', ['learned', 'sinusoidal', 'rope'])
+def test_prompts_of_different_lengths_decode_as_each_prompt_alone(position):
+  cfg = ModelConfig(
+    vocab_size=13, d_model=16, num_heads=2, num_layers=2, max_len=20, dropout_rate=0.0
+  )
+  model = DecoderLM(cfg.replace(position=position))
+  params = jax.jit(lambda key: nn.unbox(model.init(key, jnp.zeros((1, 20), jnp.int32))['params']))(
+    jax.random.key(0)
+  )
+  params = sharpen(params, 3.0)
+  lengths = [1, 3, 7, 12]
+  rows = np.asarray(jax.random.randint(jax.random.key(1), (4, 12), 3, 13))
+  prompt = np.where(np.arange(12)[None] < np.array(lengths)[:, None], rows, 0)
+  out = decode.generate(
+    model,
+    params,
+    prompt,
+    prompt_lengths=lengths,
+    max_new_tokens=6,
+    rng=jax.random.key(0),
+    temperature=0.0,
+  )
+  out = np.asarray(out)
+  assert out.shape == (4, 18)
+  for r, n in enumerate(lengths):
+    # Alone: row r's prompt with nothing else in the batch, greedy by full forward passes
+    # (which equal generate's cached greedy decoding, tested above).
+    alone = greedy_by_full_passes(model, params, prompt[r : r + 1, :n], 6, width=18)[0]
+    np.testing.assert_array_equal(out[r, : n + 6], alone)
+    assert (out[r, n + 6 :] == 0).all()
+  generated = np.concatenate([out[r, n : n + 6] for r, n in enumerate(lengths)])
+  assert len(np.unique(generated)) > 2  # outputs vary: the comparison is not vacuous
+
+
+def test_prompt_lengths_are_checked(lm):
+  model, params, prompt = lm
+  for bad in ([4, 4], [0, 4, 4], [4, 5, 4]):
+    with pytest.raises(ValueError, match='prompt_lengths'):
+      decode.generate(
+        model, params, prompt, max_new_tokens=2, rng=jax.random.key(0), prompt_lengths=bad
+      )

@@ -85,6 +85,38 @@ def test_generate_prints_reproducible_text_from_workdir_and_export(runs, tmp_pat
   assert from_export == first
 
 
+def test_generate_several_prompts_of_different_lengths_as_each_alone(runs, tmp_path, capsys):
+  prompts = ['ROMEO:', 'O', 'Good morrow, cousin']
+  base = ['--workdir', runs['lm'], '--max_new_tokens', '8', '--temperature', '0']
+  repeated = [arg for prompt in prompts for arg in ('--prompt', prompt)]
+  code, together, err = _run(generate.main, base + repeated, capsys)
+  assert code == 0, err
+  alone = []
+  for prompt in prompts:
+    code, out, err = _run(generate.main, base + ['--prompt', prompt], capsys)
+    assert code == 0, err
+    alone.append(out[:-1])  # print's newline
+  assert together == '\n---------------\n'.join(alone) + '\n'
+  assert all(text.startswith(prompt) for text, prompt in zip(alone, prompts))
+
+  prompt_file = tmp_path / 'prompts.txt'
+  prompt_file.write_text('\n'.join(prompts) + '\n', encoding='utf-8')
+  code, from_file, err = _run(generate.main, base + ['--prompt_file', str(prompt_file)], capsys)
+  assert code == 0, err
+  assert from_file == together
+
+  (tmp_path / 'empty.txt').write_text('', encoding='utf-8')
+  (tmp_path / 'latin1.txt').write_bytes('caf\xe9\n'.encode('latin-1'))
+  for bad, message in (
+    (['--prompt', 'A', '--prompt_file', str(prompt_file)], 'not both'),
+    (['--prompt_file', str(tmp_path / 'missing.txt')], 'missing.txt'),
+    (['--prompt_file', str(tmp_path / 'empty.txt')], 'empty.txt is empty'),
+    (['--prompt_file', str(tmp_path / 'latin1.txt')], 'latin1.txt: not UTF-8'),
+  ):
+    code, out, err = _run(generate.main, base + bad, capsys)
+    assert code == 2 and out == '' and err.count('\n') == 1 and message in err, err
+
+
 def test_generate_command_line_error_is_one_line_and_exit_2(runs):
   """The real `python -m` entry point (the other tests call main() in-process, for speed)."""
   cmd = [sys.executable, '-m', 'jaxformer.generate', '--workdir', runs['lm'], '--max_new_tokens']

@@ -2,9 +2,8 @@
 
 from jaxformer.model.attention import MultiHeadAttention, attention_mask
 from jaxformer.model.blocks import (
-  DecoderLayer,
-  EncoderLayer,
   LayerStack,
+  TransformerLayer,
   loop_to_scan,
   scan_to_loop,
 )
@@ -17,8 +16,7 @@ __all__ = [
   'DecoderLM',
   'EncoderDecoder',
   'TransformerStack',
-  'DecoderLayer',
-  'EncoderLayer',
+  'TransformerLayer',
   'LayerStack',
   'MultiHeadAttention',
   'FeedForward',

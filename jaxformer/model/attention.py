@@ -15,10 +15,13 @@ Equivalent kernels compute the softmax part:
   attention_impl='auto': it never computes most of the masked upper triangle, which XLA's kernel
   on CPU does.
 
-KV cache (decode=True, self-attention only): the keys/values of every position seen so far
-live in the 'cache' collection as [B, Lmax, H, K]. A call with n >= 1 new tokens writes them at
+KV cache (decode=True). Self-attention: the keys/values of every position seen so far live in
+the 'cache' collection as [B, Lmax, H, K]. A call with n >= 0 new tokens writes them at
 `positions[0]` (the caller's cache index) in one dynamic_update_slice, so a prompt is
 prefilled in a single call, and attends causally over the filled part of the cache.
+Cross-attention: a call given the encoder output computes its keys/values and caches them
+('cross_key', 'cross_value' [B, S, H, K]); a call without it (inputs_kv=None) reads them, so a
+source is projected once, not at every decoding step.
 """
 
 from __future__ import annotations
@@ -31,31 +34,42 @@ from jaxformer.config import ModelConfig
 from jaxformer.model.layers import Dropout, Projection, apply_rope, partitioned, residual_init_std
 
 
-def attention_mask(q_len: int, k_len: int, *, key_valid=None, causal: bool = False, positions=None):
+def attention_mask(
+  q_len: int,
+  k_len: int,
+  *,
+  key_valid=None,
+  causal: bool = False,
+  positions=None,
+  self_attention: bool = False,
+):
   """Boolean mask broadcastable to [B, 1, Lq, Lk]; True = may attend. None = attend everywhere.
 
   key_valid: [B, Lk] (False at padding). causal: position i sees keys j <= i.
   positions: [Lq] absolute query positions while decoding from a cache of length Lk; then
   key j is visible iff j <= position (the rest of the cache is empty or in the future).
+  self_attention: queries and keys are the same tokens, so a padding query may see itself.
+  Cross-attention must leave it False: query i and key i are unrelated tokens there.
   """
   if positions is not None:
     return (jnp.arange(k_len)[None, :] <= positions[:, None])[None, None]
   mask = None
   if key_valid is not None:
     mask = key_valid[:, None, None, :]
-    if q_len == k_len:
-      # Self-attention: every token may also see itself, so a padding query never has an
-      # empty row (an all-masked softmax would spread over *all* keys, future included).
-      mask = mask | jnp.eye(q_len, dtype=bool)[None, None]
+    if self_attention:
+      # Every token may also see itself, so a padding query never has an empty row (an
+      # all-masked softmax would spread over *all* keys, future included).
+      mask = mask | jnp.eye(q_len, k_len, dtype=bool)[None, None]
   if causal:
     tril = jnp.tril(jnp.ones((q_len, k_len), dtype=bool))[None, None]
     mask = tril if mask is None else mask & tril
   return mask
 
 
-def softmax_attention(q, k, v, mask, *, dropout, deterministic):
+def softmax_attention(q, k, v, mask, *, dropout):
   """softmax(q k^T / sqrt(K)) v, head-major. q: [B, H, Lq, K], k/v: [B, H, Lk, K].
 
+  dropout: the function applied to the probabilities (the identity when deterministic).
   Returns (out [B, H, Lq, K], probs [B, H, Lq, Lk]). Logits and softmax run in float32.
   """
   logits = jnp.einsum('bhqk,bhsk->bhqs', q, k, preferred_element_type=jnp.float32)
@@ -63,7 +77,7 @@ def softmax_attention(q, k, v, mask, *, dropout, deterministic):
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
-  dropped = dropout(probs, deterministic=deterministic)
+  dropped = dropout(probs)
   return jnp.einsum('bhqs,bhsk->bhqk', dropped.astype(v.dtype), v), probs
 
 
@@ -72,14 +86,16 @@ def _heads_first(x):
 
 
 def einsum_attention(q, k, v, mask, *, dropout, deterministic):
-  """softmax_attention on [B, L, H, K] inputs; returns (out [B, Lq, H, K], probs [B, H, Lq, Lk])."""
+  """softmax_attention on [B, L, H, K] inputs; returns (out [B, Lq, H, K], probs [B, H, Lq, Lk]).
+
+  dropout: a Dropout module (or anything called as dropout(x, deterministic=...)).
+  """
   out, probs = softmax_attention(
     _heads_first(q),
     _heads_first(k),
     _heads_first(v),
     mask,
-    dropout=dropout,
-    deterministic=deterministic,
+    dropout=lambda x: dropout(x, deterministic=deterministic),
   )
   return _heads_first(out), probs
 
@@ -115,7 +131,6 @@ def causal_block_attention(q, k, v, mask, *, dropout, deterministic, num_blocks:
       v[:, :, :end],
       mask[:, :, start:end, :end],
       dropout=drop,
-      deterministic=deterministic,
     )
     outs.append(out)
   return _heads_first(jnp.concatenate(outs, axis=2))
@@ -141,14 +156,18 @@ def fused_attention(q, k, v, mask, *, causal_only: bool, implementation):
 
 
 class MultiHeadAttention(nn.Module):
-  """Self-attention (inputs_kv=None) or cross-attention. inputs_q: [B, Lq, D] -> [B, Lq, D].
+  """Self-attention, or cross-attention over inputs_kv. inputs_q: [B, Lq, D] -> [B, Lq, D].
 
   head_mask: optional [H] multiplier per head output (1 keep, 0 remove). The output bias is
   shared equally by the heads, so masking every head removes the whole sublayer exactly.
+  num_layers: depth of the layer stack this belongs to, which scales the init of the output
+  projection (it writes into the residual stream); None means cfg.num_layers.
   """
 
   cfg: ModelConfig
   causal: bool = False
+  cross_attention: bool = False
+  num_layers: int | None = None
 
   @nn.compact
   def __call__(
@@ -162,37 +181,46 @@ class MultiHeadAttention(nn.Module):
     deterministic: bool = True,
     decode: bool = False,
   ):
+    """inputs_kv: [B, S, D] for cross-attention (None while decoding: the cached keys/values).
+    key_valid: [B, Lk] (False at padded keys); positions: [Lq] absolute query positions."""
     cfg = self.cfg
-    is_self = inputs_kv is None
-    inputs_kv = inputs_q if is_self else inputs_kv
     d, h, kd = cfg.d_model, cfg.num_heads, cfg.head_dim
     common = dict(use_bias=cfg.use_bias, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
 
     def in_proj(name, x):
-      y = Projection(
-        'bld,dhk->blhk', (d, h, kd), ('embed', 'heads', 'kv'), out_rank=2, name=name, **common
-      )(x)
+      y = Projection((d, h, kd), ('embed', 'heads', 'kv'), out_rank=2, name=name, **common)(x)
       return nn.with_logical_constraint(y, ('batch', 'length', 'heads', 'kv'))
 
-    q, k, v = in_proj('query', inputs_q), in_proj('key', inputs_kv), in_proj('value', inputs_kv)
+    q = in_proj('query', inputs_q)
     q_len = q.shape[1]
     if positions is None:
       positions = jnp.arange(q_len)
-    if cfg.position == 'rope' and is_self:
-      q, k = apply_rope(q, positions), apply_rope(k, positions)
-
     decoding = False
-    if decode and is_self:
-      k, v, decoding = self._update_cache(k, v, positions)
+    if self.cross_attention:
+      k, v = self._cross_keys_values(in_proj, inputs_kv, decode)
+    else:
+      if inputs_kv is not None:
+        raise ValueError('inputs_kv is for cross-attention: build it with cross_attention=True')
+      k, v = in_proj('key', inputs_q), in_proj('value', inputs_q)
+      if cfg.position == 'rope':
+        q, k = apply_rope(q, positions), apply_rope(k, positions)
+      if decode:
+        k, v, decoding = self._update_cache(k, v, positions)
 
+    causal_self = self.causal and not self.cross_attention and not decoding
     if decoding:
       mask = attention_mask(q_len, k.shape[1], positions=positions)
     else:
-      mask = attention_mask(q_len, k.shape[1], key_valid=key_valid, causal=self.causal and is_self)
+      mask = attention_mask(
+        q_len,
+        k.shape[1],
+        key_valid=key_valid,
+        causal=causal_self,
+        self_attention=not self.cross_attention,
+      )
 
     dropout = Dropout(cfg.attention_dropout_rate)
     needs_dropout = cfg.attention_dropout_rate > 0 and not deterministic
-    causal_self = self.causal and is_self and not decoding
     blocked = causal_self and q_len >= MIN_BLOCKED_LENGTH
     cpu_auto = cfg.attention_impl == 'auto' and jax.default_backend() == 'cpu'
     if cfg.attention_impl == 'einsum':
@@ -214,12 +242,11 @@ class MultiHeadAttention(nn.Module):
       out = out * head_mask[None, None, :, None]
       bias_scale = jnp.mean(head_mask)
     out = Projection(
-      'blhk,hkd->bld',
       (h, kd, d),
       ('heads', 'kv', 'embed'),
       out_rank=1,
       name='out',
-      stddev=residual_init_std(cfg.num_layers),
+      stddev=residual_init_std(self.num_layers or cfg.num_layers),
       **common,
     )(out, bias_scale)
     return nn.with_logical_constraint(out, ('batch', 'length', 'embed'))
@@ -236,6 +263,8 @@ class MultiHeadAttention(nn.Module):
     cached_v = self.variable('cache', 'cached_value', partitioned(jnp.zeros, axes), shape, v.dtype)
     if not initialized:
       return k, v, False
+    if k.shape[1] == 0:  # no new tokens (a call that only caches cross-attention keys/values)
+      return cached_k.value, cached_v.value, True
     start = positions[0]
     cached_k.value = jax.lax.dynamic_update_slice(
       cached_k.value, k.astype(cached_k.value.dtype), (0, start, 0, 0)
@@ -244,3 +273,27 @@ class MultiHeadAttention(nn.Module):
       cached_v.value, v.astype(cached_v.value.dtype), (0, start, 0, 0)
     )
     return cached_k.value, cached_v.value, True
+
+  def _cross_keys_values(self, in_proj, encoded, decode: bool):
+    """Keys and values [B, S, H, K] of the encoder output encoded [B, S, D].
+
+    decode=True caches them: a call with `encoded` projects and stores them, a call with
+    encoded=None reuses the stored ones.
+    """
+    if encoded is None:
+      if not (decode and self.has_variable('cache', 'cross_key')):
+        raise ValueError(
+          'cross-attention needs the encoder output, or decode=True with a cache that holds '
+          'its keys/values (from an earlier decode=True call given the encoder output)'
+        )
+    k = None if encoded is None else in_proj('key', encoded)
+    v = None if encoded is None else in_proj('value', encoded)
+    if decode:
+      axes = ('batch', 'length', 'heads', 'kv')
+      shape, dtype = (None, None) if k is None else (k.shape, k.dtype)
+      cached_k = self.variable('cache', 'cross_key', partitioned(jnp.zeros, axes), shape, dtype)
+      cached_v = self.variable('cache', 'cross_value', partitioned(jnp.zeros, axes), shape, dtype)
+      if k is None:
+        return cached_k.value, cached_v.value
+      cached_k.value, cached_v.value = k, v
+    return k, v

@@ -24,14 +24,18 @@ from jaxformer.model.attention import MultiHeadAttention
 from jaxformer.model.layers import Dropout, FeedForward, layer_norm
 
 
-class DecoderLayer(nn.Module):
-  """Causal self-attention [+ cross-attention over an encoder output] + feed-forward.
+class TransformerLayer(nn.Module):
+  """Self-attention [+ cross-attention over an encoder output] + feed-forward.
 
+  causal=True, cross_attention=False: a GPT block. causal=False: an encoder layer (Vaswani et
+  al. 2017), bidirectional. causal=True, cross_attention=True: the decoder layer of an
+  encoder-decoder. num_layers (the stack's depth) scales the init of the residual projections.
   Static switches are attributes (not call arguments) so nn.scan / nn.remat can lift them.
   __call__ returns (x, None): the (carry, per-layer output) pair that nn.scan expects.
   """
 
   cfg: ModelConfig
+  num_layers: int
   causal: bool = True
   cross_attention: bool = False
   deterministic: bool = True
@@ -51,12 +55,15 @@ class DecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, head_mask, key_valid, positions, encoded=None, encoded_valid=None):
     """x: [B, L, D]; head_mask: [H] or None; key_valid: [B, L] or None; positions: [L];
-    encoded: [B, S, D] and encoded_valid: [B, S] for cross-attention."""
-    cfg, det = self.cfg, self.deterministic
+    encoded: [B, S, D] and encoded_valid: [B, S] for cross-attention (encoded=None while
+    decoding: its keys/values are in the cache)."""
+    cfg, det, depth = self.cfg, self.deterministic, self.num_layers
     x = self.residual(
       x,
       'self_attention',
-      lambda h: MultiHeadAttention(cfg, causal=self.causal, name='self_attention')(
+      lambda h: MultiHeadAttention(
+        cfg, causal=self.causal, num_layers=depth, name='self_attention'
+      )(
         h,
         key_valid=key_valid,
         positions=positions,
@@ -69,19 +76,13 @@ class DecoderLayer(nn.Module):
       x = self.residual(
         x,
         'cross_attention',
-        lambda h: MultiHeadAttention(cfg, name='cross_attention')(
-          h, encoded, key_valid=encoded_valid, deterministic=det
-        ),
+        lambda h: MultiHeadAttention(
+          cfg, cross_attention=True, num_layers=depth, name='cross_attention'
+        )(h, encoded, key_valid=encoded_valid, deterministic=det, decode=self.decode),
       )
     if cfg.ff_dim > 0:
-      x = self.residual(x, 'mlp', lambda h: FeedForward(cfg, name='mlp')(h))
+      x = self.residual(x, 'mlp', lambda h: FeedForward(cfg, num_layers=depth, name='mlp')(h))
     return nn.with_logical_constraint(x, ('batch', 'length', 'embed')), None
-
-
-class EncoderLayer(DecoderLayer):
-  """Bidirectional self-attention + feed-forward (the encoder layer of Vaswani et al. 2017)."""
-
-  causal: bool = False
 
 
 REMAT_POLICIES = {
@@ -98,7 +99,7 @@ class LayerStack(nn.Module):
 
   cfg: ModelConfig
   num_layers: int
-  layer: type = DecoderLayer
+  causal: bool = True
   cross_attention: bool = False
   deterministic: bool = True
   decode: bool = False
@@ -111,13 +112,17 @@ class LayerStack(nn.Module):
         f'head_mask has shape {head_mask.shape}; expected [num_layers, num_heads] = '
         f'{(self.num_layers, cfg.num_heads)}'
       )
-    block = self.layer
+    block = TransformerLayer
     if cfg.remat != 'none':
       # prevent_cse only matters outside scan (scan already stops XLA from merging the
       # recomputation with the forward pass).
       block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
     kwargs = dict(
-      cross_attention=self.cross_attention, deterministic=self.deterministic, decode=self.decode
+      num_layers=self.num_layers,
+      causal=self.causal,
+      cross_attention=self.cross_attention,
+      deterministic=self.deterministic,
+      decode=self.decode,
     )
     if cfg.scan_layers:
       block = nn.scan(

@@ -35,15 +35,15 @@ def partitioned(init, axes):
 
 
 class Projection(nn.Module):
-  """A learned linear map written as one einsum: `einsum(eq, x, kernel) + bias`.
+  """A learned linear map: x's trailing axes contracted with the kernel's leading ones, + bias.
 
+  x: [*lead, *kernel_shape[:-out_rank]] -> [*lead, *kernel_shape[-out_rank:]].
   The kernel keeps heads as their own axis instead of a flat [D, H*K] matrix, e.g.
   q/k/v: [D, H, K] with axes ('embed', 'heads', 'kv'); attention output: [H, K, D]. That
   lets the rule 'heads' -> 'model' split heads across devices (Megatron-style). The bias
   covers the last `out_rank` kernel axes. `bias_scale` multiplies the bias (head masking).
   """
 
-  eq: str
   kernel_shape: tuple[int, ...]
   kernel_axes: tuple[str, ...]
   out_rank: int = 1
@@ -60,10 +60,9 @@ class Projection(nn.Module):
       self.kernel_shape,
       self.param_dtype,
     )
-    # Every `eq` here contracts the trailing axes of x with the leading axes of the kernel, so
-    # it is one [rows, n_in] @ [n_in, n_out] matmul. Written that way (not jnp.einsum), the
-    # backward pass is also plain 2-D matmuls; with einsum, XLA:CPU left the weight gradients
-    # as transposed-operand dots outside its fast matmul library (3-4x slower there).
+    # The contraction is one [rows, n_in] @ [n_in, n_out] matmul. Written that way (not
+    # jnp.einsum), the backward pass is also plain 2-D matmuls; with einsum, XLA:CPU left the
+    # weight gradients as transposed-operand dots outside its fast matmul library (3-4x slower).
     n_in = len(self.kernel_shape) - self.out_rank
     in_shape, out_shape = self.kernel_shape[:n_in], self.kernel_shape[n_in:]
     lead = x.shape[: x.ndim - n_in]
@@ -102,7 +101,7 @@ class Dropout(nn.Module):
     return _masked_dropout(*self._keep_mask(x.shape))(x)
 
   def split(self, shapes, deterministic: bool = True):
-    """Dropout functions for arrays [*lead, m_i, n_i] (the same lead axes), masks from one draw.
+    """Functions x -> dropout(x) for arrays [*lead, m_i, n_i] (same lead axes), from one draw.
 
     Statistically the same as one call per array, but XLA compiles one random-number
     generator instead of one per array: on CPU each threefry site costs seconds of compile
@@ -136,9 +135,9 @@ class Dropout(nn.Module):
 
 
 def _masked_dropout(keep, keep_prob: float):
-  """x -> x / keep_prob where keep, else 0; keep=None is the identity. Called as dropout(x, deterministic=...)."""
+  """The function x -> x / keep_prob where keep, else 0; keep=None gives the identity."""
 
-  def apply(x, deterministic: bool = False):
+  def apply(x):
     if keep is None:
       return x
     return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros((), x.dtype))
@@ -234,9 +233,12 @@ class FeedForward(nn.Module):
   """d_model -> d_ff -> activation -> d_model. x: [B, L, D] -> [B, L, D].
 
   'swiglu' (Shazeer 2020) uses two input projections: act = silu(x W_gate) * (x W_up).
+  num_layers: depth of the layer stack this belongs to, which scales the init of the output
+  projection (it writes into the residual stream); None means cfg.num_layers.
   """
 
   cfg: ModelConfig
+  num_layers: int | None = None
 
   @nn.compact
   def __call__(self, x):
@@ -245,7 +247,6 @@ class FeedForward(nn.Module):
 
     def proj(name, shape, axes, std=INIT_STD):
       return Projection(
-        'bld,df->blf' if axes[0] == 'embed' else 'blf,fd->bld',
         shape,
         axes,
         use_bias=cfg.use_bias,
@@ -263,4 +264,6 @@ class FeedForward(nn.Module):
       h = proj('wi', (d, f), ('embed', 'mlp'))(x)
       h = nn.gelu(h) if cfg.activation == 'gelu' else nn.relu(h)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
-    return proj('wo', (f, d), ('mlp', 'embed'), residual_init_std(max(cfg.num_layers, 1)))(h)
+    return proj(
+      'wo', (f, d), ('mlp', 'embed'), residual_init_std(max(self.num_layers or cfg.num_layers, 1))
+    )(h)

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
-from jaxformer.model.blocks import DecoderLayer, EncoderLayer, LayerStack
+from jaxformer.model.blocks import LayerStack
 from jaxformer.model.layers import (
   INIT_STD,
   AddPositions,
@@ -82,7 +82,7 @@ class TransformerStack(nn.Module):
     x = LayerStack(
       cfg,
       self.num_layers,
-      layer=DecoderLayer if self.causal else EncoderLayer,
+      causal=self.causal,
       cross_attention=self.cross_attention,
       deterministic=deterministic,
       decode=decode,
@@ -113,7 +113,6 @@ def output_logits(cfg: ModelConfig, hidden, embed: nn.Embed, lm_head: nn.Module 
 
 def untied_head(cfg: ModelConfig) -> Projection:
   return Projection(
-    'bld,dv->blv',
     (cfg.d_model, cfg.vocab_size),
     ('embed', 'vocab'),
     use_bias=False,
@@ -166,7 +165,6 @@ class Classifier(nn.Module):
     )
     self.dropout = Dropout(self.cfg.dropout_rate)
     self.head = Projection(
-      'bd,dc->bc',
       (self.cfg.d_model, self.num_classes),
       ('embed', 'classes'),
       use_bias=self.cfg.use_bias,
