@@ -253,6 +253,7 @@ def write_model(path, cfg, tokenizer):
     (dict(norm='post'), 'ModelConfig.norm'),
     (dict(use_bias=False), 'ModelConfig.use_bias'),
     ('byte tokenizer', "tokenizer kind 'byte'"),
+    (dict(lora_rank=2), '--merge-lora'),
   ],
 )
 def test_export_refuses_what_gpt2_cannot_express(ref, imported, change, named, tmp_path, capsys):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
+from jaxformer.model import lora
 from jaxformer.model.layers import Dropout, Projection, apply_rope, partitioned, residual_init_std
 
 
@@ -170,7 +171,13 @@ class MultiHeadAttention(nn.Module):
 
     def in_proj(name, x):
       y = Projection(
-        'bld,dhk->blhk', (d, h, kd), ('embed', 'heads', 'kv'), out_rank=2, name=name, **common
+        'bld,dhk->blhk',
+        (d, h, kd),
+        ('embed', 'heads', 'kv'),
+        out_rank=2,
+        name=name,
+        **common,
+        **lora.projection_kwargs(cfg, name),
       )(x)
       return nn.with_logical_constraint(y, ('batch', 'length', 'heads', 'kv'))
 
@@ -221,6 +228,7 @@ class MultiHeadAttention(nn.Module):
       name='out',
       stddev=residual_init_std(cfg.num_layers),
       **common,
+      **lora.projection_kwargs(cfg, 'out'),
     )(out, bias_scale)
     return nn.with_logical_constraint(out, ('batch', 'length', 'embed'))
 

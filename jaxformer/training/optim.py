@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxformer.model import lora
+
 _EMBEDDING_NAMES = ('embed', 'embedding', 'pos_embedding', 'position_embedding')
 
 
@@ -69,6 +71,7 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
 
   Fine-tuning options split the tree with `optax.multi_transform`: the backbone is frozen, or
   gets `backbone_lr_multiplier` times the learning rate (and nothing for `head_only_steps`).
+  A model with LoRA adapters trains only them and the head (clip -> adamw on those alone).
   """
   schedule = learning_rate_schedule(config)
 
@@ -85,10 +88,19 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
       mask=lambda p: weight_decay_mask(p, config.decay_embeddings),
     )
 
+  clip = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
   fine_tuning = 'backbone' in params and (
     config.freeze_backbone or config.backbone_lr_multiplier != 1.0 or config.head_only_steps
   )
-  if fine_tuning:
+  if lora.has_factors(params):
+    # Only the adapters and the head learn. Clipping sits inside their branch: the frozen
+    # weights' gradients must not count in the norm.
+    train = optax.chain(*clip, adamw())
+    core = optax.multi_transform(
+      {'trainable': train, 'frozen': optax.set_to_zero()}, lora.trainable_labels
+    )
+    clip = []
+  elif fine_tuning:
     backbone = (
       optax.set_to_zero()
       if config.freeze_backbone
@@ -97,10 +109,7 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
     core = optax.multi_transform({'backbone': backbone, 'head': adamw()}, backbone_labels)
   else:
     core = adamw()
-  parts = []
-  if config.grad_clip_norm:
-    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  parts.append(core)
+  parts = [*clip, core]
   if config.reduce_on_plateau:
     # Halves the update scale when the loss stops improving.
     # It sees the training loss (passed as `value=`), averaged over one evaluation interval.

@@ -90,6 +90,10 @@ def model_config(config, vocab_size: int) -> ModelConfig:
   """The ModelConfig of this run, with the vocabulary from the tokenizer and the platform dtype."""
   fields = dict(config.model.to_dict())
   fields['vocab_size'] = int(config.model.vocab_size or vocab_size)
+  lora = config.get('lora') or {}
+  for key in ('rank', 'alpha', 'targets'):
+    if key in lora:
+      fields[f'lora_{key}'] = lora[key]
   try:
     return ModelConfig.from_dict(fields)
   except (TypeError, ValueError) as e:
