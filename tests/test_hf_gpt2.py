@@ -299,3 +299,25 @@ def test_gpt2_small_has_the_parameter_count_of_gpt2():
     lambda: DecoderLM(cfg).init(jax.random.key(0), np.zeros((1, 8), np.int32))['params']
   )
   assert sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)) == 124_439_808
+
+
+def test_gpt2_lora_config_takes_an_imported_gpt2_backbone():
+  """configs/gpt2_lora_genre.py's classifier has the backbone of the hub's gpt2, plus adapters."""
+  from configs import gpt2_lora_genre
+  from jaxformer.checkpoint.hf_gpt2 import model_config_from_hf
+  from jaxformer.model import lora
+  from jaxformer.model.transformer import Classifier
+  from jaxformer.training.setup import model_config
+
+  hub = {'model_type': 'gpt2', 'vocab_size': 50257, 'n_positions': 1024, 'n_embd': 768}
+  hub |= {'n_layer': 12, 'n_head': 12}
+  x = np.zeros((1, 8), np.int32)
+
+  def shapes(model):
+    params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
+    return jax.tree.map(lambda a: a.shape, params['backbone'])
+
+  cfg = model_config(gpt2_lora_genre.get_config(), 50257)
+  assert cfg.lora_rank == 8
+  tuned = shapes(Classifier(cfg, num_classes=3))
+  assert lora.without_factors(tuned) == shapes(DecoderLM(model_config_from_hf(hub)))
