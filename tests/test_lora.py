@@ -82,7 +82,8 @@ def test_factors_are_sharded_like_the_kernel_they_adapt():
     s = tuple(layer[block][proj][name].spec)
     return s + (None,) * (4 - len(s))
 
-  # [layers, embed, heads, kv]: heads split over 'model'; A [layers, embed, r], B [layers, r, heads, kv]
+  # query [layers, embed, heads, kv], heads split over 'model':
+  # A [layers, embed, r], B [layers, r, heads, kv]
   assert spec('self_attention', 'query', 'kernel') == (None, None, 'model', None)
   assert spec('self_attention', 'query', 'lora_a') == (None, None, None, None)
   assert spec('self_attention', 'query', 'lora_b') == (None, None, 'model', None)
@@ -137,16 +138,16 @@ def test_only_factors_and_head_change_and_optimizer_state_is_trainable_only(kind
   if kind == 'classifier':
     model = Classifier(tiny(**LORA), num_classes=3)
     labels = jnp.asarray([0, 1, 2, 1])
-    loss_of = lambda logits: -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])  # noqa: E731
+
+    def loss_of(logits):
+      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
   else:
     model = DecoderLM(tiny(tie_embeddings=False, **LORA))
-    loss_of = (
-      lambda logits: (
-        -jnp.mean(  # noqa: E731
-          jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), x[:, 1:, None], -1)
-        )
-      )
-    )
+
+    def loss_of(logits):
+      logp = jax.nn.log_softmax(logits[:, :-1])
+      return -jnp.mean(jnp.take_along_axis(logp, x[:, 1:, None], -1))
+
   params = random_params(model, x)
   tx = make_optimizer(train_config(), params)
   state = tx.init(params)
@@ -157,23 +158,16 @@ def test_only_factors_and_head_change_and_optimizer_state_is_trainable_only(kind
     new = jax.tree.map(lambda p, u: p + u, new, updates)
   head = 'head' if kind == 'classifier' else 'lm_head'
   labels_tree = lora.trainable_labels(params)
-  for (path, before), after, label in zip(
-    _leaves(params), jax.tree.leaves(new), jax.tree.leaves(labels_tree)
-  ):
+  leaves = zip(_leaves(params), jax.tree.leaves(new), jax.tree.leaves(labels_tree), strict=True)
+  trainable = 0
+  for path, before, after, label in ((p, b, a, lab) for (p, b), a, lab in leaves):
     name = jax.tree_util.keystr(path)
     if label == 'frozen':
       assert np.array_equal(before, after), name
     else:
       assert lora.is_factor(path) or head in name, name
-      if 'lora_a' not in name:  # lora_a's gradient is zero while lora_b is (step 1 moves b)
-        assert not np.array_equal(before, after), name
-  trainable = nbytes(
-    [
-      leaf
-      for leaf, label in zip(jax.tree.leaves(params), jax.tree.leaves(labels_tree))
-      if label == 'trainable'
-    ]
-  )
+      assert not np.array_equal(before, after), name  # every trainable leaf learns
+      trainable += np.asarray(before).nbytes
   # AdamW keeps two moments per trainable parameter, plus a few step counters.
   state_bytes = nbytes(state)
   assert 2 * trainable <= state_bytes <= 2 * trainable + 64, (state_bytes, trainable)
@@ -181,42 +175,58 @@ def test_only_factors_and_head_change_and_optimizer_state_is_trainable_only(kind
   assert state_bytes < 2 * full
 
 
-def test_lora_run_fine_tunes_resumes_and_merges(tmp_path):
-  base, run = str(tmp_path / 'base'), str(tmp_path / 'lora')
-  common = [
-    '--config=configs/tiny.py',
-    '--config.num_train_steps=4',
-    '--config.eval_every_steps=2',
-    '--config.checkpoint_every_steps=2',
-    '--config.sample_tokens=0',
-    '--config.warmup_steps=1',
-  ]
-  result = run_train(*common, f'--workdir={base}')
+COMMON = [
+  '--config=configs/tiny.py',
+  '--config.num_train_steps=4',
+  '--config.eval_every_steps=2',
+  '--config.checkpoint_every_steps=2',
+  '--config.sample_tokens=0',
+  '--config.warmup_steps=1',
+  '--config.model.vocab_size=260',  # the byte tokenizer's 259, padded to split over 2 devices
+]
+
+
+@pytest.fixture(scope='module')
+def base_run(tmp_path_factory):
+  """A tiny pretrained LM run (byte tokenizer), the starting point of the LoRA runs."""
+  base = str(tmp_path_factory.mktemp('lora') / 'base')
+  result = run_train(*COMMON, f'--workdir={base}')
   assert result.returncode == 0, result.stderr[-2000:]
+  return base
+
+
+def assert_base_frozen_and_adapters_moved(run, base):
+  source, tuned = load_pretrained(base), load_pretrained(run)
+  assert tuned.model_config.lora_rank == 2 and lora.has_factors(tuned.params)
+  frozen = lora.without_factors(tuned.params)['backbone']
+  for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(source.params['backbone']), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  b_factors = [x for p, x in _leaves(tuned.params) if 'lora_b' in jax.tree_util.keystr(p)]
+  assert b_factors and all(np.abs(np.asarray(x)).max() > 0 for x in b_factors)
+  return tuned
+
+
+def test_lora_lm_run_fine_tunes_resumes_and_merges(base_run, tmp_path):
+  run = str(tmp_path / 'lora')
   lora_args = [
     f'--workdir={run}',
-    f'--config.init_from={base}',
+    f'--config.init_from={base_run}',
     '--config.lora.rank=2',
     '--config.lora.targets=query,value,mlp',
     '--config.learning_rate=1e-2',
     '--config.restore_best=False',
   ]
-  result = run_train(*common, *lora_args)
+  result = run_train(*COMMON, *lora_args)
   assert result.returncode == 0, result.stderr[-2000:]
-  source, tuned = load_pretrained(base), load_pretrained(run)
-  assert tuned.model_config.lora_rank == 2 and lora.has_factors(tuned.params)
   # The base weights are exactly the pretrained ones; the adapters moved away from zero.
-  frozen = lora.without_factors(tuned.params)
-  for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(source.params)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  b_factors = [x for p, x in _leaves(tuned.params) if 'lora_b' in jax.tree_util.keystr(p)]
-  assert all(np.abs(np.asarray(x)).max() > 0 for x in b_factors)
+  assert_base_frozen_and_adapters_moved(run, base_run)
   # Resume: a longer run continues from the saved step.
-  result = run_train(*common[:1], '--config.num_train_steps=6', *common[2:], *lora_args)
+  result = run_train(COMMON[0], '--config.num_train_steps=6', *COMMON[2:], *lora_args)
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'resuming from step 4' in result.stdout + result.stderr
   with open(os.path.join(run, 'summary.json')) as f:
     assert json.load(f)['last_step'] == 6
+  tuned = assert_base_frozen_and_adapters_moved(run, base_run)
   # --merge-lora: an ordinary model with the same outputs.
   from jaxformer import export
 
@@ -224,7 +234,6 @@ def test_lora_run_fine_tunes_resumes_and_merges(tmp_path):
   assert export.main(['--workdir', run, '--out', merged_dir, '--merge-lora']) == 0
   merged = load_pretrained(merged_dir)
   assert merged.model_config.lora_rank == 0 and not lora.has_factors(merged.params)
-  tuned = load_pretrained(run)
   x = tokens((2, 16))
   np.testing.assert_allclose(
     DecoderLM(merged.model_config).apply({'params': merged.params}, x),
@@ -232,4 +241,36 @@ def test_lora_run_fine_tunes_resumes_and_merges(tmp_path):
     atol=1e-5,
     rtol=0,
   )
-  assert export.main(['--workdir', base, '--out', str(tmp_path / 'x'), '--merge-lora']) == 2
+  assert export.main(['--workdir', base_run, '--out', str(tmp_path / 'x'), '--merge-lora']) == 2
+
+
+def test_lora_classifier_run_on_a_mesh_stops_early(base_run, tmp_path):
+  """Genre classification with adapters on a (data 2, model 2) mesh of 4 devices."""
+  run = str(tmp_path / 'genre')
+  result = run_train(
+    '--config=configs/genre_scratch.py',
+    f'--workdir={run}',
+    f'--config.init_from={base_run}',
+    '--config.model.vocab_size=260',
+    '--config.model.d_model=32',
+    '--config.model.num_heads=2',
+    '--config.model.num_layers=2',
+    '--config.model.max_len=32',
+    '--config.model.position=learned',
+    '--config.model.scan_layers=True',
+    '--config.lora.rank=2',
+    '--config.batch_size=8',
+    '--config.num_train_steps=20',
+    '--config.eval_every_steps=2',
+    '--config.checkpoint_every_steps=2',
+    '--config.early_stopping.patience=1',
+    '--config.early_stopping.min_delta=10',  # nothing after the first evaluation improves
+    '--config.dataset.test_split=',
+    '--config.mesh_shape=(2,2)',
+    devices=4,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(os.path.join(run, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['stopped_early'] and summary['best_step'] == 2 and summary['last_step'] == 4
+  assert_base_frozen_and_adapters_moved(run, base_run)
