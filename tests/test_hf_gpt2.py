@@ -142,8 +142,10 @@ def test_import_then_export_gives_back_the_same_tensors_bit_for_bit(ref, importe
 
 
 def test_a_jaxformer_trained_model_exports_to_transformers(ref, imported, tmp_path):
+  """The README's path: LoRA fine-tuning of the import, --merge-lora, then export to HF."""
   from transformers import FlaxGPT2LMHeadModel, GPT2TokenizerFast
 
+  from jaxformer import export
   from jaxformer.data import load_tokenizer
 
   run = str(tmp_path / 'run')
@@ -153,6 +155,9 @@ def test_a_jaxformer_trained_model_exports_to_transformers(ref, imported, tmp_pa
     f'--config.init_from={imported}',  # fine-tunes the imported GPT-2 (and keeps its tokenizer)
     '--config.model.num_heads=4',
     '--config.model.max_len=64',
+    '--config.model.layer_norm_epsilon=1e-5',
+    '--config.lora.rank=2',
+    '--config.learning_rate=1e-2',
     '--config.num_train_steps=3',
     '--config.eval_every_steps=3',
     '--config.checkpoint_every_steps=3',
@@ -160,10 +165,11 @@ def test_a_jaxformer_trained_model_exports_to_transformers(ref, imported, tmp_pa
     '--config.warmup_steps=1',
   )
   assert result.returncode == 0, result.stderr[-2000:]
-  out = str(tmp_path / 'hf')
-  assert hf.main(['export', run, '--output', out]) == 0
+  merged, out = str(tmp_path / 'merged'), str(tmp_path / 'hf')
+  assert export.main(['--workdir', run, '--out', merged, '--merge-lora']) == 0
+  assert hf.main(['export', merged, '--output', out]) == 0
   tokens = random_tokens(ref, seed=1)
-  trained = jaxformer_logits(run, tokens)
+  trained = jaxformer_logits(merged, tokens)
   assert np.abs(trained - jaxformer_logits(imported, tokens)).max() > 1e-3  # it did train
   theirs = FlaxGPT2LMHeadModel.from_pretrained(out)
   np.testing.assert_allclose(reference_logits(theirs, tokens), trained, atol=1e-4, rtol=0)

@@ -274,3 +274,16 @@ def test_lora_classifier_run_on_a_mesh_stops_early(base_run, tmp_path):
     summary = json.load(f)
   assert summary['stopped_early'] and summary['best_step'] == 2 and summary['last_step'] == 4
   assert_base_frozen_and_adapters_moved(run, base_run)
+
+
+def test_lora_refuses_backbone_learning_rate_options():
+  from jaxformer.training.errors import ConfigError
+  from jaxformer.training.setup import check_config
+
+  for change in (dict(backbone_lr_multiplier=0.3), dict(head_only_steps=20)):
+    config = train_config(**change)
+    config.lora.rank = 4
+    with pytest.raises(ConfigError, match='lora.rank > 0 already freezes the backbone'):
+      check_config(config)
+    config.lora.rank = 0
+    check_config(config)  # without LoRA both options are fine

@@ -74,6 +74,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     f'batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps}',
   )
   need(config.backbone_lr_multiplier >= 0, 'backbone_lr_multiplier must be >= 0')
+  lora_rank = (config.get('lora') or {}).get('rank', 0)
+  need(
+    not lora_rank or (config.backbone_lr_multiplier == 1.0 and not config.head_only_steps),
+    'lora.rank > 0 already freezes the backbone (only adapters and head train): '
+    'leave backbone_lr_multiplier at 1.0 and head_only_steps at 0',
+  )
   if config.model.vocab_size:
     model_config(config, config.model.vocab_size)  # validate the model fields early
   if config.model.remat != 'none' and not config.model.scan_layers:
