@@ -287,3 +287,17 @@ def test_lora_refuses_backbone_learning_rate_options():
       check_config(config)
     config.lora.rank = 0
     check_config(config)  # without LoRA both options are fine
+
+
+def test_a_run_saved_before_the_lora_fields_existed_still_resumes():
+  from jaxformer.training.errors import ConfigError
+  from jaxformer.training.setup import resume_changes
+
+  model = tiny().to_dict()
+  new = {'task': 'lm', 'model': model, 'num_classes': 0, 'pooling': 'mean', 'dataset': {}}
+  old = json.loads(json.dumps(new))
+  for key in ('lora_rank', 'lora_alpha', 'lora_targets'):
+    del old['model'][key]  # config.json as runs wrote it before LoRA
+  assert resume_changes(old, new) == []
+  with pytest.raises(ConfigError, match="different 'model'"):
+    resume_changes(old, dict(new, model=dict(model, lora_rank=2)))
