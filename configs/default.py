@@ -91,6 +91,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.freeze_backbone = False  # fine-tuning: train only the new head
   c.backbone_lr_multiplier = 1.0  # fine-tuning: backbone learning-rate scale
   c.head_only_steps = 0  # fine-tuning: train only the head for the first N steps
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0  # > 0: LoRA adapters of this rank; everything but them and the head is frozen
+  c.lora.alpha = 16.0  # adapter update scale = alpha / rank
+  c.lora.targets = 'query,value'  # projections: query,key,value,out,wi,wo (or attention, mlp)
   c.parallelism = 'mesh'  # 'mesh' (jit + NamedSharding) | 'pmap' (replicated data parallel)
   c.mesh_shape = (-1, 1)  # (data, model) device mesh; -1 = fill with the remaining devices
   c.fsdp = False  # also shard parameters' embed axis over 'data'

@@ -21,6 +21,12 @@ REMATS = ('none', 'full', 'dots')
 DTYPES = ('float32', 'bfloat16', 'auto')
 PARAM_DTYPES = ('float32', 'bfloat16')
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'einsum')
+# Projections LoRA can adapt (their module names), and the groups a target list may name.
+LORA_PROJECTIONS = ('query', 'key', 'value', 'out', 'wi', 'wo', 'wi_gate', 'wi_up')
+LORA_GROUPS = {
+  'attention': ('query', 'key', 'value', 'out'),
+  'mlp': ('wi', 'wo', 'wi_gate', 'wi_up'),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +53,9 @@ class ModelConfig:
   param_dtype: str = 'float32'  # storage dtype of the parameters
   attention_impl: str = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'einsum'
   layer_norm_epsilon: float = 1e-6
+  lora_rank: int = 0  # > 0: low-rank adapters (LoRA) on the lora_targets projections
+  lora_alpha: float = 16.0  # LoRA update scale is lora_alpha / lora_rank
+  lora_targets: str = 'query,value'  # comma-separated names from LORA_PROJECTIONS or LORA_GROUPS
 
   def __post_init__(self):
     def fail(field: str, rule: str):
@@ -92,6 +101,15 @@ class ModelConfig:
         fail(name, 'must be a bool')
     if not _is_number(self.layer_norm_epsilon) or self.layer_norm_epsilon <= 0:
       fail('layer_norm_epsilon', 'must be a positive number')
+    if not _is_int(self.lora_rank) or self.lora_rank < 0:
+      fail('lora_rank', 'must be an integer >= 0 (0 = no LoRA)')
+    if not _is_number(self.lora_alpha) or self.lora_alpha <= 0:
+      fail('lora_alpha', 'must be a positive number')
+    if not isinstance(self.lora_targets, str) or not self.lora_target_names:
+      fail('lora_targets', f'must name projections from {LORA_PROJECTIONS} or {tuple(LORA_GROUPS)}')
+    unknown = [t for t in self.lora_target_names if t not in LORA_PROJECTIONS]
+    if unknown:
+      fail('lora_targets', f'unknown {unknown}; use {LORA_PROJECTIONS} or {tuple(LORA_GROUPS)}')
 
   # ----- derived sizes -----
   @property
@@ -102,6 +120,16 @@ class ModelConfig:
   def ff_dim(self) -> int:
     """Hidden width of the feed-forward block; 0 means the block is absent."""
     return self.d_ff if self.d_ff > 0 else int(self.mlp_ratio * self.d_model)
+
+  @property
+  def lora_target_names(self) -> tuple[str, ...]:
+    """The projection names lora_targets selects, groups expanded."""
+    if not isinstance(self.lora_targets, str):
+      return ()
+    names = []
+    for part in (p.strip() for p in self.lora_targets.split(',')):
+      names.extend(LORA_GROUPS.get(part, (part,) if part else ()))
+    return tuple(dict.fromkeys(names))
 
   @property
   def compute_dtype(self):

@@ -7,12 +7,14 @@ state and step are not carried over: fine-tuning is a new run. The layer stack i
 the two runs differ in `scan_layers` (stacked 'layer' vs 'layer_0'..'layer_{N-1}').
 """
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxformer.checkpoint.errors import CheckpointError
+from jaxformer.model import lora
 
 
 def _flat(tree, prefix: str) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def pretrained_params(path) -> Any:
 
 
 def load_params_for_init(
-  path, target_params: Mapping[str, Any], *, subtree: Optional[str] = 'backbone'
+  path, target_params: Mapping[str, Any], *, subtree: str | None = 'backbone'
 ) -> dict:
   """target_params with its `subtree` replaced by the pretrained one from `path`.
 
@@ -119,6 +121,10 @@ def load_params_for_init(
       )
     source_part, target_part, prefix = source[subtree], target_params[subtree], subtree
   source_part = _to_layout_of(dict(source_part), target_part)
+  # A LoRA model starting from a plain one keeps its freshly initialised adapters.
+  adapters = {} if lora.has_factors(source_part) else lora.only_factors(target_part)
+  if adapters:
+    target_part = lora.without_factors(target_part)
   lines = _mismatches(source_part, target_part, prefix)
   if lines:
     raise CheckpointError(
@@ -127,6 +133,8 @@ def load_params_for_init(
       + '\n  '.join(lines)
     )
   grafted = jax.tree.map(_place_like, source_part, target_part)
+  if adapters:
+    grafted = lora.with_factors(grafted, adapters)
   if subtree is None:
     return grafted
   params = dict(target_params)

@@ -103,6 +103,31 @@ def export_pretrained(workdir, out_dir) -> str:
   config = _read_run_config(workdir)
   model_config = _model_config(config['model'], workdir / 'config.json')
   step, val_loss, params = _best_params(workdir)
+  tokenizer = workdir / 'tokenizer'
+  return write_export(
+    out,
+    params,
+    config=config,
+    model_config=model_config,
+    step=step,
+    val_loss=val_loss,
+    source=str(workdir),
+    tokenizer_dir=str(tokenizer) if tokenizer.is_dir() else None,
+  )
+
+
+def write_export(
+  out_dir, params, *, config, model_config, step, val_loss, source, tokenizer_dir
+) -> str:
+  """Writes an export of `params` to `out_dir` (which must not exist), all or nothing.
+
+  config: the resolved run config (or what stands in for one: at least 'task' and 'model');
+  source: where the params come from (a run workdir, a Hugging Face directory);
+  tokenizer_dir: a saved jaxformer tokenizer directory to copy, or None.
+  """
+  out = epath.Path(out_dir).absolute()
+  if out.exists():
+    raise CheckpointError(f'{out} already exists; choose a new --out directory or delete it first')
   tmp = out.parent / f'.{out.name}.export-tmp'
   if jax.process_index() == 0:
     if tmp.exists():
@@ -121,7 +146,7 @@ def export_pretrained(workdir, out_dir) -> str:
         'format_version': EXPORT_FORMAT_VERSION,
         'jaxformer_version': _version(),
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'source_workdir': str(workdir),
+        'source_workdir': source,
         'step': step,
         'val_loss': val_loss,  # the monitored value: an error rate when monitor is 'error'
         'monitor': config.get('early_stopping', {}).get('monitor', 'loss'),
@@ -132,8 +157,8 @@ def export_pretrained(workdir, out_dir) -> str:
         'arrays': arrays,
       }
       (tmp / EXPORT_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-      if (workdir / 'tokenizer').is_dir():
-        shutil.copytree(str(workdir / 'tokenizer'), str(tmp / 'tokenizer'))
+      if tokenizer_dir is not None:
+        shutil.copytree(tokenizer_dir, str(tmp / 'tokenizer'))
       tmp.rename(out)  # atomic: out_dir is either absent or complete
     except (OSError, TypeError, ValueError) as e:
       failure = e

@@ -4,6 +4,8 @@
                           training; used for the numbers task and as a zero-training fallback.
   SentencePieceTokenizer  BPE trained with the `sentencepiece` package on the train split only,
                           cached on disk by a hash of its inputs and settings.
+  BytePairTokenizer       GPT-2's byte-level BPE (jaxformer.data.bpe), read from a Hugging Face
+                          model's files by `python -m jaxformer.hf import`; never trained here.
 
 Both round-trip text exactly: decode(encode(s)) == s for every str s. For SentencePiece that
 takes identity normalisation, no whitespace collapsing, no dummy-prefix space, '\\n' as a user
@@ -126,6 +128,10 @@ def load_tokenizer(directory: str):
   if meta.get('type') == 'sentencepiece':
     with open(os.path.join(directory, meta['model_file']), 'rb') as f:
       return SentencePieceTokenizer(f.read())
+  if meta.get('type') == 'gpt2_bpe':
+    from jaxformer.data.bpe import load_bpe
+
+    return load_bpe(directory, meta)
   raise DataError(f'unknown tokenizer type {meta.get("type")!r} in {path}')
 
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
+from jaxformer.model import lora
 from jaxformer.model.layers import Dropout, Projection, apply_rope, partitioned, residual_init_std
 
 
@@ -188,7 +189,14 @@ class MultiHeadAttention(nn.Module):
     common = dict(use_bias=cfg.use_bias, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
 
     def in_proj(name, x):
-      y = Projection((d, h, kd), ('embed', 'heads', 'kv'), out_rank=2, name=name, **common)(x)
+      y = Projection(
+        (d, h, kd),
+        ('embed', 'heads', 'kv'),
+        out_rank=2,
+        name=name,
+        **common,
+        **lora.projection_kwargs(cfg, name),
+      )(x)
       return nn.with_logical_constraint(y, ('batch', 'length', 'heads', 'kv'))
 
     q = in_proj('query', inputs_q)
@@ -248,6 +256,7 @@ class MultiHeadAttention(nn.Module):
       name='out',
       stddev=residual_init_std(self.num_layers or cfg.num_layers),
       **common,
+      **lora.projection_kwargs(cfg, 'out'),
     )(out, bias_scale)
     return nn.with_logical_constraint(out, ('batch', 'length', 'embed'))
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.config import ModelConfig
+from jaxformer.model import lora
 
 # GPT-2 / nanoGPT initialisation: N(0, 0.02) everywhere, and the projections that write into
 # the residual stream scaled by 1/sqrt(2 * num_layers) so the stream's variance does not grow
@@ -42,6 +43,7 @@ class Projection(nn.Module):
   q/k/v: [D, H, K] with axes ('embed', 'heads', 'kv'); attention output: [H, K, D]. That
   lets the rule 'heads' -> 'model' split heads across devices (Megatron-style). The bias
   covers the last `out_rank` kernel axes. `bias_scale` multiplies the bias (head masking).
+  lora_rank > 0 adds a low-rank update (jaxformer.model.lora).
   """
 
   kernel_shape: tuple[int, ...]
@@ -51,6 +53,8 @@ class Projection(nn.Module):
   stddev: float = INIT_STD
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  lora_rank: int = 0
+  lora_alpha: float = 1.0
 
   @nn.compact
   def __call__(self, x, bias_scale=None):
@@ -68,7 +72,12 @@ class Projection(nn.Module):
     lead = x.shape[: x.ndim - n_in]
     x2 = x.astype(self.dtype).reshape((-1, math.prod(in_shape)))
     w2 = kernel.astype(self.dtype).reshape((math.prod(in_shape), math.prod(out_shape)))
-    y = (x2 @ w2).reshape(lead + out_shape)
+    y2 = x2 @ w2
+    if self.lora_rank:
+      y2 = y2 + lora.low_rank_update(
+        self, x2, in_shape, out_shape, self.kernel_axes, self.lora_rank, self.lora_alpha
+      )
+    y = y2.reshape(lead + out_shape)
     if self.use_bias:
       bias_axes, bias_shape = (
         self.kernel_axes[-self.out_rank :],
@@ -254,6 +263,7 @@ class FeedForward(nn.Module):
         dtype=cfg.compute_dtype,
         param_dtype=cfg.params_dtype,
         name=name,
+        **lora.projection_kwargs(cfg, name),
       )
 
     if cfg.activation == 'swiglu':

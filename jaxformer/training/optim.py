@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxformer.model import lora
+
 _EMBEDDING_NAMES = ('embed', 'embedding', 'pos_embedding', 'position_embedding')
 
 
@@ -120,6 +122,7 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
   Fine-tuning options split the tree with `optax.multi_transform`: the backbone is frozen, or
   gets `backbone_lr_multiplier` times the learning rate (and nothing for `head_only_steps`).
   A frozen backbone's gradients are not part of the clipped global norm: only the head's are.
+  A model with LoRA adapters trains only them and the head (clip -> adamw on those alone).
   """
   groups = group_schedules(config, params)
 
@@ -135,7 +138,16 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
 
   clip = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
   parts = []
-  if 'backbone' not in groups:
+  if lora.has_factors(params):
+    # Only the adapters and the head learn. Clipping sits inside their branch: the frozen
+    # weights' gradients must not count in the norm.
+    train = optax.chain(*clip, adamw(groups['head']))
+    parts.append(
+      optax.multi_transform(
+        {'trainable': train, 'frozen': optax.set_to_zero()}, lora.trainable_labels
+      )
+    )
+  elif 'backbone' not in groups:
     parts += clip + [adamw(groups['head'])]
   elif config.freeze_backbone:
     head = optax.chain(*clip, adamw(groups['head']))

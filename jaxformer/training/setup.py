@@ -74,6 +74,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     f'batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps}',
   )
   need(config.backbone_lr_multiplier >= 0, 'backbone_lr_multiplier must be >= 0')
+  lora_rank = (config.get('lora') or {}).get('rank', 0)
+  need(
+    not lora_rank or (config.backbone_lr_multiplier == 1.0 and not config.head_only_steps),
+    'lora.rank > 0 already freezes the backbone (only adapters and head train): '
+    'leave backbone_lr_multiplier at 1.0 and head_only_steps at 0',
+  )
   if config.model.vocab_size:
     model_config(config, config.model.vocab_size)  # validate the model fields early
   if config.model.remat != 'none' and not config.model.scan_layers:
@@ -90,6 +96,10 @@ def model_config(config, vocab_size: int) -> ModelConfig:
   """The ModelConfig of this run, with the vocabulary from the tokenizer and the platform dtype."""
   fields = dict(config.model.to_dict())
   fields['vocab_size'] = int(config.model.vocab_size or vocab_size)
+  lora = config.get('lora') or {}
+  for key in ('rank', 'alpha', 'targets'):
+    if key in lora:
+      fields[f'lora_{key}'] = lora[key]
   try:
     return ModelConfig.from_dict(fields)
   except (TypeError, ValueError) as e:
@@ -170,6 +180,8 @@ def saved_config(workdir: str) -> dict | None:
 
 def resume_changes(old: dict, new: dict) -> list[str]:
   """Safe differences between a saved run config and the new one; raises on unsafe ones."""
+  # A run saved before a ModelConfig field existed has that field's default (e.g. lora_rank 0).
+  old = dict(old, model=_with_model_defaults(old.get('model')))
   for key in _SHAPE_KEYS:
     if old.get(key) != new.get(key):
       raise ConfigError(
@@ -194,6 +206,13 @@ def resume_changes(old: dict, new: dict) -> list[str]:
     for k in sorted(new)
     if k not in _SHAPE_KEYS and k not in ('dataset', 'overwrite') and old.get(k) != new.get(k)
   ]
+
+
+def _with_model_defaults(model):
+  if not isinstance(model, dict):
+    return model
+  defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+  return {**defaults, **model}
 
 
 def _short(value: Any) -> str:

@@ -1,0 +1,125 @@
+"""GPT-2's byte-level BPE as a jaxformer tokenizer, through Hugging Face's `tokenizers` library.
+
+    tok = BytePairTokenizer.from_files(vocab_json, merges_txt)   # or from_tokenizer_json(path)
+    tok.encode('Hello world') -> [15496, 995]      (with GPT-2's own files)
+
+Same interface as ByteTokenizer and SentencePieceTokenizer (encode, decode, vocab_size, pad_id,
+bos_id, eos_id, save). The ids are GPT-2's, unshifted, so an imported GPT-2 checkpoint and this
+tokenizer agree. GPT-2 has one special token, '<|endoftext|>', which is both BOS and EOS.
+
+pad_id is 0 like every jaxformer tokenizer, but in GPT-2's vocabulary id 0 is a real token
+('!'): batches pad with it, and a text's own '!' tokens count as padding where jaxformer masks
+padding (loss weights on the padded tail of LM rows, classifier pooling). decode keeps id 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from jaxformer.data.errors import DataError
+
+END_OF_TEXT = '<|endoftext|>'
+BPE_FILE = 'bpe.json'  # the `tokenizers` library's own serialisation, inside a tokenizer dir
+
+
+class BytePairTokenizer:
+  """GPT-2 byte-level BPE: no prefix space, '<|endoftext|>' as BOS and EOS, pad id 0."""
+
+  kind = 'gpt2_bpe'
+  pad_id = 0
+
+  def __init__(self, tokenizer: Tokenizer):
+    self._tok = tokenizer
+    eot = tokenizer.token_to_id(END_OF_TEXT)
+    if eot is None:
+      raise DataError(f"the BPE vocabulary has no {END_OF_TEXT!r} token; it is not GPT-2's")
+    self.bos_id = self.eos_id = eot
+    self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+
+  @classmethod
+  def from_files(cls, vocab_file: str, merges_file: str) -> BytePairTokenizer:
+    """From GPT-2's `vocab.json` + `merges.txt`, set up as transformers' GPT2TokenizerFast."""
+    try:
+      bpe = models.BPE.from_file(vocab_file, merges_file)
+    except Exception as e:  # the library raises plain Exception for unreadable files
+      raise DataError(
+        f'cannot read the BPE files {vocab_file} / {merges_file} ({e}); '
+        "pass GPT-2's vocab.json and merges.txt"
+      ) from None
+    tokenizer = Tokenizer(bpe)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([END_OF_TEXT])
+    return cls(tokenizer)
+
+  @classmethod
+  def from_tokenizer_json(cls, path: str) -> BytePairTokenizer:
+    """From a Hugging Face `tokenizer.json` (the fast tokenizer's single file)."""
+    try:
+      tokenizer = Tokenizer.from_file(path)
+    except Exception as e:
+      raise DataError(f'cannot read {path} as a Hugging Face tokenizer.json ({e})') from None
+    if not isinstance(tokenizer.model, models.BPE):
+      raise DataError(f'{path} is not a BPE tokenizer; GPT-2 uses byte-level BPE')
+    return cls(tokenizer)
+
+  def encode(self, text: str) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids) -> str:
+    # '<|endoftext|>' is dropped like the other tokenizers' BOS/EOS; id 0 is text here.
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+  def fingerprint(self) -> str:
+    return 'gpt2bpe-' + hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+  def to_json(self) -> str:
+    return self._tok.to_str()
+
+  def save_vocab_and_merges(self, directory: str) -> list[str]:
+    """Writes GPT-2's `vocab.json` and `merges.txt` into an existing directory."""
+    return self._tok.model.save(directory)
+
+  def save(self, directory: str) -> None:
+    from jaxformer.data.tokenizers import TOKENIZER_JSON, _atomic_write_dir
+
+    meta = {'type': self.kind, 'model_file': BPE_FILE, 'vocab_size': self.vocab_size}
+    _atomic_write_dir(
+      directory, {BPE_FILE: self.to_json().encode(), TOKENIZER_JSON: json.dumps(meta).encode()}
+    )
+
+
+def load_bpe(directory: str, meta: dict) -> BytePairTokenizer:
+  """The tokenizer that `BytePairTokenizer.save(directory)` wrote (meta: its tokenizer.json)."""
+  return BytePairTokenizer.from_tokenizer_json(os.path.join(directory, meta['model_file']))
+
+
+def load_hf_tokenizer(directory: str) -> BytePairTokenizer:
+  """GPT-2's tokenizer from a Hugging Face model directory: vocab.json + merges.txt, else
+  tokenizer.json."""
+  vocab, merges = os.path.join(directory, 'vocab.json'), os.path.join(directory, 'merges.txt')
+  if os.path.isfile(vocab) and os.path.isfile(merges):
+    return BytePairTokenizer.from_files(vocab, merges)
+  fast = os.path.join(directory, 'tokenizer.json')
+  if os.path.isfile(fast):
+    return BytePairTokenizer.from_tokenizer_json(fast)
+  raise DataError(
+    f'{directory} has no tokenizer: expected vocab.json + merges.txt or tokenizer.json '
+    '(download them with the model)'
+  )
+
+
+def write_hf_tokenizer(tokenizer: BytePairTokenizer, directory: str) -> None:
+  """Writes vocab.json, merges.txt and tokenizer.json (what GPT2Tokenizer[Fast] reads)."""
+  tokenizer.save_vocab_and_merges(directory)
+  with tempfile.NamedTemporaryFile('w', dir=directory, delete=False, suffix='.tmp') as f:
+    f.write(tokenizer.to_json())
+  os.replace(f.name, os.path.join(directory, 'tokenizer.json'))
