@@ -21,6 +21,9 @@ REMATS = ('none', 'full', 'dots')
 DTYPES = ('float32', 'bfloat16', 'auto')
 PARAM_DTYPES = ('float32', 'bfloat16')
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'einsum')
+# What a model is trained for: 'lm' -> DecoderLM, 'translate' -> EncoderDecoder,
+# 'classify' -> Classifier (jaxformer.models.build_model).
+TASKS = ('lm', 'translate', 'classify')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,8 +23,9 @@ from flax import linen as nn
 
 from jaxformer import checkpoint as ckpt_lib
 from jaxformer import data as data_lib
+from jaxformer import models
 from jaxformer import sharding as jf_sharding
-from jaxformer.training import setup, steps, tasks
+from jaxformer.training import setup, steps
 from jaxformer.training.callbacks import EarlyStopping, monitored_value
 from jaxformer.training.errors import ConfigError, Diverged
 from jaxformer.training.optim import learning_rate_schedule, make_optimizer
@@ -91,14 +92,14 @@ def prepare(config, workdir: str) -> _Setup:
   setup.check_model_axis(config, cfg)
   runtime = Runtime(config, setup.mesh_axes(config) if config.parallelism == 'mesh' else (0, 0))
 
-  model = tasks.build_model(config.task, cfg, num_classes, config.pooling)
+  model = models.build_model(config.task, cfg, num_classes, config.pooling)
   resolved = setup.resolved_dict(config, cfg)
   resolved['num_classes'] = num_classes
   if saved is not None and not config.overwrite:
     for change in setup.resume_changes(saved, resolved):
       _log(f'resume: config change allowed: {change}')
 
-  dummy = tasks.init_inputs(config.task, cfg)
+  dummy = models.init_inputs(config.task, cfg)
   init_params = lambda key: model.init({'params': key}, *dummy, deterministic=True)['params']  # noqa: E731
   boxed = jax.eval_shape(init_params, jax.random.key(0))
   tx = make_optimizer(config, nn.unbox(boxed))
@@ -179,7 +180,7 @@ class _Trainer:
       os.path.join(s.workdir, 'checkpoints'), keep_last=int(s.config.keep_last)
     )
     self.schedule = learning_rate_schedule(s.config)
-    self.tokens_per_step = s.config.batch_size * tasks.tokens_per_example(
+    self.tokens_per_step = s.config.batch_size * models.tokens_per_example(
       s.config.task, s.model_cfg
     )
     self.writer: MetricsWriter | None = None

@@ -15,12 +15,11 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxformer.config import ModelConfig
+from jaxformer.config import TASKS, ModelConfig
 from jaxformer.training.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TASKS = ('lm', 'translate', 'classify')
 # Changing these between a run and its resume would load a different model or data: refused.
 _SHAPE_KEYS = ('task', 'model', 'num_classes', 'pooling')
 _DATA_KEYS = ('name', 'tokenizer', 'vocab_size')
