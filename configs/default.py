@@ -79,13 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0  # cross-entropy label smoothing
   c.reduce_on_plateau = False  # scale the LR down when validation loss plateaus
   c.early_stopping = ml_collections.ConfigDict()
-  c.early_stopping.patience = (
-    5  # stop at the N-th evaluation in a row without improvement (0 = off)
-  )
+  c.early_stopping.patience = 5  # stop at the N-th evaluation in a row without gain (0 = off)
   c.early_stopping.min_delta = 0.0  # an improvement must beat the best by more than this
-  c.early_stopping.monitor = (
-    'loss'  # what early stopping and the best checkpoint track: 'loss' | 'error' (1 - accuracy)
-  )
+  c.early_stopping.monitor = 'loss'  # stopping and best checkpoint: 'loss' | 'error' (1 - accuracy)
   c.restore_best = True  # final model = the best validated checkpoint
   c.dataset = get_dataset_config()
   c.model = get_model_config()

@@ -3,7 +3,7 @@
 Validation is 50 per class from the training plays; test is 200 per class from held-out plays.
 """
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

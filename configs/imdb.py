@@ -1,6 +1,6 @@
 """Sentiment classification on TFDS imdb_reviews. Needs the dataset prepared or downloadable."""
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """A language model on TFDS lm1b (One Billion Words). Needs the dataset prepared or dataset.download=True."""
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Transformer-base style translation on TFDS wmt14_translate/de-en. Needs the dataset prepared or downloadable."""
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

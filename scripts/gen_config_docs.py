@@ -103,13 +103,12 @@ def _flatten(d: dict, prefix: str = '') -> dict:
 
 def _shipped_configs() -> list[tuple[str, str, dict]]:
   """(file name, first docstring line, {key: value} changed from default) for configs/*.py."""
-  sys.path.insert(0, REPO)
-  default = _flatten(importlib.import_module('configs.default').get_config().to_dict())
+  default = _flatten(importlib.import_module('jaxformer.configs.default').get_config().to_dict())
   out = []
   for fname in sorted(os.listdir(os.path.join(REPO, 'configs'))):
     if not fname.endswith('.py') or fname in ('__init__.py', 'default.py'):
       continue
-    module = importlib.import_module(f'configs.{fname[:-3]}')
+    module = importlib.import_module(f'jaxformer.configs.{fname[:-3]}')
     values = _flatten(module.get_config().to_dict())
     changed = {k: v for k, v in values.items() if default.get(k) != v}
     doc = (module.__doc__ or '').strip().splitlines()[0] if module.__doc__ else ''
@@ -154,7 +153,7 @@ def render() -> str:
     lines.append('')
   documented = {r[0] for r in rows}
   shipped = _shipped_configs()
-  default = _flatten(importlib.import_module('configs.default').get_config().to_dict())
+  default = _flatten(importlib.import_module('jaxformer.configs.default').get_config().to_dict())
   missing = sorted(set(default) - documented)
   if missing:
     raise ValueError(

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from tests.helpers import REPO
+from helpers import REPO
 
 # (layer, rank, module prefixes). Same rank, different layer: neither may import the other.
 LAYERS = (
