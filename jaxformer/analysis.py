@@ -27,9 +27,9 @@ import numpy as np
 import optax
 
 from jaxformer.config import ModelConfig
+from jaxformer.metrics import balanced_accuracy
 from jaxformer.model import DecoderLayer, DecoderLM, scan_to_loop
 from jaxformer.model.layers import AddPositions
-
 
 # ----------------------------------------------------------------------------- capture
 
@@ -210,13 +210,6 @@ def pruning_curve(cfg: ModelConfig, params, batches, order) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- linear probes
-
-
-def balanced_accuracy(y_true, y_pred) -> float:
-  """Mean over the classes present in y_true of the share of that class predicted correctly."""
-  y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-  classes = np.unique(y_true)
-  return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
 
 
 @functools.partial(jax.jit, static_argnames=('num_classes', 'steps'))

@@ -4,7 +4,8 @@
     bleu(hypotheses, references)                  corpus BLEU from sacreBLEU (0-100)
     accuracy(labels, predictions)                 fraction correct
     confusion_matrix(labels, predictions, n)      [n, n] counts, rows = true class
-    balanced_accuracy(labels, predictions, n)     mean recall over the classes present in labels
+    balanced_accuracy(labels, predictions[, n])   mean recall over the classes present in labels
+    perplexity(loss)                              exp(mean loss in nats), finite for any loss
     per_class_f1(labels, predictions, n)          [n] F1 of each class (0 where undefined)
     plot_confusion(matrix, labels, path)          the confusion matrix as a PNG
 
@@ -14,6 +15,7 @@ out of the mean, so a split that lacks a class is not penalised for it.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import Sequence
@@ -73,12 +75,28 @@ def confusion_matrix(
   return matrix
 
 
-def balanced_accuracy(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> float:
-  """Mean over classes (that occur in labels) of recall = correct in class / examples of class."""
+def balanced_accuracy(
+  labels: Sequence[int], predictions: Sequence[int], num_classes: int | None = None
+) -> float:
+  """Mean over classes (that occur in labels) of recall = correct in class / examples of class.
+
+  num_classes defaults to one more than the largest label or prediction.
+  """
+  if num_classes is None:
+    num_classes = int(max(np.max(labels), np.max(predictions))) + 1
   matrix = confusion_matrix(labels, predictions, num_classes)
   support = matrix.sum(axis=1)
   present = support > 0
   return float(np.mean(np.diag(matrix)[present] / support[present]))
+
+
+# math.exp overflows above ~709.78; a loss this large means "no better than noise" anyway.
+MAX_PERPLEXITY_LOG = 700.0
+
+
+def perplexity(loss: float) -> float:
+  """exp(loss) for a mean loss in nats per token, clamped at exp(700) so it never overflows."""
+  return math.exp(min(float(loss), MAX_PERPLEXITY_LOG))
 
 
 def per_class_f1(

@@ -23,6 +23,7 @@ import tokenize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(REPO, 'configs', 'default.py')
+MODEL_CONFIG = os.path.join(REPO, 'jaxformer', 'config.py')
 OUT = os.path.join(REPO, 'docs', 'configs.md')
 SECTIONS = (
   ('', 'Training'),
@@ -52,8 +53,30 @@ def _dotted(node: ast.AST) -> list[str] | None:
   return None
 
 
+def model_config_fields(source: str) -> list[tuple[str, str, str]]:
+  """(name, default as written, comment) of every field of `class ModelConfig` in config.py."""
+  tree = ast.parse(source)
+  comments = _comments(source)
+  (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == 'ModelConfig']
+  rows = []
+  for node in cls.body:
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
+      comment = comments.get(node.end_lineno, '')
+      if not comment:
+        raise ValueError(
+          f'jaxformer/config.py:{node.lineno}: ModelConfig.{node.target.id} has no comment; '
+          'add one saying what it means'
+        )
+      rows.append((node.target.id, ast.get_source_segment(source, node.value), comment))
+  return rows
+
+
 def fields(source: str) -> list[tuple[str, str, str]]:
-  """(key, default as written, comment) for every field assignment in default.py, in file order."""
+  """(key, default as written, comment) for every field assignment in default.py, in file order.
+
+  A helper that starts from `ModelConfig()` has ModelConfig's fields (documented in
+  jaxformer/config.py), then the assignments that change them.
+  """
   tree = ast.parse(source)
   comments = _comments(source)
   functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
@@ -71,6 +94,11 @@ def fields(source: str) -> list[tuple[str, str, str]]:
   for name, func in functions.items():
     if name not in prefixes:
       continue
+    base = {}
+    if any(isinstance(n, ast.Name) and n.id == 'ModelConfig' for n in ast.walk(func)):
+      with open(MODEL_CONFIG) as f:
+        for field, value, comment in model_config_fields(f.read()):
+          base[prefixes[name] + field] = (value, comment)
     for node in func.body:
       if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
         continue
@@ -87,7 +115,11 @@ def fields(source: str) -> list[tuple[str, str, str]]:
           f'configs/default.py:{node.lineno}: field {key} has no comment; '
           'add one saying what it means'
         )
-      rows.append((key, value, comment))
+      if key in base:
+        base[key] = (value, comment)
+      else:
+        rows.append((key, value, comment))
+    rows += [(key, value, comment) for key, (value, comment) in base.items()]
   return rows
 
 

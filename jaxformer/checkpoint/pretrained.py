@@ -27,6 +27,7 @@ from jaxformer.checkpoint.abstract import default_sharding, nested_target
 from jaxformer.checkpoint.errors import CheckpointError
 from jaxformer.checkpoint.manager import Checkpointer
 from jaxformer.checkpoint.processes import everywhere, jaxformer_version, short_error, sync
+from jaxformer.config import early_stopping_monitor
 
 EXPORT_FILE = 'jaxformer_pretrained.json'
 EXPORT_FORMAT = 'jaxformer-pretrained'
@@ -125,7 +126,7 @@ def export_pretrained(workdir, out_dir) -> str:
         'source_workdir': str(workdir),
         'step': step,
         'val_loss': val_loss,  # the monitored value: an error rate when monitor is 'error'
-        'monitor': config.get('early_stopping', {}).get('monitor', 'loss'),
+        'monitor': early_stopping_monitor(config),
         'task': config['task'],
         'num_classes': _num_classes(config),
         'model': model_config.to_dict(),

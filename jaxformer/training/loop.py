@@ -25,6 +25,8 @@ from jaxformer import checkpoint as ckpt_lib
 from jaxformer import data as data_lib
 from jaxformer import models
 from jaxformer import sharding as jf_sharding
+from jaxformer.config import early_stopping_monitor
+from jaxformer.metrics import perplexity
 from jaxformer.training import setup, steps
 from jaxformer.training.callbacks import EarlyStopping, monitored_value
 from jaxformer.training.errors import ConfigError, Diverged
@@ -173,7 +175,7 @@ class _Trainer:
   def __init__(self, s: _Setup, callbacks: list, on_log):
     self.s, self.config, self.rt = s, s.config, s.runtime
     self.early = EarlyStopping(s.config.early_stopping.patience, s.config.early_stopping.min_delta)
-    self.monitor = s.config.early_stopping.get('monitor', 'loss')
+    self.monitor = early_stopping_monitor(s.config)
     self.callbacks = [self.early] + callbacks
     self.on_log = on_log
     self.ckpt = ckpt_lib.Checkpointer(
@@ -322,7 +324,7 @@ class _Trainer:
     weight = max(weight, 1.0)
     out = {'loss': loss_sum / weight, 'accuracy': correct / weight}
     if self.config.task == 'lm':
-      out['perplexity'] = math.exp(min(out['loss'], 50.0))
+      out['perplexity'] = perplexity(out['loss'])
       bytes_per_token = self.s.data.bytes_per_token(split)
       out['bits_per_byte'] = out['loss'] / math.log(2) / bytes_per_token
     return out
