@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxformer import plotting
 from jaxformer.config import ModelConfig
 from jaxformer.metrics import balanced_accuracy
 from jaxformer.model import DecoderLayer, DecoderLM, scan_to_loop
@@ -286,21 +287,9 @@ def train_probe(
 # ----------------------------------------------------------------------------- plotting
 
 
-def pyplot():
-  """matplotlib.pyplot on the non-interactive Agg backend (works without a display)."""
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
 def save_figure(fig, path: str, dpi: int = 110) -> str:
   fig.tight_layout()
-  fig.savefig(path, dpi=dpi)
-  pyplot().close(fig)
-  return path
+  return plotting.save_png(fig, path, dpi=dpi)
 
 
 def heatmap(
@@ -347,12 +336,10 @@ def plot_attention_grid(attention, labels=None, title: str = ''):
 
   labels: the L token strings, written along the left column and bottom row.
   """
-  plt = pyplot()
   attention = np.asarray(attention)
   layers, heads, length = attention.shape[:3]
-  fig, axes = plt.subplots(
-    layers, heads, figsize=(2.6 * heads + 0.6, 2.6 * layers + 0.6), squeeze=False
-  )
+  fig = plotting.figure(figsize=(2.6 * heads + 0.6, 2.6 * layers + 0.6))
+  axes = fig.subplots(layers, heads, squeeze=False)
   for layer in range(layers):
     for head in range(heads):
       ax = axes[layer, head]

@@ -16,11 +16,11 @@ out of the mean, so a split that lacks a class is not penalised for it.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
+
+from jaxformer import plotting
 
 
 def _pairs(a: Sequence, b: Sequence, what: str) -> int:
@@ -117,11 +117,6 @@ def plot_confusion(matrix, labels: Sequence[str], path: str, title: str = '') ->
   Each cell shows its count; its colour is the row-normalised rate, so classes of different
   sizes compare at a glance. The file appears only when complete (temp file + rename).
   """
-  import matplotlib
-
-  matplotlib.use('Agg')  # no display needed; must precede pyplot's import
-  import matplotlib.pyplot as plt
-
   matrix = np.asarray(matrix)
   n = matrix.shape[0]
   if matrix.shape != (n, n) or len(labels) != n:
@@ -130,7 +125,8 @@ def plot_confusion(matrix, labels: Sequence[str], path: str, title: str = '') ->
       f'and {len(labels)} labels'
     )
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-  fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.2 * n + 2))
+  fig = plotting.figure(figsize=(1.2 * n + 2.5, 1.2 * n + 2))
+  ax = fig.subplots()
   ax.imshow(rates, cmap='Blues', vmin=0.0, vmax=1.0)
   for i in range(n):
     for j in range(n):
@@ -149,15 +145,4 @@ def plot_confusion(matrix, labels: Sequence[str], path: str, title: str = '') ->
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.png', dir=directory)
-  os.close(fd)
-  try:
-    fig.savefig(tmp, format='png', dpi=100)
-    os.replace(tmp, path)
-  finally:
-    plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+  return plotting.save_png(fig, path)

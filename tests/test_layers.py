@@ -12,14 +12,13 @@ import ast
 import os
 
 import pytest
-
 from helpers import REPO
 
 # (layer, rank, module prefixes). Same rank, different layer: neither may import the other.
 LAYERS = (
   ('config', 0, ('jaxformer.config', 'jaxformer.configs', 'configs')),
   ('model', 1, ('jaxformer.model', 'jaxformer.models', 'jaxformer.sharding', 'jaxformer.decode')),
-  ('model', 1, ('jaxformer.metrics', 'jaxformer.analysis')),
+  ('model', 1, ('jaxformer.metrics', 'jaxformer.analysis', 'jaxformer.plotting')),
   ('data', 2, ('jaxformer.data',)),
   ('checkpoint', 2, ('jaxformer.checkpoint',)),
   # Loading a trained run (checkpoint + tokenizer + model), shared by training's report and CLIs.

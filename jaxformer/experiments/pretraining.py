@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from jaxformer import analysis, metrics
+from jaxformer import metrics, plotting
 from jaxformer.experiments.common import (
   Options,
   Result,
@@ -270,8 +270,8 @@ def _answer(s, table, results) -> str:
 
 
 def _figure(s, table):
-  plt = analysis.pyplot()
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig = plotting.figure(figsize=(7, 4.5))
+  ax = fig.subplots()
   positions = {n: i for i, n in enumerate(s['sizes'])}
   for k, approach in enumerate(APPROACHES):
     rows = [r for r in table if r['approach'] == approach]
