@@ -28,7 +28,13 @@ from jaxformer import sharding as jf_sharding
 from jaxformer.config import early_stopping_monitor
 from jaxformer.metrics import perplexity
 from jaxformer.training import setup, steps
-from jaxformer.training.callbacks import EarlyStopping, monitored_value
+from jaxformer.training.callbacks import (
+  EarlyStopping,
+  load_states,
+  monitored_value,
+  save_states,
+  state_keys,
+)
 from jaxformer.training.errors import ConfigError, Diverged
 from jaxformer.training.optim import learning_rate_schedule, make_optimizer
 from jaxformer.training.preemption import PreemptionGuard
@@ -177,6 +183,7 @@ class _Trainer:
     self.early = EarlyStopping(s.config.early_stopping.patience, s.config.early_stopping.min_delta)
     self.monitor = early_stopping_monitor(s.config)
     self.callbacks = [self.early] + callbacks
+    state_keys(self.callbacks)  # two callbacks saving state under one key fail here, not later
     self.on_log = on_log
     self.ckpt = ckpt_lib.Checkpointer(
       os.path.join(s.workdir, 'checkpoints'), keep_last=int(s.config.keep_last)
@@ -205,9 +212,7 @@ class _Trainer:
     if restored is not None:
       _log(f'resuming from step {restored.step} ({self.ckpt.directory})')
       extra = restored.extra or {}
-      for cb in self.callbacks:
-        if hasattr(cb, 'load_state_dict') and type(cb).__name__ in extra.get('callbacks', {}):
-          cb.load_state_dict(extra['callbacks'][type(cb).__name__])
+      load_states(self.callbacks, extra.get('callbacks', {}))
       return restored.state, extra.get('data_state')
     init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
     state = s.runtime.jit_init(s.make_state, s.shardings)(init_key, dropout_key)
@@ -346,9 +351,7 @@ class _Trainer:
   def _save(self, state, step: int, it, monitored, wait: bool = False):
     extra = {
       'data_state': it.get_state(),
-      'callbacks': {
-        type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, 'state_dict')
-      },
+      'callbacks': save_states(self.callbacks),
       'config': self.s.resolved,
       f'best_val_{self.monitor}': self.early.best,
     }
