@@ -1,4 +1,4 @@
-"""A language model on TFDS lm1b (One Billion Words). Needs the dataset prepared or dataset.download=True."""
+"""A language model on TFDS lm1b (One Billion Words); needs it prepared or dataset.download=True."""
 
 from jaxformer.configs import default
 

@@ -1,4 +1,4 @@
-"""Encoder-decoder translation of English number words into German ("twenty-three" -> "dreiundzwanzig")."""
+"""Translation of English number words into German ("twenty-three" -> "dreiundzwanzig")."""
 
 from jaxformer.configs import default
 

@@ -1,4 +1,4 @@
-"""Transformer-base style translation on TFDS wmt14_translate/de-en. Needs the dataset prepared or downloadable."""
+"""Transformer-base translation on TFDS wmt14_translate/de-en; needs it prepared or downloadable."""
 
 from jaxformer.configs import default
 

@@ -51,7 +51,7 @@ def save_states(callbacks) -> dict:
   """{key: state_dict()} of every callback that has state (the checkpoint's 'callbacks')."""
   return {
     key: cb.state_dict()
-    for key, cb in zip(state_keys(callbacks), callbacks)
+    for key, cb in zip(state_keys(callbacks), callbacks, strict=True)
     if hasattr(cb, 'state_dict')
   }
 
@@ -63,7 +63,7 @@ def load_states(callbacks, saved: dict) -> None:
   where the class name is unambiguous.
   """
   classes = [type(cb).__name__ for cb in callbacks]
-  for key, cb, cls in zip(state_keys(callbacks), callbacks, classes):
+  for key, cb, cls in zip(state_keys(callbacks), callbacks, classes, strict=True):
     state = saved.get(key)
     if state is None and classes.count(cls) == 1:
       state = saved.get(cls)
