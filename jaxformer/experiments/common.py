@@ -146,6 +146,7 @@ def small_lm_config(quick: bool):
     config.model.num_heads = 4
     config.model.d_model = 32
     config.model.max_len = 32
+    config.sample_tokens = 0  # no one reads the sample; compiling its decoder costs ~15%
   else:
     config = load_config('shakespeare_lm')
     config.dataset.vocab_size = 1024
@@ -183,7 +184,9 @@ def lm_config(quick: bool):
     config.num_train_steps = 30
     config.model.num_heads = 4
     config.model.mlp_ratio = 2.0
-    return quiet(config)
+    config = quiet(config)
+    config.sample_tokens = 0  # as in small_lm_config: no one reads the sample
+    return config
   config = load_config('shakespeare_lm')
   config.dataset.vocab_size = 2048
   config.model.d_model = 128
