@@ -1,10 +1,11 @@
 """jaxformer as a plug-in peer of the shared peer benchmark (../shared/bench/peers_bench.py).
 
 Run from the repository root, in the peers' own virtual environment (never jaxformer's):
-    .venv-peers/bin/python /work/shared/bench/peers_bench.py --config S \
+    .venv-peers/bin/python ../shared/bench/peers_bench.py --config S \
         --which torch_eager,flax_hf --extra bench.jaxformer_peer:make_peer --threads 1
 
-peers_bench puts the working directory on sys.path and calls `make_peer(cfg, seed)` in a
+peers_bench imports `bench.jaxformer_peer` from the working directory (the repository root,
+which also makes `jaxformer` importable) and calls `make_peer(cfg, seed)` in a
 worker process. The peer trains jaxformer's own DecoderLM through the same code the training
 loop uses (`make_optimizer` + `make_train_step`, jitted with the train state donated) on the
 benchmark's synthetic batches, with the benchmark's AdamW (lr 3e-4, betas 0.9/0.95, eps 1e-8,
@@ -19,14 +20,7 @@ compile() -> seconds, step() -> loss (blocks until the update is done).
 from __future__ import annotations
 
 import os
-import sys
 import time
-
-# Running as `python peers_bench.py --extra bench.jaxformer_peer:make_peer` from the repo root
-# makes `bench` importable; this also makes `jaxformer` importable without installing it.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
 
 
 class JaxformerPeer:

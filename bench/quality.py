@@ -71,7 +71,8 @@ def train(workdir: str, config: str, *overrides: str, fresh: bool = True) -> dic
 
 
 def evaluate(workdir: str, split: str, **kw) -> dict:
-  from jaxformer import evaluate as ev, inference
+  from jaxformer import evaluate as ev
+  from jaxformer import inference
 
   return ev.evaluate(inference.load(workdir), split, **kw)
 
@@ -129,7 +130,7 @@ def bpb_at(rows: list[dict], seconds: float) -> float | None:
 
 def long_language_model(runs: str) -> tuple[str, dict]:
   """The default LM config at twice its steps (about 30 minutes): trained once, then reused."""
-  from configs import shakespeare_lm
+  from jaxformer.configs import shakespeare_lm
 
   workdir = os.path.join(runs, 'shakespeare_lm_30min')
   steps = 2 * shakespeare_lm.get_config().num_train_steps
@@ -140,7 +141,8 @@ def long_language_model(runs: str) -> tuple[str, dict]:
 
 def language_model(runs: str, default_workdir: str, long_run: bool = True) -> dict:
   """The default config's run, and the same config at twice the steps (about 30 minutes)."""
-  from configs import shakespeare_lm
+  from jaxformer.configs import shakespeare_lm
+
   from jaxformer.data import build_task_data
 
   def run_record(workdir, summary):
@@ -185,6 +187,7 @@ def tfidf_baseline(per_class: int, train_split: str) -> float:
   from sklearn.feature_extraction.text import TfidfVectorizer
   from sklearn.linear_model import LogisticRegression
   from sklearn.metrics import balanced_accuracy_score
+
   from jaxformer.data import build_task_data
 
   # Only the raw texts and the per-class sample are used; max_len is big enough that the
@@ -216,7 +219,8 @@ def tfidf_baseline(per_class: int, train_split: str) -> float:
 
 def last_step_accuracy(workdir: str) -> float:
   """Test balanced accuracy of the LAST checkpoint (not the best): what no early stopping gives."""
-  from jaxformer import evaluate as ev, inference
+  from jaxformer import evaluate as ev
+  from jaxformer import inference
   from jaxformer.checkpoint import Checkpointer
 
   loaded = inference.load(workdir)

@@ -8,17 +8,15 @@ tensors (norms, biases) stay replicated, which is why the total shrinks a little
 """
 
 import os
-import sys
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import linen as nn  # noqa: E402
+from jaxformer.configs import default  # noqa: E402
 
-from configs import default  # noqa: E402
 from jaxformer import ModelConfig  # noqa: E402
 from jaxformer.models import DecoderLM, count_params  # noqa: E402
 from jaxformer.training.optim import make_optimizer  # noqa: E402

@@ -6,32 +6,20 @@ line: `python train.py --config=configs/tiny.py --config.model.num_layers=2`.
 
 import ml_collections
 
+from jaxformer.config import ModelConfig
+
 
 def get_model_config() -> ml_collections.ConfigDict:
-  """The fields of jaxformer.ModelConfig (see jaxformer/config.py for the rules)."""
-  m = ml_collections.ConfigDict()
+  """The fields of jaxformer.ModelConfig: its defaults (jaxformer/config.py explains each field
+  and its rules), except where training starts elsewhere, below."""
+  fields = ModelConfig().to_dict()
+  # LoRA has its own section (c.lora below): training turns it into the lora_* model fields.
+  m = ml_collections.ConfigDict({k: v for k, v in fields.items() if not k.startswith('lora_')})
   m.vocab_size = 0  # 0 = take it from the tokenizer
-  m.d_model = 256  # residual stream width
-  m.num_heads = 4  # attention heads per layer (split across the 'model' mesh axis)
-  m.num_layers = 4  # decoder layers of DecoderLM / Classifier
   m.num_encoder_layers = 3  # encoder layers of EncoderDecoder
   m.num_decoder_layers = 3  # decoder layers of EncoderDecoder
-  m.mlp_ratio = 4.0  # feed-forward hidden size = mlp_ratio * d_model (0 = no FFN)
-  m.d_ff = 0  # explicit feed-forward size; 0 = use mlp_ratio
-  m.activation = 'gelu'  # 'gelu' | 'relu' | 'swiglu'
-  m.dropout_rate = 0.1  # dropout on embeddings and every residual branch
-  m.attention_dropout_rate = 0.0  # dropout on attention probabilities (forces einsum attention)
   m.max_len = 128  # longest sequence (LM window, classifier and translation length)
-  m.position = 'learned'  # 'learned' | 'sinusoidal' | 'rope'
-  m.norm = 'pre'  # 'pre' (GPT-2 style, stable) | 'post' (2017 paper)
-  m.tie_embeddings = True  # output projection shares the token embedding
-  m.use_bias = True  # biases in projections
-  m.scan_layers = True  # nn.scan over layers: compile time independent of depth
-  m.remat = 'none'  # 'none' | 'full' | 'dots': recompute activations to save memory
   m.dtype = 'auto'  # compute dtype: 'auto' = bfloat16 on TPU/GPU, float32 on CPU
-  m.param_dtype = 'float32'  # parameter storage dtype
-  m.attention_impl = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'einsum'
-  m.layer_norm_epsilon = 1e-6  # LayerNorm epsilon
   return m
 
 

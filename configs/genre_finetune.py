@@ -3,7 +3,7 @@
 `init_from` loads the LM's backbone; its tokenizer is reused so token ids mean the same thing.
 """
 
-from configs import genre_scratch
+from jaxformer.configs import genre_scratch
 
 
 def get_config():

@@ -1,9 +1,9 @@
-"""Genre classification (comedy / history / tragedy) from random init on 100 labelled passages per class.
+"""Genre classification (comedy / history / tragedy) from scratch, 100 labelled passages per class.
 
 Validation is 50 per class from the training plays; test is 200 per class from held-out plays.
 """
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

@@ -8,7 +8,7 @@ value, rank 8) and the classification head train. The model fields are GPT-2 sma
 imported backbone loads unchanged.
 """
 
-from configs import genre_scratch
+from jaxformer.configs import genre_scratch
 
 
 def get_config():

@@ -3,7 +3,7 @@
 pip install -e ".[prepare]" && python -m jaxformer.data.prepare imdb_reviews
 """
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

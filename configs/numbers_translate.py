@@ -1,6 +1,6 @@
-"""Encoder-decoder translation of English number words into German ("twenty-three" -> "dreiundzwanzig")."""
+"""Translation of English number words into German ("twenty-three" -> "dreiundzwanzig")."""
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

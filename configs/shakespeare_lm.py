@@ -3,7 +3,7 @@
 Sized to finish in about 15 minutes on a 2-core CPU; validation is the 8 held-out plays.
 """
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

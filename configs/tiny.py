@@ -1,6 +1,6 @@
 """A tiny LM config that trains in seconds: for tests and smoke runs, not for quality."""
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

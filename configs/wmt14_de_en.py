@@ -3,7 +3,7 @@
 pip install -e ".[prepare]" && python -m jaxformer.data.prepare wmt14_translate/de-en
 """
 
-from configs import default
+from jaxformer.configs import default
 
 
 def get_config():

@@ -26,10 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxformer import plotting
 from jaxformer.config import ModelConfig
+from jaxformer.metrics import balanced_accuracy
 from jaxformer.model import DecoderLM, TransformerLayer, scan_to_loop
 from jaxformer.model.layers import AddPositions
-
 
 # ----------------------------------------------------------------------------- capture
 
@@ -214,13 +215,6 @@ def pruning_curve(cfg: ModelConfig, params, batches, order) -> list[float]:
 # ----------------------------------------------------------------------------- linear probes
 
 
-def balanced_accuracy(y_true, y_pred) -> float:
-  """Mean over the classes present in y_true of the share of that class predicted correctly."""
-  y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-  classes = np.unique(y_true)
-  return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
-
-
 @functools.partial(jax.jit, static_argnames=('num_classes', 'steps'))
 def _fit_logistic(x, y, *, num_classes: int, steps: int, l2: float, learning_rate: float):
   """Full-batch multinomial logistic regression with an L2 penalty, by Adam. x: [N, D], y: [N]."""
@@ -295,21 +289,9 @@ def train_probe(
 # ----------------------------------------------------------------------------- plotting
 
 
-def pyplot():
-  """matplotlib.pyplot on the non-interactive Agg backend (works without a display)."""
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
 def save_figure(fig, path: str, dpi: int = 110) -> str:
   fig.tight_layout()
-  fig.savefig(path, dpi=dpi)
-  pyplot().close(fig)
-  return path
+  return plotting.save_png(fig, path, dpi=dpi)
 
 
 def heatmap(
@@ -356,12 +338,10 @@ def plot_attention_grid(attention, labels=None, title: str = ''):
 
   labels: the L token strings, written along the left column and bottom row.
   """
-  plt = pyplot()
   attention = np.asarray(attention)
   layers, heads, length = attention.shape[:3]
-  fig, axes = plt.subplots(
-    layers, heads, figsize=(2.6 * heads + 0.6, 2.6 * layers + 0.6), squeeze=False
-  )
+  fig = plotting.figure(figsize=(2.6 * heads + 0.6, 2.6 * layers + 0.6))
+  axes = fig.subplots(layers, heads, squeeze=False)
   for layer in range(layers):
     for head in range(heads):
       ax = axes[layer, head]

@@ -27,6 +27,25 @@ LORA_GROUPS = {
   'attention': ('query', 'key', 'value', 'out'),
   'mlp': ('wi', 'wo', 'wi_gate', 'wi_up'),
 }
+# What a model is trained for: 'lm' -> DecoderLM, 'translate' -> EncoderDecoder,
+# 'classify' -> Classifier (jaxformer.models.build_model).
+TASKS = ('lm', 'translate', 'classify')
+# What early stopping and the best checkpoint track: validation 'loss' or 'error' (1 - accuracy).
+MONITORS = ('loss', 'error')
+
+
+def early_stopping_monitor(config: Mapping[str, Any]) -> str:
+  """The monitor of a training config (a ConfigDict or its saved JSON dict).
+
+  A config without the field (older runs and exports) gets the base config's default
+  (configs/default.py), the one place that default is written.
+  """
+  monitor = (config.get('early_stopping') or {}).get('monitor')
+  if monitor is None:
+    from jaxformer.configs import default  # the base training config; imported when needed
+
+    monitor = default.get_config().early_stopping.monitor
+  return monitor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +71,11 @@ class ModelConfig:
   dtype: str = 'float32'  # compute dtype: 'float32' | 'bfloat16' | 'auto'
   param_dtype: str = 'float32'  # storage dtype of the parameters
   attention_impl: str = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'einsum'
-  layer_norm_epsilon: float = 1e-6
+  layer_norm_epsilon: float = 1e-6  # LayerNorm epsilon (added to the variance)
   lora_rank: int = 0  # > 0: low-rank adapters (LoRA) on the lora_targets projections
   lora_alpha: float = 16.0  # LoRA update scale is lora_alpha / lora_rank
   lora_targets: str = 'query,value'  # comma-separated names from LORA_PROJECTIONS or LORA_GROUPS
+  layer_norm_epsilon: float = 1e-6  # LayerNorm epsilon (added to the variance)
 
   def __post_init__(self):
     def fail(field: str, rule: str):

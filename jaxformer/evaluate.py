@@ -86,7 +86,7 @@ def evaluate_lm(loaded, data, split, batch_size, limit) -> dict:
     'num_examples': rows,
     'num_tokens': int(weight_sum),
     'loss': loss,
-    'perplexity': math.exp(min(loss, 700)),
+    'perplexity': metrics.perplexity(loss),
     'bits_per_byte': bits_per_byte(loss_sum, data.scored_bytes(split, rows)),
     'token_accuracy': correct / max(weight_sum, 1.0),
   }

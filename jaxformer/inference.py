@@ -39,7 +39,7 @@ def load(path: str) -> Loaded:
   """Loads a run workdir or an export directory (see jaxformer.checkpoint.load_pretrained)."""
   from jaxformer.checkpoint import load_pretrained
   from jaxformer.data import load_tokenizer
-  from jaxformer.training.tasks import build_model
+  from jaxformer.models import build_model
 
   if not os.path.isdir(path):
     raise ValueError(

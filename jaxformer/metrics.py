@@ -4,7 +4,8 @@
     bleu(hypotheses, references)                  corpus BLEU from sacreBLEU (0-100)
     accuracy(labels, predictions)                 fraction correct
     confusion_matrix(labels, predictions, n)      [n, n] counts, rows = true class
-    balanced_accuracy(labels, predictions, n)     mean recall over the classes present in labels
+    balanced_accuracy(labels, predictions[, n])   mean recall over the classes present in labels
+    perplexity(loss)                              exp(mean loss in nats), finite for any loss
     per_class_f1(labels, predictions, n)          [n] F1 of each class (0 where undefined)
     plot_confusion(matrix, labels, path)          the confusion matrix as a PNG
 
@@ -14,11 +15,12 @@ out of the mean, so a split that lacks a class is not penalised for it.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import math
 from typing import Sequence
 
 import numpy as np
+
+from jaxformer import plotting
 
 
 def _pairs(a: Sequence, b: Sequence, what: str) -> int:
@@ -73,12 +75,28 @@ def confusion_matrix(
   return matrix
 
 
-def balanced_accuracy(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> float:
-  """Mean over classes (that occur in labels) of recall = correct in class / examples of class."""
+def balanced_accuracy(
+  labels: Sequence[int], predictions: Sequence[int], num_classes: int | None = None
+) -> float:
+  """Mean over classes (that occur in labels) of recall = correct in class / examples of class.
+
+  num_classes defaults to one more than the largest label or prediction.
+  """
+  if num_classes is None:
+    num_classes = int(max(np.max(labels), np.max(predictions))) + 1
   matrix = confusion_matrix(labels, predictions, num_classes)
   support = matrix.sum(axis=1)
   present = support > 0
   return float(np.mean(np.diag(matrix)[present] / support[present]))
+
+
+# math.exp overflows above ~709.78; a loss this large means "no better than noise" anyway.
+MAX_PERPLEXITY_LOG = 700.0
+
+
+def perplexity(loss: float) -> float:
+  """exp(loss) for a mean loss in nats per token, clamped at exp(700) so it never overflows."""
+  return math.exp(min(float(loss), MAX_PERPLEXITY_LOG))
 
 
 def per_class_f1(
@@ -99,11 +117,6 @@ def plot_confusion(matrix, labels: Sequence[str], path: str, title: str = '') ->
   Each cell shows its count; its colour is the row-normalised rate, so classes of different
   sizes compare at a glance. The file appears only when complete (temp file + rename).
   """
-  import matplotlib
-
-  matplotlib.use('Agg')  # no display needed; must precede pyplot's import
-  import matplotlib.pyplot as plt
-
   matrix = np.asarray(matrix)
   n = matrix.shape[0]
   if matrix.shape != (n, n) or len(labels) != n:
@@ -112,7 +125,8 @@ def plot_confusion(matrix, labels: Sequence[str], path: str, title: str = '') ->
       f'and {len(labels)} labels'
     )
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-  fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.2 * n + 2))
+  fig = plotting.figure(figsize=(1.2 * n + 2.5, 1.2 * n + 2))
+  ax = fig.subplots()
   ax.imshow(rates, cmap='Blues', vmin=0.0, vmax=1.0)
   for i in range(n):
     for j in range(n):
@@ -131,15 +145,4 @@ def plot_confusion(matrix, labels: Sequence[str], path: str, title: str = '') ->
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.png', dir=directory)
-  os.close(fd)
-  try:
-    fig.savefig(tmp, format='png', dpi=100)
-    os.replace(tmp, path)
-  finally:
-    plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+  return plotting.save_png(fig, path)

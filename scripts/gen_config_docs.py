@@ -23,6 +23,7 @@ import tokenize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(REPO, 'configs', 'default.py')
+MODEL_CONFIG = os.path.join(REPO, 'jaxformer', 'config.py')
 OUT = os.path.join(REPO, 'docs', 'configs.md')
 SECTIONS = (
   ('', 'Training'),
@@ -52,8 +53,30 @@ def _dotted(node: ast.AST) -> list[str] | None:
   return None
 
 
+def model_config_fields(source: str) -> list[tuple[str, str, str]]:
+  """(name, default as written, comment) of every field of `class ModelConfig` in config.py."""
+  tree = ast.parse(source)
+  comments = _comments(source)
+  (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == 'ModelConfig']
+  rows = []
+  for node in cls.body:
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
+      comment = comments.get(node.end_lineno, '')
+      if not comment:
+        raise ValueError(
+          f'jaxformer/config.py:{node.lineno}: ModelConfig.{node.target.id} has no comment; '
+          'add one saying what it means'
+        )
+      rows.append((node.target.id, ast.get_source_segment(source, node.value), comment))
+  return rows
+
+
 def fields(source: str) -> list[tuple[str, str, str]]:
-  """(key, default as written, comment) for every field assignment in default.py, in file order."""
+  """(key, default as written, comment) for every field assignment in default.py, in file order.
+
+  A helper that starts from `ModelConfig()` has ModelConfig's fields (documented in
+  jaxformer/config.py), then the assignments that change them.
+  """
   tree = ast.parse(source)
   comments = _comments(source)
   functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
@@ -71,6 +94,14 @@ def fields(source: str) -> list[tuple[str, str, str]]:
   for name, func in functions.items():
     if name not in prefixes:
       continue
+    base = {}
+    if any(isinstance(n, ast.Name) and n.id == 'ModelConfig' for n in ast.walk(func)):
+      # Only the ModelConfig fields the helper keeps (LoRA's come from their own section).
+      kept = importlib.import_module('jaxformer.configs.default').__dict__[name]().keys()
+      with open(MODEL_CONFIG) as f:
+        for field, value, comment in model_config_fields(f.read()):
+          if field in kept:
+            base[prefixes[name] + field] = (value, comment)
     for node in func.body:
       if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
         continue
@@ -87,7 +118,11 @@ def fields(source: str) -> list[tuple[str, str, str]]:
           f'configs/default.py:{node.lineno}: field {key} has no comment; '
           'add one saying what it means'
         )
-      rows.append((key, value, comment))
+      if key in base:
+        base[key] = (value, comment)
+      else:
+        rows.append((key, value, comment))
+    rows += [(key, value, comment) for key, (value, comment) in base.items()]
   return rows
 
 
@@ -103,13 +138,12 @@ def _flatten(d: dict, prefix: str = '') -> dict:
 
 def _shipped_configs() -> list[tuple[str, str, dict]]:
   """(file name, first docstring line, {key: value} changed from default) for configs/*.py."""
-  sys.path.insert(0, REPO)
-  default = _flatten(importlib.import_module('configs.default').get_config().to_dict())
+  default = _flatten(importlib.import_module('jaxformer.configs.default').get_config().to_dict())
   out = []
   for fname in sorted(os.listdir(os.path.join(REPO, 'configs'))):
     if not fname.endswith('.py') or fname in ('__init__.py', 'default.py'):
       continue
-    module = importlib.import_module(f'configs.{fname[:-3]}')
+    module = importlib.import_module(f'jaxformer.configs.{fname[:-3]}')
     values = _flatten(module.get_config().to_dict())
     changed = {k: v for k, v in values.items() if default.get(k) != v}
     doc = (module.__doc__ or '').strip().splitlines()[0] if module.__doc__ else ''
@@ -154,7 +188,7 @@ def render() -> str:
     lines.append('')
   documented = {r[0] for r in rows}
   shipped = _shipped_configs()
-  default = _flatten(importlib.import_module('configs.default').get_config().to_dict())
+  default = _flatten(importlib.import_module('jaxformer.configs.default').get_config().to_dict())
   missing = sorted(set(default) - documented)
   if missing:
     raise ValueError(

@@ -55,12 +55,12 @@ def test_bench_cli_prints_json_lines_with_throughput_and_mfu():
 
 
 def test_peer_plugin_trains_without_peers_bench():
-  sys.path.insert(0, ROOT)
-  try:
-    from bench.jaxformer_peer import make_peer
-  finally:
-    sys.path.remove(ROOT)
-  peer = make_peer(XS, 0)
+  spec = importlib.util.spec_from_file_location(
+    'jaxformer_peer', os.path.join(ROOT, 'bench', 'jaxformer_peer.py')
+  )
+  plugin = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(plugin)
+  peer = plugin.make_peer(XS, 0)
   assert peer.kind == 'train' and peer.tokens_per_step == 4 * 64
   peer.setup()
   assert peer.n_params_counted > 0

@@ -12,7 +12,7 @@ import pytest
 from helpers import run_train
 from model_fixtures import KEY, random_params, tiny, tokens
 
-from configs import default
+from jaxformer.configs import default
 from jaxformer.checkpoint import load_pretrained
 from jaxformer.model import lora
 from jaxformer.model.transformer import Classifier, DecoderLM

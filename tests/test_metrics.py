@@ -85,3 +85,18 @@ def test_plot_confusion_writes_a_png(tmp_path):
   assert [p.name for p in (tmp_path / 'sub').iterdir()] == ['confusion.png']  # no temp file left
   with pytest.raises(ValueError, match='one label per row'):
     metrics.plot_confusion(np.eye(2), ['only one'], path)
+
+
+def test_balanced_accuracy_infers_the_number_of_classes():
+  labels, preds = [0, 0, 1, 1, 1], [0, 2, 1, 1, 0]
+  assert metrics.balanced_accuracy(labels, preds) == metrics.balanced_accuracy(labels, preds, 3)
+  # analysis (linear probes) scores with the same function, not a copy of it.
+  from jaxformer import analysis
+
+  assert analysis.balanced_accuracy is metrics.balanced_accuracy
+
+
+def test_perplexity_is_exp_loss_and_finite_for_any_loss():
+  assert metrics.perplexity(2.0) == pytest.approx(math.exp(2.0))
+  assert metrics.perplexity(100.0) == pytest.approx(math.exp(100.0))  # the loop clamped at 50
+  assert math.isfinite(metrics.perplexity(1e6)) and metrics.perplexity(1e6) == math.exp(700.0)

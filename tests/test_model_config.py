@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 
 from jaxformer import ModelConfig
+from jaxformer.config import TASKS
 from jaxformer.model import param_count_formula
-from jaxformer.models import Classifier, DecoderLM, EncoderDecoder, count_params, flops_per_token
+from jaxformer.models import (
+  Classifier,
+  DecoderLM,
+  EncoderDecoder,
+  build_model,
+  count_params,
+  flops_per_token,
+  init_inputs,
+)
 
 KEY = jax.random.key(0)
 
@@ -108,14 +117,10 @@ COUNT_CONFIGS = [
 @pytest.mark.parametrize('overrides', COUNT_CONFIGS)
 def test_param_count_matches_formula(overrides):
   cfg = tiny(**overrides)
-  x, y = jnp.ones((1, 8), jnp.int32), jnp.ones((1, 5), jnp.int32)
-  for model, args, kind in (
-    (DecoderLM(cfg), (x,), 'decoder'),
-    (EncoderDecoder(cfg), (x, y), 'encoder_decoder'),
-    (Classifier(cfg, num_classes=5), (x,), 'classifier'),
-  ):
-    params = jax.eval_shape(model.init, KEY, *args)['params']
-    assert count_params(params) == param_count_formula(cfg, kind, num_classes=5), (kind, overrides)
+  for task in TASKS:
+    model = build_model(task, cfg, num_classes=5)
+    params = jax.eval_shape(model.init, KEY, *init_inputs(task, cfg))['params']
+    assert count_params(params) == param_count_formula(cfg, task, num_classes=5), (task, overrides)
 
 
 def test_param_count_formula_by_hand():
@@ -124,14 +129,24 @@ def test_param_count_formula_by_hand():
   assert param_count_formula(tiny()) == 32 * 16 + 16 * 16 + 2 * 3280 + 32
 
 
+def test_build_model_refuses_an_unknown_task():
+  assert [type(build_model(t, tiny(), num_classes=2)) for t in TASKS] == [
+    DecoderLM,
+    EncoderDecoder,
+    Classifier,
+  ]
+  with pytest.raises(ValueError, match="task='clasify' is invalid"):
+    build_model('clasify', tiny(), num_classes=2)
+
+
 def test_flops_per_token_formula():
   cfg = tiny()
   n_matmul = 2 * 3280 + 32 * 16  # non-embedding params + output projection
   assert flops_per_token(cfg, 8) == 6 * n_matmul + 12 * 2 * 16 * 8
   assert flops_per_token(cfg, 16) - flops_per_token(cfg, 8) == 12 * 2 * 16 * 8
-  assert flops_per_token(cfg, 8, kind='encoder_decoder') > flops_per_token(cfg, 8)
-  with pytest.raises(ValueError, match='kind'):
-    flops_per_token(cfg, 8, kind='vision')
+  assert flops_per_token(cfg, 8, task='translate') > flops_per_token(cfg, 8)
+  with pytest.raises(ValueError, match='task'):
+    flops_per_token(cfg, 8, task='vision')
 
 
 # ----- backbone transfer -----
@@ -174,7 +189,7 @@ def test_decoder_lm_backbone_loads_into_classifier():
 def test_remat_without_scan_warns_that_it_saves_nothing(caplog):
   """XLA:CPU hoists a looped layer's recomputation (test_model: the step's temporaries are
   unchanged), so the run says so instead of silently spending compute for nothing."""
-  from configs import default
+  from jaxformer.configs import default
   from jaxformer.training import setup
 
   c = default.get_config()

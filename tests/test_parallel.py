@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import tiny
+from jaxformer.configs import tiny
 from helpers import REPO
 from jaxformer.checkpoint import Checkpointer
 from jaxformer.training.loop import prepare, train_and_evaluate

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from configs import tiny
+from jaxformer.configs import tiny
 
 
 def _tiny_run_config(**overrides):
@@ -40,7 +40,7 @@ def test_validation_bits_per_byte_divide_by_the_bytes_of_the_scored_targets(tmp_
 
 
 def _optimizer_config(**overrides):
-  from configs import default
+  from jaxformer.configs import default
 
   c = default.get_config()
   c.num_train_steps, c.warmup_steps, c.learning_rate, c.weight_decay = 10, 3, 1e-2, 0.0
@@ -271,7 +271,7 @@ def test_tokens_per_s_counts_real_tokens_and_padding_is_reported_apart(tmp_path,
 
 
 def test_real_tokens_leave_out_padding_for_every_task():
-  from jaxformer.training.tasks import real_tokens
+  from jaxformer.training.steps import real_tokens
 
   inputs = np.array([[5, 6, 7, 0, 0], [8, 0, 0, 0, 0]])
   weights = np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], np.float32)  # target + EOS

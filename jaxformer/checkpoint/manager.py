@@ -27,10 +27,8 @@ import warnings
 from typing import Any, Mapping, Optional
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from jax.experimental import multihost_utils
 
 from jaxformer.checkpoint import integrity
 from jaxformer.checkpoint.abstract import (
@@ -41,6 +39,7 @@ from jaxformer.checkpoint.abstract import (
   wrap,
 )
 from jaxformer.checkpoint.errors import CheckpointError, CorruptCheckpointWarning
+from jaxformer.checkpoint.processes import everywhere, jaxformer_version, short_error, sync
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +73,6 @@ def _finite_or_none(value) -> Optional[float]:
     return None
   value = float(value)
   return value if math.isfinite(value) else None  # a NaN loss must never become "the best"
-
-
-def _sync(name: str) -> None:
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
-
-
-def _everywhere(ok: bool) -> bool:
-  """True only if `ok` holds on every process, so all processes take the same branch."""
-  if jax.process_count() == 1:
-    return ok
-  return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
-
-
-def _short(error: BaseException) -> str:
-  lines = str(error).strip().splitlines()
-  return f'{type(error).__name__}: {lines[0][:300] if lines else ""}'
-
-
-def _version() -> str:
-  import jaxformer  # imported late: jaxformer/__init__ may import this package
-
-  return getattr(jaxformer, '__version__', 'unknown')
 
 
 class Checkpointer:
@@ -135,7 +111,7 @@ class Checkpointer:
     if not read_only:
       if jax.process_index() == 0:
         self._remove_tmp_dirs()
-      _sync('jaxformer_checkpointer_init')
+      sync('jaxformer_checkpointer_init')
       self._set_aside_unreadable_metrics()  # collective: every process sees the same files
     policy = ocp.checkpoint_managers.AnyPreservationPolicy(
       [
@@ -185,7 +161,9 @@ class Checkpointer:
         try:
           json.loads(metrics.read_text())
         except ValueError as e:
-          self._set_aside(int(path.name), f'unreadable metrics JSON: {_short(e)}', reload=False)
+          self._set_aside(
+            int(path.name), f'unreadable metrics JSON: {short_error(e)}', reload=False
+          )
 
   def _saved_val_loss(self, step: int) -> Optional[float]:
     try:
@@ -261,7 +239,7 @@ class Checkpointer:
     val_loss = _finite_or_none(val_loss)
     meta = {
       'format_version': META_FORMAT_VERSION,
-      'jaxformer_version': _version(),
+      'jaxformer_version': jaxformer_version(),
       'time': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       'step': step,
       'val_loss': val_loss,
@@ -285,7 +263,7 @@ class Checkpointer:
     except Exception as e:
       hint = '; check free disk space and permissions' if isinstance(e, OSError) else ''
       raise CheckpointError(
-        f'could not save checkpoint step {step} to {self.directory} ({_short(e)}){hint}'
+        f'could not save checkpoint step {step} to {self.directory} ({short_error(e)}){hint}'
       ) from e
     self._val_losses[step] = val_loss
     return True
@@ -296,7 +274,7 @@ class Checkpointer:
       self._manager.wait_until_finished()
     except Exception as e:
       raise CheckpointError(
-        f'a background checkpoint save to {self.directory} failed ({_short(e)}); '
+        f'a background checkpoint save to {self.directory} failed ({short_error(e)}); '
         f'check free disk space and permissions'
       ) from e
 
@@ -383,8 +361,8 @@ class Checkpointer:
     except MemoryError:
       raise
     except Exception as e:
-      error = f'unreadable metadata JSON: {_short(e)}'
-    if not _everywhere(error is None):
+      error = f'unreadable metadata JSON: {short_error(e)}'
+    if not everywhere(error is None):
       raise _Unusable(error or 'metadata unreadable on another process')
     return meta
 
@@ -421,15 +399,15 @@ class Checkpointer:
     except MemoryError:
       raise
     except Exception as e:
-      error = f'could not read arrays: {_short(e)}'
+      error = f'could not read arrays: {short_error(e)}'
       if 'RESOURCE_EXHAUSTED' in str(e):  # out of device memory says nothing about the file
         out_of_memory = error
-    if not _everywhere(out_of_memory is None):
+    if not everywhere(out_of_memory is None):
       raise CheckpointError(
         f'out of memory restoring checkpoint step {step} '
         f'({out_of_memory or "on another process"}); use more devices or a smaller model'
       )
-    if not _everywhere(error is None):
+    if not everywhere(error is None):
       raise _Unusable(error or 'arrays unreadable on another process')
     return Restored(
       step=step, state=state, extra=meta.get('extra', {}), val_loss=meta.get('val_loss')
@@ -448,7 +426,7 @@ class Checkpointer:
       n = 1
       while dest.exists():  # a step number can go bad more than once across restarts
         dest, n = self.corrupt_dir / f'{step}.{n}', n + 1
-      _sync(f'jaxformer_set_aside_start_{step}')  # every process has chosen `dest` before it moves
+      sync(f'jaxformer_set_aside_start_{step}')  # every process has chosen `dest` before it moves
       failure = None
       if jax.process_index() == 0:
         try:
@@ -456,10 +434,10 @@ class Checkpointer:
           (self.directory / str(step)).rename(dest)
         except OSError as e:
           failure = e
-      if not _everywhere(failure is None):  # also the barrier: the move is done everywhere
+      if not everywhere(failure is None):  # also the barrier: the move is done everywhere
         raise CheckpointError(
           f'{message}, and it could not be moved to {dest} '
-          f'({_short(failure) if failure else "failed on process 0"}); '
+          f'({short_error(failure) if failure else "failed on process 0"}); '
           f'move or delete it by hand'
         )
       if reload:

@@ -25,7 +25,9 @@ from etils import epath
 from jaxformer.checkpoint import integrity
 from jaxformer.checkpoint.abstract import default_sharding, nested_target
 from jaxformer.checkpoint.errors import CheckpointError
-from jaxformer.checkpoint.manager import Checkpointer, _everywhere, _short, _sync, _version
+from jaxformer.checkpoint.manager import Checkpointer
+from jaxformer.checkpoint.processes import everywhere, jaxformer_version, short_error, sync
+from jaxformer.config import early_stopping_monitor
 
 EXPORT_FILE = 'jaxformer_pretrained.json'
 EXPORT_FORMAT = 'jaxformer-pretrained'
@@ -133,7 +135,7 @@ def write_export(
     if tmp.exists():
       tmp.rmtree()  # left by an export that was killed
     out.parent.mkdir(parents=True, exist_ok=True)
-  _sync('jaxformer_export_start')
+  sync('jaxformer_export_start')
   with ocp.StandardCheckpointer() as writer:  # collective: every process takes part
     writer.save(tmp / 'params', params)
     writer.wait_until_finished()
@@ -144,12 +146,12 @@ def write_export(
       manifest = {
         'format': EXPORT_FORMAT,
         'format_version': EXPORT_FORMAT_VERSION,
-        'jaxformer_version': _version(),
+        'jaxformer_version': jaxformer_version(),
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'source_workdir': source,
         'step': step,
         'val_loss': val_loss,  # the monitored value: an error rate when monitor is 'error'
-        'monitor': config.get('early_stopping', {}).get('monitor', 'loss'),
+        'monitor': early_stopping_monitor(config),
         'task': config['task'],
         'num_classes': _num_classes(config),
         'model': model_config.to_dict(),
@@ -164,9 +166,9 @@ def write_export(
       failure = e
       if tmp.exists():
         tmp.rmtree()
-  if not _everywhere(failure is None):  # also the barrier: out_dir exists everywhere
+  if not everywhere(failure is None):  # also the barrier: out_dir exists everywhere
     raise CheckpointError(
-      f'could not write export {out} ({_short(failure) if failure else "failed on process 0"})'
+      f'could not write export {out} ({short_error(failure) if failure else "failed on process 0"})'
     )
   return str(out)
 
@@ -195,7 +197,7 @@ def _load_export(root: epath.Path) -> Pretrained:
       params = reader.restore(root / 'params', target)
   except Exception as e:
     raise CheckpointError(
-      f'cannot read the params of export {root} ({_short(e)}); re-export the model'
+      f'cannot read the params of export {root} ({short_error(e)}); re-export the model'
     ) from e
   bad = integrity.checksum_mismatches({'params': params}, records)
   if bad:

@@ -33,8 +33,6 @@ from jaxformer.data.tokenizers import ByteTokenizer, train_sentencepiece
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VOCAB_SIZE = 8000
-
 
 def build_task_data(
   dataset_cfg,
@@ -86,6 +84,13 @@ def build_task_data(
   )
 
 
+def _default_vocab_size() -> int:
+  """The base config's dataset.vocab_size (configs/default.py), for configs that leave it 0."""
+  from jaxformer.configs import default  # the base training config; imported when needed
+
+  return int(default.get_dataset_config().vocab_size)
+
+
 def _make_tokenizer(dataset_cfg, source, train_split, cache_dir):
   known = sources.KNOWN.get(source.name, sources.Known(source.task))
   kind = sources.get(dataset_cfg, 'tokenizer', '') or known.tokenizer
@@ -106,7 +111,7 @@ def _make_tokenizer(dataset_cfg, source, train_split, cache_dir):
 
   return train_sentencepiece(
     texts(),
-    int(sources.get(dataset_cfg, 'vocab_size', 0) or DEFAULT_VOCAB_SIZE),
+    int(sources.get(dataset_cfg, 'vocab_size', 0) or _default_vocab_size()),
     cache_dir=f'{cache_dir}/jaxformer_cache/tokenizers',
     corpus_fingerprint=source.fingerprint(train_split),
   )

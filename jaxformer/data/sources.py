@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import os
 
+from jaxformer.config import TASKS
 from jaxformer.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ KNOWN = {
   ),
 }
 SHIPPED = ('jaxformer_shakespeare', 'jaxformer_genre', 'jaxformer_numbers')
-TASKS = ('lm', 'translate', 'classify')
 
 
 def default_data_dir(value: str = '') -> str:

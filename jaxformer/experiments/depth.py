@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from jaxformer import analysis
+from jaxformer import analysis, plotting
 from jaxformer.experiments.common import (
   Options,
   Result,
@@ -253,9 +253,9 @@ def _answer(r) -> str:
 
 
 def _figure(r):
-  plt = analysis.pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  fig = plotting.figure(figsize=(13, 4.5))
+  axes = fig.subplots(1, 2)
+  colors = plotting.default_colors()
   for i, key in enumerate(PROPERTIES):
     vals = r['probes']['trained'][key]
     axes[0].plot(range(len(vals)), vals, marker='o', color=colors[i], label=key)

@@ -119,10 +119,10 @@ def _answer(s, rows) -> str:
 
 
 def _figure(s, rows):
-  from jaxformer.analysis import pyplot
+  from jaxformer import plotting
 
-  plt = pyplot()
-  fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+  fig = plotting.figure(figsize=(16, 4.5))
+  axes = fig.subplots(1, 3)
   for series, marker in (('fixed depth', 'o'), ('fixed params', 's')):
     rs = sorted(
       [

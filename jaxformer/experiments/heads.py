@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxformer import analysis
-from jaxformer.experiments.common import Options, Result, eval_batches, lm_data, pretrained_lm, pct
+from jaxformer import analysis, plotting
+from jaxformer.experiments.common import Options, Result, eval_batches, lm_data, pct, pretrained_lm
 
 QUESTION = 'Different heads capture different information.'
 PASSAGE_START = 'To be, or not to be'  # Hamlet is a held-out play: the model never trained on it
@@ -177,8 +177,8 @@ def _answer(cfg, s, r) -> str:
 
 
 def _figure(cfg, stats, delta, similarity, ablation, curve, limit):
-  plt = analysis.pyplot()
-  fig, axes = plt.subplots(2, 4, figsize=(18, 8))
+  fig = plotting.figure(figsize=(18, 8))
+  axes = fig.subplots(2, 4)
   rows = [f'L{l}' for l in range(cfg.num_layers)]
   cols = [f'H{h}' for h in range(cfg.num_heads)]
   panels = [

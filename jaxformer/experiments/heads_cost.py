@@ -206,10 +206,10 @@ def _answer(s, rows) -> str:
 
 
 def _figure(s, rows):
-  from jaxformer.analysis import pyplot
+  from jaxformer import plotting
 
-  plt = pyplot()
-  fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+  fig = plotting.figure(figsize=(14, 4))
+  axes = fig.subplots(1, 3)
   heads = s['heads']
   softmax_axis = axes[0].twinx()
   softmax_axis.set_ylabel('softmax scores per step (millions, dashed)')

@@ -206,11 +206,11 @@ def _answer(s, sizes, rows) -> str:
 
 
 def _figure(rows):
-  from jaxformer.analysis import pyplot
+  from jaxformer import plotting
 
-  plt = pyplot()
-  fig, ax = plt.subplots(figsize=(8, 5))
-  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  fig = plotting.figure(figsize=(8, 5))
+  ax = fig.subplots()
+  colors = plotting.default_colors()
   for color, r in zip(colors, rows):
     ax.plot(r['train_steps'], r['train_loss'], ls='--', color=color, alpha=0.7)
     ax.plot(r['val_steps'], r['val_loss'], marker='.', color=color, label=f'{r["arm"]} (val)')

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from jaxformer import analysis
+from jaxformer import metrics, plotting
 from jaxformer.experiments.common import (
   Options,
   Result,
@@ -122,7 +122,7 @@ def test_balanced_accuracy(workdir: str) -> float:
     real = batch['weights'] > 0
     preds.append(np.asarray(predict(pre.params, batch['inputs']))[real])
     labels.append(batch['targets'][real])
-  return analysis.balanced_accuracy(np.concatenate(labels), np.concatenate(preds))
+  return metrics.balanced_accuracy(np.concatenate(labels), np.concatenate(preds))
 
 
 def tfidf_balanced_accuracy(size: int, seed: int) -> float | None:
@@ -155,7 +155,7 @@ def tfidf_balanced_accuracy(size: int, seed: int) -> float | None:
   classifier = LogisticRegression(max_iter=2000, C=10.0)
   classifier.fit(x_train, [e['label'] for e in train])
   predictions = classifier.predict(vectorizer.transform([e['text'] for e in test]))
-  return analysis.balanced_accuracy([e['label'] for e in test], predictions)
+  return metrics.balanced_accuracy([e['label'] for e in test], predictions)
 
 
 def run(opts: Options) -> Result:
@@ -270,8 +270,8 @@ def _answer(s, table, results) -> str:
 
 
 def _figure(s, table):
-  plt = analysis.pyplot()
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig = plotting.figure(figsize=(7, 4.5))
+  ax = fig.subplots()
   positions = {n: i for i, n in enumerate(s['sizes'])}
   for k, approach in enumerate(APPROACHES):
     rows = [r for r in table if r['approach'] == approach]

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import jax
 
-from jaxformer.config import ModelConfig
-
-KINDS = ('decoder', 'encoder_decoder', 'classifier')
+from jaxformer.config import TASKS, ModelConfig
 
 
 def count_params(params) -> int:
@@ -70,12 +68,12 @@ def _stack(cfg: ModelConfig, num_layers: int, cross_attention: bool = False) -> 
   return n
 
 
-def param_count_formula(cfg: ModelConfig, kind: str = 'decoder', num_classes: int = 0) -> int:
-  """Analytic parameter count of DecoderLM / EncoderDecoder / Classifier; equals count_params."""
-  if kind not in KINDS:
-    raise ValueError(f'kind={kind!r} is invalid: use one of {KINDS}')
+def param_count_formula(cfg: ModelConfig, task: str = 'lm', num_classes: int = 0) -> int:
+  """Analytic parameter count of the model of `task` (DecoderLM / EncoderDecoder / Classifier)."""
+  if task not in TASKS:
+    raise ValueError(f'task={task!r} is invalid: use one of {TASKS}')
   token_table = cfg.vocab_size * cfg.d_model
-  if kind == 'classifier':
+  if task == 'classify':
     return (
       token_table
       + _stack(cfg, cfg.num_layers)
@@ -83,7 +81,7 @@ def param_count_formula(cfg: ModelConfig, kind: str = 'decoder', num_classes: in
       + num_classes * cfg.use_bias
     )
   head = 0 if cfg.tie_embeddings else token_table
-  if kind == 'decoder':
+  if task == 'lm':
     return token_table + _stack(cfg, cfg.num_layers) + head
   return (
     token_table
@@ -93,12 +91,12 @@ def param_count_formula(cfg: ModelConfig, kind: str = 'decoder', num_classes: in
   )
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int, kind: str = 'decoder') -> float:
+def flops_per_token(cfg: ModelConfig, seq_len: int, task: str = 'lm') -> float:
   """Training (forward + backward) FLOPs per token: 6 N + 12 L d T (see the module docstring)."""
-  if kind not in KINDS:
-    raise ValueError(f'kind={kind!r} is invalid: use one of {KINDS}')
+  if task not in TASKS:
+    raise ValueError(f'task={task!r} is invalid: use one of {TASKS}')
   d = cfg.d_model
-  if kind == 'encoder_decoder':
+  if task == 'translate':
     matmul_params = cfg.num_encoder_layers * _layer(cfg) + cfg.num_decoder_layers * _layer(
       cfg, cross_attention=True
     )
@@ -106,6 +104,6 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, kind: str = 'decoder') -> fl
   else:
     matmul_params = cfg.num_layers * _layer(cfg)
     attention_sublayers = cfg.num_layers
-  if kind != 'classifier':
+  if task != 'classify':
     matmul_params += cfg.vocab_size * d  # output projection
   return float(6 * matmul_params + 12 * attention_sublayers * d * seq_len)

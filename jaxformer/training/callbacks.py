@@ -8,6 +8,8 @@ A callback is any object with some of these methods; the loop calls the ones it 
                                        lower is better; see monitored_value); True stops training
   on_train_end(step)                   once, at the end
   state_dict() / load_state_dict(d)    JSON-able state saved in every checkpoint
+  name                                 optional: the key of that state in checkpoints (default:
+                                       the callback's position, 'callback_<i>'; see state_keys)
 """
 
 from __future__ import annotations
@@ -34,6 +36,41 @@ def monitored_value(metrics: dict, monitor: str) -> float:
   return 1.0 - float(metrics['accuracy']) + 1e-4 * min(float(metrics['loss']), 10.0)
 
 
+def state_keys(callbacks) -> list[str]:
+  """The key each callback's state is saved under: its `name`, else 'callback_<position>'.
+
+  Keys never depend on the class, so two callbacks of one class keep separate state.
+  """
+  keys = [getattr(cb, 'name', None) or f'callback_{i}' for i, cb in enumerate(callbacks)]
+  if len(set(keys)) != len(keys):
+    raise ValueError(f'callbacks need distinct names to be checkpointed, got {keys}')
+  return keys
+
+
+def save_states(callbacks) -> dict:
+  """{key: state_dict()} of every callback that has state (the checkpoint's 'callbacks')."""
+  return {
+    key: cb.state_dict()
+    for key, cb in zip(state_keys(callbacks), callbacks, strict=True)
+    if hasattr(cb, 'state_dict')
+  }
+
+
+def load_states(callbacks, saved: dict) -> None:
+  """Gives each callback its saved state (from save_states) when the checkpoint holds one.
+
+  Checkpoints written before the keys existed hold states under class names; those still load
+  where the class name is unambiguous.
+  """
+  classes = [type(cb).__name__ for cb in callbacks]
+  for key, cb, cls in zip(state_keys(callbacks), callbacks, classes, strict=True):
+    state = saved.get(key)
+    if state is None and classes.count(cls) == 1:
+      state = saved.get(cls)
+    if state is not None and hasattr(cb, 'load_state_dict'):
+      cb.load_state_dict(state)
+
+
 class EarlyStopping:
   """Stops at the `patience`-th evaluation in a row that fails to beat the best by `min_delta`.
 
@@ -41,6 +78,8 @@ class EarlyStopping:
   2nd consecutive one without improvement. (flax.training.early_stopping checks before it
   counts, so it would stop one evaluation later.) patience=0 disables it.
   """
+
+  name = 'early_stopping'  # its checkpointed state's key
 
   def __init__(self, patience: int, min_delta: float = 0.0):
     if patience < 0 or min_delta < 0:

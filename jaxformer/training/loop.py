@@ -23,9 +23,18 @@ from flax import linen as nn
 
 from jaxformer import checkpoint as ckpt_lib
 from jaxformer import data as data_lib
+from jaxformer import models
 from jaxformer import sharding as jf_sharding
-from jaxformer.training import optim, setup, steps, tasks
-from jaxformer.training.callbacks import EarlyStopping, monitored_value
+from jaxformer.config import early_stopping_monitor
+from jaxformer.metrics import perplexity
+from jaxformer.training import optim, setup, steps
+from jaxformer.training.callbacks import (
+  EarlyStopping,
+  load_states,
+  monitored_value,
+  save_states,
+  state_keys,
+)
 from jaxformer.training.errors import ConfigError, Diverged
 from jaxformer.training.optim import make_optimizer
 from jaxformer.training.preemption import PreemptionGuard
@@ -91,14 +100,14 @@ def prepare(config, workdir: str) -> _Setup:
   setup.check_model_axis(config, cfg)
   runtime = Runtime(config, setup.mesh_axes(config) if config.parallelism == 'mesh' else (0, 0))
 
-  model = tasks.build_model(config.task, cfg, num_classes, config.pooling)
+  model = models.build_model(config.task, cfg, num_classes, config.pooling)
   resolved = setup.resolved_dict(config, cfg)
   resolved['num_classes'] = num_classes
   if saved is not None and not config.overwrite:
     for change in setup.resume_changes(saved, resolved):
       _log(f'resume: config change allowed: {change}')
 
-  dummy = tasks.init_inputs(config.task, cfg)
+  dummy = models.init_inputs(config.task, cfg)
   init_params = lambda key: model.init({'params': key}, *dummy, deterministic=True)['params']  # noqa: E731
   boxed = jax.eval_shape(init_params, jax.random.key(0))
   tx = make_optimizer(config, nn.unbox(boxed))
@@ -172,13 +181,14 @@ class _Trainer:
   def __init__(self, s: _Setup, callbacks: list, on_log):
     self.s, self.config, self.rt = s, s.config, s.runtime
     self.early = EarlyStopping(s.config.early_stopping.patience, s.config.early_stopping.min_delta)
-    self.monitor = s.config.early_stopping.get('monitor', 'loss')
+    self.monitor = early_stopping_monitor(s.config)
     self.callbacks = [self.early] + callbacks
+    state_keys(self.callbacks)  # two callbacks saving state under one key fail here, not later
     self.on_log = on_log
     self.ckpt = ckpt_lib.Checkpointer(
       os.path.join(s.workdir, 'checkpoints'), keep_last=int(s.config.keep_last)
     )
-    self.tokens_per_step = s.config.batch_size * tasks.tokens_per_example(
+    self.tokens_per_step = s.config.batch_size * models.tokens_per_example(
       s.config.task, s.model_cfg
     )
     self.writer: MetricsWriter | None = None
@@ -202,9 +212,7 @@ class _Trainer:
     if restored is not None:
       _log(f'resuming from step {restored.step} ({self.ckpt.directory})')
       extra = restored.extra or {}
-      for cb in self.callbacks:
-        if hasattr(cb, 'load_state_dict') and type(cb).__name__ in extra.get('callbacks', {}):
-          cb.load_state_dict(extra['callbacks'][type(cb).__name__])
+      load_states(self.callbacks, extra.get('callbacks', {}))
       return restored.state, extra.get('data_state')
     init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
     state = s.runtime.jit_init(s.make_state, s.shardings)(init_key, dropout_key)
@@ -328,7 +336,7 @@ class _Trainer:
     weight = max(weight, 1.0)
     out = {'loss': loss_sum / weight, 'accuracy': correct / weight}
     if self.config.task == 'lm':
-      out['perplexity'] = math.exp(min(out['loss'], 50.0))
+      out['perplexity'] = perplexity(out['loss'])
       rows = max_batches * batches.batch_size if max_batches else None
       out['bits_per_byte'] = data_lib.bits_per_byte(loss_sum, self.s.data.scored_bytes(split, rows))
     return out
@@ -357,9 +365,7 @@ class _Trainer:
   def _save(self, state, step: int, it, monitored, wait: bool = False):
     extra = {
       'data_state': it.get_state(),
-      'callbacks': {
-        type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, 'state_dict')
-      },
+      'callbacks': save_states(self.callbacks),
       'config': self.s.resolved,
       f'best_val_{self.monitor}': self.early.best,
     }

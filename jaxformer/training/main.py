@@ -1,4 +1,8 @@
-"""The command line: `python train.py --config=configs/NAME.py --workdir=DIR [--config.key=value ...]`.
+"""The command line: `python train.py --config=configs/NAME.py --workdir=DIR [--config.k=v ...]`.
+
+`--config=NAME` (no .py) names a shipped config (jaxformer/configs/NAME.py, configs/ in the
+repository): `jaxformer-train --config=tiny` works from any directory. A config file of your own
+imports the base with `from jaxformer.configs import default`.
 
 Exit codes: 0 done (or stopped early, or preempted and saved), 2 bad config or input (one line on
 stderr, nothing written), 3 training diverged.
@@ -6,24 +10,34 @@ stderr, nothing written), 3 training diverged.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import sys
 import traceback
 
+import absl
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_DEFAULT_CONFIG = os.path.join(_REPO, 'configs', 'shakespeare_lm.py')
-
 FLAGS = flags.FlagValues()
 config_flags.DEFINE_config_file(
-  'config', _DEFAULT_CONFIG, 'Training config file.', flag_values=FLAGS, lock_config=True
+  'config',
+  None,
+  'Training config file, or the name of a shipped config.',
+  flag_values=FLAGS,
+  lock_config=True,
 )
 flags.DEFINE_string(
   'workdir', None, 'Run directory (default: runs/<config name>).', flag_values=FLAGS
 )
 flags.DEFINE_bool('verbose', False, 'Show tracebacks for errors.', flag_values=FLAGS)
+
+DEFAULT_CONFIG = 'shakespeare_lm'
+# Frames of these files are the config machinery, not the user's config (see _config_error).
+_MACHINERY = tuple(
+  os.path.dirname(m.__file__) + os.sep for m in (absl, ml_collections, importlib)
+) + (os.path.abspath(__file__),)
 
 
 def _fail(message: str, code: int, verbose: bool = False) -> int:
@@ -33,27 +47,83 @@ def _fail(message: str, code: int, verbose: bool = False) -> int:
   return code
 
 
+def shipped_config(name: str) -> str:
+  """The file of a config shipped in the jaxformer.configs package (configs/ in the repository)."""
+  return str(importlib.resources.files('jaxformer.configs') / f'{name}.py')
+
+
+def resolve_config_arg(value: str) -> str:
+  """`--config` value -> a config file: a path stays, a bare name is a shipped config.
+
+  `NAME[:ARG]` where NAME has no '/' and no '.py' and is not a file here means
+  jaxformer/configs/NAME.py; ARG (ml_collections' config string) is kept.
+  """
+  path, colon, arg = value.partition(':')
+  if os.sep in path or '/' in path or path.endswith('.py') or os.path.exists(path):
+    return value
+  if not os.path.isfile(shipped_config(path)):
+    shipped = importlib.resources.files('jaxformer.configs').iterdir()
+    names = sorted(f.name[:-3] for f in shipped if f.name.endswith('.py') and f.name[0] != '_')
+    raise ValueError(
+      f'--config={value}: no such file, nor a shipped config of that name '
+      f'(shipped: {", ".join(names)}); pass a config file path or one of those names'
+    )
+  return shipped_config(path) + colon + arg
+
+
+def _config_error(error: BaseException) -> str | None:
+  """'FILE, line N: Type: message' if the error came from a config file (or what it imports).
+
+  Walks the chain of exceptions (ml_collections and absl re-raise a config's TypeError or
+  ValueError) and names the innermost frame outside the flag-parsing machinery.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, SyntaxError) and error.filename:
+      message = f'{type(error).__name__}: {error.msg}'
+      return f'{error.filename}, line {error.lineno}: {message}'
+    frames = [
+      f
+      for f in traceback.extract_tb(error.__traceback__)
+      if not f.filename.startswith('<') and not os.path.abspath(f.filename).startswith(_MACHINERY)
+    ]
+    if frames:
+      lines = str(error).strip().splitlines()
+      message = f'{type(error).__name__}: {lines[0].strip() if lines else ""}'.rstrip(': ')
+      return f'{frames[-1].filename}, line {frames[-1].lineno}: {message}'
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def _parse(argv: list[str]):
-  # Config files import `configs.default`: make the directory above configs/ importable.
-  sys.path.insert(0, _REPO)
-  for arg in argv:
-    if arg.startswith('--config='):
-      sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(arg.split('=', 1)[1]))))
+  """The config of a command line, overrides applied; ValueError (one line) if it is bad."""
+  argv = [argv[0]] + [
+    f'--config={resolve_config_arg(a.split("=", 1)[1])}' if a.startswith('--config=') else a
+    for a in argv[1:]
+  ]
+  if not any(a.startswith('--config=') for a in argv[1:]):
+    argv.insert(1, f'--config={shipped_config(DEFAULT_CONFIG)}')
   try:
     FLAGS(argv)
     config = FLAGS.config
-    config.task  # a config file that failed to load raises here, not at parse time
+    _ = config.task  # a config file that failed to load raises here, not at parse time
     return config
-  except flags.Error as e:
-    raise ValueError(str(e).strip().splitlines()[-1]) from None
-  except (KeyError, AttributeError, TypeError) as e:
-    raise ValueError(f'bad config override: {e}') from None
-  except (OSError, ImportError, SyntaxError) as e:
-    cause = e.__cause__ or e
-    where = FLAGS['config'].config_filename if 'config' in FLAGS else ''
-    raise ValueError(
-      f'cannot load config file {where!r}: {str(cause).strip().splitlines()[-1].strip()}'
-    ) from None
+  except Exception as e:  # noqa: BLE001  (sorted below into a config file's error or ours)
+    where = _config_error(e)
+    if where:
+      raise ValueError(f'cannot load config file: {where}') from None
+    if isinstance(e, flags.Error):
+      raise ValueError(str(e).strip().splitlines()[-1]) from None
+    if isinstance(e, (KeyError, AttributeError, TypeError)):
+      raise ValueError(f'bad config override: {e}') from None
+    if isinstance(e, (OSError, ImportError)):
+      cause = e.__cause__ or e
+      name = FLAGS['config'].config_filename if 'config' in FLAGS else ''
+      raise ValueError(
+        f'cannot load config file {name!r}: {str(cause).strip().splitlines()[-1].strip()}'
+      ) from None
+    raise
 
 
 def _distributed_init() -> None:

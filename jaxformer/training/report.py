@@ -91,7 +91,7 @@ def classify_split(s, params, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def print_report(summary: dict, s) -> None:
-  monitor = summary.get('monitor', 'loss')
+  monitor = summary['monitor']
   print(
     f'best validation {monitor} {summary[f"best_val_{monitor}"]} at step {summary["best_step"]}'
     f'{" (stopped early)" if summary["stopped_early"] else ""}; last step {summary["last_step"]}; '

@@ -15,12 +15,11 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxformer.config import ModelConfig
+from jaxformer.config import MONITORS, TASKS, ModelConfig, early_stopping_monitor
 from jaxformer.training.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TASKS = ('lm', 'translate', 'classify')
 # Changing these between a run and its resume would load a different model or data: refused.
 _SHAPE_KEYS = ('task', 'model', 'num_classes', 'pooling')
 _DATA_KEYS = ('name', 'tokenizer', 'vocab_size')
@@ -65,10 +64,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   )
   need(config.early_stopping.patience >= 0, 'early_stopping.patience must be >= 0')
   need(config.early_stopping.min_delta >= 0, 'early_stopping.min_delta must be >= 0')
-  need(
-    config.early_stopping.get('monitor', 'loss') in ('loss', 'error'),
-    f"early_stopping.monitor must be 'loss' or 'error', got {config.early_stopping.get('monitor')!r}",
-  )
+  monitor = early_stopping_monitor(config)
+  need(monitor in MONITORS, f'early_stopping.monitor must be one of {MONITORS}, got {monitor!r}')
   need(
     config.batch_size % config.grad_accum_steps == 0,
     f'batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps}',
@@ -195,8 +192,8 @@ def resume_changes(old: dict, new: dict) -> list[str]:
         'or --config.overwrite=true'
       )
   # The saved best value and the checkpoints' ranking are in the old monitor's units.
-  old_monitor = old.get('early_stopping', {}).get('monitor', 'loss')
-  if old_monitor != new.get('early_stopping', {}).get('monitor', 'loss'):
+  old_monitor = early_stopping_monitor(old)
+  if old_monitor != early_stopping_monitor(new):
     raise ConfigError(
       f'workdir holds a run that monitored validation {old_monitor}; early_stopping.monitor '
       'cannot change on resume: use a new --workdir or --config.overwrite=true'

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxformer.training import tasks
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
@@ -130,7 +129,7 @@ def make_train_step(
     }
     if learning_rates is not None:
       metrics.update(learning_rates(state['step'], state['opt_state']))
-    metrics['real_tokens'] = tasks.real_tokens(task, batch)
+    metrics['real_tokens'] = real_tokens(task, batch)
     if axis_name is not None:
       metrics['real_tokens'] = jax.lax.psum(metrics['real_tokens'], axis_name)
     return new_state, metrics
@@ -168,3 +167,15 @@ def make_predict_step(model, *, task: str):
     return jnp.argmax(apply_model(model, params, batch, task=task, deterministic=True), -1)
 
   return predict
+
+
+def real_tokens(task: str, batch) -> jnp.ndarray:
+  """Non-padding tokens a batch feeds through the model (`tokens_per_s` counts these).
+
+  Pipelines pad with id 0, every tokenizer's pad_id. A translation's decoder reads one position
+  per target token (BOS + target[:-1] predicts target), so its weights count them.
+  """
+  count = jnp.sum(batch['inputs'] != 0)
+  if task == 'translate':
+    count = count + jnp.sum(batch['weights'] > 0)
+  return count.astype(jnp.float32)

@@ -10,6 +10,8 @@ import math
 import os
 from typing import Any
 
+from jaxformer import plotting
+
 
 def _clean(value: Any) -> Any:
   if isinstance(value, float) and not math.isfinite(value):
@@ -77,12 +79,8 @@ def plot_loss_curves(workdir: str, out_path: str | None = None, title: str = '')
   }
   if not any(curves.values()):
     return None
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = plotting.figure(figsize=(6, 4))
+  ax = fig.subplots()
   for split, pts in curves.items():
     if pts:
       ax.plot(*zip(*pts), marker='o' if split == 'val' else None, label=split)
@@ -91,13 +89,8 @@ def plot_loss_curves(workdir: str, out_path: str | None = None, title: str = '')
   ax.set_title(title or os.path.basename(os.path.abspath(workdir)))
   ax.grid(alpha=0.3)
   ax.legend()
-  out_path = out_path or os.path.join(workdir, 'loss_curve.png')
-  tmp = out_path + '.tmp.png'
   fig.tight_layout()
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, out_path)
-  return out_path
+  return plotting.save_png(fig, out_path or os.path.join(workdir, 'loss_curve.png'))
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
