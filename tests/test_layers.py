@@ -33,6 +33,7 @@ LAYERS = (
       'jaxformer.translate',
       'jaxformer.evaluate',
       'jaxformer.export',
+      'jaxformer.hf',
       'jaxformer.bench',
       'jaxformer.experiments',
       'train',

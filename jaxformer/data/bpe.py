@@ -89,10 +89,10 @@ class BytePairTokenizer:
     return self._tok.model.save(directory)
 
   def save(self, directory: str) -> None:
-    from jaxformer.data.tokenizers import TOKENIZER_JSON, _atomic_write_dir
+    from jaxformer.data.tokenizers import TOKENIZER_JSON, atomic_write_dir
 
     meta = {'type': self.kind, 'model_file': BPE_FILE, 'vocab_size': self.vocab_size}
-    _atomic_write_dir(
+    atomic_write_dir(
       directory, {BPE_FILE: self.to_json().encode(), TOKENIZER_JSON: json.dumps(meta).encode()}
     )
 

@@ -63,7 +63,7 @@ class ByteTokenizer:
     return 'byte-v1'
 
   def save(self, directory: str) -> None:
-    _atomic_write_dir(directory, {TOKENIZER_JSON: json.dumps({'type': 'byte'}).encode()})
+    atomic_write_dir(directory, {TOKENIZER_JSON: json.dumps({'type': 'byte'}).encode()})
 
 
 class SentencePieceTokenizer:
@@ -109,7 +109,7 @@ class SentencePieceTokenizer:
 
   def save(self, directory: str) -> None:
     meta = {'type': 'sentencepiece', 'model_file': SPM_MODEL, 'vocab_size': self.vocab_size}
-    _atomic_write_dir(
+    atomic_write_dir(
       directory, {SPM_MODEL: self.model_proto, TOKENIZER_JSON: json.dumps(meta).encode()}
     )
 
@@ -234,7 +234,7 @@ def _vocab_error(message: str, vocab_size: int) -> DataError:
   )
 
 
-def _atomic_write_dir(directory: str, files: dict) -> None:
+def atomic_write_dir(directory: str, files: dict) -> None:
   """Writes `files` into `directory` all-or-nothing: a temp dir, then a rename."""
   parent = os.path.dirname(os.path.abspath(directory))
   os.makedirs(parent, exist_ok=True)
