@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import os
 
+from jaxformer.data import offline
 from jaxformer.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,9 @@ class TfdsSource(Source):
 
     self.name, self.task, self.keys = name, task, keys
     builder = _builder(name, data_dir)
-    if not builder.is_prepared():
+    if not offline.is_prepared(builder):
       if name.split('/')[0] in SHIPPED:
-        log.info('preparing %s in %s (once; offline, a few seconds)', name, data_dir)
-        tfds.disable_progress_bar()  # TFDS's per-split bars would flood the training log
-        builder.download_and_prepare()  # generated from package files: offline, seconds
+        offline.prepare_offline(builder, name)  # generated from package files: offline, seconds
       elif download:
         builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(try_download_gcs=True)
