@@ -24,7 +24,7 @@ from flax import linen as nn
 from jaxformer import checkpoint as ckpt_lib
 from jaxformer import data as data_lib
 from jaxformer import sharding as jf_sharding
-from jaxformer.training import setup, steps, tasks
+from jaxformer.training import console, setup, steps, tasks
 from jaxformer.training.callbacks import EarlyStopping, monitored_value
 from jaxformer.training.errors import ConfigError, Diverged
 from jaxformer.training.optim import learning_rate_schedule, make_optimizer
@@ -222,6 +222,7 @@ class _Trainer:
     self.t0 = t0
     state, data_state = self._initial_state()
     start = int(jax.device_get(state['step']))
+    self._print_startup(start)
     self.writer = MetricsWriter(
       s.workdir,
       enabled=jax.process_index() == 0,
@@ -281,6 +282,17 @@ class _Trainer:
     self.ckpt.wait_until_finished()
     return self._finish(rt.to_canonical(state), step, t0, preempted)
 
+  def _print_startup(self, start: int) -> None:
+    block = console.startup_block(
+      self.s,
+      tokens_per_step=self.tokens_per_step,
+      resume_step=start or None,
+      total_steps=int(self.config.num_train_steps),
+    )
+    _log(block)
+    if jax.process_index() == 0:
+      console.write_startup(self.s.workdir, block)
+
   def _flush(self, pending, step: int, window_start: float, first: bool) -> dict:
     """Pulls the metrics of the last few steps from the device (the only host sync), checks them."""
     rows = jax.device_get(pending)
@@ -308,12 +320,19 @@ class _Trainer:
       self.on_log(step, dict(row, split='train'))
     return row
 
-  def evaluate(self, params, split: str, max_batches: int = 0, canonical: bool = False) -> dict:
+  def evaluate(
+    self,
+    params,
+    split: str,
+    max_batches: int = 0,
+    canonical: bool = False,
+    batch_size: int | None = None,
+  ) -> dict:
     """Loss and accuracy over `split` (every example once; max_batches > 0 takes a prefix)."""
     if canonical:
       params = self.rt.from_canonical(params)
     total = jnp.zeros(3, jnp.float32)
-    for i, batch in enumerate(self.s.data.eval_batches(split)):
+    for i, batch in enumerate(self.s.data.eval_batches(split, batch_size)):
       if max_batches and i >= max_batches:
         break
       total = total + self.eval_step(params, self.rt.put_batch(batch))
@@ -336,6 +355,16 @@ class _Trainer:
       raise Diverged(step, 'validation loss')
     value = monitored_value(metrics, self.monitor)
     stop = any(self._notify('on_eval', step, value))  # every callback sees each eval
+    _log(
+      console.eval_line(
+        step,
+        int(self.config.num_train_steps),
+        metrics,
+        task=self.config.task,
+        early=self.early,
+        monitor=self.monitor,
+      )
+    )
     if stop and not self.early.stopped:
       self.early.stopped = True  # a user callback asked to stop
     return value
@@ -366,8 +395,10 @@ class _Trainer:
     s, config = self.s, self.config
     best_step = self.early.best_step if self.early.best_step >= 0 else None
     params = state['params']
+    restored_best = False
     if config.restore_best and best_step is not None and best_step != step and not preempted:
       _, params = self.ckpt.restore_params(best_step, s.abstract_state['params'])
+      restored_best = True
       _log(
         f'restored the best checkpoint (step {best_step}, val {self.monitor} {self.early.best_value:.4f})'
       )
@@ -384,8 +415,12 @@ class _Trainer:
     }
     if preempted:
       return summary
+    # The figure the README quotes: the whole test split, else the whole validation split.
+    final_split = config.dataset.test_split or config.dataset.eval_split
+    final = self.evaluate(params, final_split, canonical=True, batch_size=self._final_batch_size())
     if config.dataset.test_split:
-      summary['test'] = self.evaluate(params, config.dataset.test_split, canonical=True)
+      summary['test'] = final
+    summary['final'] = dict(final, split=final_split, step=best_step if restored_best else step)
     from jaxformer.training import report  # decoding code is only needed at the very end
 
     summary['report'] = report.final_report(s, params)
@@ -393,7 +428,14 @@ class _Trainer:
       write_json_atomic(os.path.join(s.workdir, 'summary.json'), summary)
       plot_loss_curves(s.workdir)
       report.print_report(summary, s)
+      _log(console.final_line(summary['final'], config.task))
     return summary
+
+  def _final_batch_size(self) -> int:
+    """Rows per batch of the final evaluation: at least ~4k tokens, so a tiny model's whole
+    split takes tens of steps instead of thousands (the default config keeps its training batch,
+    which needs no second compilation)."""
+    return int(self.config.batch_size) * max(1, 4096 // self.tokens_per_step)
 
 
 class _Progress:
