@@ -61,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0  # fixes init, dropout and data order
   c.batch_size = 32  # global batch (split over data-parallel devices and hosts)
   c.num_train_steps = 1000  # optimizer updates
+  c.train_minutes = 0.0  # > 0: train this many minutes (steps fixed from warmup speed)
   c.eval_every_steps = 100  # validation (and a checkpoint) every N steps
   c.eval_steps = 0  # validation batches per evaluation; 0 = the whole split
   c.log_every_steps = 25  # pull metrics from the device every N steps
@@ -79,13 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0  # cross-entropy label smoothing
   c.reduce_on_plateau = False  # scale the LR down when validation loss plateaus
   c.early_stopping = ml_collections.ConfigDict()
-  c.early_stopping.patience = (
-    5  # stop at the N-th evaluation in a row without improvement (0 = off)
-  )
+  c.early_stopping.patience = 5  # stop after N evaluations in a row without improvement (0 = off)
   c.early_stopping.min_delta = 0.0  # an improvement must beat the best by more than this
-  c.early_stopping.monitor = (
-    'loss'  # what early stopping and the best checkpoint track: 'loss' | 'error' (1 - accuracy)
-  )
+  c.early_stopping.monitor = 'loss'  # tracked to stop and keep the best: 'loss' | 'error' (1-acc)
   c.restore_best = True  # final model = the best validated checkpoint
   c.dataset = get_dataset_config()
   c.model = get_model_config()

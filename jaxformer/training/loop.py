@@ -24,7 +24,7 @@ from flax import linen as nn
 from jaxformer import checkpoint as ckpt_lib
 from jaxformer import data as data_lib
 from jaxformer import sharding as jf_sharding
-from jaxformer.training import console, setup, steps, tasks
+from jaxformer.training import budget, console, setup, steps, tasks
 from jaxformer.training.callbacks import EarlyStopping, monitored_value
 from jaxformer.training.errors import ConfigError, Diverged
 from jaxformer.training.optim import learning_rate_schedule, make_optimizer
@@ -74,7 +74,9 @@ def prepare(config, workdir: str) -> _Setup:
   """Checks, data, model and optimizer. Raises ConfigError / DataError; writes nothing to workdir."""
   setup.check_config(config)
   setup.check_batch_and_mesh(config)
+  budget.check(config)
   saved = setup.saved_config(workdir)
+  config, budget_record = budget.resumed(config, saved)
   tokenizer = _reused_tokenizer(config, workdir, saved)
   data = data_lib.build_task_data(
     config.dataset,
@@ -94,6 +96,8 @@ def prepare(config, workdir: str) -> _Setup:
   model = tasks.build_model(config.task, cfg, num_classes, config.pooling)
   resolved = setup.resolved_dict(config, cfg)
   resolved['num_classes'] = num_classes
+  if budget_record:
+    resolved[budget.RECORD_KEY] = budget_record
   if saved is not None and not config.overwrite:
     for change in setup.resume_changes(saved, resolved):
       _log(f'resume: config change allowed: {change}')
@@ -231,18 +235,7 @@ class _Trainer:
     it = s.data.train_iterator()
     if data_state is not None:
       it.set_state(data_state)
-    train_step = rt.compile_train(
-      steps.make_train_step(
-        s.model,
-        s.tx,
-        task=config.task,
-        grad_accum_steps=config.grad_accum_steps,
-        label_smoothing=config.label_smoothing,
-        axis_name=rt.axis_name,
-        pass_loss_to_optimizer=config.reduce_on_plateau,
-      ),
-      s.shardings,
-    )
+    train_step = self._compile_train_step()
     self.eval_step = rt.compile_eval(
       steps.make_eval_step(s.model, task=config.task, axis_name=rt.axis_name), s.shardings['params']
     )
@@ -252,16 +245,25 @@ class _Trainer:
     step, total, pending = start, int(config.num_train_steps), []
     window_start, preempted = time.time(), None
     progress = _Progress(config, start, total)
+    timer = None
+    if budget.enabled(config) and budget.RECORD_KEY not in s.resolved:
+      timer = budget.StepTimer(config, start)
     with PreemptionGuard() as guard:
       while step < total and not self.early.stopped:
         if guard.requested:
           preempted = guard.requested
           break
+        if timer:
+          timer.before_step()
         batch = rt.put_batch(next(it))
         state, metrics = train_step(state, batch)
         step += 1
         pending.append(metrics)
         self._notify('on_step', step, state)
+        timing = timer.after_step(step, state) if timer else None
+        if timing:  # the time budget decides the number of steps, before any later checkpoint
+          timer, total = None, self._apply_budget(step, *timing)
+          train_step, progress.total = self._compile_train_step(), total
         is_eval = step % config.eval_every_steps == 0 or step == total
         is_ckpt = is_eval or step % config.checkpoint_every_steps == 0
         flush = is_eval or is_ckpt or step % config.log_every_steps == 0
@@ -282,12 +284,59 @@ class _Trainer:
     self.ckpt.wait_until_finished()
     return self._finish(rt.to_canonical(state), step, t0, preempted)
 
+  def _compile_train_step(self):
+    s, config, rt = self.s, self.config, self.rt
+    return rt.compile_train(
+      steps.make_train_step(
+        s.model,
+        s.tx,
+        task=config.task,
+        grad_accum_steps=config.grad_accum_steps,
+        label_smoothing=config.label_smoothing,
+        axis_name=rt.axis_name,
+        pass_loss_to_optimizer=config.reduce_on_plateau,
+      ),
+      s.shardings,
+    )
+
+  def _apply_budget(self, step: int, seconds_per_step: float, compile_s: float) -> int:
+    """Fixes num_train_steps from the measured speed; records it in config.json."""
+    config = self.config
+    eval_batches = len(self.s.data.eval_batches(config.dataset.eval_split))
+    if int(config.eval_steps):
+      eval_batches = min(eval_batches, int(config.eval_steps))
+    record = budget.decide(
+      config,
+      step=step,
+      elapsed_s=time.time() - self.t0,
+      seconds_per_step=seconds_per_step,
+      compile_s=compile_s,
+      eval_batches=eval_batches,
+    )
+    config = budget.with_steps(config, record['decided_steps'])
+    tx = make_optimizer(config, nn.unbox(self.s.boxed_params))
+    resolved = dict(self.s.resolved, num_train_steps=config.num_train_steps)
+    resolved[budget.RECORD_KEY] = record
+    self.s = dataclasses.replace(self.s, config=config, tx=tx, resolved=resolved)
+    self.config, self.schedule = config, learning_rate_schedule(config)
+    if jax.process_index() == 0:
+      write_json_atomic(os.path.join(self.s.workdir, 'config.json'), resolved)
+    _log(budget.describe(record))
+    return int(config.num_train_steps)
+
   def _print_startup(self, start: int) -> None:
+    config = self.config
+    pending = budget.enabled(config) and budget.RECORD_KEY not in self.s.resolved
+    note = (
+      f'steps decided at step {budget.decision_step(config, start)} from the measured speed, '
+      f'to train for {config.train_minutes:g} min'
+    )
     block = console.startup_block(
       self.s,
       tokens_per_step=self.tokens_per_step,
       resume_step=start or None,
-      total_steps=int(self.config.num_train_steps),
+      total_steps=None if pending else int(config.num_train_steps),
+      steps_note=note if pending else '',
     )
     _log(block)
     if jax.process_index() == 0:
