@@ -89,3 +89,13 @@ def test_budget_needs_warmup_to_time_steps_in():
     budget.check(_config(train_minutes=5.0, warmup_steps=0))
   with pytest.raises(ConfigError, match='train_minutes must be >= 0'):
     budget.check(_config(train_minutes=-1.0))
+
+
+def test_resume_keeps_the_decision_and_refuses_another_budget():
+  record = {'decided_steps': 42, 'train_minutes': 2.0}
+  saved = {'num_train_steps': 42, 'train_budget': record}
+  config, kept = budget.resumed(_config(train_minutes=2.0), saved)
+  assert config.num_train_steps == 42 and kept == record
+  with pytest.raises(ConfigError, match='train_minutes cannot change on resume'):
+    budget.resumed(_config(train_minutes=3.0), saved)
+  assert budget.resumed(_config(train_minutes=3.0, overwrite=True), saved)[1] is None

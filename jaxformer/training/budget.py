@@ -56,6 +56,12 @@ def resumed(config, saved: dict | None):
   record = (saved or {}).get(RECORD_KEY)
   if not enabled(config) or not record or config.overwrite:
     return config, None
+  if float(record['train_minutes']) != float(config.train_minutes):
+    raise ConfigError(
+      f'workdir holds a run whose {record["train_minutes"]:g}-minute budget fixed '
+      f'{record["decided_steps"]} steps; train_minutes cannot change on resume: use a new '
+      '--workdir or --config.overwrite=true'
+    )
   return with_steps(config, record['decided_steps']), record
 
 
