@@ -13,6 +13,7 @@ import time
 import jax
 
 from jaxformer.model.attention import select_kernel
+from jaxformer.training import budget
 
 STARTUP_FILE = 'startup.txt'
 
@@ -104,6 +105,27 @@ def startup_block(
     ('workdir', f'{os.path.abspath(s.workdir)} ({resume})'),
   ]
   return '\n'.join(f'{key:<11}{value}' for key, value in lines)
+
+
+def show_startup(s, *, tokens_per_step: int, start: int) -> str:
+  """Prints the start-up block (process 0) and appends it to <workdir>/startup.txt."""
+  config = s.config
+  pending = budget.enabled(config) and budget.RECORD_KEY not in s.resolved
+  note = (
+    f'steps decided at step {budget.decision_step(config, start)} from the measured speed, '
+    f'to train for {config.train_minutes:g} min'
+  )
+  block = startup_block(
+    s,
+    tokens_per_step=tokens_per_step,
+    resume_step=start or None,
+    total_steps=None if pending else int(config.num_train_steps),
+    steps_note=note if pending else '',
+  )
+  if jax.process_index() == 0:
+    print(block, flush=True)
+    write_startup(s.workdir, block)
+  return block
 
 
 def write_startup(workdir: str, block: str) -> None:

@@ -226,7 +226,7 @@ class _Trainer:
     self.t0 = t0
     state, data_state = self._initial_state()
     start = int(jax.device_get(state['step']))
-    self._print_startup(start)
+    console.show_startup(s, tokens_per_step=self.tokens_per_step, start=start)
     self.writer = MetricsWriter(
       s.workdir,
       enabled=jax.process_index() == 0,
@@ -323,24 +323,6 @@ class _Trainer:
       write_json_atomic(os.path.join(self.s.workdir, 'config.json'), resolved)
     _log(budget.describe(record))
     return int(config.num_train_steps)
-
-  def _print_startup(self, start: int) -> None:
-    config = self.config
-    pending = budget.enabled(config) and budget.RECORD_KEY not in self.s.resolved
-    note = (
-      f'steps decided at step {budget.decision_step(config, start)} from the measured speed, '
-      f'to train for {config.train_minutes:g} min'
-    )
-    block = console.startup_block(
-      self.s,
-      tokens_per_step=self.tokens_per_step,
-      resume_step=start or None,
-      total_steps=None if pending else int(config.num_train_steps),
-      steps_note=note if pending else '',
-    )
-    _log(block)
-    if jax.process_index() == 0:
-      console.write_startup(self.s.workdir, block)
 
   def _flush(self, pending, step: int, window_start: float, first: bool) -> dict:
     """Pulls the metrics of the last few steps from the device (the only host sync), checks them."""
