@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0  # fixes init, dropout and data order
   c.batch_size = 32  # global batch (split over data-parallel devices and hosts)
   c.num_train_steps = 1000  # optimizer updates
+  c.train_minutes = 0.0  # > 0: train this many minutes (steps fixed from warmup speed)
   c.eval_every_steps = 100  # validation (and a checkpoint) every N steps
   c.eval_steps = 0  # validation batches per evaluation; 0 = the whole split
   c.log_every_steps = 25  # pull metrics from the device every N steps

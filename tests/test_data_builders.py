@@ -135,3 +135,30 @@ def test_numbers_en_fr_config_is_registered():
   }
   with pytest.raises(ValueError):
     numbers.split_numbers(train_size=10)
+
+
+def test_fresh_preparation_prints_one_line_and_no_download_wording(tmp_path):
+  """A user reads TFDS's "Downloading and preparing" or its absl "Variant folder ... has no
+  dataset_info.json" warning as a failed network access: a shipped dataset shows neither."""
+  import os
+  import subprocess
+  import sys
+
+  code = (
+    'from jaxformer.data import sources\n'
+    "source = sources.open_source({'name': 'jaxformer_shakespeare'}, 'lm')\n"
+    "print('splits', *source.splits)\n"
+  )
+  env = dict(os.environ, JAXFORMER_DATA_DIR=str(tmp_path / 'fresh'))
+  proc = subprocess.run(
+    [sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  output = proc.stdout + proc.stderr
+  assert 'Downloading' not in output and 'downloaded' not in output
+  assert 'Variant folder' not in output and 'WARNING' not in output
+  lines = [line for line in output.splitlines() if 'jaxformer_shakespeare' in line]
+  assert len(lines) == 1 and re.fullmatch(
+    r'preparing jaxformer_shakespeare \(offline, once\) \.\.\. \d+\.\d s', lines[0]
+  ), output
+  assert 'splits train validation' in proc.stdout

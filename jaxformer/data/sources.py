@@ -20,6 +20,7 @@ import importlib
 import os
 
 from jaxformer.config import TASKS
+from jaxformer.data import offline
 from jaxformer.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -108,17 +109,13 @@ class TfdsSource(Source):
   """A TFDS dataset read through tfds.data_source, with its feature keys mapped."""
 
   def __init__(self, name, task, keys, data_dir, download):
-    import tensorflow_datasets as tfds
-
     self.name, self.task, self.keys = name, task, keys
     builder = tfds_builder(name, data_dir)
     if not is_prepared(builder) and not _answers_without_files(builder):
       from jaxformer.data import prepare  # here: prepare imports this module
 
       if name.split('/')[0] in SHIPPED:
-        log.info('preparing %s in %s (once; offline, a few seconds)', name, data_dir)
-        tfds.disable_progress_bar()  # TFDS's per-split bars would flood the training log
-        builder.download_and_prepare()  # generated from package files: offline, seconds
+        offline.prepare_offline(builder, name)  # generated from package files: offline, seconds
       elif download:
         prepare.prepare(name, data_dir)  # one-line DataError without TensorFlow or network
         builder = tfds_builder(name, data_dir)  # re-reads the info (splits) just written

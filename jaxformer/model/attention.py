@@ -137,6 +137,20 @@ def causal_block_attention(q, k, v, mask, *, dropout, deterministic, num_blocks:
   return _heads_first(jnp.concatenate(outs, axis=2))
 
 
+def select_kernel(impl: str, *, causal_self: bool, q_len: int, needs_dropout: bool) -> str:
+  """Which kernel computes the softmax part: 'einsum', 'causal_blocks' or 'fused' (see above).
+
+  impl is ModelConfig.attention_impl; causal_self: causal self-attention outside decoding;
+  needs_dropout: attention-probability dropout is on in this call.
+  """
+  if impl == 'einsum':
+    return 'einsum'
+  cpu_auto = impl == 'auto' and jax.default_backend() == 'cpu'
+  if causal_self and q_len >= MIN_BLOCKED_LENGTH and (needs_dropout or cpu_auto):
+    return 'causal_blocks'
+  return 'einsum' if needs_dropout else 'fused'
+
+
 def fused_attention(q, k, v, mask, *, causal_only: bool, implementation):
   """jax.nn.dot_product_attention; `causal_only` lets cuDNN skip the masked half entirely."""
   if implementation == 'auto':
@@ -229,15 +243,15 @@ class MultiHeadAttention(nn.Module):
 
     dropout = Dropout(cfg.attention_dropout_rate)
     needs_dropout = cfg.attention_dropout_rate > 0 and not deterministic
-    blocked = causal_self and q_len >= MIN_BLOCKED_LENGTH
-    cpu_auto = cfg.attention_impl == 'auto' and jax.default_backend() == 'cpu'
-    if cfg.attention_impl == 'einsum':
-      out, probs = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
-      self.sow('intermediates', 'attention_weights', probs)
-    elif blocked and (needs_dropout or cpu_auto):
+    kernel = select_kernel(
+      cfg.attention_impl, causal_self=causal_self, q_len=q_len, needs_dropout=needs_dropout
+    )
+    if kernel == 'causal_blocks':
       out = causal_block_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
-    elif needs_dropout:
-      out, _ = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
+    elif kernel == 'einsum':
+      out, probs = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
+      if cfg.attention_impl == 'einsum':
+        self.sow('intermediates', 'attention_weights', probs)
     else:
       causal_only = causal_self and key_valid is None
       out = fused_attention(

@@ -27,7 +27,7 @@ from jaxformer import models
 from jaxformer import sharding as jf_sharding
 from jaxformer.config import early_stopping_monitor
 from jaxformer.metrics import perplexity
-from jaxformer.training import optim, setup, steps
+from jaxformer.training import budget, console, optim, setup, steps
 from jaxformer.training.callbacks import (
   EarlyStopping,
   load_states,
@@ -83,7 +83,9 @@ def prepare(config, workdir: str) -> _Setup:
   """Checks, data, model and optimizer. Raises ConfigError / DataError; writes nothing to workdir."""
   setup.check_config(config)
   setup.check_batch_and_mesh(config)
+  budget.check(config)
   saved = setup.saved_config(workdir)
+  config, budget_record = budget.resumed(config, saved)
   tokenizer = _reused_tokenizer(config, workdir, saved)
   data = data_lib.build_task_data(
     config.dataset,
@@ -103,6 +105,8 @@ def prepare(config, workdir: str) -> _Setup:
   model = models.build_model(config.task, cfg, num_classes, config.pooling)
   resolved = setup.resolved_dict(config, cfg)
   resolved['num_classes'] = num_classes
+  if budget_record:
+    resolved[budget.RECORD_KEY] = budget_record
   if saved is not None and not config.overwrite:
     for change in setup.resume_changes(saved, resolved):
       _log(f'resume: config change allowed: {change}')
@@ -230,6 +234,7 @@ class _Trainer:
     self.t0 = t0
     state, data_state = self._initial_state()
     start = int(jax.device_get(state['step']))
+    console.show_startup(s, tokens_per_step=self.tokens_per_step, start=start)
     self.writer = MetricsWriter(
       s.workdir,
       enabled=jax.process_index() == 0,
@@ -238,18 +243,7 @@ class _Trainer:
     it = s.data.train_iterator()
     if data_state is not None:
       it.set_state(data_state)
-    train_step = rt.compile_train(
-      steps.make_train_step(
-        s.model,
-        s.tx,
-        task=config.task,
-        grad_accum_steps=config.grad_accum_steps,
-        label_smoothing=config.label_smoothing,
-        axis_name=rt.axis_name,
-        learning_rates=optim.applied_learning_rates(config, nn.unbox(s.boxed_params)),
-      ),
-      s.shardings,
-    )
+    train_step = self._compile_train_step()
     self.eval_step = rt.compile_eval(
       steps.make_eval_step(s.model, task=config.task, axis_name=rt.axis_name), s.shardings['params']
     )
@@ -259,16 +253,25 @@ class _Trainer:
     step, total, pending = start, int(config.num_train_steps), []
     window_start, preempted = time.time(), None
     progress = _Progress(config, start, total)
+    timer = None
+    if budget.enabled(config) and budget.RECORD_KEY not in s.resolved:
+      timer = budget.StepTimer(config, start)
     with PreemptionGuard() as guard:
       while step < total and not self.early.stopped:
         if guard.requested:
           preempted = guard.requested
           break
+        if timer:
+          timer.before_step()
         batch = rt.put_batch(next(it))
         state, metrics = train_step(state, batch)
         step += 1
         pending.append(metrics)
         self._notify('on_step', step, state)
+        timing = timer.after_step(step, state) if timer else None
+        if timing:  # the time budget decides the number of steps, before any later checkpoint
+          timer, total = None, self._apply_budget(step, *timing)
+          train_step, progress.total = self._compile_train_step(), total
         is_eval = step % config.eval_every_steps == 0 or step == total
         is_ckpt = is_eval or step % config.checkpoint_every_steps == 0
         flush = is_eval or is_ckpt or step % config.log_every_steps == 0
@@ -290,6 +293,46 @@ class _Trainer:
     self._notify('on_train_end', step)
     self.ckpt.wait_until_finished()
     return self._finish(rt.to_canonical(state), step, t0, preempted)
+
+  def _compile_train_step(self):
+    s, config, rt = self.s, self.config, self.rt
+    return rt.compile_train(
+      steps.make_train_step(
+        s.model,
+        s.tx,
+        task=config.task,
+        grad_accum_steps=config.grad_accum_steps,
+        label_smoothing=config.label_smoothing,
+        axis_name=rt.axis_name,
+        learning_rates=optim.applied_learning_rates(config, nn.unbox(s.boxed_params)),
+      ),
+      s.shardings,
+    )
+
+  def _apply_budget(self, step: int, seconds_per_step: float, compile_s: float) -> int:
+    """Fixes num_train_steps from the measured speed; records it in config.json."""
+    config = self.config
+    eval_batches = len(self.s.data.eval_batches(config.dataset.eval_split))
+    if int(config.eval_steps):
+      eval_batches = min(eval_batches, int(config.eval_steps))
+    record = budget.decide(
+      config,
+      step=step,
+      elapsed_s=time.time() - self.t0,
+      seconds_per_step=seconds_per_step,
+      compile_s=compile_s,
+      eval_batches=eval_batches,
+    )
+    config = budget.with_steps(config, record['decided_steps'])
+    tx = make_optimizer(config, nn.unbox(self.s.boxed_params))
+    resolved = dict(self.s.resolved, num_train_steps=config.num_train_steps)
+    resolved[budget.RECORD_KEY] = record
+    self.s = dataclasses.replace(self.s, config=config, tx=tx, resolved=resolved)
+    self.config = config
+    if jax.process_index() == 0:
+      write_json_atomic(os.path.join(self.s.workdir, 'config.json'), resolved)
+    _log(budget.describe(record))
+    return int(config.num_train_steps)
 
   def _flush(self, pending, step: int, window_start: float, first: bool) -> dict:
     """Pulls the metrics of the last few steps from the device (the only host sync), checks them."""
@@ -322,12 +365,19 @@ class _Trainer:
       self.on_log(step, dict(row, split='train'))
     return row
 
-  def evaluate(self, params, split: str, max_batches: int = 0, canonical: bool = False) -> dict:
+  def evaluate(
+    self,
+    params,
+    split: str,
+    max_batches: int = 0,
+    canonical: bool = False,
+    batch_size: int | None = None,
+  ) -> dict:
     """Loss and accuracy over `split` (every example once; max_batches > 0 takes a prefix)."""
     if canonical:
       params = self.rt.from_canonical(params)
     total = jnp.zeros(3, jnp.float32)
-    batches = self.s.data.eval_batches(split)
+    batches = self.s.data.eval_batches(split, batch_size)
     for i, batch in enumerate(batches):
       if max_batches and i >= max_batches:
         break
@@ -351,6 +401,16 @@ class _Trainer:
       raise Diverged(step, 'validation loss')
     value = monitored_value(metrics, self.monitor)
     stop = any(self._notify('on_eval', step, value))  # every callback sees each eval
+    _log(
+      console.eval_line(
+        step,
+        int(self.config.num_train_steps),
+        metrics,
+        task=self.config.task,
+        early=self.early,
+        monitor=self.monitor,
+      )
+    )
     if stop and not self.early.stopped:
       self.early.stopped = True  # a user callback asked to stop
     return value
@@ -386,8 +446,10 @@ class _Trainer:
     s, config = self.s, self.config
     best_step = self.early.best_step if self.early.best_step >= 0 else None
     params = state['params']
+    restored_best = False
     if config.restore_best and best_step is not None and best_step != step and not preempted:
       _, params = self.ckpt.restore_params(best_step, s.abstract_state['params'])
+      restored_best = True
       _log(
         f'restored the best checkpoint (step {best_step}, val {self.monitor} {self.early.best_value:.4f})'
       )
@@ -407,8 +469,12 @@ class _Trainer:
     }
     if preempted:
       return summary
+    # The figure the README quotes: the whole test split, else the whole validation split.
+    final_split = config.dataset.test_split or config.dataset.eval_split
+    final = self.evaluate(params, final_split, canonical=True, batch_size=self._final_batch_size())
     if config.dataset.test_split:
-      summary['test'] = self.evaluate(params, config.dataset.test_split, canonical=True)
+      summary['test'] = final
+    summary['final'] = dict(final, split=final_split, step=best_step if restored_best else step)
     from jaxformer.training import report  # decoding code is only needed at the very end
 
     summary['report'] = report.final_report(s, params)
@@ -416,7 +482,14 @@ class _Trainer:
       write_json_atomic(os.path.join(s.workdir, 'summary.json'), summary)
       plot_loss_curves(s.workdir)
       report.print_report(summary, s)
+      _log(console.final_line(summary['final'], config.task))
     return summary
+
+  def _final_batch_size(self) -> int:
+    """Rows per batch of the final evaluation: at least ~4k tokens, so a tiny model's whole
+    split takes tens of steps instead of thousands (the default config keeps its training batch,
+    which needs no second compilation)."""
+    return int(self.config.batch_size) * max(1, 4096 // self.tokens_per_step)
 
 
 class _Progress:
