@@ -69,13 +69,18 @@ def top_p_filter(logits, p: float):
   return jnp.where(keep | (p >= 1.0), logits, -jnp.inf)
 
 
-def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0):
+def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0, num_tokens=None):
   """logits [B, V] -> tokens int32[B]. temperature 0 is greedy (argmax).
+
+  num_tokens: only ids below it are ever chosen (a vocabulary padded past the tokenizer's).
 
   temperature, top_k and top_p may be traced scalars: one compiled loop serves all settings.
   Each filter sits behind a `lax.cond`: at small model sizes the sorts behind top-k and top-p
   cost more than the model step, so greedy decoding and unfiltered sampling skip them.
   """
+
+  if num_tokens is not None and num_tokens < logits.shape[-1]:
+    logits = jnp.where(jnp.arange(logits.shape[-1]) < num_tokens, logits, -jnp.inf)
 
   def greedy(logits):
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -172,8 +177,8 @@ def _max_len(model) -> int | None:
 
 
 def _check_sampling(temperature, top_k, top_p):
-  if temperature < 0:
-    raise ValueError(f'temperature must be >= 0 (0 = greedy), got {temperature}')
+  if not 0 <= temperature < float('inf'):  # NaN fails this too
+    raise ValueError(f'temperature must be a finite number >= 0 (0 = greedy), got {temperature}')
   if top_k < 0:
     raise ValueError(f'top_k must be >= 0 (0 = off), got {top_k}')
   if not 0.0 < top_p <= 1.0:
@@ -216,11 +221,13 @@ def generate(
   top_k: int = 0,
   top_p: float = 1.0,
   eos_id: int | None = None,
+  num_tokens: int | None = None,
 ):
   """Continues each prompt row with `max_new_tokens` tokens. prompt int32[B, P] -> int32[B, P + N].
 
   The prompt rows must not contain padding (every row has the same length P). After a row
-  emits `eos_id` (kept in the output) the rest of that row is 0.
+  emits `eos_id` (kept in the output) the rest of that row is 0. num_tokens: sample only ids
+  below it, i.e. ids the tokenizer can decode when the model's vocabulary is larger.
   """
   prompt = jnp.asarray(prompt, jnp.int32)
   _check_sampling(temperature, top_k, top_p)
@@ -235,14 +242,19 @@ def generate(
     top_k=int(top_k),
     top_p=float(top_p),
     eos_id=-1 if eos_id is None else int(eos_id),
+    num_tokens=None if num_tokens is None else int(num_tokens),
   )
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens'))
-def _generate(model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id):
+@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'num_tokens'))
+def _generate(
+  model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id, num_tokens
+):
   batch, prompt_len = prompt.shape
   total = prompt_len + max_new_tokens
-  sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+  sample = functools.partial(
+    sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, num_tokens=num_tokens
+  )
 
   # Prefill: the whole prompt in one call fills the cache and gives the first next-token logits.
   logits, cache = _lm_step(model, params, lm_cache(model, batch, total), prompt)  # [B, P, V]

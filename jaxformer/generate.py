@@ -86,6 +86,7 @@ def sample(
     top_k=top_k,
     top_p=top_p,
     eos_id=tok.eos_id,
+    num_tokens=tok.vocab_size,
   )
   return [prompt + text for text in inference.decode_rows(tok, jax.device_get(out)[:, len(ids) :])]
 
