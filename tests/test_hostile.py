@@ -217,14 +217,26 @@ def test_overwrite_of_the_current_directory_is_refused(tmp_path):
   assert os.path.isdir(tmp_path) and os.listdir(tmp_path) == []
 
 
-def _mount_tmpfs(path, size: str) -> bool:
+def _mount_tmpfs(path, options: str) -> bool:
   path.mkdir()
   if os.geteuid() != 0 or shutil.which('mount') is None:
     return False
-  return (
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)]).returncode
-    == 0
-  )
+  mount = ['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)]
+  return subprocess.run(mount).returncode == 0
+
+
+def test_a_read_only_data_dir_exits_2_with_one_line(tmp_path):
+  data = tmp_path / 'data'
+  if not _mount_tmpfs(data, 'ro,size=1m'):
+    pytest.skip('needs root to mount a read-only tmpfs')
+  try:
+    workdir = str(tmp_path / 'run')
+    proc = run_train(*TINY, f'--workdir={workdir}', env={'JAXFORMER_DATA_DIR': str(data)})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert 'Read-only file system' in error_line(proc)
+    assert not os.path.exists(workdir)
+  finally:
+    subprocess.run(['umount', str(data)])
 
 
 @pytest.mark.parametrize(
@@ -232,7 +244,7 @@ def _mount_tmpfs(path, size: str) -> bool:
 )
 def test_a_full_disk_exits_2_naming_the_write_and_leaves_no_temporary_files(tmp_path, size, failed):
   disk = tmp_path / 'disk'
-  if not _mount_tmpfs(disk, size):
+  if not _mount_tmpfs(disk, f'size={size}'):
     pytest.skip('needs root to mount a small tmpfs')
   try:
     workdir = str(disk / 'run')
@@ -274,6 +286,19 @@ def test_checkpoints_without_config_json_are_not_resumed_unchecked(trained, tmp_
   proc = run_train(*TINY, f'--workdir={workdir}', '--config.dataset.eval_split=train')
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert 'no config.json' in error_line(proc)
+  assert snapshot(workdir) == before
+
+
+def test_a_resume_with_a_broken_tokenizer_json_exits_2_naming_the_file(trained, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  tokenizer_json = os.path.join(workdir, 'tokenizer', 'tokenizer.json')
+  with open(tokenizer_json, 'w') as f:
+    f.write('{"type": ')
+  before = snapshot(workdir)
+  proc = run_train(*TINY, f'--workdir={workdir}')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert tokenizer_json in error_line(proc) and 'not valid JSON' in error_line(proc)
   assert snapshot(workdir) == before
 
 
@@ -384,12 +409,16 @@ def _manifest(path: str, change) -> None:
       'not valid JSON',
     ),
     ('no arrays', lambda p: _manifest(p, lambda m: m.pop('arrays')), 'malformed'),
-    ('bad task', lambda p: _manifest(p, lambda m: m.update(task='poetry')), 'malformed'),
+    (
+      'changed task',
+      lambda p: _manifest(p, lambda m: m.update(task='classify', num_classes=3)),
+      'do not fit',
+    ),
   ],
 )
 def test_a_crafted_export_is_refused_with_one_line(export, tmp_path, case, edit, said):
   path = crafted(export, tmp_path, edit)
-  proc = run_module('jaxformer.generate', f'--workdir={path}', '--max_new_tokens=2', timeout=60)
+  proc = run_module('jaxformer.evaluate', f'--workdir={path}', '--limit=8', timeout=60)
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert said in error_line(proc), case
 

@@ -111,9 +111,13 @@ def plot_loss_curves(workdir: str, out_path: str | None = None, title: str = '')
   out_path = out_path or os.path.join(workdir, 'loss_curve.png')
   tmp = out_path + '.tmp.png'
   fig.tight_layout()
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, out_path)
+  try:
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, out_path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):  # a failed write (disk full) leaves no temporary file
+      os.remove(tmp)
   return out_path
 
 
