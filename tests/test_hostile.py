@@ -409,11 +409,7 @@ def _manifest(path: str, change) -> None:
       'not valid JSON',
     ),
     ('no arrays', lambda p: _manifest(p, lambda m: m.pop('arrays')), 'malformed'),
-    (
-      'changed task',
-      lambda p: _manifest(p, lambda m: m.update(task='classify', num_classes=3)),
-      'do not fit',
-    ),
+    ('changed model', lambda p: _manifest(p, lambda m: m['model'].update(d_model=64)), 'not fit'),
   ],
 )
 def test_a_crafted_export_is_refused_with_one_line(export, tmp_path, case, edit, said):
