@@ -389,6 +389,12 @@ def _tokenizer_file(path: str, model_file: str, fifo: bool = False) -> None:
     json.dump({'type': 'sentencepiece', 'model_file': model_file}, f)
 
 
+def _link_tokenizer_outside(path: str) -> None:
+  outside = os.path.join(os.path.dirname(path), 'elsewhere')
+  shutil.move(os.path.join(path, 'tokenizer'), outside)
+  os.symlink(outside, os.path.join(path, 'tokenizer'))
+
+
 def _manifest(path: str, change) -> None:
   file = os.path.join(path, 'jaxformer_pretrained.json')
   with open(file) as f:
@@ -409,6 +415,7 @@ def _manifest(path: str, change) -> None:
       'not valid JSON',
     ),
     ('no arrays', lambda p: _manifest(p, lambda m: m.pop('arrays')), 'malformed'),
+    ('linked out', _link_tokenizer_outside, 'points outside the export'),
     ('changed model', lambda p: _manifest(p, lambda m: m['model'].update(d_model=64)), 'not fit'),
   ],
 )

@@ -63,6 +63,13 @@ def _read_text(path: epath.Path) -> str:
   return path.read_text()
 
 
+def _refuse_escape(root: epath.Path, path: epath.Path) -> None:
+  """An export is read only inside itself: a link from it to elsewhere is refused."""
+  real_root, real = os.path.realpath(root), os.path.realpath(path)
+  if os.path.commonpath([real_root, real]) != real_root:
+    raise CheckpointError(f'{path} points outside the export ({real}); refused')
+
+
 def _read_run_config(workdir: epath.Path) -> dict:
   path = workdir / 'config.json'
   try:
@@ -169,6 +176,8 @@ def _load_export(root: epath.Path) -> Pretrained:
     raise CheckpointError(
       f'{root} was exported by a newer jaxformer ({manifest.get("jaxformer_version")}); upgrade jaxformer'
     )
+  for name in ('params', 'tokenizer'):
+    _refuse_escape(root, root / name)
   try:
     records, task, model = manifest['arrays'], manifest['task'], manifest['model']
     if task not in ('lm', 'translate', 'classify'):
