@@ -17,7 +17,6 @@ import sys
 import time
 
 import pytest
-
 from helpers import REPO, run_train, saved_steps, start_train
 
 TINY = [

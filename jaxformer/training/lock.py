@@ -102,7 +102,7 @@ class WorkdirLock:
     os.close(self._fd)  # closing drops the lock; the file stays, harmless once unlocked
     self._fd = None
 
-  def __enter__(self) -> 'WorkdirLock':
+  def __enter__(self) -> WorkdirLock:
     self.acquire()
     return self
 
