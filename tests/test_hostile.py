@@ -104,13 +104,39 @@ def test_a_second_run_on_a_held_workdir_exits_2_naming_the_holder(trained):
   assert snapshot(trained) == before
 
 
-@pytest.mark.parametrize('override', ['--config.learning_rate=inf', '--config.model.mlp_ratio=nan'])
-def test_non_finite_hyperparameters_exit_2_before_any_write(tmp_path, override):
+@pytest.mark.parametrize(
+  'field',
+  [
+    'learning_rate',
+    'adam_b2',
+    'grad_clip_norm',
+    'weight_decay',
+    'model.layer_norm_epsilon',
+    'model.mlp_ratio',
+    'early_stopping.min_delta',
+  ],
+)
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), -float('inf')])
+def test_validation_refuses_every_non_finite_hyperparameter(field, value):
+  from configs import tiny
+  from jaxformer.training import setup
+  from jaxformer.training.errors import ConfigError
+
+  config = tiny.get_config()
+  *parents, name = field.split('.')
+  node = config
+  for key in parents:
+    node = node[key]
+  node[name] = value
+  with pytest.raises(ConfigError, match=f'{field} must be a finite number'):
+    setup.check_config(config)
+
+
+def test_a_non_finite_hyperparameter_exits_2_before_any_write(tmp_path):
   workdir = str(tmp_path / 'run')
-  proc = run_train(*TINY, f'--workdir={workdir}', override)
+  proc = run_train(*TINY, f'--workdir={workdir}', '--config.model.mlp_ratio=nan')
   assert proc.returncode == 2, proc.stderr[-3000:]
-  name = override.split('=')[0].removeprefix('--config.')
-  assert name in error_line(proc) and 'finite' in error_line(proc)
+  assert 'model.mlp_ratio must be a finite number' in error_line(proc)
   assert not os.path.exists(workdir)
 
 
