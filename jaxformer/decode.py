@@ -74,13 +74,18 @@ def top_p_filter(logits, p: float):
   return jnp.where(keep | (p >= 1.0), logits, -jnp.inf)
 
 
-def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0):
+def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0, num_tokens=None):
   """logits [B, V] -> tokens int32[B]. temperature 0 is greedy (argmax).
+
+  num_tokens: only ids below it are ever chosen (a vocabulary padded past the tokenizer's).
 
   temperature, top_k and top_p may be traced scalars: one compiled loop serves all settings.
   Each filter sits behind a `lax.cond`: at small model sizes the sorts behind top-k and top-p
   cost more than the model step, so greedy decoding and unfiltered sampling skip them.
   """
+
+  if num_tokens is not None and num_tokens < logits.shape[-1]:
+    logits = jnp.where(jnp.arange(logits.shape[-1]) < num_tokens, logits, -jnp.inf)
 
   def greedy(logits):
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -190,8 +195,8 @@ def _max_len(model) -> int | None:
 
 
 def _check_sampling(temperature, top_k, top_p):
-  if temperature < 0:
-    raise ValueError(f'temperature must be >= 0 (0 = greedy), got {temperature}')
+  if not 0 <= temperature < float('inf'):  # NaN fails this too
+    raise ValueError(f'temperature must be a finite number >= 0 (0 = greedy), got {temperature}')
   if top_k < 0:
     raise ValueError(f'top_k must be >= 0 (0 = off), got {top_k}')
   if not 0.0 < top_p <= 1.0:
@@ -235,13 +240,15 @@ def generate(
   top_p: float = 1.0,
   eos_id: int | None = None,
   prompt_lengths=None,
+  num_tokens: int | None = None,
 ):
   """Continues each prompt row with `max_new_tokens` tokens. prompt int32[B, P] -> int32[B, P + N].
 
   prompt_lengths: int[B], the length of each row's prompt when they differ; the rows are then
   right-padded to P (any pad value). Row r of the output is its prompt, then its N new tokens,
   then zeros. Without prompt_lengths every row's prompt is all P tokens. After a row emits
-  `eos_id` (kept in the output) the rest of that row is 0.
+  `eos_id` (kept in the output) the rest of that row is 0. num_tokens: sample only ids below
+  it, i.e. ids the tokenizer can decode when the model's vocabulary is larger.
   """
   prompt = jnp.asarray(prompt, jnp.int32)
   _check_sampling(temperature, top_k, top_p)
@@ -259,6 +266,7 @@ def generate(
     top_k=int(top_k),
     top_p=float(top_p),
     eos_id=-1 if eos_id is None else int(eos_id),
+    num_tokens=None if num_tokens is None else int(num_tokens),
   )
 
 
@@ -276,9 +284,21 @@ def _check_prompt_lengths(prompt, prompt_lengths) -> np.ndarray:
   return lengths.astype(np.int32)
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'prefill', 'max_new_tokens'))
+@functools.partial(jax.jit, static_argnames=('model', 'prefill', 'max_new_tokens', 'num_tokens'))
 def _generate(
-  model, params, prompt, lengths, rng, *, prefill, max_new_tokens, temperature, top_k, top_p, eos_id
+  model,
+  params,
+  prompt,
+  lengths,
+  rng,
+  *,
+  prefill,
+  max_new_tokens,
+  temperature,
+  top_k,
+  top_p,
+  eos_id,
+  num_tokens,
 ):
   """Prompts of per-row `lengths` [B], right-padded in prompt [B, P]; prefill = min(lengths).
 
@@ -289,7 +309,9 @@ def _generate(
   """
   batch, prompt_len = prompt.shape
   total = prompt_len + max_new_tokens
-  sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+  sample = functools.partial(
+    sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, num_tokens=num_tokens
+  )
 
   def write(c, logits, tokens, done):
     """Column c of every row: its prompt token, a sample from logits [B, V], or 0 when done."""

@@ -9,7 +9,9 @@ What it reports (keys in snake_case):
   classify   loss, accuracy, balanced_accuracy, per_class_f1, confusion_matrix, label_names;
              the matrix is also drawn to <workdir>/confusion_<split>.png
 
---workdir takes a training run or an export directory; the files are written there. The split
+--workdir takes a training run or an export directory; the files are written there. Data is read
+from --data_dir, else $JAXFORMER_DATA_DIR, never from a path recorded in the run, and is never
+downloaded (a file inside a run or an export decides nothing about other directories). The split
 defaults to the run's test split (or its validation split when it has none). --limit scores
 only the first N examples (LM: windows of max_len tokens); bits_per_byte then divides by the
 bytes of exactly the targets scored.
@@ -17,7 +19,6 @@ bytes of exactly the targets scored.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -42,7 +43,7 @@ def build_parser() -> inference.Parser:
     '--alpha', type=float, default=0.6, help='translation: GNMT length penalty exponent'
   )
   p.add_argument(
-    '--data_dir', default=None, help="where the datasets live (default: the run's setting)"
+    '--data_dir', default=None, help='where the datasets live (default: $JAXFORMER_DATA_DIR)'
   )
   return p
 
@@ -191,11 +192,14 @@ def evaluate(
 
   if limit is not None and limit < 1:
     raise ValueError(f'--limit must be >= 1, got {limit}')
-  dataset = dict(loaded.config.get('dataset') or {})
-  if not dataset:
+  dataset = loaded.config.get('dataset') or {}
+  if not isinstance(dataset, dict) or not dataset:
     raise ValueError(f'{loaded.path} records no dataset in its config; cannot evaluate it')
-  if data_dir:
-    dataset['data_dir'] = data_dir
+  # A file inside a run or an export never chooses where data is read, prepared or downloaded:
+  # only --data_dir (or $JAXFORMER_DATA_DIR) does, and evaluation never downloads.
+  dataset = dict(dataset, data_dir=data_dir or '', download=False)
+  if batch_size is not None and batch_size < 1:
+    raise ValueError(f'--batch_size must be >= 1, got {batch_size}')
   batch_size = int(batch_size or loaded.config.get('batch_size') or 32)
   data = build_task_data(
     dataset,

@@ -111,6 +111,7 @@ def sample(
     top_k=top_k,
     top_p=top_p,
     eos_id=tok.eos_id,
+    num_tokens=tok.vocab_size,
   )
   out = jax.device_get(out)
   texts = inference.decode_rows(

@@ -48,11 +48,17 @@ def load(path: str) -> Loaded:
   pretrained = load_pretrained(path)
   if pretrained.tokenizer_dir is None:
     raise ValueError(f'{path} has no tokenizer/ directory; it cannot turn text into tokens')
+  if not isinstance(pretrained.config or {}, dict):
+    raise ValueError(f"{path}: the run's config is not a JSON object; re-export the model")
   config = dict(pretrained.config or {})
-  num_classes = int(pretrained.num_classes or 0)
+  try:
+    num_classes = int(pretrained.num_classes or 0)
+  except (TypeError, ValueError):
+    raise ValueError(f'{path}: num_classes {pretrained.num_classes!r} is not a number') from None
   model = build_model(
     pretrained.task, pretrained.model_config, num_classes, config.get('pooling', 'mean')
   )
+  _check_params_fit(path, pretrained.task, pretrained.model_config, model, pretrained.params)
   return Loaded(
     path=path,
     task=pretrained.task,
@@ -64,6 +70,31 @@ def load(path: str) -> Loaded:
     num_classes=num_classes,
     step=pretrained.step,
   )
+
+
+def _check_params_fit(path: str, task: str, cfg, model, params) -> None:
+  """The saved params must be the ones the recorded task and model config build (a file inside
+  the run says both, so a changed task or config is caught here, not as a traceback later)."""
+  import jax
+  from flax import linen as nn
+
+  from jaxformer.training.tasks import init_inputs
+
+  def shapes(tree):
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(k): tuple(v.shape) for k, v in flat}
+
+  dummy = init_inputs(task, cfg)
+  expected = jax.eval_shape(
+    lambda: nn.unbox(model.init(jax.random.key(0), *dummy, deterministic=True)['params'])
+  )
+  want, have = shapes(expected), shapes(params)
+  if want != have:
+    diff = sorted(set(want.items()) ^ set(have.items()))[0]
+    raise ValueError(
+      f"{path}: the saved params do not fit its recorded '{task}' model (first difference at "
+      f'{diff[0]}); the config or task was changed after training: re-export the model'
+    )
 
 
 def require_task(loaded: Loaded, task: str, command: str) -> None:

@@ -20,13 +20,16 @@ preservation policy reads back after a restart).
 
 import dataclasses
 import datetime
+import errno
 import json
 import logging
 import math
+import os
 import warnings
 from typing import Any, Mapping, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -73,6 +76,15 @@ def _finite_or_none(value) -> Optional[float]:
     return None
   value = float(value)
   return value if math.isfinite(value) else None  # a NaN loss must never become "the best"
+
+
+def _nbytes(record: dict) -> int:
+  """Bytes of one array described by integrity.describe (the space a save needs, roughly)."""
+  try:
+    itemsize = np.dtype(record['dtype']).itemsize
+  except TypeError:
+    itemsize = 4
+  return int(np.prod(record['shape'])) * itemsize
 
 
 class Checkpointer:
@@ -256,15 +268,13 @@ class Checkpointer:
     args = {key: ocp.args.StandardSave(wrap(tree)) for key, tree in state.items()}
     args[META_ITEM] = ocp.args.JsonSave(meta)
     metrics = {'val_loss': val_loss} if val_loss is not None else {}
+    self._saving = (step, sum(_nbytes(r) for r in meta['arrays'].values()))
     try:
       self._manager.save(step, args=ocp.args.Composite(**args), metrics=metrics, force=True)
       if wait:
         self._manager.wait_until_finished()
     except Exception as e:
-      hint = '; check free disk space and permissions' if isinstance(e, OSError) else ''
-      raise CheckpointError(
-        f'could not save checkpoint step {step} to {self.directory} ({short_error(e)}){hint}'
-      ) from e
+      raise self._save_failed(e) from e
     self._val_losses[step] = val_loss
     return True
 
@@ -273,10 +283,24 @@ class Checkpointer:
     try:
       self._manager.wait_until_finished()
     except Exception as e:
-      raise CheckpointError(
-        f'a background checkpoint save to {self.directory} failed ({short_error(e)}); '
-        f'check free disk space and permissions'
-      ) from e
+      raise self._save_failed(e) from e
+
+  def _save_failed(self, error: Exception) -> CheckpointError:
+    """The error for a failed save; its half-written step directory is removed."""
+    step, nbytes = getattr(self, '_saving', (None, 0))
+    if jax.process_index() == 0:
+      try:
+        self._remove_tmp_dirs()
+      except OSError:
+        pass  # the next start removes them (cleanup_tmp_directories)
+    text = str(error)
+    known = [os.strerror(n) for n in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)]
+    reason = next((m for m in known if m in text), short_error(error))
+    return CheckpointError(
+      f'could not save checkpoint step {step} to {self.directory} ({reason}); it needs '
+      f'about {nbytes / 2**20:.1f} MiB: check free disk space and permissions; the earlier '
+      'checkpoints are intact'
+    )
 
   def close(self) -> None:
     self.wait_until_finished()

@@ -15,6 +15,7 @@ accepts such a workdir directly and then reads its best checkpoint.
 import dataclasses
 import datetime
 import json
+import os
 import shutil
 from typing import Any, Optional
 
@@ -53,14 +54,28 @@ def _model_config(model: dict, where):
 
   try:
     return ModelConfig.from_dict(model)
-  except (TypeError, ValueError) as e:
+  except (TypeError, ValueError, AttributeError) as e:
     raise CheckpointError(f'{where} has an invalid model config ({e})') from e
+
+
+def _read_text(path: epath.Path) -> str:
+  """A file of a run or export; a FIFO or device there is refused, never opened (it may block)."""
+  if path.exists() and not os.path.isfile(path):
+    raise CheckpointError(f'{path} is not a regular file; refused')
+  return path.read_text()
+
+
+def _refuse_escape(root: epath.Path, path: epath.Path) -> None:
+  """An export is read only inside itself: a link from it to elsewhere is refused."""
+  real_root, real = os.path.realpath(root), os.path.realpath(path)
+  if os.path.commonpath([real_root, real]) != real_root:
+    raise CheckpointError(f'{path} points outside the export ({real}); refused')
 
 
 def _read_run_config(workdir: epath.Path) -> dict:
   path = workdir / 'config.json'
   try:
-    config = json.loads(path.read_text())
+    config = json.loads(_read_text(path))
   except FileNotFoundError as e:
     raise CheckpointError(
       f'{workdir} has no config.json; pass the workdir of a jaxformer training run'
@@ -175,7 +190,7 @@ def write_export(
 
 def _load_export(root: epath.Path) -> Pretrained:
   try:
-    manifest = json.loads((root / EXPORT_FILE).read_text())
+    manifest = json.loads(_read_text(root / EXPORT_FILE))
   except ValueError as e:
     raise CheckpointError(
       f'{root / EXPORT_FILE} is not valid JSON ({e}); re-export the model'
@@ -188,10 +203,19 @@ def _load_export(root: epath.Path) -> Pretrained:
     raise CheckpointError(
       f'{root} was exported by a newer jaxformer ({manifest.get("jaxformer_version")}); upgrade jaxformer'
     )
-  records = manifest['arrays']
-  # The manifest lists every parameter with its shape: that is the restore target, so no
-  # orbax metadata (or pickle) is needed to know the tree.
-  target = nested_target(records, 'params', default_sharding())
+  for name in ('params', 'tokenizer'):
+    _refuse_escape(root, root / name)
+  try:
+    records, task, model = manifest['arrays'], manifest['task'], manifest['model']
+    if task not in ('lm', 'translate', 'classify'):
+      raise ValueError(f'unknown task {task!r}')
+    # The manifest lists every parameter with its shape: that is the restore target, so no
+    # orbax metadata (or pickle) is needed to know the tree.
+    target = nested_target(records, 'params', default_sharding())
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise CheckpointError(
+      f'{root / EXPORT_FILE} is malformed ({type(e).__name__}: {e}); re-export the model'
+    ) from None
   try:
     with ocp.StandardCheckpointer() as reader:
       params = reader.restore(root / 'params', target)
@@ -207,10 +231,10 @@ def _load_export(root: epath.Path) -> Pretrained:
   tokenizer = root / 'tokenizer'
   return Pretrained(
     config=manifest.get('config', {}),
-    model_config=_model_config(manifest['model'], root / EXPORT_FILE),
+    model_config=_model_config(model, root / EXPORT_FILE),
     params=params,
     tokenizer_dir=str(tokenizer) if tokenizer.is_dir() else None,
-    task=manifest['task'],
+    task=task,
     num_classes=manifest.get('num_classes'),
     step=manifest.get('step'),
     val_loss=manifest.get('val_loss'),

@@ -99,7 +99,9 @@ class BytePairTokenizer:
 
 def load_bpe(directory: str, meta: dict) -> BytePairTokenizer:
   """The tokenizer that `BytePairTokenizer.save(directory)` wrote (meta: its tokenizer.json)."""
-  return BytePairTokenizer.from_tokenizer_json(os.path.join(directory, meta['model_file']))
+  from jaxformer.data.tokenizers import file_inside
+
+  return BytePairTokenizer.from_tokenizer_json(file_inside(directory, meta.get('model_file')))
 
 
 def load_hf_tokenizer(directory: str) -> BytePairTokenizer:

@@ -115,24 +115,51 @@ class SentencePieceTokenizer:
 
 
 def load_tokenizer(directory: str):
-  """Loads a tokenizer written by `save(directory)`."""
+  """Loads a tokenizer written by `save(directory)`; reads only regular files inside it."""
   path = os.path.join(directory, TOKENIZER_JSON)
   if not os.path.exists(path):
     raise DataError(
       f'no tokenizer in {directory} ({TOKENIZER_JSON} missing); train one or point to a saved one'
     )
-  with open(path) as f:
-    meta = json.load(f)
-  if meta.get('type') == 'byte':
+  try:
+    meta = json.loads(_read_inside(directory, TOKENIZER_JSON))
+  except (ValueError, UnicodeDecodeError) as e:
+    raise DataError(f'{path} is not valid JSON ({e}); re-save the tokenizer') from None
+  kind = meta.get('type') if isinstance(meta, dict) else None
+  if kind == 'byte':
     return ByteTokenizer()
-  if meta.get('type') == 'sentencepiece':
-    with open(os.path.join(directory, meta['model_file']), 'rb') as f:
-      return SentencePieceTokenizer(f.read())
-  if meta.get('type') == 'gpt2_bpe':
+  if kind == 'sentencepiece':
+    model_file = meta.get('model_file')
+    if not isinstance(model_file, str) or not model_file:
+      raise DataError(f"{path} has no 'model_file'; re-save the tokenizer")
+    try:
+      return SentencePieceTokenizer(_read_inside(directory, model_file))
+    except RuntimeError as e:  # sentencepiece's parse error
+      raise DataError(f'{directory}/{model_file} is not a SentencePiece model ({e})') from None
+  if kind == 'gpt2_bpe':
     from jaxformer.data.bpe import load_bpe
 
     return load_bpe(directory, meta)
-  raise DataError(f'unknown tokenizer type {meta.get("type")!r} in {path}')
+  raise DataError(f'unknown tokenizer type {kind!r} in {path}')
+
+
+def _read_inside(directory: str, name: str) -> bytes:
+  """Bytes of `directory/name`, refusing a path that leaves the directory or is not a file."""
+  with open(file_inside(directory, name), 'rb') as f:
+    return f.read()
+
+
+def file_inside(directory: str, name: str) -> str:
+  """The real path of `directory/name`; refuses one that leaves the directory or is not a file."""
+  if not isinstance(name, str) or not name:
+    raise DataError(f"{directory}/{TOKENIZER_JSON} names no 'model_file'; re-save the tokenizer")
+  root = os.path.realpath(directory)
+  path = os.path.realpath(os.path.join(root, name))
+  if os.path.commonpath([root, path]) != root:
+    raise DataError(f'{directory}: {name!r} points outside the tokenizer directory; refused')
+  if not os.path.isfile(path):  # follows links: a FIFO or device is not a regular file
+    raise DataError(f'{directory}: {name!r} is not a regular file; refused')
+  return path
 
 
 def train_sentencepiece(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -36,6 +37,7 @@ from jaxformer.training.callbacks import (
   state_keys,
 )
 from jaxformer.training.errors import ConfigError, Diverged
+from jaxformer.training.lock import WorkdirLock
 from jaxformer.training.optim import make_optimizer
 from jaxformer.training.preemption import PreemptionGuard
 from jaxformer.training.runtime import Runtime
@@ -84,6 +86,7 @@ def prepare(config, workdir: str) -> _Setup:
   setup.check_config(config)
   setup.check_batch_and_mesh(config)
   budget.check(config)
+  setup.check_workdir(config, workdir)
   saved = setup.saved_config(workdir)
   config, budget_record = budget.resumed(config, saved)
   tokenizer = _reused_tokenizer(config, workdir, saved)
@@ -95,7 +98,18 @@ def prepare(config, workdir: str) -> _Setup:
     seed=int(config.seed),
     tokenizer=tokenizer,
   )
+  # Data errors that would otherwise surface at the first step or evaluation, before any write.
+  data.train_dataset()
+  data.eval_batches(config.dataset.eval_split)
+  if config.dataset.test_split:
+    data.eval_batches(config.dataset.test_split)
   cfg = setup.model_config(config, data.tokenizer.vocab_size)
+  if cfg.vocab_size < data.tokenizer.vocab_size:
+    raise ConfigError(
+      f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
+      f'{data.tokenizer.vocab_size}: token ids past it have no embedding; set model.vocab_size=0 '
+      "to take the tokenizer's"
+    )
   num_classes = int(config.num_classes or getattr(data, 'num_classes', 0) or 0)
   if config.task == 'classify' and num_classes < 2:
     raise ConfigError('num_classes must be >= 2 for classification (set config.num_classes)')
@@ -130,6 +144,7 @@ def prepare(config, workdir: str) -> _Setup:
   abstract = jax.tree.map(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
   )
+  setup.check_state_memory(abstract)
   return _Setup(
     config, workdir, data, model, cfg, runtime, tx, shardings, abstract, resolved, make_state, boxed
   )
@@ -161,24 +176,45 @@ def train_and_evaluate(
   """Trains `config` into `workdir` (resuming if it holds a run) and returns the summary."""
   t0 = time.time()
   s = prepare(config, workdir)
-  is_main = jax.process_index() == 0
-  if config.overwrite and os.path.exists(os.path.join(workdir, 'config.json')) and is_main:
-    aside = f'{workdir.rstrip(os.sep)}.old-{time.strftime("%Y%m%d-%H%M%S")}'
-    shutil.move(workdir, aside)  # never delete a user's run: move it aside
-    _log(f'overwrite: moved the previous run to {aside}')
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomic(os.path.join(workdir, 'config.json'), s.resolved)
-    tok_dir = os.path.join(workdir, 'tokenizer')
-    if not os.path.isdir(tok_dir):
-      s.data.tokenizer.save(tok_dir)
-    report = jf_sharding.partitioning_report(s.boxed_params, s.runtime.mesh, s.runtime.rules)
-    write_json_atomic(os.path.join(workdir, 'partitioning.json'), report)
-  trainer = _Trainer(s, list(callbacks), on_log)
+  lock = WorkdirLock(workdir)
+  lock.acquire()  # before the first write: one run per workdir
   try:
-    return trainer.run(t0)
-  finally:
+    if config.overwrite and lock.holds_a_run():
+      lock = _move_aside(workdir, lock)
+    if jax.process_index() == 0:
+      _write_run_files(s)
+    trainer = _Trainer(s, list(callbacks), on_log)
+    try:
+      summary = trainer.run(t0)
+    except BaseException:
+      trainer.close(quiet=True)  # a failing close must not hide why the run stopped
+      raise
     trainer.close()
+    return summary
+  finally:
+    lock.release()
+
+
+def _move_aside(workdir: str, lock: WorkdirLock) -> WorkdirLock:
+  """overwrite=true: the previous run moves to <workdir>.old-<time> (never deleted)."""
+  aside = f'{workdir.rstrip(os.sep)}.old-{time.strftime("%Y%m%d-%H%M%S")}'
+  if jax.process_index() == 0:
+    shutil.move(workdir, aside)
+    _log(f'overwrite: moved the previous run to {aside}')
+  lock.release()
+  lock = WorkdirLock(workdir)
+  lock.acquire()
+  return lock
+
+
+def _write_run_files(s: _Setup) -> None:
+  workdir = s.workdir
+  write_json_atomic(os.path.join(workdir, 'config.json'), s.resolved)
+  tok_dir = os.path.join(workdir, 'tokenizer')
+  if not os.path.isdir(tok_dir):
+    s.data.tokenizer.save(tok_dir)
+  report = jf_sharding.partitioning_report(s.boxed_params, s.runtime.mesh, s.runtime.rules)
+  write_json_atomic(os.path.join(workdir, 'partitioning.json'), report)
 
 
 class _Trainer:
@@ -199,10 +235,17 @@ class _Trainer:
     self.throughput: list[float] = []  # real (non-padding) tokens/s per log window
     self.padded_throughput: list[float] = []  # positions/s, padding included
 
-  def close(self):
-    self.ckpt.close()
-    if self.writer is not None:
-      self.writer.close()
+  def close(self, quiet: bool = False):
+    """Closes the checkpointer and the writers; quiet: errors are dropped (one is in flight)."""
+    errors = []
+    for close in (self.ckpt.close, self.writer.close if self.writer else None):
+      try:
+        if close is not None:
+          close()
+      except Exception as e:
+        errors.append(e)
+    if errors and not quiet:
+      raise errors[0]
 
   def _notify(self, event: str, *args) -> list:
     """Calls `event` on every callback that defines it (see callbacks.py); returns the results."""
@@ -233,12 +276,12 @@ class _Trainer:
     s, config, rt = self.s, self.config, self.rt
     self.t0 = t0
     state, data_state = self._initial_state()
-    start = int(jax.device_get(state['step']))
+    start = self.start = int(jax.device_get(state['step']))
     console.show_startup(s, tokens_per_step=self.tokens_per_step, start=start)
     self.writer = MetricsWriter(
       s.workdir,
       enabled=jax.process_index() == 0,
-      resume_step=start if data_state is not None else None,
+      resume_step=start,
     )
     it = s.data.train_iterator()
     if data_state is not None:
@@ -287,6 +330,8 @@ class _Trainer:
         if flush:  # throughput windows exclude evaluation and checkpoint time
           window_start = time.time()
       if preempted:
+        if pending:  # the finite checks run before every save
+          self._flush(pending, step, window_start, first=step - len(pending) == start)
         self._save(state, step, it, None, wait=True)
         _log(f'{preempted}: saved at step {step}; re-run to resume')
     progress.close()
@@ -342,7 +387,10 @@ class _Trainer:
       rows = [jax.tree.map(lambda x: x[0], r) for r in rows]
     for i, r in enumerate(rows):
       if not (math.isfinite(float(r['loss_sum'])) and math.isfinite(float(r['grad_norm']))):
-        raise Diverged(step - len(rows) + i + 1)
+        raise Diverged(step - len(rows) + i + 1, last_good=self._last_good())
+      if not bool(r['state_finite']):
+        what = 'parameters or optimizer state'
+        raise Diverged(step - len(rows) + i + 1, what, last_good=self._last_good())
     loss_sum = sum(float(r['loss_sum']) for r in rows)
     weight = max(sum(float(r['weight_sum']) for r in rows), 1.0)
     tokens_per_s = sum(float(r['real_tokens']) for r in rows) / max(seconds, 1e-9)
@@ -398,7 +446,7 @@ class _Trainer:
     if self.on_log:
       self.on_log(step, dict(metrics, split='val'))
     if not math.isfinite(metrics['loss']):
-      raise Diverged(step, 'validation loss')
+      raise Diverged(step, 'validation loss', last_good=self._last_good())
     value = monitored_value(metrics, self.monitor)
     stop = any(self._notify('on_eval', step, value))  # every callback sees each eval
     _log(
@@ -422,6 +470,11 @@ class _Trainer:
       return dict(state, opt_state=self.rt.from_canonical(opt_state))
     return dict(state, opt_state=jax.device_put(opt_state, self.s.shardings['opt_state']))
 
+  def _last_good(self) -> int | None:
+    """The newest checkpoint on disk: every saved one passed the finite checks."""
+    self.ckpt.wait_until_finished()
+    return self.ckpt.latest_step()
+
   def _save(self, state, step: int, it, monitored, wait: bool = False):
     extra = {
       'data_state': it.get_state(),
@@ -444,6 +497,11 @@ class _Trainer:
   # ------------------------------------------------------------------ end
   def _finish(self, state, step: int, t0: float, preempted) -> dict:
     s, config = self.s, self.config
+    summary_path = os.path.join(s.workdir, 'summary.json')
+    if step == self.start and not preempted and os.path.exists(summary_path):
+      _log(f'the run had already finished at step {step}; summary.json is unchanged')
+      with open(summary_path) as f:
+        return json.load(f)
     best_step = self.early.best_step if self.early.best_step >= 0 else None
     params = state['params']
     restored_best = False

@@ -177,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     return _fail(str(e), 2, verbose)
   except Diverged as e:
     return _fail(str(e), 3, verbose)
+  except OSError as e:  # a write or read the checks could not foresee (disk full, permissions)
+    where = f': {e.filename}' if e.filename else ''
+    return _fail(f'{e.strerror or e}{where}; free some space or fix the permissions', 2, verbose)
+  except MemoryError:
+    return _fail('out of memory: use a smaller model, batch_size or max_len', 2, verbose)
   except KeyboardInterrupt:
     return _fail('interrupted', 130)
   return 0

@@ -33,6 +33,7 @@ def final_report(s, params) -> dict:
       temperature=float(config.sample_temperature),
       top_k=40,
       eos_id=None,
+      num_tokens=tok.vocab_size,  # model.vocab_size may be padded past the tokenizer's
     )
     return {'samples': [prompt + tok.decode(np.asarray(row[len(ids) :]).tolist()) for row in out]}
   if config.task == 'translate':

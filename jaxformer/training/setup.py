@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from typing import Any
 
@@ -22,7 +23,9 @@ log = logging.getLogger(__name__)
 
 # Changing these between a run and its resume would load a different model or data: refused.
 _SHAPE_KEYS = ('task', 'model', 'num_classes', 'pooling')
-_DATA_KEYS = ('name', 'tokenizer', 'vocab_size')
+# Every dataset field changes the data, except where it lives, whether it may be downloaded and
+# which split the final report uses.
+_DATASET_FREE_KEYS = ('data_dir', 'download', 'test_split')
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -33,6 +36,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(msg)
 
   need(config.task in TASKS, f'task must be one of {TASKS}, got {config.task!r}')
+  for name, value in _leaves(config.to_dict()):
+    need(
+      not (isinstance(value, float) and not math.isfinite(value)),
+      f'{name} must be a finite number, got {value}',
+    )
   for key in (
     'batch_size',
     'num_train_steps',
@@ -86,6 +94,37 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       'model.remat=%r with scan_layers=False saves no memory on XLA:CPU (the recomputation '
       'is scheduled early); set model.scan_layers=True to trade compute for memory',
       config.model.remat,
+    )
+
+
+def _leaves(tree: dict, prefix: str = ''):
+  """(dotted name, value) of every leaf of a nested dict."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+def check_workdir(config, workdir: str) -> None:
+  """What a workdir must be before anything is read from it or written to it."""
+  here = os.path.realpath(os.getcwd())
+  target = os.path.realpath(workdir)
+  if config.overwrite and (here == target or here.startswith(target.rstrip(os.sep) + os.sep)):
+    raise ConfigError(
+      f'--workdir {workdir} with overwrite=true would move the current directory aside: '
+      'name the run directory itself, e.g. --workdir=runs/NAME'
+    )
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'--workdir {workdir} is a file, not a directory: pick another --workdir')
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  has_steps = os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
+  if (
+    has_steps and not config.overwrite and not os.path.exists(os.path.join(workdir, 'config.json'))
+  ):
+    raise ConfigError(
+      f'{workdir} holds checkpoints but no config.json, so a resume cannot be checked: '
+      'restore config.json, use a new --workdir, or --config.overwrite=true'
     )
 
 
@@ -164,6 +203,32 @@ def check_model_axis(config, cfg: ModelConfig) -> None:
         )
 
 
+def check_state_memory(abstract_state) -> None:
+  """Refuses a train state (params + optimizer state) that cannot fit in device memory.
+
+  abstract_state: ShapeDtypeStructs with shardings. This is a lower bound (activations come
+  on top), so it only catches what can never run, e.g. a huge max_len or d_model.
+  """
+  per_device = sum(
+    math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
+    for leaf in jax.tree.leaves(abstract_state)
+  )
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+  if stats and stats.get('bytes_limit'):
+    limit, where = int(stats['bytes_limit']), f'one {device.platform} device'
+  else:  # CPU devices share the host's memory
+    limit = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    per_device *= jax.local_device_count()
+    where = 'this host'
+  if per_device > limit:
+    raise ConfigError(
+      f'the parameters and optimizer state need {per_device / 2**30:.1f} GiB on {where}, which '
+      f'has {limit / 2**30:.1f} GiB: make the model smaller (d_model, num_layers, max_len, '
+      'vocab_size) or use more devices'
+    )
+
+
 def saved_config(workdir: str) -> dict | None:
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
@@ -177,19 +242,14 @@ def saved_config(workdir: str) -> dict | None:
 
 def resume_changes(old: dict, new: dict) -> list[str]:
   """Safe differences between a saved run config and the new one; raises on unsafe ones."""
-  # A run saved before a ModelConfig field existed has that field's default (e.g. lora_rank 0).
-  old = dict(old, model=_with_model_defaults(old.get('model')))
-  for key in _SHAPE_KEYS:
-    if old.get(key) != new.get(key):
+  for key in _SHAPE_KEYS + ('dataset',):
+    free = _DATASET_FREE_KEYS if key == 'dataset' else ()
+    changed = _differences(old.get(key), new.get(key), key, free)
+    if changed:
       raise ConfigError(
-        f"workdir holds a run with a different '{key}' ({_short(old.get(key))} vs "
-        f'{_short(new.get(key))}); use a new --workdir or --config.overwrite=true'
-      )
-  for key in _DATA_KEYS:
-    if old.get('dataset', {}).get(key) != new.get('dataset', {}).get(key):
-      raise ConfigError(
-        f'workdir holds a run with a different dataset.{key}; use a new --workdir '
-        'or --config.overwrite=true'
+        f'workdir holds a run with a different {changed[0]}'
+        + (f' (and {len(changed) - 1} more change(s))' if len(changed) > 1 else '')
+        + '; use a new --workdir or --config.overwrite=true'
       )
   # The saved best value and the checkpoints' ranking are in the old monitor's units.
   old_monitor = early_stopping_monitor(old)
@@ -205,16 +265,18 @@ def resume_changes(old: dict, new: dict) -> list[str]:
   ]
 
 
-def _with_model_defaults(model):
-  if not isinstance(model, dict):
-    return model
-  defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-  return {**defaults, **model}
-
-
-def _short(value: Any) -> str:
-  text = json.dumps(value, sort_keys=True, default=str)
-  return text if len(text) < 80 else text[:77] + '...'
+def _differences(old: Any, new: Any, name: str, free: tuple = ()) -> list[str]:
+  """'name.field: old -> new' for every leaf that differs (dicts compared field by field)."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    # A field the saved run does not have is new in this version of jaxformer: not a change.
+    for key in sorted(old, key=str):
+      if key not in free:
+        out += _differences(old.get(key), new.get(key), f'{name}.{key}')
+    return out
+  if old == new:
+    return []
+  return [f'{name} ({json.dumps(old, default=str)} -> {json.dumps(new, default=str)})']
 
 
 def resolved_dict(config, cfg: ModelConfig) -> dict:

@@ -63,6 +63,14 @@ def loss_sums(logits, targets, weights, label_smoothing: float = 0.0):
   return jnp.sum(loss * weights), jnp.sum(weights), jnp.sum(correct * weights)
 
 
+def all_finite(tree) -> jax.Array:
+  """bool[]: no NaN or Inf in any floating-point leaf of `tree`."""
+  flags = [
+    jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
 def make_train_step(
   model,
   tx: optax.GradientTransformation,
@@ -126,6 +134,9 @@ def make_train_step(
       'weight_sum': weight_sum,
       'correct_sum': correct_sum,
       'grad_norm': optax.tree.norm(grads),
+      # Checked with the other metrics before any checkpoint is written: an update can overflow
+      # the parameters even when the loss and gradients it came from were finite.
+      'state_finite': all_finite((new_state['params'], new_state['opt_state'])),
     }
     if learning_rates is not None:
       metrics.update(learning_rates(state['step'], state['opt_state']))

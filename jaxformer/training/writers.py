@@ -8,15 +8,27 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from typing import Any
 
 from jaxformer import plotting
+from jaxformer.training.errors import ConfigError
 
 
 def _clean(value: Any) -> Any:
   if isinstance(value, float) and not math.isfinite(value):
     return str(value)  # JSON has no NaN/Inf; keep the information as text
   return value
+
+
+def _row_step(line: str) -> int | None:
+  """The step of one metrics.jsonl line; None for a partial or foreign line."""
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return None
+  step = row.get('step') if isinstance(row, dict) and line.endswith('\n') else None
+  return step if isinstance(step, int) else None
 
 
 class MetricsWriter:
@@ -28,16 +40,20 @@ class MetricsWriter:
     self._tb = None
     if not enabled:
       return
-    if resume_step is not None and os.path.exists(self.path):
-      self._truncate_after(resume_step)
+    if os.path.exists(self.path):
+      self._truncate_after(resume_step or 0)
     from tensorboardX import SummaryWriter  # imported lazily: only the writing process needs it
 
     self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
 
   def _truncate_after(self, step: int) -> None:
-    """Drops events newer than the checkpoint we resume from: they will be logged again."""
+    """Drops events newer than the step training restarts from: they will be logged again.
+
+    A fresh start (no usable checkpoint) keeps nothing, and a line cut short by a kill is
+    dropped, so the log equals that of an uninterrupted run up to `step`.
+    """
     with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line).get('step', 0) <= step]
+      kept = [line for line in f if _row_step(line) is not None and 0 < _row_step(line) <= step]
     tmp = self.path + '.tmp'
     with open(tmp, 'w') as f:
       f.writelines(kept)
@@ -63,7 +79,7 @@ def read_metrics(workdir: str) -> list[dict]:
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in f if _row_step(line) is not None]
 
 
 def plot_loss_curves(workdir: str, out_path: str | None = None, title: str = '') -> str | None:
@@ -94,9 +110,31 @@ def plot_loss_curves(workdir: str, out_path: str | None = None, title: str = '')
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON through a temporary file and a rename: readers never see half a file."""
+  """Writes JSON through a temporary file and a rename: readers never see half a file.
+
+  A failed write (disk full, read-only) leaves neither a temporary file nor a changed `path`,
+  and raises ConfigError saying what failed and how many bytes it needed.
+  """
+  text = json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n'
   tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    f.write('\n')
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise write_failed(path, e, len(text.encode())) from None
+
+
+def write_failed(path: str, error: OSError, needed_bytes: int) -> ConfigError:
+  """One line for a failed write: which file, why, and the space it needed."""
+  try:
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    space = f'it needs {needed_bytes:,} bytes, {free:,} are free there'
+  except OSError:
+    space = f'it needs {needed_bytes:,} bytes'
+  return ConfigError(
+    f'could not write {path} ({error.strerror or error}); {space}: free some space or fix '
+    'the permissions, then re-run'
+  )
