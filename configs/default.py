@@ -37,7 +37,7 @@ def get_model_config() -> ml_collections.ConfigDict:
 
 def get_dataset_config() -> ml_collections.ConfigDict:
   d = ml_collections.ConfigDict()
-  d.name = 'jaxformer_shakespeare'  # TFDS name, 'jaxformer_*' (embedded) or 'text_files'
+  d.name = 'jaxformer_shakespeare'  # TFDS name, 'jaxformer_*' (embedded) or 'files' (your own)
   d.data_dir = ''  # '' = $JAXFORMER_DATA_DIR or ~/.cache/jaxformer/tfds
   d.train_split = 'train'  # split to train on; TFDS slices work, e.g. 'train[:10%]'
   d.eval_split = 'validation'  # split for validation loss and early stopping
@@ -48,8 +48,13 @@ def get_dataset_config() -> ml_collections.ConfigDict:
   d.source_key = ''  # translation source feature ('' = default)
   d.target_key = ''  # translation target feature ('' = default)
   d.label_key = ''  # classification label feature ('' = default)
-  d.files = ''  # glob of .txt files when name == 'text_files'
-  d.val_fraction = 0.1  # held-out fraction for 'text_files'
+  d.train_files = ''  # 'files': glob of training files, .csv/.tsv/.jsonl/.txt (comma = several)
+  d.eval_files = ''  # 'files': validation files ('' = carve val_fraction from train_files)
+  d.test_files = ''  # 'files': test files ('' = carve test_fraction from train_files)
+  d.files = ''  # 'text_files' (older LM name): glob of .txt files; for 'files' = train_files
+  d.val_fraction = 0.1  # 'files': share of training rows held out for validation (by label)
+  d.test_fraction = 0.0  # 'files': share of training rows held out for test (by label)
+  d.split_seed = 0  # 'files': seed that picks the held-out rows (not the training seed)
   d.examples_per_class = 0  # classification: labelled examples per class (0 = all)
   d.download = False  # allow TFDS to download (never without asking)
   return d
@@ -79,13 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0  # cross-entropy label smoothing
   c.reduce_on_plateau = False  # scale the LR down when validation loss plateaus
   c.early_stopping = ml_collections.ConfigDict()
-  c.early_stopping.patience = (
-    5  # stop at the N-th evaluation in a row without improvement (0 = off)
-  )
+  c.early_stopping.patience = 5  # stop at the N-th evaluation in a row not improving (0 = off)
   c.early_stopping.min_delta = 0.0  # an improvement must beat the best by more than this
-  c.early_stopping.monitor = (
-    'loss'  # what early stopping and the best checkpoint track: 'loss' | 'error' (1 - accuracy)
-  )
+  c.early_stopping.monitor = 'loss'  # what early stopping and best track: 'loss' | 'error'
   c.restore_best = True  # final model = the best validated checkpoint
   c.dataset = get_dataset_config()
   c.model = get_model_config()

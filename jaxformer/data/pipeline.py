@@ -47,12 +47,15 @@ def build_task_data(
   workdir_tokenizer_dir: str | None = None,
   process_index: int | None = None,
   process_count: int | None = None,
+  split_record: dict | None = None,
 ) -> 'TaskData':
   """Opens the dataset, gets a tokenizer, and returns the task's pipelines.
 
   dataset_cfg keys (dict or ConfigDict; missing/None = default): name, data_dir, train_split,
   eval_split, test_split, tokenizer, vocab_size, text_key, source_key, target_key, label_key,
-  files, val_fraction, examples_per_class, download. batch_size is global.
+  files, val_fraction, examples_per_class, download, and for name='files' train_files,
+  eval_files, test_files, test_fraction, split_seed (see jaxformer/data/files.py). batch_size is
+  global. split_record: a files source's saved record (a resume or an evaluation sees its rows).
   """
   if int(max_len) < 2:
     raise DataError(f'max_len must be >= 2 (an input and a target token), got {max_len}')
@@ -64,7 +67,7 @@ def build_task_data(
     raise DataError(
       f'batch_size {batch_size} must be a positive multiple of the process count {process_count}'
     )
-  source = sources.open_source(dataset_cfg, task)
+  source = sources.open_source(dataset_cfg, task, split_record)
   splits = sources.split_names(dataset_cfg, source)
   cache_dir = sources.default_data_dir(sources.get(dataset_cfg, 'data_dir', ''))
   if tokenizer is None:

@@ -76,6 +76,7 @@ def prepare(config, workdir: str) -> _Setup:
   setup.check_batch_and_mesh(config)
   saved = setup.saved_config(workdir)
   tokenizer = _reused_tokenizer(config, workdir, saved)
+  resuming = saved is not None and not config.overwrite
   data = data_lib.build_task_data(
     config.dataset,
     task=config.task,
@@ -83,7 +84,10 @@ def prepare(config, workdir: str) -> _Setup:
     batch_size=int(config.batch_size),
     seed=int(config.seed),
     tokenizer=tokenizer,
+    split_record=data_lib.load_split_record(workdir) if resuming else None,
   )
+  # A files source names its own splits (no test split unless files or a fraction give one).
+  config.dataset.eval_split, config.dataset.test_split = data.splits['eval'], data.splits['test']
   cfg = setup.model_config(config, data.tokenizer.vocab_size)
   num_classes = int(config.num_classes or getattr(data, 'num_classes', 0) or 0)
   if config.task == 'classify' and num_classes < 2:
@@ -156,6 +160,7 @@ def train_and_evaluate(
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     write_json_atomic(os.path.join(workdir, 'config.json'), s.resolved)
+    data_lib.save_run_data_files(workdir, s.data)
     tok_dir = os.path.join(workdir, 'tokenizer')
     if not os.path.isdir(tok_dir):
       s.data.tokenizer.save(tok_dir)
