@@ -6,7 +6,7 @@
 `columns` maps the names jaxformer uses (text, label, source, target) to the file's own column or
 key names. CSV and TSV need a header row naming them, except a two-column file read with
 `pair_default` (translation with default keys: source, then target). A .txt file is one document
-(`txt_lines=False`) or one row per non-blank line.
+(`txt_lines=False`) or one row per non-blank line, in the first field of `columns`.
 
 Every problem is a DataError naming the file, the line and the field: a missing column or key, an
 empty field, a row with a different number of fields, bytes that are not UTF-8 (with the byte
@@ -67,12 +67,11 @@ def read_rows(
   """The rows of `path` with the fields named in `columns` (see the module docstring)."""
   ext = file_format(path)
   text = read_text(path)
-  if ext == '.txt':
+  if ext == '.txt':  # the text fills the one field asked for (text for an LM, source to translate)
+    name = next(iter(columns), 'text')
     if txt_lines:
-      rows = [Row({'text': s}, i + 1) for i, s in enumerate(text.splitlines()) if s.strip()]
-    else:
-      rows = [Row({'text': text}, 1)]
-    return rows
+      return [Row({name: s}, i + 1) for i, s in enumerate(text.splitlines()) if s.strip()]
+    return [Row({name: text}, 1)]
   if ext == '.jsonl':
     return _jsonl_rows(path, text, columns)
   return _table_rows(path, text, columns, '\t' if ext == '.tsv' else ',', pair_default)
