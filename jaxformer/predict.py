@@ -176,6 +176,10 @@ def _same_length_groups(indices: list, prompts: list) -> list:
 def _main(args) -> int:
   from tqdm import tqdm
 
+  if not os.path.isfile(args.input):
+    raise ValueError(
+      f'--input {args.input!r} is not a file; give a .csv, .tsv, .jsonl or .txt file'
+    )
   loaded = inference.load(args.workdir)
   rows = read_inputs(loaded, args.input, args.key)
   directory = os.path.dirname(os.path.abspath(args.output))

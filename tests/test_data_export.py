@@ -12,9 +12,9 @@ from jaxformer.data.files import FilesSource
 
 
 def test_numbers_tsv_and_genre_jsonl_round_trip(tmp_path):
-  for name, split, out, task, keys in (
-    ('jaxformer_numbers/en_de', 'validation', 'n.tsv', 'translate', {}),
-    ('jaxformer_genre', 'validation', 'g.jsonl', 'classify', {}),
+  for name, split, out, task in (
+    ('jaxformer_numbers/en_de', 'validation', 'n.tsv', 'translate'),
+    ('jaxformer_genre', 'validation', 'g.jsonl', 'classify'),
   ):
     path = str(tmp_path / out)
     assert export.main([name, split, '--output', path]) == 0

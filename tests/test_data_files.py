@@ -1,4 +1,4 @@
-"""The user's own files as a dataset: formats, labels, seeded stratified splits, the saved record."""
+"""The user's own files as a dataset: formats, labels, seeded stratified splits, the record."""
 
 import csv
 import json

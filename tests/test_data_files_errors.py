@@ -4,8 +4,8 @@ import json
 import os
 
 import pytest
-
 from helpers import run_train
+
 from jaxformer.data import DataError
 from jaxformer.data.files import FilesSource
 

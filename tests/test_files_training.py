@@ -186,3 +186,14 @@ def test_predict_bad_row_exits_2_and_keeps_the_old_output(runs, tmp_path, capsys
   assert out.read_text() == 'old\n' and sorted(os.listdir(tmp_path)) == ['new.csv', 'pred.jsonl']
   code, _ = run_predict(tmp_path, root / 'cls', 'body\nx\n')
   assert code == 2 and "no column 'ticket'" in capsys.readouterr().err
+
+
+def test_predict_missing_input_is_one_line(runs, tmp_path, capsys):
+  args = ['--workdir', str(runs[0] / 'cls'), '--input', str(tmp_path / 'nope.csv')]
+  assert predict.main([*args, '--output', str(tmp_path / 'out.jsonl')]) == 2
+  err = capsys.readouterr().err.strip()
+  assert (
+    err
+    == f"error: --input '{tmp_path}/nope.csv' is not a file; give a .csv, .tsv, .jsonl or .txt file"
+  )
+  assert os.listdir(tmp_path) == []

@@ -1,4 +1,4 @@
-"""jaxformer's data layer: shipped TFDS datasets, tokenizers and grain input pipelines.
+"""jaxformer's data layer: shipped TFDS datasets, your own files, tokenizers, grain pipelines.
 
 Importing this package registers the TFDS builders jaxformer_shakespeare, jaxformer_genre and
 jaxformer_numbers/{en_de,en_fr}. The training loop only needs `build_task_data`:

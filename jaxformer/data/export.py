@@ -1,4 +1,4 @@
-"""Write a shipped dataset's split as a file, to see or reuse the format `dataset.name='files'` reads.
+"""Write a shipped dataset's split as a file, in the format `dataset.name='files'` reads.
 
     python -m jaxformer.data.export jaxformer_genre train --output genre_train.csv
     python -m jaxformer.data.export jaxformer_numbers/en_de test --output numbers_test.tsv

@@ -1,4 +1,4 @@
-"""The user's own files as a dataset for every task: dataset.name='files' (or the older 'text_files').
+"""The user's own files as a dataset for every task: dataset.name='files' (older: 'text_files').
 
     classify   .csv / .tsv / .jsonl rows with a text and a label column (text_key, label_key)
     translate  .tsv / .csv with two columns (source, target; no header needed), or .jsonl /
