@@ -197,3 +197,26 @@ def test_predict_missing_input_is_one_line(runs, tmp_path, capsys):
     == f"error: --input '{tmp_path}/nope.csv' is not a file; give a .csv, .tsv, .jsonl or .txt file"
   )
   assert os.listdir(tmp_path) == []
+
+
+def test_preempted_mid_epoch_run_on_a_file_resumes_exactly(tmp_path):
+  import signal
+
+  train = write_labelled(tmp_path / 'train.csv', 90, 1)  # 81 training rows: 10 steps an epoch
+
+  def config():
+    c = tiny_config('classify', train_files=train, text_key='ticket', label_key='team')
+    c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps = 14, 7, 7
+    return c
+
+  class PreemptAt:  # as if the machine sent SIGTERM after step 4 (mid-epoch, no checkpoint yet)
+    def on_step(self, step, state):
+      if step == 4:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+  whole = train_and_evaluate(config(), str(tmp_path / 'whole'))
+  first = train_and_evaluate(config(), str(tmp_path / 'cut'), callbacks=[PreemptAt()])
+  assert first['preempted'] and first['last_step'] == 4
+  resumed = train_and_evaluate(config(), str(tmp_path / 'cut'))
+  assert resumed['last_step'] == 14 and not resumed['preempted']
+  assert resumed['params_fingerprint'] == whole['params_fingerprint']
