@@ -31,10 +31,14 @@ from jaxformer.config import ModelConfig
 from jaxformer.model.layers import Dropout, Projection, apply_rope, partitioned, residual_init_std
 
 
-def attention_mask(q_len: int, k_len: int, *, key_valid=None, causal: bool = False, positions=None):
+def attention_mask(
+  q_len: int, k_len: int, *, key_valid=None, causal: bool = False, positions=None, segments=None
+):
   """Boolean mask broadcastable to [B, 1, Lq, Lk]; True = may attend. None = attend everywhere.
 
   key_valid: [B, Lk] (False at padding). causal: position i sees keys j <= i.
+  segments: (query ids [B, Lq], key ids [B, Lk]) of packed rows: a query sees only the keys of
+  its own example (same id), so packed examples never attend to each other.
   positions: [Lq] absolute query positions while decoding from a cache of length Lk; then
   key j is visible iff j <= position (the rest of the cache is empty or in the future).
   """
@@ -50,6 +54,9 @@ def attention_mask(q_len: int, k_len: int, *, key_valid=None, causal: bool = Fal
   if causal:
     tril = jnp.tril(jnp.ones((q_len, k_len), dtype=bool))[None, None]
     mask = tril if mask is None else mask & tril
+  if segments is not None:
+    same = segments[0][:, None, :, None] == segments[1][:, None, None, :]
+    mask = same if mask is None else mask & same
   return mask
 
 
@@ -158,6 +165,7 @@ class MultiHeadAttention(nn.Module):
     *,
     key_valid=None,
     positions=None,
+    segments=None,
     head_mask=None,
     deterministic: bool = True,
     decode: bool = False,
@@ -188,7 +196,9 @@ class MultiHeadAttention(nn.Module):
     if decoding:
       mask = attention_mask(q_len, k.shape[1], positions=positions)
     else:
-      mask = attention_mask(q_len, k.shape[1], key_valid=key_valid, causal=self.causal and is_self)
+      mask = attention_mask(
+        q_len, k.shape[1], key_valid=key_valid, causal=self.causal and is_self, segments=segments
+      )
 
     dropout = Dropout(cfg.attention_dropout_rate)
     needs_dropout = cfg.attention_dropout_rate > 0 and not deterministic
@@ -203,7 +213,7 @@ class MultiHeadAttention(nn.Module):
     elif needs_dropout:
       out, _ = einsum_attention(q, k, v, mask, dropout=dropout, deterministic=deterministic)
     else:
-      causal_only = causal_self and key_valid is None
+      causal_only = causal_self and key_valid is None and segments is None
       out = fused_attention(
         q, k, v, mask, causal_only=causal_only, implementation=cfg.attention_impl
       )

@@ -49,9 +49,20 @@ class DecoderLayer(nn.Module):
     )
 
   @nn.compact
-  def __call__(self, x, head_mask, key_valid, positions, encoded=None, encoded_valid=None):
-    """x: [B, L, D]; head_mask: [H] or None; key_valid: [B, L] or None; positions: [L];
-    encoded: [B, S, D] and encoded_valid: [B, S] for cross-attention."""
+  def __call__(
+    self,
+    x,
+    head_mask,
+    key_valid,
+    positions,
+    encoded=None,
+    encoded_valid=None,
+    segments=None,
+    encoded_segments=None,
+  ):
+    """x: [B, L, D]; head_mask: [H] or None; key_valid: [B, L] or None; positions: [L] or
+    [B, L]; encoded: [B, S, D] and encoded_valid: [B, S] for cross-attention; segments [B, L]
+    and encoded_segments [B, S]: example ids of packed rows (attention stays inside one)."""
     cfg, det = self.cfg, self.deterministic
     x = self.residual(
       x,
@@ -60,6 +71,7 @@ class DecoderLayer(nn.Module):
         h,
         key_valid=key_valid,
         positions=positions,
+        segments=None if segments is None else (segments, segments),
         head_mask=head_mask,
         deterministic=det,
         decode=self.decode,
@@ -70,7 +82,11 @@ class DecoderLayer(nn.Module):
         x,
         'cross_attention',
         lambda h: MultiHeadAttention(cfg, name='cross_attention')(
-          h, encoded, key_valid=encoded_valid, deterministic=det
+          h,
+          encoded,
+          key_valid=encoded_valid,
+          segments=None if segments is None else (segments, encoded_segments),
+          deterministic=det,
         ),
       )
     if cfg.ff_dim > 0:
@@ -104,7 +120,17 @@ class LayerStack(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x, head_mask, key_valid, positions, encoded=None, encoded_valid=None):
+  def __call__(
+    self,
+    x,
+    head_mask,
+    key_valid,
+    positions,
+    encoded=None,
+    encoded_valid=None,
+    segments=None,
+    encoded_segments=None,
+  ):
     cfg = self.cfg
     if head_mask is not None and head_mask.shape != (self.num_layers, cfg.num_heads):
       raise ValueError(
@@ -124,18 +150,18 @@ class LayerStack(nn.Module):
         block,
         variable_axes={'params': 0, 'cache': 0, 'intermediates': 0},
         split_rngs={'params': True, 'dropout': True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        in_axes=(0,) + (nn.broadcast,) * 6,
         length=self.num_layers,
         metadata_params={nn.PARTITION_NAME: 'layers'},
       )
       x, _ = block(cfg, name='layer', **kwargs)(
-        x, head_mask, key_valid, positions, encoded, encoded_valid
+        x, head_mask, key_valid, positions, encoded, encoded_valid, segments, encoded_segments
       )
       return x
     for i in range(self.num_layers):
       layer_mask = None if head_mask is None else head_mask[i]
       x, _ = block(cfg, name=f'layer_{i}', **kwargs)(
-        x, layer_mask, key_valid, positions, encoded, encoded_valid
+        x, layer_mask, key_valid, positions, encoded, encoded_valid, segments, encoded_segments
       )
     return x
 
