@@ -98,3 +98,17 @@ def test_packed_translation_rows_equal_examples_alone(position):
   assert float(n) == 7
   np.testing.assert_allclose(float(s), loss_sum, rtol=1e-5)
 
+
+def test_cross_attention_ignores_padded_source_keys_when_lengths_match():
+  """A target longer than its source: decoder query i must not see the padded source key i.
+
+  attention_mask lets a self-attention query see itself (so a padding row is never empty); it
+  used to do that whenever Lq == Lk, cross-attention included.
+  """
+  model = EncoderDecoder(cfg('learned'))
+  ones = jnp.ones((1, L), jnp.int32)
+  params = nn.unbox(model.init(jax.random.key(2), ones, ones)['params'])
+  src, tgt = [5, 6, 2], [1, 8, 9, 10, 11, 12, 13]
+  same_length = model.apply({'params': params}, alone(src), alone(tgt))  # S == T == 16
+  short_src = model.apply({'params': params}, alone(src)[:, :8], alone(tgt))  # S = 8
+  np.testing.assert_allclose(same_length[0, : len(tgt)], short_src[0, : len(tgt)], atol=1e-5)

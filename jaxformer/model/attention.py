@@ -32,11 +32,19 @@ from jaxformer.model.layers import Dropout, Projection, apply_rope, partitioned,
 
 
 def attention_mask(
-  q_len: int, k_len: int, *, key_valid=None, causal: bool = False, positions=None, segments=None
+  q_len: int,
+  k_len: int,
+  *,
+  key_valid=None,
+  causal: bool = False,
+  positions=None,
+  segments=None,
+  self_attention: bool | None = None,
 ):
   """Boolean mask broadcastable to [B, 1, Lq, Lk]; True = may attend. None = attend everywhere.
 
   key_valid: [B, Lk] (False at padding). causal: position i sees keys j <= i.
+  self_attention: whether queries and keys are the same tokens (default: Lq == Lk).
   segments: (query ids [B, Lq], key ids [B, Lk]) of packed rows: a query sees only the keys of
   its own example (same id), so packed examples never attend to each other.
   positions: [Lq] absolute query positions while decoding from a cache of length Lk; then
@@ -47,7 +55,7 @@ def attention_mask(
   mask = None
   if key_valid is not None:
     mask = key_valid[:, None, None, :]
-    if q_len == k_len:
+    if (q_len == k_len) if self_attention is None else self_attention:
       # Self-attention: every token may also see itself, so a padding query never has an
       # empty row (an all-masked softmax would spread over *all* keys, future included).
       mask = mask | jnp.eye(q_len, dtype=bool)[None, None]
@@ -197,7 +205,12 @@ class MultiHeadAttention(nn.Module):
       mask = attention_mask(q_len, k.shape[1], positions=positions)
     else:
       mask = attention_mask(
-        q_len, k.shape[1], key_valid=key_valid, causal=self.causal and is_self, segments=segments
+        q_len,
+        k.shape[1],
+        key_valid=key_valid,
+        causal=self.causal and is_self,
+        segments=segments,
+        self_attention=is_self,  # cross-attention must not see a padded source key at i == j
       )
 
     dropout = Dropout(cfg.attention_dropout_rate)
