@@ -86,6 +86,7 @@ def build_task_data(
     process_count=int(process_count),
     cache_dir=cache_dir,
     examples_per_class=int(sources.get(dataset_cfg, 'examples_per_class', 0)),
+    pack=bool(sources.get(dataset_cfg, 'pack', False)),
   )
 
 
@@ -130,8 +131,11 @@ class TaskData:
   process_count: int
   cache_dir: str
   examples_per_class: int = 0
+  pack: bool = False  # translate: train rows hold several examples (see packed_row)
 
   def __post_init__(self):
+    if self.pack and self.task != 'translate':
+      raise DataError(f"dataset.pack works for task 'translate', not {self.task!r}; set it False")
     self._encoded = {}
     self.truncated = {}  # split -> number of over-length examples that were truncated
     self.per_process_batch_size = self.batch_size // self.process_count
@@ -244,9 +248,56 @@ class TaskData:
     return {'inputs': ((L,), np.int32), 'targets': ((), np.int32), 'weights': ((), np.float32)}
 
   # ---- train -------------------------------------------------------------------------------
+  # ---- packing ------------------------------------------------------------------------------
+  def packed_bins(self) -> list:
+    """Train examples grouped into rows: in a seeded order, each row takes examples while both
+    source and target (with EOS) still fit in max_len. The grouping is fixed for the run, so
+    grain shuffles rows, and a resume replays the same ones."""
+    enc, L = self.encoded(self.splits['train']), self.max_len
+    src_len = np.minimum(enc.sources.lengths() + 1, L)
+    tgt_len = np.minimum(enc.targets.lengths() + 1, L)
+    bins, current, used = [], [], (0, 0)
+    for i in np.random.default_rng(self.seed).permutation(enc.num_examples):
+      if current and (used[0] + src_len[i] > L or used[1] + tgt_len[i] > L):
+        bins.append(current)
+        current, used = [], (0, 0)
+      current.append(int(i))
+      used = (used[0] + src_len[i], used[1] + tgt_len[i])
+    return bins + [current]
+
+  def packed_row(self, examples: list) -> dict:
+    """Examples' rows (see _row) laid one after another, with example ids ('*_segmentation',
+    1, 2, ..., 0 = padding) and positions restarting at 0 in each ('*_position')."""
+    L, split = self.max_len, self.splits['train']
+    out = {k: np.zeros(L, np.int32) for k in ('inputs', 'decoder_inputs', 'targets')}
+    out |= {f'{side}_{k}': np.zeros(L, np.int32) for side in ('inputs', 'targets')
+            for k in ('segmentation', 'position')}  # fmt: skip
+    out['weights'] = np.zeros(L, np.float32)
+    at = {'inputs': 0, 'targets': 0}
+    for seg, i in enumerate(examples, 1):
+      row = self._row(split, i)
+      for side, keys in (('inputs', ('inputs',)), ('targets', ('decoder_inputs', 'targets'))):
+        n = (
+          int(np.count_nonzero(row['weights']))
+          if side == 'targets'
+          else int(np.count_nonzero(row['inputs']))
+        )
+        a = at[side]
+        for k in keys:
+          out[k][a : a + n] = row[k][:n]
+        if side == 'targets':
+          out['weights'][a : a + n] = row['weights'][:n]
+        out[f'{side}_segmentation'][a : a + n] = seg
+        out[f'{side}_position'][a : a + n] = np.arange(n)
+        at[side] = a + n
+    return out
+
   def train_indices(self) -> np.ndarray:
-    """All train rows (LM windows or examples) before sharding; classify may subsample per class."""
+    """All train rows (LM windows, examples or packed rows) before sharding; classify may
+    subsample per class."""
     split = self.splits['train']
+    if self.pack:
+      return np.arange(len(self.packed_bins()))
     n = self.num_rows(split, train=True)
     if self.task != 'classify' or self.examples_per_class <= 0:
       return np.arange(n)
@@ -278,8 +329,13 @@ class TaskData:
     lo = self.process_index * self.per_process_batch_size
     hi = lo + self.per_process_batch_size
 
+    bins = self.packed_bins() if self.pack else None
+
     def rows(global_batch):
-      rows = [self._row(split, int(i)) for i in global_batch[lo:hi]]
+      if bins is not None:
+        rows = [self.packed_row(bins[int(i)]) for i in global_batch[lo:hi]]
+      else:
+        rows = [self._row(split, int(i)) for i in global_batch[lo:hi]]
       return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
     return (
