@@ -78,3 +78,46 @@ def test_packing_changes_no_evaluation_batch_and_resumes_exactly():
     got = next(again)
     assert all((expected[k] == got[k]).all() for k in expected)
   assert 'targets_segmentation' in first[0] and first[0]['inputs'].shape == (8, L)
+
+
+def lm_docs(tmp_path, pack):
+  rng = np.random.default_rng(0)
+  docs = [' '.join(['word'] * int(rng.integers(1, 12))) + f' {i}' for i in range(40)]
+  (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs))
+  cfg = {'name': 'files', 'train_files': str(tmp_path / 'docs.jsonl'), 'tokenizer': 'byte'}
+  return build_task_data(
+    dict(cfg, pack=pack, data_dir=str(tmp_path / 'dd')),
+    task='lm',
+    max_len=16,
+    batch_size=4,
+    seed=0,
+    process_index=0,
+    process_count=1,
+  )
+
+
+def test_packed_lm_documents_cover_every_target_once_with_their_loss(tmp_path):
+  from jaxformer.models import DecoderLM
+
+  data = lm_docs(tmp_path, True)
+  docs = data.encoded('train').tokens
+  rows = [data.packed_row(b) for b in data.packed_bins()]
+  # [EOS] + document + EOS: every document token and its EOS is a target exactly once
+  assert sum(r['weights'].sum() for r in rows) == sum(len(docs[i]) for i in range(len(docs)))
+  model = DecoderLM(
+    ModelConfig(vocab_size=259, d_model=32, num_heads=2, num_layers=2, max_len=16, dropout_rate=0.0)
+  )
+  params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 16), jnp.int32))['params'])
+  eval_step = jax.jit(steps.make_eval_step(model, task='lm'))
+  bins = data.packed_bins()[:6]
+  batch = {k: np.stack([data.packed_row(b)[k] for b in bins]) for k in rows[0]}
+  packed = np.asarray(eval_step(params, batch), np.float64)
+  alone = []  # each chunk in its own unpacked row
+  for i in (i for b in bins for i in b):
+    row = data.packed_row([i])
+    alone.append({k: row[k] for k in ('inputs', 'targets', 'weights')})
+  sums = np.asarray(eval_step(params, {k: np.stack([r[k] for r in alone]) for k in alone[0]}))
+  np.testing.assert_allclose(packed[:2], sums[:2], rtol=1e-5)
+  plain = lm_docs(tmp_path, False)
+  for a, b in zip(data.eval_batches('validation'), plain.eval_batches('validation')):
+    assert all((a[k] == b[k]).all() for k in a)  # evaluation is never packed

@@ -27,7 +27,7 @@ import math
 import grain
 import numpy as np
 
-from jaxformer.data import encoding, sources
+from jaxformer.data import encoding, packing, sources
 from jaxformer.data.errors import DataError
 from jaxformer.data.tokenizers import ByteTokenizer, train_sentencepiece
 
@@ -131,11 +131,11 @@ class TaskData:
   process_count: int
   cache_dir: str
   examples_per_class: int = 0
-  pack: bool = False  # translate: train rows hold several examples (see packed_row)
+  pack: bool = False  # translate, lm: train rows hold several examples (see packed_row)
 
   def __post_init__(self):
-    if self.pack and self.task != 'translate':
-      raise DataError(f"dataset.pack works for task 'translate', not {self.task!r}; set it False")
+    if self.pack and self.task == 'classify':
+      raise DataError("dataset.pack is for 'translate' and 'lm' (a label per row); set it False")
     self._encoded = {}
     self.truncated = {}  # split -> number of over-length examples that were truncated
     self.per_process_batch_size = self.batch_size // self.process_count
@@ -250,25 +250,37 @@ class TaskData:
   # ---- train -------------------------------------------------------------------------------
   # ---- packing ------------------------------------------------------------------------------
   def packed_bins(self) -> list:
-    """Train examples grouped into rows: in a seeded order, each row takes examples while both
-    source and target (with EOS) still fit in max_len. The grouping is fixed for the run, so
-    grain shuffles rows, and a resume replays the same ones."""
+    """Train examples grouped into rows: in a seeded order, each row takes examples while they
+    still fit in max_len (translate: source and target with EOS; lm: a document chunk's
+    inputs). The grouping is fixed for the run, so grain shuffles rows, and a resume replays
+    the same ones."""
     enc, L = self.encoded(self.splits['train']), self.max_len
-    src_len = np.minimum(enc.sources.lengths() + 1, L)
-    tgt_len = np.minimum(enc.targets.lengths() + 1, L)
-    bins, current, used = [], [], (0, 0)
-    for i in np.random.default_rng(self.seed).permutation(enc.num_examples):
-      if current and (used[0] + src_len[i] > L or used[1] + tgt_len[i] > L):
-        bins.append(current)
-        current, used = [], (0, 0)
-      current.append(int(i))
-      used = (used[0] + src_len[i], used[1] + tgt_len[i])
-    return bins + [current]
+    if self.task == 'lm':
+      sizes = np.array([[n - 1] for _, _, n in self.lm_chunks()])
+    else:
+      sizes = np.stack([enc.sources.lengths() + 1, enc.targets.lengths() + 1], 1)
+    return packing.next_fit(np.minimum(sizes, L), L, np.random.default_rng(self.seed))
+
+  def lm_chunks(self) -> list:
+    """(document, start, tokens) pieces of the train documents, each [EOS] + document cut into
+    windows of <= max_len+1 tokens that overlap by one (as the unpacked LM windows do)."""
+    if not hasattr(self, '_lm_chunks'):
+      docs = self.encoded(self.splits['train']).tokens
+      self._lm_chunks = packing.chunks(docs.lengths() + 1, self.max_len + 1)
+    return self._lm_chunks
 
   def packed_row(self, examples: list) -> dict:
     """Examples' rows (see _row) laid one after another, with example ids ('*_segmentation',
     1, 2, ..., 0 = padding) and positions restarting at 0 in each ('*_position')."""
     L, split = self.max_len, self.splits['train']
+    if self.task == 'lm':
+      docs, chunks = self.encoded(split).tokens, self.lm_chunks()
+      pieces = []
+      for i in examples:
+        doc, start, n = chunks[i]
+        tokens = np.concatenate([[self.tokenizer.eos_id], docs[doc]])[start : start + n]
+        pieces.append({'inputs': tokens[:-1], 'targets': tokens[1:]})
+      return packing.lay_out(pieces, L)
     out = {k: np.zeros(L, np.int32) for k in ('inputs', 'decoder_inputs', 'targets')}
     out |= {f'{side}_{k}': np.zeros(L, np.int32) for side in ('inputs', 'targets')
             for k in ('segmentation', 'position')}  # fmt: skip

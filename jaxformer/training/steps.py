@@ -36,6 +36,15 @@ def apply_model(model, params, batch: Batch, *, task: str, deterministic: bool, 
       if packed
       else None,
     )
+  if 'inputs_segmentation' in batch:  # a packed LM row (dataset.pack)
+    return model.apply(
+      {'params': params},
+      batch['inputs'],
+      segments=batch['inputs_segmentation'],
+      positions=batch['inputs_position'],
+      deterministic=deterministic,
+      rngs=rngs,
+    )
   return model.apply({'params': params}, batch['inputs'], deterministic=deterministic, rngs=rngs)
 
 
