@@ -2,8 +2,9 @@
 
 A packed row holds several examples one after another; `*_segmentation` numbers them 1, 2, ...
 (0 = padding) and `*_position` restarts at 0 in each, so the model (segment-id attention mask,
-per-row positions) computes every example as if it were alone. Numbers-word pairs fill about a
-third of an unpacked row; packed rows, about two thirds (tests/test_data_packing.py).
+per-row positions) computes every example as if it were alone. jaxformer_numbers/en_de in bytes
+with max_len 128: 34% of target positions are real tokens unpacked, 70% packed (9,567 rows for
+20,000 pairs).
 """
 
 import numpy as np
