@@ -25,7 +25,7 @@ def get_model_config() -> ml_collections.ConfigDict:
 
 def get_dataset_config() -> ml_collections.ConfigDict:
   d = ml_collections.ConfigDict()
-  d.name = 'jaxformer_shakespeare'  # TFDS name, 'jaxformer_*' (embedded) or 'text_files'
+  d.name = 'jaxformer_shakespeare'  # TFDS name, 'jaxformer_*' (embedded) or 'files' (your own)
   d.data_dir = ''  # '' = $JAXFORMER_DATA_DIR or ~/.cache/jaxformer/tfds
   d.train_split = 'train'  # split to train on; TFDS slices work, e.g. 'train[:10%]'
   d.eval_split = 'validation'  # split for validation loss and early stopping
@@ -36,8 +36,14 @@ def get_dataset_config() -> ml_collections.ConfigDict:
   d.source_key = ''  # translation source feature ('' = default)
   d.target_key = ''  # translation target feature ('' = default)
   d.label_key = ''  # classification label feature ('' = default)
-  d.files = ''  # glob of .txt files when name == 'text_files'
-  d.val_fraction = 0.1  # held-out fraction for 'text_files'
+  d.train_files = ''  # 'files': glob of training files, .csv/.tsv/.jsonl/.txt (comma = several)
+  d.eval_files = ''  # 'files': validation files ('' = carve val_fraction from train_files)
+  d.test_files = ''  # 'files': test files ('' = carve test_fraction from train_files)
+  d.files = ''  # 'text_files' (older LM name): glob of .txt files; for 'files' = train_files
+  d.val_fraction = 0.1  # 'files': share of training rows held out for validation (by label)
+  d.test_fraction = 0.0  # 'files': share of training rows held out for test (by label)
+  d.split_seed = 0  # 'files': seed that picks the held-out rows (not the training seed)
+  d.pack = False  # translate, lm: several examples/documents a train row (eval unpacked)
   d.examples_per_class = 0  # classification: labelled examples per class (0 = all)
   d.download = False  # allow TFDS to download (never without asking)
   return d

@@ -188,7 +188,7 @@ def evaluate(
   out_dir=None,
 ) -> dict:
   """Scores `loaded` (from inference.load) on `split`; returns the dict written to eval_<split>.json."""
-  from jaxformer.data import build_task_data
+  from jaxformer.data import build_task_data, load_split_record
 
   if limit is not None and limit < 1:
     raise ValueError(f'--limit must be >= 1, got {limit}')
@@ -210,6 +210,7 @@ def evaluate(
     tokenizer=loaded.tokenizer,
     process_index=0,
     process_count=1,
+    split_record=load_split_record(loaded.path),
   )
   split = split or data.splits['test'] or data.splits['eval']
   if not split:

@@ -1,4 +1,4 @@
-"""jaxformer's data layer: shipped TFDS datasets, tokenizers and grain input pipelines.
+"""jaxformer's data layer: shipped TFDS datasets, your own files, tokenizers, grain pipelines.
 
 Importing this package registers the TFDS builders jaxformer_shakespeare, jaxformer_genre and
 jaxformer_numbers/{en_de,en_fr}. The training loop only needs `build_task_data`:
@@ -10,6 +10,7 @@ jaxformer_numbers/{en_de,en_fr}. The training loop only needs `build_task_data`:
 
 from jaxformer.data import builders  # noqa: F401  (registers the TFDS builders)
 from jaxformer.data.errors import DataError
+from jaxformer.data.files import load_label_names, load_split_record, save_run_data_files
 from jaxformer.data.pipeline import TaskData, bits_per_byte, build_task_data
 from jaxformer.data.sources import KNOWN, default_data_dir
 from jaxformer.data.tokenizers import (
@@ -21,6 +22,9 @@ from jaxformer.data.tokenizers import (
 
 __all__ = [
   'DataError',
+  'load_label_names',
+  'load_split_record',
+  'save_run_data_files',
   'TaskData',
   'bits_per_byte',
   'build_task_data',

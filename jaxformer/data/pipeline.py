@@ -27,7 +27,7 @@ import math
 import grain
 import numpy as np
 
-from jaxformer.data import encoding, sources
+from jaxformer.data import encoding, packing, sources
 from jaxformer.data.errors import DataError
 from jaxformer.data.tokenizers import ByteTokenizer, train_sentencepiece
 
@@ -45,12 +45,15 @@ def build_task_data(
   workdir_tokenizer_dir: str | None = None,
   process_index: int | None = None,
   process_count: int | None = None,
+  split_record: dict | None = None,
 ) -> 'TaskData':
   """Opens the dataset, gets a tokenizer, and returns the task's pipelines.
 
   dataset_cfg keys (dict or ConfigDict; missing/None = default): name, data_dir, train_split,
   eval_split, test_split, tokenizer, vocab_size, text_key, source_key, target_key, label_key,
-  files, val_fraction, examples_per_class, download. batch_size is global.
+  files, val_fraction, examples_per_class, download, and for name='files' train_files,
+  eval_files, test_files, test_fraction, split_seed (see jaxformer/data/files.py). batch_size is
+  global. split_record: a files source's saved record (a resume or an evaluation sees its rows).
   """
   if int(max_len) < 2:
     raise DataError(f'max_len must be >= 2 (an input and a target token), got {max_len}')
@@ -62,7 +65,7 @@ def build_task_data(
     raise DataError(
       f'batch_size {batch_size} must be a positive multiple of the process count {process_count}'
     )
-  source = sources.open_source(dataset_cfg, task)
+  source = sources.open_source(dataset_cfg, task, split_record)
   splits = sources.split_names(dataset_cfg, source)
   cache_dir = sources.default_data_dir(sources.get(dataset_cfg, 'data_dir', ''))
   if tokenizer is None:
@@ -81,6 +84,7 @@ def build_task_data(
     process_count=int(process_count),
     cache_dir=cache_dir,
     examples_per_class=int(sources.get(dataset_cfg, 'examples_per_class', 0)),
+    pack=bool(sources.get(dataset_cfg, 'pack', False)),
   )
 
 
@@ -132,8 +136,11 @@ class TaskData:
   process_count: int
   cache_dir: str
   examples_per_class: int = 0
+  pack: bool = False  # translate, lm: train rows hold several examples (see packed_row)
 
   def __post_init__(self):
+    if self.pack and self.task == 'classify':
+      raise DataError("dataset.pack is for 'translate' and 'lm' (a label per row); set it False")
     self._encoded = {}
     self._token_bytes = None  # UTF-8 bytes per token id, built on first use
     self.truncated = {}  # split -> number of over-length examples that were truncated
@@ -254,9 +261,68 @@ class TaskData:
     return {'inputs': ((L,), np.int32), 'targets': ((), np.int32), 'weights': ((), np.float32)}
 
   # ---- train -------------------------------------------------------------------------------
+  # ---- packing ------------------------------------------------------------------------------
+  def packed_bins(self) -> list:
+    """Train examples grouped into rows: in a seeded order, each row takes examples while they
+    still fit in max_len (translate: source and target with EOS; lm: a document chunk's
+    inputs). The grouping is fixed for the run, so grain shuffles rows, and a resume replays
+    the same ones."""
+    enc, L = self.encoded(self.splits['train']), self.max_len
+    if self.task == 'lm':
+      sizes = np.array([[n - 1] for _, _, n in self.lm_chunks()])
+    else:
+      sizes = np.stack([enc.sources.lengths() + 1, enc.targets.lengths() + 1], 1)
+    return packing.next_fit(np.minimum(sizes, L), L, np.random.default_rng(self.seed))
+
+  def lm_chunks(self) -> list:
+    """(document, start, tokens) pieces of the train documents, each [EOS] + document cut into
+    windows of <= max_len+1 tokens that overlap by one (as the unpacked LM windows do)."""
+    if not hasattr(self, '_lm_chunks'):
+      docs = self.encoded(self.splits['train']).tokens
+      self._lm_chunks = packing.chunks(docs.lengths() + 1, self.max_len + 1)
+    return self._lm_chunks
+
+  def packed_row(self, examples: list) -> dict:
+    """Examples' rows (see _row) laid one after another, with example ids ('*_segmentation',
+    1, 2, ..., 0 = padding) and positions restarting at 0 in each ('*_position')."""
+    L, split = self.max_len, self.splits['train']
+    if self.task == 'lm':
+      docs, chunks = self.encoded(split).tokens, self.lm_chunks()
+      pieces = []
+      for i in examples:
+        doc, start, n = chunks[i]
+        tokens = np.concatenate([[self.tokenizer.eos_id], docs[doc]])[start : start + n]
+        pieces.append({'inputs': tokens[:-1], 'targets': tokens[1:]})
+      return packing.lay_out(pieces, L)
+    out = {k: np.zeros(L, np.int32) for k in ('inputs', 'decoder_inputs', 'targets')}
+    out |= {f'{side}_{k}': np.zeros(L, np.int32) for side in ('inputs', 'targets')
+            for k in ('segmentation', 'position')}  # fmt: skip
+    out['weights'] = np.zeros(L, np.float32)
+    at = {'inputs': 0, 'targets': 0}
+    for seg, i in enumerate(examples, 1):
+      row = self._row(split, i)
+      for side, keys in (('inputs', ('inputs',)), ('targets', ('decoder_inputs', 'targets'))):
+        n = (
+          int(np.count_nonzero(row['weights']))
+          if side == 'targets'
+          else int(np.count_nonzero(row['inputs']))
+        )
+        a = at[side]
+        for k in keys:
+          out[k][a : a + n] = row[k][:n]
+        if side == 'targets':
+          out['weights'][a : a + n] = row['weights'][:n]
+        out[f'{side}_segmentation'][a : a + n] = seg
+        out[f'{side}_position'][a : a + n] = np.arange(n)
+        at[side] = a + n
+    return out
+
   def train_indices(self) -> np.ndarray:
-    """All train rows (LM windows or examples) before sharding; classify may subsample per class."""
+    """All train rows (LM windows, examples or packed rows) before sharding; classify may
+    subsample per class."""
     split = self.splits['train']
+    if self.pack:
+      return np.arange(len(self.packed_bins()))
     n = self.num_rows(split, train=True)
     if self.task != 'classify' or self.examples_per_class <= 0:
       return np.arange(n)
@@ -288,8 +354,13 @@ class TaskData:
     lo = self.process_index * self.per_process_batch_size
     hi = lo + self.per_process_batch_size
 
+    bins = self.packed_bins() if self.pack else None
+
     def rows(global_batch):
-      rows = [self._row(split, int(i)) for i in global_batch[lo:hi]]
+      if bins is not None:
+        rows = [self.packed_row(bins[int(i)]) for i in global_batch[lo:hi]]
+      else:
+        rows = [self._row(split, int(i)) for i in global_batch[lo:hi]]
       return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
     return (

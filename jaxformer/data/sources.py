@@ -1,4 +1,4 @@
-"""Where examples come from: the shipped TFDS builders, real TFDS datasets, or the user's text files.
+"""Where examples come from: the shipped TFDS builders, real TFDS datasets, or the user's files.
 
 Every source hands out *normalised* examples, whatever the dataset's own feature names are:
   lm        {'text': str}
@@ -14,8 +14,6 @@ import abc
 import contextlib
 import logging
 import dataclasses
-import glob
-import hashlib
 import importlib
 import os
 
@@ -190,68 +188,14 @@ class TfdsSource(Source):
     )
 
 
-class TextFilesSource(Source):
-  """The user's own UTF-8 text files (a glob) as a language-modelling corpus.
+def open_source(dataset_cfg, task: str, split_record: dict | None = None) -> Source:
+  """Opens the dataset named by dataset_cfg for `task`, preparing shipped builders if needed.
 
-  Each file is one document. The last `val_fraction` of each file's lines form 'validation', so
-  even a single file (say, input.txt) gets a validation split. Bytes that are not UTF-8 are an
-  error naming the file and byte offset, never silently replaced: a wrong encoding would
-  otherwise quietly corrupt the tokenizer and the bits-per-byte numbers.
+  split_record: a files source's `record` saved by an earlier run, to see exactly its rows.
   """
-
-  def __init__(self, pattern: str, val_fraction: float):
-    self.name, self.task, self.pattern = 'text_files', 'lm', pattern
-    if not pattern:
-      raise DataError(
-        "dataset 'text_files' needs dataset.files, a glob of .txt files, e.g. 'data/*.txt'"
-      )
-    if not 0.0 <= val_fraction < 1.0:
-      raise DataError(f'dataset.val_fraction must be in [0, 1), got {val_fraction}')
-    paths = sorted(
-      p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p)
-    )
-    if not paths:
-      raise DataError(f'dataset.files={pattern!r} matches no files; check the path or glob')
-    self.docs = {'train': [], 'validation': []}
-    digest = hashlib.sha256(repr(val_fraction).encode())
-    for path in paths:
-      with open(path, 'rb') as f:
-        data = f.read()
-      try:
-        text = data.decode('utf-8')
-      except UnicodeDecodeError as e:
-        raise DataError(
-          f'{path}: invalid UTF-8 at byte offset {e.start}; convert it to UTF-8 '
-          f'(e.g. `iconv -f latin1 -t utf-8`)'
-        ) from None
-      digest.update(path.encode() + b'\0' + data)
-      lines = text.splitlines(keepends=True)
-      n_val = int(round(len(lines) * val_fraction))
-      cut = len(lines) - n_val
-      for split, part in (('train', lines[:cut]), ('validation', lines[cut:])):
-        if ''.join(part).strip():
-          self.docs[split].append(''.join(part))
-    if not self.docs['train']:
-      raise DataError(f'dataset.files={pattern!r}: the training part of the corpus is empty')
-    self.splits = tuple(s for s in ('train', 'validation') if self.docs[s])
-    self._digest = digest.hexdigest()
-
-  def num_examples(self, split):
-    self.check_split(split)
-    return len(self.docs[split])
-
-  def example(self, split, index):
-    return {'text': self.docs[split][index]}
-
-  def fingerprint(self, split):
-    return f'text_files:{self._digest}:{split}'
-
-
-def open_source(dataset_cfg, task: str) -> Source:
-  """Opens the dataset named by dataset_cfg for `task`, preparing shipped builders if needed."""
   name = get(dataset_cfg, 'name', '')
   if not name:
-    raise DataError("dataset.name is empty; use e.g. 'jaxformer_shakespeare' or 'text_files'")
+    raise DataError("dataset.name is empty; use e.g. 'jaxformer_shakespeare' or 'files'")
   if task not in TASKS:
     raise DataError(f'unknown task {task!r}; expected one of {", ".join(TASKS)}')
   known = KNOWN.get(name)
@@ -259,10 +203,10 @@ def open_source(dataset_cfg, task: str) -> Source:
     raise DataError(
       f'dataset {name!r} is a {known.task!r} dataset, not {task!r}; pick a {task} dataset'
     )
-  if name == 'text_files':
-    return TextFilesSource(
-      get(dataset_cfg, 'files', ''), float(get(dataset_cfg, 'val_fraction', 0.1))
-    )
+  if name in ('files', 'text_files'):  # the user's own files ('text_files': the older LM name)
+    from jaxformer.data.files import FilesSource
+
+    return FilesSource(dataset_cfg, task, split_record, legacy=name == 'text_files')
   known = known or Known(task)
   keys = {'lm': ('text',), 'translate': ('source', 'target'), 'classify': ('text', 'label')}[task]
   keys = {k: get(dataset_cfg, f'{k}_key', '') or getattr(known, f'{k}_key') for k in keys}
@@ -277,6 +221,12 @@ def open_source(dataset_cfg, task: str) -> Source:
 
 def split_names(dataset_cfg, source: Source) -> dict:
   """{'train', 'eval', 'test'} -> split name or '' (none), from dataset_cfg or the dataset's defaults."""
+  if source.name == 'files':  # its splits are named by what the files give
+    return {
+      'train': 'train',
+      'eval': 'validation' if 'validation' in source.splits else '',
+      'test': 'test' if 'test' in source.splits else '',
+    }
   known = KNOWN.get(source.name, Known(source.task))
   out = {}
   for role in ('train', 'eval', 'test'):

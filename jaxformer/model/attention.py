@@ -42,11 +42,14 @@ def attention_mask(
   key_valid=None,
   causal: bool = False,
   positions=None,
+  segments=None,
   self_attention: bool = False,
 ):
   """Boolean mask broadcastable to [B, 1, Lq, Lk]; True = may attend. None = attend everywhere.
 
   key_valid: [B, Lk] (False at padding). causal: position i sees keys j <= i.
+  segments: (query ids [B, Lq], key ids [B, Lk]) of packed rows: a query sees only the keys of
+  its own example (same id), so packed examples never attend to each other.
   positions: [Lq] absolute query positions while decoding from a cache of length Lk; then
   key j is visible iff j <= position (the rest of the cache is empty or in the future).
   self_attention: queries and keys are the same tokens, so a padding query may see itself.
@@ -64,6 +67,9 @@ def attention_mask(
   if causal:
     tril = jnp.tril(jnp.ones((q_len, k_len), dtype=bool))[None, None]
     mask = tril if mask is None else mask & tril
+  if segments is not None:
+    same = segments[0][:, None, :, None] == segments[1][:, None, None, :]
+    mask = same if mask is None else mask & same
   return mask
 
 
@@ -192,6 +198,7 @@ class MultiHeadAttention(nn.Module):
     *,
     key_valid=None,
     positions=None,
+    segments=None,
     head_mask=None,
     deterministic: bool = True,
     decode: bool = False,
@@ -238,6 +245,7 @@ class MultiHeadAttention(nn.Module):
         k.shape[1],
         key_valid=key_valid,
         causal=causal_self,
+        segments=segments,
         self_attention=not self.cross_attention,
       )
 
@@ -253,7 +261,7 @@ class MultiHeadAttention(nn.Module):
       if cfg.attention_impl == 'einsum':
         self.sow('intermediates', 'attention_weights', probs)
     else:
-      causal_only = causal_self and key_valid is None
+      causal_only = causal_self and key_valid is None and segments is None
       out = fused_attention(
         q, k, v, mask, causal_only=causal_only, implementation=cfg.attention_impl
       )

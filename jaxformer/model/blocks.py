@@ -53,10 +53,21 @@ class TransformerLayer(nn.Module):
     )
 
   @nn.compact
-  def __call__(self, x, head_mask, key_valid, positions, encoded=None, encoded_valid=None):
-    """x: [B, L, D]; head_mask: [H] or None; key_valid: [B, L] or None; positions: [L];
-    encoded: [B, S, D] and encoded_valid: [B, S] for cross-attention (encoded=None while
-    decoding: its keys/values are in the cache)."""
+  def __call__(
+    self,
+    x,
+    head_mask,
+    key_valid,
+    positions,
+    encoded=None,
+    encoded_valid=None,
+    segments=None,
+    encoded_segments=None,
+  ):
+    """x: [B, L, D]; head_mask: [H] or None; key_valid: [B, L] or None; positions: [L] or
+    [B, L]; encoded: [B, S, D] and encoded_valid: [B, S] for cross-attention (encoded=None
+    while decoding: its keys/values are in the cache); segments [B, L]
+    and encoded_segments [B, S]: example ids of packed rows (attention stays inside one)."""
     cfg, det, depth = self.cfg, self.deterministic, self.num_layers
     x = self.residual(
       x,
@@ -67,6 +78,7 @@ class TransformerLayer(nn.Module):
         h,
         key_valid=key_valid,
         positions=positions,
+        segments=None if segments is None else (segments, segments),
         head_mask=head_mask,
         deterministic=det,
         decode=self.decode,
@@ -78,7 +90,14 @@ class TransformerLayer(nn.Module):
         'cross_attention',
         lambda h: MultiHeadAttention(
           cfg, cross_attention=True, num_layers=depth, name='cross_attention'
-        )(h, encoded, key_valid=encoded_valid, deterministic=det, decode=self.decode),
+        )(
+          h,
+          encoded,
+          key_valid=encoded_valid,
+          segments=None if segments is None else (segments, encoded_segments),
+          deterministic=det,
+          decode=self.decode,
+        ),
       )
     if cfg.ff_dim > 0:
       x = self.residual(x, 'mlp', lambda h: FeedForward(cfg, num_layers=depth, name='mlp')(h))
@@ -105,7 +124,17 @@ class LayerStack(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x, head_mask, key_valid, positions, encoded=None, encoded_valid=None):
+  def __call__(
+    self,
+    x,
+    head_mask,
+    key_valid,
+    positions,
+    encoded=None,
+    encoded_valid=None,
+    segments=None,
+    encoded_segments=None,
+  ):
     cfg = self.cfg
     if head_mask is not None and head_mask.shape != (self.num_layers, cfg.num_heads):
       raise ValueError(
@@ -129,18 +158,18 @@ class LayerStack(nn.Module):
         block,
         variable_axes={'params': 0, 'cache': 0, 'intermediates': 0},
         split_rngs={'params': True, 'dropout': True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        in_axes=(0,) + (nn.broadcast,) * 6,
         length=self.num_layers,
         metadata_params={nn.PARTITION_NAME: 'layers'},
       )
       x, _ = block(cfg, name='layer', **kwargs)(
-        x, head_mask, key_valid, positions, encoded, encoded_valid
+        x, head_mask, key_valid, positions, encoded, encoded_valid, segments, encoded_segments
       )
       return x
     for i in range(self.num_layers):
       layer_mask = None if head_mask is None else head_mask[i]
       x, _ = block(cfg, name=f'layer_{i}', **kwargs)(
-        x, layer_mask, key_valid, positions, encoded, encoded_valid
+        x, layer_mask, key_valid, positions, encoded, encoded_valid, segments, encoded_segments
       )
     return x
 

@@ -204,7 +204,7 @@ def sinusoidal_table(length: int, dim: int) -> np.ndarray:
 
 
 class AddPositions(nn.Module):
-  """x + position_table[positions] for 'learned' or 'sinusoidal' positions. x: [B, L, D], positions: [L]."""
+  """x + position_table[positions] for 'learned'/'sinusoidal'. x: [B, L, D], positions: [L] or [B, L]."""
 
   cfg: ModelConfig
 
@@ -220,19 +220,21 @@ class AddPositions(nn.Module):
       )
     else:
       table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model))
-    return x + jnp.take(table, positions, axis=0).astype(x.dtype)[None]
+    added = jnp.take(table, positions, axis=0).astype(x.dtype)
+    return x + (added[None] if positions.ndim == 1 else added)
 
 
 def apply_rope(x, positions, base: float = 10000.0):
-  """Rotary position embedding (Su et al. 2021), rotate-half form. x: [B, L, H, K], positions: [L].
+  """Rotary position embedding (Su et al. 2021), rotate-half. x: [B, L, H, K], positions: [L] | [B, L].
 
   Pairs of features (i, i + K/2) are rotated by angle position * base^(-2i/K), so the dot
   product q.k depends only on the distance between the two positions.
   """
   half = x.shape[-1] // 2
   inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]  # [L, K/2]
-  sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [L, K/2] or [B, L, K/2]
+  angles = angles[None] if angles.ndim == 2 else angles
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)

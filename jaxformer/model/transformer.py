@@ -37,7 +37,9 @@ class TransformerStack(nn.Module):
   """Embedding -> positions -> dropout -> layers -> final norm. tokens [B, L] -> hidden [B, L, D].
 
   `embed` shares a token table owned by the parent (encoder-decoder); otherwise the stack
-  owns one, named 'token_embed'.
+  owns one, named 'token_embed'. Packed rows (several examples in one row) pass `segments`
+  [B, L] (example ids, 0 = padding) and `positions` [B, L] (restarting at 0 in each example):
+  attention then stays inside each example, so each one is computed as if it were alone.
   """
 
   cfg: ModelConfig
@@ -60,6 +62,9 @@ class TransformerStack(nn.Module):
     *,
     encoded=None,
     encoded_valid=None,
+    segments=None,
+    positions=None,
+    encoded_segments=None,
     deterministic=True,
     decode=False,
     head_mask=None,
@@ -70,7 +75,7 @@ class TransformerStack(nn.Module):
       raise ValueError(
         f'sequence length {length} exceeds max_len={cfg.max_len}; raise ModelConfig.max_len'
       )
-    positions = self.positions(length, decode)
+    positions = self.positions(length, decode) if positions is None else positions
     x = self.embedding()(tokens)  # [B, L, D]
     if cfg.position != 'rope':
       x = AddPositions(cfg, name='pos_embed')(x, positions)
@@ -87,7 +92,7 @@ class TransformerStack(nn.Module):
       deterministic=deterministic,
       decode=decode,
       name='layers',
-    )(x, head_mask, key_valid, positions, encoded, encoded_valid)
+    )(x, head_mask, key_valid, positions, encoded, encoded_valid, segments, encoded_segments)
     if cfg.norm == 'pre':
       x = layer_norm(cfg, 'final_norm')(x)
     return x
@@ -131,9 +136,26 @@ class DecoderLM(nn.Module):
     self.backbone = TransformerStack(self.cfg, self.cfg.num_layers, causal=True)
     self.lm_head = None if self.cfg.tie_embeddings else untied_head(self.cfg)
 
-  def __call__(self, tokens, *, deterministic: bool = True, decode: bool = False, head_mask=None):
-    """head_mask: optional [num_layers, num_heads] float, 1 keeps a head and 0 removes it."""
-    hidden = self.backbone(tokens, deterministic=deterministic, decode=decode, head_mask=head_mask)
+  def __call__(
+    self,
+    tokens,
+    *,
+    deterministic: bool = True,
+    decode: bool = False,
+    head_mask=None,
+    segments=None,
+    positions=None,
+  ):
+    """head_mask: optional [num_layers, num_heads] float, 1 keeps a head and 0 removes it.
+    segments, positions: [B, L] for packed rows (see TransformerStack)."""
+    hidden = self.backbone(
+      tokens,
+      deterministic=deterministic,
+      decode=decode,
+      head_mask=head_mask,
+      segments=segments,
+      positions=positions,
+    )
     return output_logits(self.cfg, hidden, self.backbone.embedding(), self.lm_head)
 
 
@@ -206,9 +228,31 @@ class EncoderDecoder(nn.Module):
     )
     self.lm_head = None if cfg.tie_embeddings else untied_head(cfg)
 
-  def __call__(self, src, tgt_in, *, deterministic: bool = True, decode: bool = False):
-    encoded = self.encode(src, deterministic=deterministic)
-    return self.decode(encoded, src, tgt_in, deterministic=deterministic, decode=decode)
+  def __call__(
+    self, src, tgt_in, *, deterministic: bool = True, decode: bool = False, packing=None
+  ):
+    """packing: for packed rows, {'inputs_segmentation', 'inputs_position' [B, S],
+    'targets_segmentation', 'targets_position' [B, T]} (see TransformerStack)."""
+    if packing is None:
+      encoded = self.encode(src, deterministic=deterministic)
+      return self.decode(encoded, src, tgt_in, deterministic=deterministic, decode=decode)
+    encoded = self.encoder(
+      src,
+      segments=packing['inputs_segmentation'],
+      positions=packing['inputs_position'],
+      deterministic=deterministic,
+    )
+    hidden = self.decoder(
+      tgt_in,
+      encoded=encoded,
+      encoded_valid=src != 0,
+      segments=packing['targets_segmentation'],
+      positions=packing['targets_position'],
+      encoded_segments=packing['inputs_segmentation'],
+      deterministic=deterministic,
+      decode=decode,
+    )
+    return output_logits(self.cfg, hidden, self.token_embed, self.lm_head)
 
   def encode(self, src, *, deterministic: bool = True):
     """src [B, S] -> encoded [B, S, D]; run once per source when decoding step by step."""

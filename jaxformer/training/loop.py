@@ -90,6 +90,7 @@ def prepare(config, workdir: str) -> _Setup:
   saved = setup.saved_config(workdir)
   config, budget_record = budget.resumed(config, saved)
   tokenizer = _reused_tokenizer(config, workdir, saved)
+  resuming = saved is not None and not config.overwrite
   data = data_lib.build_task_data(
     config.dataset,
     task=config.task,
@@ -97,7 +98,10 @@ def prepare(config, workdir: str) -> _Setup:
     batch_size=int(config.batch_size),
     seed=int(config.seed),
     tokenizer=tokenizer,
+    split_record=data_lib.load_split_record(workdir) if resuming else None,
   )
+  # A files source names its own splits (no test split unless files or a fraction give one).
+  config.dataset.eval_split, config.dataset.test_split = data.splits['eval'], data.splits['test']
   # Data errors that would otherwise surface at the first step or evaluation, before any write.
   data.train_dataset()
   data.eval_batches(config.dataset.eval_split)
@@ -210,6 +214,7 @@ def _move_aside(workdir: str, lock: WorkdirLock) -> WorkdirLock:
 def _write_run_files(s: _Setup) -> None:
   workdir = s.workdir
   write_json_atomic(os.path.join(workdir, 'config.json'), s.resolved)
+  data_lib.save_run_data_files(workdir, s.data)
   tok_dir = os.path.join(workdir, 'tokenizer')
   if not os.path.isdir(tok_dir):
     s.data.tokenizer.save(tok_dir)

@@ -26,10 +26,23 @@ def apply_model(model, params, batch: Batch, *, task: str, deterministic: bool, 
   """Logits for a batch: [batch, length, vocab] for lm/translate, [batch, classes] to classify."""
   rngs = None if deterministic else {'dropout': rng}
   if task == 'translate':
+    packed = 'inputs_segmentation' in batch  # dataset.pack: several examples a row
     return model.apply(
       {'params': params},
       batch['inputs'],
       batch['decoder_inputs'],
+      deterministic=deterministic,
+      rngs=rngs,
+      packing={k: v for k, v in batch.items() if k.endswith(('_segmentation', '_position'))}
+      if packed
+      else None,
+    )
+  if 'inputs_segmentation' in batch:  # a packed LM row (dataset.pack)
+    return model.apply(
+      {'params': params},
+      batch['inputs'],
+      segments=batch['inputs_segmentation'],
+      positions=batch['inputs_position'],
       deterministic=deterministic,
       rngs=rngs,
     )

@@ -1,0 +1,166 @@
+"""Reading the user's CSV, TSV, JSONL and plain-text files into rows of named string fields.
+
+    rows = read_rows('data/train.csv', {'text': 'review', 'label': 'stars'})
+    rows[0].fields == {'text': 'Great.', 'label': '5'}; rows[0].line == 2
+
+`columns` maps the names jaxformer uses (text, label, source, target) to the file's own column or
+key names. CSV and TSV need a header row naming them, except a two-column file read with
+`pair_default` (translation with default keys: source, then target). A .txt file is one document
+(`txt_lines=False`) or one row per non-blank line, in the first field of `columns`.
+
+Every problem is a DataError naming the file, the line and the field: a missing column or key, an
+empty field, a row with a different number of fields, bytes that are not UTF-8 (with the byte
+offset), an empty file, a header-less CSV when columns are named. Nothing is silently skipped or
+replaced: a quietly dropped row would change the labels' balance and every number downstream.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+
+from jaxformer.data.errors import DataError
+
+FORMATS = ('.csv', '.tsv', '.jsonl', '.txt')
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  fields: dict  # jaxformer's name -> the field's text
+  line: int  # 1-based line where the row starts (for error messages)
+
+
+def file_format(path: str) -> str:
+  """'.csv' | '.tsv' | '.jsonl' | '.txt' from the file name; anything else is an error."""
+  ext = os.path.splitext(path)[1].lower()
+  ext = '.jsonl' if ext in ('.jsonl', '.ndjson') else ext
+  if ext not in FORMATS:
+    raise DataError(f'{path}: unknown file type {ext!r}; use .csv, .tsv, .jsonl or .txt')
+  return ext
+
+
+def read_text(path: str) -> str:
+  """The file as text; non-UTF-8 bytes are an error with their line and byte offset."""
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    text = data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = data.count(b'\n', 0, e.start) + 1
+    raise DataError(
+      f'{path}: line {line}: invalid UTF-8 at byte offset {e.start}; convert the file to UTF-8 '
+      '(e.g. `iconv -f latin1 -t utf-8`)'
+    ) from None
+  if text.startswith('\ufeff'):  # a byte-order mark (Excel writes one): not part of the header
+    text = text[1:]
+  if not text.strip():
+    raise DataError(f'{path}: the file is empty; give a file with rows')
+  return text
+
+
+def read_rows(
+  path: str, columns: dict, *, txt_lines: bool = False, pair_default: bool = False
+) -> list[Row]:
+  """The rows of `path` with the fields named in `columns` (see the module docstring)."""
+  ext = file_format(path)
+  text = read_text(path)
+  if ext == '.txt':  # the text fills the one field asked for (text for an LM, source to translate)
+    name = next(iter(columns), 'text')
+    if txt_lines:
+      return [Row({name: s}, i + 1) for i, s in enumerate(text.splitlines()) if s.strip()]
+    return [Row({name: text}, 1)]
+  if ext == '.jsonl':
+    return _jsonl_rows(path, text, columns)
+  return _table_rows(path, text, columns, '\t' if ext == '.tsv' else ',', pair_default)
+
+
+def _jsonl_rows(path: str, text: str, columns: dict) -> list[Row]:
+  rows = []
+  for i, line in enumerate(text.splitlines()):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f'{path}: line {i + 1}: not valid JSON ({e.msg}, column {e.colno})') from None
+    if not isinstance(obj, dict):
+      raise DataError(f'{path}: line {i + 1}: expected a JSON object, got {type(obj).__name__}')
+    fields = {}
+    for name, key in columns.items():
+      if key not in obj:
+        raise DataError(
+          f'{path}: line {i + 1}: no key {key!r} (keys: {", ".join(map(str, obj))}); '
+          f'set dataset.{name}_key'
+        )
+      value = obj[key]
+      if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(
+          f'{path}: line {i + 1}: field {key!r} is a {type(value).__name__}; '
+          'expected a string (or an integer label)'
+        )
+      fields[name] = _non_empty(path, i + 1, key, str(value))
+    rows.append(Row(fields, i + 1))
+  return rows
+
+
+def _table_rows(path, text, columns, delimiter, pair_default) -> list[Row]:
+  # TSV has no quoting convention: a quote character is just text there.
+  quoting = csv.QUOTE_NONE if delimiter == '\t' else csv.QUOTE_MINIMAL
+  reader = csv.reader(io.StringIO(text, newline=''), delimiter=delimiter, quoting=quoting)
+  records, end = [], 0
+  try:
+    for record in reader:
+      start, end = end + 1, reader.line_num
+      if record and any(field.strip() for field in record):
+        records.append((start, record))
+  except csv.Error as e:
+    raise DataError(f'{path}: line {reader.line_num}: {e}; check the quoting') from None
+  names = list(columns.values())
+  header_line, header = records[0]
+  if pair_default and len(header) == 2 and set(header) != set(names):
+    positions = dict(zip(columns, range(2)))  # a header-less pair file: source, then target
+    body, width = records, 2
+  else:
+    positions = _positions(path, header_line, header, columns)
+    body, width = records[1:], len(header)
+  if not body:
+    raise DataError(f'{path}: the file has a header but no rows; add rows below line 1')
+  rows = []
+  for line, record in body:
+    if len(record) != width:
+      raise DataError(
+        f'{path}: line {line}: {len(record)} fields, but the file has {width} columns; '
+        + ('a field holds a tab' if delimiter == '\t' else 'quote fields that contain commas')
+      )
+    fields = {
+      name: _non_empty(path, line, columns[name], record[pos]) for name, pos in positions.items()
+    }
+    rows.append(Row(fields, line))
+  return rows
+
+
+def _positions(path, line, header, columns) -> dict:
+  present = [key for key in columns.values() if key in header]
+  missing = [(name, key) for name, key in columns.items() if key not in header]
+  if missing and not present:
+    raise DataError(
+      f'{path}: line {line} names no column {", ".join(repr(k) for _, k in missing)}: the file '
+      f'seems to have no header row; add one (e.g. {",".join(columns.values())}) '
+      'or set dataset.*_key to its column names'
+    )
+  if missing:
+    name, key = missing[0]
+    raise DataError(
+      f'{path}: line {line}: no column {key!r} in the header (columns: {", ".join(header)}); '
+      f'set dataset.{name}_key'
+    )
+  return {name: header.index(key) for name, key in columns.items()}
+
+
+def _non_empty(path: str, line: int, key: str, value: str) -> str:
+  if not value.strip():
+    raise DataError(f'{path}: line {line}: field {key!r} is empty; fill it or remove the row')
+  return value

@@ -1,0 +1,210 @@
+"""Run a trained model over a file of new rows and write one JSON line of predictions per row.
+
+    python -m jaxformer.predict --workdir runs/tickets --input new.csv --output predictions.jsonl
+
+The input is read like training files (.csv/.tsv/.jsonl with a header or keys; .txt: one row
+per non-blank line), with the run's text_key / source_key unless --key names another column.
+  classify   {"line", "text", "label", "probabilities": {class name: p}, "truncated"}
+  translate  {"line", "source", "translation"}: beam search (--beam_size 1 = greedy)
+  lm         {"line", "prompt", "continuation"}: greedy (--temperature 0) or sampled
+Rows go through the model in batches of --batch_size with a progress bar. The output is written
+to a temporary file and renamed at the end: an interrupted run never leaves a half-written file.
+A bad input (a missing column, an empty field, a source too long for the model) is one line
+naming the file, the line and the field, exit code 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from jaxformer import inference
+
+_KEY = {'classify': 'text', 'translate': 'source', 'lm': 'text'}
+
+
+def build_parser() -> inference.Parser:
+  p = inference.Parser(prog='python -m jaxformer.predict', description=__doc__.splitlines()[0])
+  p.add_argument('--workdir', required=True, help='training run workdir or export directory')
+  p.add_argument('--input', required=True, help='rows to predict: .csv, .tsv, .jsonl or .txt')
+  p.add_argument('--output', required=True, help='where to write the predictions (JSON lines)')
+  p.add_argument('--key', default='', help="input column or key (default: the run's text/source)")
+  p.add_argument('--batch_size', type=int, default=32, help='rows per model call')
+  p.add_argument('--beam_size', type=int, default=4, help='translation: beam width (1 = greedy)')
+  p.add_argument('--alpha', type=float, default=0.6, help='translation: length penalty exponent')
+  p.add_argument('--max_new_tokens', type=int, default=64, help='lm: continuation length')
+  p.add_argument('--temperature', type=float, default=0.0, help='lm: 0 = greedy, else sampling')
+  p.add_argument('--seed', type=int, default=0, help='lm: sampling seed')
+  return p
+
+
+def read_inputs(loaded, path: str, key: str = '') -> list:
+  """The input rows (jaxformer.data.readers.Row) holding the field the task needs."""
+  from jaxformer.data import readers
+
+  name = _KEY[loaded.task]
+  column = key or (loaded.config.get('dataset') or {}).get(f'{name}_key') or name
+  return readers.read_rows(path, {name: column}, txt_lines=True)
+
+
+def label_names(loaded) -> list:
+  from jaxformer.data import load_label_names
+
+  names = load_label_names(loaded.path) or loaded.config.get('label_names')
+  return list(names) if names else [str(i) for i in range(loaded.num_classes)]
+
+
+def predict_rows(loaded, rows: list, args, path: str):
+  """Yields (number of rows done, output dicts) batch by batch; see the module docstring."""
+  if args.batch_size < 1:
+    raise ValueError(f'--batch_size must be >= 1, got {args.batch_size}')
+  if loaded.task == 'lm':
+    yield from _continue(loaded, rows, args, path)
+    return
+  run = _classify if loaded.task == 'classify' else _translate
+  for start in range(0, len(rows), args.batch_size):
+    batch = rows[start : start + args.batch_size]
+    yield len(batch), run(loaded, batch, args, path)
+
+
+def _padded(batch: list, size: int, length: int) -> np.ndarray:
+  """int32[size, length]: the batch's token rows, 0-padded (fixed shapes: one compile)."""
+  out = np.zeros((size, length), np.int32)
+  for i, ids in enumerate(batch):
+    out[i, : len(ids)] = ids
+  return out
+
+
+def _classify(loaded, batch, args, path) -> list:
+  import jax
+
+  tok, length = loaded.tokenizer, loaded.model_config.max_len
+  ids = [tok.encode(r.fields['text']) for r in batch]
+  tokens = _padded([x[: length - 1] + [tok.eos_id] for x in ids], args.batch_size, length)
+  logits = loaded.model.apply({'params': loaded.params}, tokens)  # as in training: EOS, cut
+  probs = np.asarray(jax.nn.softmax(np.asarray(logits, np.float32), axis=-1))[: len(batch)]
+  names = label_names(loaded)
+  return [
+    {
+      'line': r.line,
+      'text': r.fields['text'],
+      'label': names[int(p.argmax())],
+      'probabilities': {n: round(float(q), 6) for n, q in zip(names, p)},
+      'truncated': len(x) + 1 > length,
+    }
+    for r, p, x in zip(batch, probs, ids)
+  ]
+
+
+def _translate(loaded, batch, args, path) -> list:
+  import jax
+
+  from jaxformer import decode
+
+  tok, length = loaded.tokenizer, loaded.model_config.max_len
+  ids = [tok.encode(r.fields['source']) + [tok.eos_id] for r in batch]
+  for r, x in zip(batch, ids):
+    if len(x) > length:
+      raise ValueError(
+        f"{path}: line {r.line}: field 'source' is {len(x)} tokens with EOS, more than the "
+        f"model's max_len={length}; shorten it"
+      )
+  src = _padded(ids, args.batch_size, length)
+  common = dict(max_len=length, bos_id=tok.bos_id, eos_id=tok.eos_id)
+  if args.beam_size > 1:
+    out, _ = decode.beam_search(
+      loaded.model, loaded.params, src, beam_size=args.beam_size, alpha=args.alpha, **common
+    )
+  else:
+    out = decode.translate_greedy(loaded.model, loaded.params, src, **common)
+  texts = inference.decode_rows(tok, jax.device_get(out)[: len(batch)])
+  return [
+    {'line': r.line, 'source': r.fields['source'], 'translation': t} for r, t in zip(batch, texts)
+  ]
+
+
+def _continue(loaded, rows, args, path):
+  """LM rows grouped by prompt length (generate needs equal lengths), results in input order."""
+  import jax
+
+  from jaxformer import decode
+
+  tok, length = loaded.tokenizer, loaded.model_config.max_len
+  prompts = [[tok.eos_id] + tok.encode(r.fields['text']) for r in rows]  # EOS: a new document
+  for r, p in zip(rows, prompts):
+    if len(p) + args.max_new_tokens > length:
+      raise ValueError(
+        f"{path}: line {r.line}: field 'text' is {len(p) - 1} tokens; with --max_new_tokens "
+        f"{args.max_new_tokens} it does not fit the model's max_len={length}: shorten it or "
+        'ask for fewer tokens'
+      )
+  order = sorted(range(len(rows)), key=lambda i: (len(prompts[i]), i))
+  results = [None] * len(rows)
+  key = jax.random.key(args.seed)
+  for start in range(0, len(order), args.batch_size):
+    chunk = order[start : start + args.batch_size]
+    for group in _same_length_groups(chunk, prompts):
+      key, sub = jax.random.split(key)
+      out = decode.generate(
+        loaded.model,
+        loaded.params,
+        np.asarray([prompts[i] for i in group], np.int32),
+        max_new_tokens=args.max_new_tokens,
+        rng=sub,
+        temperature=args.temperature,
+        top_k=0,
+        eos_id=tok.eos_id,
+      )
+      cut = len(prompts[group[0]])
+      for i, text in zip(group, inference.decode_rows(tok, jax.device_get(out)[:, cut:])):
+        results[i] = {'line': rows[i].line, 'prompt': rows[i].fields['text'], 'continuation': text}
+    yield len(chunk), []
+  yield 0, results
+
+
+def _same_length_groups(indices: list, prompts: list) -> list:
+  groups = {}
+  for i in indices:
+    groups.setdefault(len(prompts[i]), []).append(i)
+  return list(groups.values())
+
+
+def _main(args) -> int:
+  from tqdm import tqdm
+
+  if not os.path.isfile(args.input):
+    raise ValueError(
+      f'--input {args.input!r} is not a file; give a .csv, .tsv, .jsonl or .txt file'
+    )
+  loaded = inference.load(args.workdir)
+  rows = read_inputs(loaded, args.input, args.key)
+  directory = os.path.dirname(os.path.abspath(args.output))
+  if not os.path.isdir(directory):
+    raise ValueError(f'--output {args.output!r}: directory {directory} does not exist')
+  fd, tmp = tempfile.mkstemp(prefix='.tmp-predict-', dir=directory)
+  try:
+    with (
+      os.fdopen(fd, 'w', encoding='utf-8') as f,
+      tqdm(total=len(rows), unit='row', file=sys.stderr, disable=None) as bar,
+    ):
+      for done, out in predict_rows(loaded, rows, args, args.input):
+        f.writelines(json.dumps(o, ensure_ascii=False) + '\n' for o in out)
+        bar.update(done)
+    os.replace(tmp, args.output)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  print(f'wrote {len(rows)} predictions to {args.output}', file=sys.stderr, flush=True)
+  return 0
+
+
+def main(argv=None) -> int:
+  return inference.run_cli(_main, build_parser(), argv)
+
+
+if __name__ == '__main__':
+  sys.exit(main())
