@@ -22,7 +22,7 @@ from configs import default  # noqa: E402
 from jaxformer import ModelConfig  # noqa: E402
 from jaxformer.models import DecoderLM, count_params  # noqa: E402
 from jaxformer.training.optim import make_optimizer  # noqa: E402
-from jaxformer.training.runtime import Runtime  # noqa: E402
+from jaxformer.training.runtime import make_runtime  # noqa: E402
 
 
 def per_device_bytes(model_axis: int, cfg: ModelConfig) -> dict:
@@ -39,8 +39,7 @@ def per_device_bytes(model_axis: int, cfg: ModelConfig) -> dict:
     'opt_state': jax.eval_shape(tx.init, params),
     'rng': jax.eval_shape(jax.random.key, 0),
   }
-  rt = Runtime(config, tuple(config.mesh_shape))
-  shardings = rt.state_shardings(boxed, state)
+  shardings = make_runtime(config).state_shardings(tx, boxed, state)
 
   def nbytes(tree, shards):
     return sum(
