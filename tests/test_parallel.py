@@ -226,3 +226,16 @@ def test_optimizer_moments_take_their_parameters_shardings(overrides, tmp_path):
       assert sharding.spec == jax.sharding.PartitionSpec(), path
   assert moments == 2 * len(params)
   assert any('model' in spec for spec in params.values())
+
+
+def test_sampling_with_params_sharded_on_2x4_gives_the_tokens_of_one_device(tmp_path):
+  """The end-of-run samples, decoded under the (2, 4) mesh and its rules, match (1, 1)'s."""
+  from jaxformer.training import report
+
+  samples = {}
+  for shape in [(1, 1), (2, 4)]:
+    s = prepare(_config(shape, sample_tokens=12), str(tmp_path / f'{shape}'))
+    state = s.runtime.jit_init(s.make_state, s.shardings)(jax.random.key(0), jax.random.key(1))
+    with s.runtime.context():
+      samples[shape] = report.final_report(s, state['params'])['samples']
+  assert samples[(2, 4)] == samples[(1, 1)] and len(samples[(1, 1)]) == 3

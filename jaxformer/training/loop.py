@@ -409,7 +409,8 @@ class _Trainer:
       summary['test'] = self.evaluate(params, config.dataset.test_split, canonical=True)
     from jaxformer.training import report  # decoding code is only needed at the very end
 
-    summary['report'] = report.final_report(s, params)
+    with s.runtime.context():  # decoding traced like the steps: the constraints are live
+      summary['report'] = report.final_report(s, params)
     if jax.process_index() == 0:
       write_json_atomic(os.path.join(s.workdir, 'summary.json'), summary)
       plot_loss_curves(s.workdir)
