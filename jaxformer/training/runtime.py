@@ -29,8 +29,6 @@ PMAP_AXIS = 'devices'
 
 def config_mesh(config):
   """The ('data', 'model') mesh of `config.mesh_shape`; a bad shape is a one-line ConfigError."""
-  if config.parallelism == 'pmap':
-    return jf_sharding.make_mesh((jax.device_count(), 1))
   try:
     return jf_sharding.make_mesh(tuple(int(x) for x in config.mesh_shape))
   except ValueError as e:
@@ -44,6 +42,7 @@ def make_runtime(config):
     jf_sharding.validate_batch_size(int(config.batch_size), runtime.mesh)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  runtime.check_micro_batches(config)
   return runtime
 
 
@@ -66,7 +65,7 @@ def state_shardings(tx, abstract_boxed_params, abstract_state, mesh, rules):
 class MeshRuntime:
   """jit over a ('data', 'model') mesh; steps are traced under the mesh and the logical rules."""
 
-  kind = 'mesh'
+  kind = 'mesh'  # the config's `parallelism`
   axis_name = None  # collectives are implicit: the steps are written for one global batch
 
   def __init__(self, config):
@@ -74,6 +73,9 @@ class MeshRuntime:
     self.rules = jf_sharding.rules_for(bool(config.fsdp))
     self.batch_sharding = jf_sharding.batch_sharding(self.mesh)
     self.replicated = jf_sharding.replicated(self.mesh)
+
+  def check_micro_batches(self, config) -> None:
+    """grad_accum_steps splits the global batch (checked in setup.check_batch_split)."""
 
   def state_shardings(self, tx, abstract_boxed_params, abstract_state):
     return state_shardings(tx, abstract_boxed_params, abstract_state, self.mesh, self.rules)
@@ -153,9 +155,20 @@ class PmapRuntime:
   axis_name = PMAP_AXIS
 
   def __init__(self, config):
-    self.mesh = config_mesh(config)
+    del config  # mesh_shape does not apply: pmap replicates over every device
+    self.mesh = jf_sharding.make_mesh((jax.device_count(), 1))  # the canonical layout
     self.rules = jf_sharding.LOGICAL_AXIS_RULES
     self.n_local = jax.local_device_count()
+
+  def check_micro_batches(self, config) -> None:
+    """Each replica splits its own rows into grad_accum_steps micro-batches."""
+    per_device = config.batch_size // jax.process_count() // self.n_local
+    if per_device % config.grad_accum_steps:
+      raise ConfigError(
+        f'parallelism=pmap gives each device {per_device} rows of batch_size '
+        f'{config.batch_size}, not divisible by grad_accum_steps {config.grad_accum_steps}: use '
+        f'a batch_size that is a multiple of {jax.device_count() * config.grad_accum_steps}'
+      )
 
   def state_shardings(self, tx, abstract_boxed_params, abstract_state):
     """The canonical state's shardings (model axis 1: every parameter is whole on each device)."""

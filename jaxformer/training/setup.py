@@ -104,14 +104,6 @@ def check_batch_split(config) -> None:
       f'batch_size {config.batch_size} must split evenly over '
       f'{jax.process_count()} processes and grad_accum_steps'
     )
-  per_device = per_process // jax.local_device_count()
-  if config.parallelism == 'pmap' and per_device % config.grad_accum_steps:
-    # Each pmap replica splits its own rows into micro-batches.
-    raise ConfigError(
-      f'parallelism=pmap gives each device {per_device} rows of batch_size {config.batch_size}, '
-      f'not divisible by grad_accum_steps {config.grad_accum_steps}: use a batch_size that is a '
-      f'multiple of {jax.device_count() * config.grad_accum_steps}'
-    )
 
 
 def saved_config(workdir: str) -> dict | None:
