@@ -29,14 +29,16 @@ def _score_shapes(hlo: str) -> set[tuple[int, ...]]:
   return shapes
 
 
-def _compiled_train_step(mesh_shape, tmp_path, **overrides):
+def _compiled_steps(mesh_shape, tmp_path, **overrides):
+  """The trainer's own train and eval steps, compiled for `mesh_shape`."""
   # One layer: the scanned stack then adds a leading axis of 1, not of num_layers.
   config = _config(mesh_shape, **{'model.max_len': LENGTH, 'model.num_layers': 1, **overrides})
   s = prepare(config, str(tmp_path / 'run'))
-  train_step, _ = compiled_steps(s)
+  train_step, eval_step = compiled_steps(s)
   batch = s.runtime.put_batch(next(s.data.train_iterator()))
   assert batch['inputs'].shape == (BATCH, LENGTH)
-  return train_step.lower(s.abstract_state, batch).compile()
+  train = train_step.lower(s.abstract_state, batch).compile()
+  return train, eval_step.lower(s.abstract_state['params'], batch).compile()
 
 
 @pytest.mark.parametrize(
@@ -48,14 +50,17 @@ def _compiled_train_step(mesh_shape, tmp_path, **overrides):
     ((4, 2), {'fsdp': True}),  # propagation alone leaves the batch whole here
   ],
 )
-def test_attention_scores_are_split_over_heads_and_batch(mesh_shape, overrides, tmp_path):
+def test_attention_scores_of_train_and_eval_steps_are_split_over_heads_and_batch(
+  mesh_shape, overrides, tmp_path
+):
   data, model = mesh_shape
-  compiled = _compiled_train_step(mesh_shape, tmp_path, **overrides)
-  shapes = _score_shapes(compiled.as_text())
-  assert shapes, 'no attention scores found in the compiled step'
   per_device = (BATCH // data, HEADS // model, LENGTH, LENGTH)
-  # The scores appear with exactly this device's share of batch and heads...
-  assert any(shape[-4:] == per_device for shape in shapes), (per_device, sorted(shapes))
-  # ...and no [., L, L] buffer holds more rows than that share (nothing re-gathered).
-  biggest = max(math.prod(shape[:-2]) for shape in shapes)
-  assert biggest <= per_device[0] * per_device[1], (per_device, sorted(shapes))
+  steps = _compiled_steps(mesh_shape, tmp_path, **overrides)
+  for step, compiled in zip(('train', 'eval'), steps, strict=True):
+    shapes = _score_shapes(compiled.as_text())
+    assert shapes, f'no attention scores found in the compiled {step} step'
+    # The scores appear with exactly this device's share of batch and heads...
+    assert any(shape[-4:] == per_device for shape in shapes), (step, per_device, sorted(shapes))
+    # ...and no [., L, L] buffer holds more rows than that share (nothing re-gathered).
+    biggest = max(math.prod(shape[:-2]) for shape in shapes)
+    assert biggest <= per_device[0] * per_device[1], (step, per_device, sorted(shapes))
