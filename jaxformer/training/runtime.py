@@ -1,7 +1,7 @@
 """Where arrays live: a device mesh (jit + NamedSharding, the default) or pmap replicas.
 
 The loop talks to a runtime and never to devices directly:
-  rt = make_runtime(config, model_cfg)  the mesh (or pmap) this config asks for, validated
+  rt = make_runtime(config)             the mesh (or pmap) this config asks for, validated
   state = rt.jit_init(fn, shardings)()  parameters and optimizer state created already sharded
   batch = rt.put_batch(numpy_batch)     per-process rows -> one global array
   step  = rt.compile_train(fn, ...)     jit with shardings, traced under the mesh and the rules
