@@ -1,6 +1,6 @@
 """Per-device bytes of parameters + AdamW state as the 'model' mesh axis grows (shapes only).
 
-    python bench/sharded_memory.py            # 8 simulated CPU devices, a ~110M-parameter config
+    python -m bench.sharded_memory            # 8 simulated CPU devices, a ~110M-parameter config
 
 Nothing is allocated: jax.eval_shape gives the shapes, the runtime's shardings give each
 device's shard. Sharded tensors (heads, MLP columns, vocabulary) shrink about 1/m; embed-only
@@ -8,10 +8,8 @@ tensors (norms, biases) stay replicated, which is why the total shrinks a little
 """
 
 import os
-import sys
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
