@@ -134,16 +134,19 @@ def optimizer_state_shardings(
   this follows the optimizer's own structure instead of guessing from paths or shapes. Leaves
   of `abstract_opt_state` may be ShapeDtypeStructs (from jax.eval_shape).
   """
-  # multi_transform keeps a MaskedNode where a parameter belongs to another group's state.
-  masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
   return optax.tree_utils.tree_map_params(
     tx,
-    lambda leaf, sharding: leaf if masked(leaf) else sharding,
+    lambda leaf, sharding: leaf if _is_masked(leaf) else sharding,
     abstract_opt_state,
     params_shardings,
     transform_non_params=lambda _: replicated(mesh),
-    is_leaf=masked,
+    is_leaf=_is_masked,
   )
+
+
+def _is_masked(leaf) -> bool:
+  """multi_transform keeps a MaskedNode where a parameter belongs to another group's state."""
+  return isinstance(leaf, optax.MaskedNode)
 
 
 def partitioning_report(
