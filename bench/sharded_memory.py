@@ -1,6 +1,6 @@
 """Per-device bytes of parameters + AdamW state as the 'model' mesh axis grows (shapes only).
 
-    python bench/sharded_memory.py            # 8 simulated CPU devices, a ~110M-parameter config
+    python -m bench.sharded_memory            # 8 simulated CPU devices, a ~110M-parameter config
 
 Nothing is allocated: jax.eval_shape gives the shapes, the runtime's shardings give each
 device's shard. Sharded tensors (heads, MLP columns, vocabulary) shrink about 1/m; embed-only
@@ -20,7 +20,7 @@ from jaxformer.configs import default  # noqa: E402
 from jaxformer import ModelConfig  # noqa: E402
 from jaxformer.models import DecoderLM, count_params  # noqa: E402
 from jaxformer.training.optim import make_optimizer  # noqa: E402
-from jaxformer.training.runtime import Runtime  # noqa: E402
+from jaxformer.training.runtime import make_runtime  # noqa: E402
 
 
 def per_device_bytes(model_axis: int, cfg: ModelConfig) -> dict:
@@ -37,8 +37,7 @@ def per_device_bytes(model_axis: int, cfg: ModelConfig) -> dict:
     'opt_state': jax.eval_shape(tx.init, params),
     'rng': jax.eval_shape(jax.random.key, 0),
   }
-  rt = Runtime(config, tuple(config.mesh_shape))
-  shardings = rt.state_shardings(boxed, state)
+  shardings = make_runtime(config).state_shardings(tx, boxed, state)
 
   def nbytes(tree, shards):
     return sum(

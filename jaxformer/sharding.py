@@ -10,21 +10,26 @@ and a mesh axis is used at most once per array, so in FSDP_RULES an activation
 
 Usage:
     mesh = make_mesh((4, 2))                                      # data=4, model=2
+    rules = rules_for(fsdp=False)
     abstract = jax.eval_shape(model.init, key, tokens)            # boxed nn.Partitioned leaves
-    shardings = param_shardings(abstract, mesh)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
-        variables = jax.jit(model.init, out_shardings=shardings)(key, tokens)
-Use `jax.set_mesh`, not `with mesh:` (flax's activation constraints only see set_mesh).
+    shardings = param_shardings(abstract, mesh, rules)
+    variables = jax.jit(model.init, out_shardings=shardings)(key, tokens)
+    with placement(mesh, rules):                                  # while tracing a step
+        logits = jax.jit(model.apply)(variables, tokens)
+Use `placement` (jax.set_mesh), not `with mesh:`: flax's activation constraints only see
+set_mesh, and outside `nn.logical_axis_rules` they are silent no-ops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxformer.config import ModelConfig
@@ -54,6 +59,22 @@ FSDP_RULES = (
   ('layers', None),
   ('classes', None),
 )
+
+
+def rules_for(fsdp: bool):
+  """The logical-axis table of a run: FSDP_RULES with `fsdp`, LOGICAL_AXIS_RULES otherwise."""
+  return FSDP_RULES if fsdp else LOGICAL_AXIS_RULES
+
+
+@contextlib.contextmanager
+def placement(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Iterator[None]:
+  """Trace steps inside this: the model's `nn.with_logical_constraint` calls then take effect.
+
+  Without it XLA's propagation from the parameter shardings decides where activations go, and
+  it can choose badly: under FSDP it computed attention on the whole batch on every device.
+  """
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
 
 
 def make_mesh(mesh_shape: Sequence[int] = (-1, 1), devices: Sequence[Any] | None = None) -> Mesh:
@@ -98,6 +119,36 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec('data'))
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+  """One full copy on every device of `mesh` (step counters, random keys, metrics)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def optimizer_state_shardings(
+  tx: optax.GradientTransformation, abstract_opt_state: Any, params_shardings: Any, mesh: Mesh
+) -> Any:
+  """Shardings for `tx`'s state: every parameter-shaped subtree (Adam's moments) takes the
+  parameters' shardings, everything else (counters, schedule state) is replicated.
+
+  optax finds the parameter-shaped subtrees by running `tx.init` on labelled placeholders, so
+  this follows the optimizer's own structure instead of guessing from paths or shapes. Leaves
+  of `abstract_opt_state` may be ShapeDtypeStructs (from jax.eval_shape).
+  """
+  return optax.tree_utils.tree_map_params(
+    tx,
+    lambda leaf, sharding: leaf if _is_masked(leaf) else sharding,
+    abstract_opt_state,
+    params_shardings,
+    transform_non_params=lambda _: replicated(mesh),
+    is_leaf=_is_masked,
+  )
+
+
+def _is_masked(leaf) -> bool:
+  """multi_transform keeps a MaskedNode where a parameter belongs to another group's state."""
+  return isinstance(leaf, optax.MaskedNode)
+
+
 def partitioning_report(
   abstract_params: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULES
 ) -> dict[str, dict]:
@@ -126,14 +177,14 @@ def _mesh_axis_for(logical: str, rules) -> str | None:
 
 
 def validate_mesh_for_model(cfg: ModelConfig, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> None:
-  """Raise a one-line ValueError when `cfg` cannot be split on `mesh` under `rules`."""
-  if mesh.size > jax.device_count():
-    raise ValueError(
-      f'mesh of {mesh.size} devices is larger than the {jax.device_count()} available; shrink mesh_shape'
-    )
+  """Raise a one-line ValueError when `cfg` cannot be split on `mesh` under `rules`.
+
+  Every logical axis that a rule maps to a mesh axis of size n must have a multiple of n
+  entries: heads, MLP units and the vocabulary on 'model', and d_model too under FSDP.
+  """
   checks = (
     ('heads', 'num_heads', cfg.num_heads),
-    ('mlp', 'ff_dim', cfg.ff_dim),
+    ('mlp', 'd_ff', cfg.ff_dim),
     ('vocab', 'vocab_size', cfg.vocab_size),
     ('embed', 'd_model', cfg.d_model),
   )
@@ -144,17 +195,18 @@ def validate_mesh_for_model(cfg: ModelConfig, mesh: Mesh, rules=LOGICAL_AXIS_RUL
     n = mesh.shape[mesh_axis]
     if value % n:
       raise ValueError(
-        f'ModelConfig.{field}={value} is not divisible by mesh axis '
-        f"'{mesh_axis}'={n}; change {field} or the mesh shape"
+        f"model.{field}={value} is not divisible by the mesh '{mesh_axis}' axis ({n}); "
+        f'change model.{field} or mesh_shape'
       )
 
 
 def validate_batch_size(batch_size: int, mesh: Mesh) -> None:
   """The global batch must split evenly over the 'data' axis."""
-  if batch_size % mesh.shape['data']:
+  n = mesh.shape['data']
+  if batch_size % n:
     raise ValueError(
-      f"batch_size={batch_size} is not divisible by mesh axis 'data'={mesh.shape['data']}; "
-      'change batch_size or the mesh shape'
+      f"batch_size={batch_size} is not divisible by the mesh 'data' axis ({n}); "
+      f'use a multiple of {n} or change mesh_shape'
     )
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from configs import tiny
+from jaxformer.configs import tiny
 from jaxformer.training import budget, train_and_evaluate
 from jaxformer.training.errors import ConfigError
 from jaxformer.training.optim import learning_rate_schedule

@@ -9,10 +9,10 @@ import types
 import jax
 import pytest
 
-from configs import tiny
+from jaxformer.configs import tiny
 from jaxformer.training import console, train_and_evaluate
 from jaxformer.training.callbacks import EarlyStopping
-from jaxformer.training.runtime import Runtime
+from jaxformer.training.runtime import make_runtime
 
 
 def _printed_block(out: str) -> dict:
@@ -90,11 +90,14 @@ def test_resumed_run_says_so_and_appends_to_startup_txt(workdir, capfd):
 
 def test_sharding_line_names_what_each_mesh_axis_splits():
   config = tiny.get_config()
-  assert console.sharding(Runtime(config, (4, 2))) == (
+  config.mesh_shape = (4, 2)
+  assert make_runtime(config).describe() == (
     'mesh data=4 model=2: batch over data; heads, mlp, vocab over model'
   )
   config.fsdp = True
-  assert 'batch, embed over data' in console.sharding(Runtime(config, (4, 2)))
+  assert 'batch, embed over data' in make_runtime(config).describe()
+  config.parallelism = 'pmap'
+  assert make_runtime(config).describe().startswith('pmap over 8 local devices')
 
 
 def test_classifier_eval_line_shows_accuracy_and_patience_left():

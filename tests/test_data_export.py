@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from configs import genre_scratch
+from jaxformer.configs import genre_scratch
 from jaxformer import inference
 from jaxformer.data import export, sources
 from jaxformer.data.files import FilesSource

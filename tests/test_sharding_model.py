@@ -123,19 +123,21 @@ def test_make_mesh_and_validation_errors():
   validate_mesh_for_model(CFG, mesh)  # fine
   for field, cfg in (
     ('num_heads', CFG.replace(num_heads=1)),
-    ('ff_dim', CFG.replace(d_ff=33)),
+    ('d_ff', CFG.replace(d_ff=33)),
     ('vocab_size', CFG.replace(vocab_size=33)),
   ):
     with pytest.raises(
-      ValueError, match=rf"ModelConfig\.{field}=\d+ is not divisible by mesh axis 'model'=2"
+      ValueError, match=rf"model\.{field}=\d+ is not divisible by the mesh 'model' axis \(2\)"
     ):
       validate_mesh_for_model(cfg, mesh)
   with pytest.raises(
-    ValueError, match=r"ModelConfig\.d_model=18 is not divisible by mesh axis 'data'=4"
+    ValueError, match=r"model\.d_model=18 is not divisible by the mesh 'data' axis \(4\)"
   ):
     validate_mesh_for_model(
       CFG.replace(d_model=18, num_heads=2), mesh, FSDP_RULES
     )  # FSDP splits 'embed'
   validate_batch_size(8, mesh)
-  with pytest.raises(ValueError, match="batch_size=6 is not divisible by mesh axis 'data'=4"):
+  with pytest.raises(
+    ValueError, match=r"batch_size=6 is not divisible by the mesh 'data' axis \(4\)"
+  ):
     validate_batch_size(6, mesh)

@@ -54,20 +54,6 @@ def attention_kernel(cfg, task: str) -> str:
   return f'{name(True)}; attention_impl={impl}'  # DecoderLM and Classifier: causal backbones
 
 
-def sharding(runtime) -> str:
-  """Mesh shape and what each mesh axis of size > 1 splits ('batch over data; heads ...')."""
-  if runtime.kind == 'pmap':
-    return f'pmap over {runtime.n_local} local devices: batch split, parameters replicated'
-  shape = dict(runtime.mesh.shape)
-  split = []
-  for axis, size in shape.items():
-    logical = [name for name, mesh_axis in runtime.rules if mesh_axis == axis]
-    if size > 1 and logical:
-      split.append(f'{", ".join(logical)} over {axis}')
-  mesh = ' '.join(f'{axis}={size}' for axis, size in shape.items())
-  return f'mesh {mesh}: ' + ('; '.join(split) if split else 'nothing sharded (one device)')
-
-
 def planned_evaluations(config, total_steps: int | None) -> str:
   every, batches = int(config.eval_every_steps), int(config.eval_steps)
   split = config.dataset.eval_split
@@ -97,7 +83,7 @@ def startup_block(
     ('task', f'{config.task} on {config.dataset.name}'),
     ('model', f'{type(s.model).__name__}, {total:,} parameters ({non_embedding:,} non-embedding)'),
     ('devices', f'{len(devices)} x {devices[0].platform} ({jax.process_count()} process(es))'),
-    ('sharding', sharding(s.runtime)),
+    ('sharding', s.runtime.describe()),
     ('dtype', f'compute {jax.numpy.dtype(cfg.compute_dtype).name}, parameters {cfg.param_dtype}'),
     ('attention', attention_kernel(cfg, config.task)),
     ('work', f'{tokens_per_step:,} tokens per step; {steps}'),

@@ -40,7 +40,7 @@ from jaxformer.training.errors import ConfigError, Diverged
 from jaxformer.training.lock import WorkdirLock
 from jaxformer.training.optim import make_optimizer
 from jaxformer.training.preemption import PreemptionGuard
-from jaxformer.training.runtime import Runtime
+from jaxformer.training.runtime import MeshRuntime, PmapRuntime, check_model_fits, make_runtime
 from jaxformer.training.writers import MetricsWriter, plot_loss_curves, write_json_atomic
 
 
@@ -72,7 +72,7 @@ class _Setup:
   data: Any
   model: Any
   model_cfg: Any
-  runtime: Runtime
+  runtime: MeshRuntime | PmapRuntime
   tx: Any
   shardings: dict  # NamedSharding per state leaf
   abstract_state: dict  # ShapeDtypeStructs with shardings: the restore target
@@ -84,7 +84,8 @@ class _Setup:
 def prepare(config, workdir: str) -> _Setup:
   """Checks, data, model and optimizer. Raises ConfigError / DataError; writes nothing to workdir."""
   setup.check_config(config)
-  setup.check_batch_and_mesh(config)
+  setup.check_batch_split(config)
+  runtime = make_runtime(config)
   budget.check(config)
   setup.check_workdir(config, workdir)
   saved = setup.saved_config(workdir)
@@ -117,8 +118,7 @@ def prepare(config, workdir: str) -> _Setup:
   num_classes = int(config.num_classes or getattr(data, 'num_classes', 0) or 0)
   if config.task == 'classify' and num_classes < 2:
     raise ConfigError('num_classes must be >= 2 for classification (set config.num_classes)')
-  setup.check_model_axis(config, cfg)
-  runtime = Runtime(config, setup.mesh_axes(config) if config.parallelism == 'mesh' else (0, 0))
+  check_model_fits(runtime, cfg)
 
   model = models.build_model(config.task, cfg, num_classes, config.pooling)
   resolved = setup.resolved_dict(config, cfg)
@@ -144,7 +144,7 @@ def prepare(config, workdir: str) -> _Setup:
     }
 
   abstract = jax.eval_shape(make_state, jax.random.key(0), jax.random.key(1))
-  shardings = runtime.state_shardings(boxed, abstract)
+  shardings = runtime.state_shardings(tx, boxed, abstract)
   abstract = jax.tree.map(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
   )
@@ -152,6 +152,27 @@ def prepare(config, workdir: str) -> _Setup:
   return _Setup(
     config, workdir, data, model, cfg, runtime, tx, shardings, abstract, resolved, make_state, boxed
   )
+
+
+def compiled_steps(s: _Setup):
+  """(train_step, eval_step) of this run, placed by its runtime (traced under its mesh)."""
+  config, rt = s.config, s.runtime
+  train_step = rt.compile_train(
+    steps.make_train_step(
+      s.model,
+      s.tx,
+      task=config.task,
+      grad_accum_steps=config.grad_accum_steps,
+      label_smoothing=config.label_smoothing,
+      axis_name=rt.axis_name,
+      learning_rates=optim.applied_learning_rates(config, nn.unbox(s.boxed_params)),
+    ),
+    s.shardings,
+  )
+  eval_step = rt.compile_eval(
+    steps.make_eval_step(s.model, task=config.task, axis_name=rt.axis_name), s.shardings['params']
+  )
+  return train_step, eval_step
 
 
 def _reused_tokenizer(config, workdir, saved):
@@ -291,10 +312,7 @@ class _Trainer:
     it = s.data.train_iterator()
     if data_state is not None:
       it.set_state(data_state)
-    train_step = self._compile_train_step()
-    self.eval_step = rt.compile_eval(
-      steps.make_eval_step(s.model, task=config.task, axis_name=rt.axis_name), s.shardings['params']
-    )
+    train_step, self.eval_step = compiled_steps(s)
     self._notify('on_train_start', start)
 
     state = rt.from_canonical(state)
@@ -319,7 +337,7 @@ class _Trainer:
         timing = timer.after_step(step, state) if timer else None
         if timing:  # the time budget decides the number of steps, before any later checkpoint
           timer, total = None, self._apply_budget(step, *timing)
-          train_step, progress.total = self._compile_train_step(), total
+          train_step, progress.total = compiled_steps(self.s)[0], total
         is_eval = step % config.eval_every_steps == 0 or step == total
         is_ckpt = is_eval or step % config.checkpoint_every_steps == 0
         flush = is_eval or is_ckpt or step % config.log_every_steps == 0
@@ -343,21 +361,6 @@ class _Trainer:
     self._notify('on_train_end', step)
     self.ckpt.wait_until_finished()
     return self._finish(rt.to_canonical(state), step, t0, preempted)
-
-  def _compile_train_step(self):
-    s, config, rt = self.s, self.config, self.rt
-    return rt.compile_train(
-      steps.make_train_step(
-        s.model,
-        s.tx,
-        task=config.task,
-        grad_accum_steps=config.grad_accum_steps,
-        label_smoothing=config.label_smoothing,
-        axis_name=rt.axis_name,
-        learning_rates=optim.applied_learning_rates(config, nn.unbox(s.boxed_params)),
-      ),
-      s.shardings,
-    )
 
   def _apply_budget(self, step: int, seconds_per_step: float, compile_s: float) -> int:
     """Fixes num_train_steps from the measured speed; records it in config.json."""
@@ -388,8 +391,7 @@ class _Trainer:
     """Pulls the metrics of the last few steps from the device (the only host sync), checks them."""
     rows = jax.device_get(pending)
     seconds = time.time() - window_start  # after the sync: steps are dispatched asynchronously
-    if self.rt.kind == 'pmap':
-      rows = [jax.tree.map(lambda x: x[0], r) for r in rows]
+    rows = [self.rt.host_metrics(r) for r in rows]
     for i, r in enumerate(rows):
       if not (math.isfinite(float(r['loss_sum'])) and math.isfinite(float(r['grad_norm']))):
         raise Diverged(step - len(rows) + i + 1, last_good=self._last_good())
@@ -471,9 +473,7 @@ class _Trainer:
   def _after_evaluation(self, state, monitored: float):
     """reduce_on_plateau sees the monitored validation value (its state is replicated)."""
     opt_state = optim.after_evaluation(self.rt.to_canonical(state['opt_state']), monitored)
-    if self.rt.kind == 'pmap':
-      return dict(state, opt_state=self.rt.from_canonical(opt_state))
-    return dict(state, opt_state=jax.device_put(opt_state, self.s.shardings['opt_state']))
+    return dict(state, opt_state=self.rt.place(opt_state, self.s.shardings['opt_state']))
 
   def _last_good(self) -> int | None:
     """The newest checkpoint on disk: every saved one passed the finite checks."""
@@ -540,7 +540,8 @@ class _Trainer:
     summary['final'] = dict(final, split=final_split, step=best_step if restored_best else step)
     from jaxformer.training import report  # decoding code is only needed at the very end
 
-    summary['report'] = report.final_report(s, params)
+    with s.runtime.context():  # decoding traced like the steps: the constraints are live
+      summary['report'] = report.final_report(s, params)
     if jax.process_index() == 0:
       write_json_atomic(os.path.join(s.workdir, 'summary.json'), summary)
       plot_loss_curves(s.workdir)

@@ -137,6 +137,9 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
     )
 
   clip = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
+  # A tree of labels, not the labelling function: sharding.optimizer_state_shardings runs
+  # tx.init on placeholder leaves (optax.tree_map_params), which a function cannot label.
+  labels = backbone_labels(params)
   parts = []
   if lora.has_factors(params):
     # Only the adapters and the head learn. Clipping sits inside their branch: the frozen
@@ -151,12 +154,10 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
     parts += clip + [adamw(groups['head'])]
   elif config.freeze_backbone:
     head = optax.chain(*clip, adamw(groups['head']))
-    parts.append(
-      optax.multi_transform({'backbone': optax.set_to_zero(), 'head': head}, backbone_labels)
-    )
+    parts.append(optax.multi_transform({'backbone': optax.set_to_zero(), 'head': head}, labels))
   else:
     core = {'backbone': adamw(groups['backbone']), 'head': adamw(groups['head'])}
-    parts += clip + [optax.multi_transform(core, backbone_labels)]
+    parts += clip + [optax.multi_transform(core, labels)]
   if config.reduce_on_plateau:
     parts.append(_scale_by_plateau())
   return optax.chain(*parts)

@@ -142,65 +142,14 @@ def model_config(config, vocab_size: int) -> ModelConfig:
     raise ConfigError(f'model: {e}') from None
 
 
-def mesh_axes(config) -> tuple[int, int]:
-  """(data, model) sizes of the mesh this config asks for, with -1 filled; checked against devices."""
-  n = jax.device_count()
-  shape = tuple(int(x) for x in config.mesh_shape)
-  if len(shape) != 2:
-    raise ConfigError(f'mesh_shape must be (data, model), got {config.mesh_shape}')
-  if shape.count(-1) > 1 or any(x == 0 or x < -1 for x in shape):
-    raise ConfigError(f'mesh_shape {shape}: sizes must be positive, with at most one -1 (fill)')
-  known = abs(shape[0] * shape[1]) if -1 in shape else shape[0] * shape[1]
-  if known > n or n % known:
-    raise ConfigError(
-      f'mesh_shape {shape} needs {known} devices (or a divisor of {n}); '
-      f'this machine has {n}: change mesh_shape'
-    )
-  # A mesh smaller than the machine is allowed: it uses the first data * model devices.
-  fill = n // known
-  return (fill if shape[0] == -1 else shape[0]), (fill if shape[1] == -1 else shape[1])
-
-
-def check_batch_and_mesh(config) -> None:
-  """Mesh against devices, batch against data-parallel devices and hosts: no model needed."""
-  if config.parallelism == 'pmap':
-    n, axis = jax.local_device_count(), 'local devices (pmap)'
-  else:
-    n, axis = mesh_axes(config)[0], "mesh 'data' axis"
-  if config.batch_size % n:
-    raise ConfigError(
-      f'batch_size {config.batch_size} is not divisible by the {n} {axis}: use a multiple of {n}'
-    )
+def check_batch_split(config) -> None:
+  """Batch against hosts and micro-batches (the runtime checks it against the mesh)."""
   per_process = config.batch_size // jax.process_count()
   if config.batch_size % jax.process_count() or per_process % config.grad_accum_steps:
     raise ConfigError(
       f'batch_size {config.batch_size} must split evenly over '
       f'{jax.process_count()} processes and grad_accum_steps'
     )
-  per_device = per_process // jax.local_device_count()
-  if config.parallelism == 'pmap' and per_device % config.grad_accum_steps:
-    # Each pmap replica splits its own rows into micro-batches.
-    raise ConfigError(
-      f'parallelism=pmap gives each device {per_device} rows of batch_size {config.batch_size}, '
-      f'not divisible by grad_accum_steps {config.grad_accum_steps}: use a batch_size that is a '
-      f'multiple of {jax.device_count() * config.grad_accum_steps}'
-    )
-
-
-def check_model_axis(config, cfg: ModelConfig) -> None:
-  """Heads, MLP columns and the vocabulary must split evenly over the 'model' mesh axis."""
-  model_axis = mesh_axes(config)[1] if config.parallelism == 'mesh' else 1
-  if model_axis > 1:
-    for name, size in (
-      ('num_heads', cfg.num_heads),
-      ('d_ff', cfg.ff_dim),
-      ('vocab_size', cfg.vocab_size),
-    ):
-      if size and size % model_axis:
-        raise ConfigError(
-          f"model.{name}={size} is not divisible by the mesh 'model' axis "
-          f'({model_axis}): change mesh_shape or model.{name}'
-        )
 
 
 def check_state_memory(abstract_state) -> None:

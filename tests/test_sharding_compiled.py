@@ -1,0 +1,66 @@
+"""Placement read from the compiled train step itself: XLA's optimized HLO has per-device shapes.
+
+Attention scores and probabilities are [batch, heads, length, length] arrays. On a (data, model)
+mesh every device must hold only [batch / data, heads / model, length, length] of them. Tensor
+parallelism (1, 8) and (2, 4) gets that from XLA's propagation of the parameter shardings alone;
+under FSDP it does not: without the model's activation constraints traced under the mesh and
+the rules, every device computed attention for the whole batch (scores [8, 4, L, L] instead of
+[2, 4, L, L] on (4, 2), and 3x the temporary memory).
+"""
+
+import math
+import re
+
+import pytest
+from test_parallel import _config
+
+from jaxformer.training.loop import compiled_steps, prepare
+
+LENGTH, BATCH, HEADS = 24, 8, 8  # a length no other dimension of the model has
+
+
+def _score_shapes(hlo: str) -> set[tuple[int, ...]]:
+  """Every f32/bf16 array shape in `hlo` ending in [length, length]: scores, probabilities."""
+  shapes = set()
+  for m in re.finditer(r'(?:f32|bf16)\[([\d,]+)\]', hlo):
+    dims = tuple(int(d) for d in m.group(1).split(','))
+    if len(dims) >= 3 and dims[-2:] == (LENGTH, LENGTH):
+      shapes.add(dims)
+  return shapes
+
+
+def _compiled_steps(mesh_shape, tmp_path, **overrides):
+  """The trainer's own train and eval steps, compiled for `mesh_shape`."""
+  # One layer: the scanned stack then adds a leading axis of 1, not of num_layers.
+  config = _config(mesh_shape, **{'model.max_len': LENGTH, 'model.num_layers': 1, **overrides})
+  s = prepare(config, str(tmp_path / 'run'))
+  train_step, eval_step = compiled_steps(s)
+  batch = s.runtime.put_batch(next(s.data.train_iterator()))
+  assert batch['inputs'].shape == (BATCH, LENGTH)
+  train = train_step.lower(s.abstract_state, batch).compile()
+  return train, eval_step.lower(s.abstract_state['params'], batch).compile()
+
+
+@pytest.mark.parametrize(
+  'mesh_shape,overrides',
+  [
+    ((1, 8), {}),
+    ((2, 4), {}),
+    ((2, 4), {'model.attention_impl': 'einsum'}),  # the path that sows probabilities
+    ((4, 2), {'fsdp': True}),  # propagation alone leaves the batch whole here
+  ],
+)
+def test_attention_scores_of_train_and_eval_steps_are_split_over_heads_and_batch(
+  mesh_shape, overrides, tmp_path
+):
+  data, model = mesh_shape
+  per_device = (BATCH // data, HEADS // model, LENGTH, LENGTH)
+  steps = _compiled_steps(mesh_shape, tmp_path, **overrides)
+  for step, compiled in zip(('train', 'eval'), steps, strict=True):
+    shapes = _score_shapes(compiled.as_text())
+    assert shapes, f'no attention scores found in the compiled {step} step'
+    # The scores appear with exactly this device's share of batch and heads...
+    assert any(shape[-4:] == per_device for shape in shapes), (step, per_device, sorted(shapes))
+    # ...and no [., L, L] buffer holds more rows than that share (nothing re-gathered).
+    biggest = max(math.prod(shape[:-2]) for shape in shapes)
+    assert biggest <= per_device[0] * per_device[1], (step, per_device, sorted(shapes))
