@@ -78,7 +78,7 @@ def _check_params_fit(path: str, task: str, cfg, model, params) -> None:
   import jax
   from flax import linen as nn
 
-  from jaxformer.training.tasks import init_inputs
+  from jaxformer.models import init_inputs
 
   def shapes(tree):
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]

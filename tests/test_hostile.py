@@ -26,7 +26,7 @@ TINY = [
   '--config.log_every_steps=1',
   '--config.sample_tokens=4',
 ]
-TIMING = ('tokens_per_s', 'elapsed_s')
+TIMING = ('tokens_per_s', 'padded_tokens_per_s', 'elapsed_s')
 
 
 def error_line(proc) -> str:

@@ -34,6 +34,7 @@ LAYERS = (
       'jaxformer.evaluate',
       'jaxformer.export',
       'jaxformer.hf',
+      'jaxformer.predict',
       'jaxformer.bench',
       'jaxformer.experiments',
       'train',

@@ -299,5 +299,5 @@ def test_a_run_saved_before_the_lora_fields_existed_still_resumes():
   for key in ('lora_rank', 'lora_alpha', 'lora_targets'):
     del old['model'][key]  # config.json as runs wrote it before LoRA
   assert resume_changes(old, new) == []
-  with pytest.raises(ConfigError, match="different 'model'"):
+  with pytest.raises(ConfigError, match=r'different model.lora_rank \(0 -> 2\)'):
     resume_changes(old, dict(new, model=dict(model, lora_rank=2)))

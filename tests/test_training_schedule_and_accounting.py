@@ -153,7 +153,9 @@ def test_reduce_on_plateau_follows_the_validation_metric(tmp_path, monkeypatch):
   # Validation never improves, while the training loss falls: the rate must halve at the third
   # evaluation (best, then two without improvement), whatever the training loss does.
   monkeypatch.setattr(
-    loop._Trainer, 'evaluate', lambda self, *a, **k: {'loss': 5.0, 'accuracy': 0.0}
+    loop._Trainer,
+    'evaluate',
+    lambda self, *a, **k: {'loss': 5.0, 'accuracy': 0.0, 'bits_per_byte': 7.0},
   )
   config = _tiny_run_config(
     num_train_steps=8, eval_every_steps=2, log_every_steps=1, checkpoint_every_steps=100

@@ -147,7 +147,7 @@ def make_optimizer(config, params: Any) -> optax.GradientTransformation:
     train = optax.chain(*clip, adamw(groups['head']))
     parts.append(
       optax.multi_transform(
-        {'trainable': train, 'frozen': optax.set_to_zero()}, lora.trainable_labels
+        {'trainable': train, 'frozen': optax.set_to_zero()}, lora.trainable_labels(params)
       )
     )
   elif 'backbone' not in groups:

@@ -191,6 +191,8 @@ def saved_config(workdir: str) -> dict | None:
 
 def resume_changes(old: dict, new: dict) -> list[str]:
   """Safe differences between a saved run config and the new one; raises on unsafe ones."""
+  # A run saved before a ModelConfig field existed has that field's default (e.g. lora_rank 0).
+  old = dict(old, model=_with_model_defaults(old.get('model')))
   for key in _SHAPE_KEYS + ('dataset',):
     free = _DATASET_FREE_KEYS if key == 'dataset' else ()
     changed = _differences(old.get(key), new.get(key), key, free)
@@ -212,6 +214,13 @@ def resume_changes(old: dict, new: dict) -> list[str]:
     for k in sorted(new)
     if k not in _SHAPE_KEYS and k not in ('dataset', 'overwrite') and old.get(k) != new.get(k)
   ]
+
+
+def _with_model_defaults(model):
+  if not isinstance(model, dict):
+    return model
+  defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+  return {**defaults, **model}
 
 
 def _differences(old: Any, new: Any, name: str, free: tuple = ()) -> list[str]:

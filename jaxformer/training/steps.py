@@ -84,6 +84,17 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
 
 
+def state_is_finite(tx: optax.GradientTransformation, params, opt_state) -> jax.Array:
+  """bool[]: the parameters and the optimizer's per-parameter leaves (Adam's moments) are finite.
+
+  Other optimizer leaves may be infinite by design: reduce_on_plateau's best value starts at inf.
+  """
+  moments = optax.tree_utils.tree_map_params(
+    tx, lambda x: x, opt_state, transform_non_params=lambda _: None
+  )
+  return all_finite((params, moments))
+
+
 def make_train_step(
   model,
   tx: optax.GradientTransformation,
@@ -149,7 +160,7 @@ def make_train_step(
       'grad_norm': optax.tree.norm(grads),
       # Checked with the other metrics before any checkpoint is written: an update can overflow
       # the parameters even when the loss and gradients it came from were finite.
-      'state_finite': all_finite((new_state['params'], new_state['opt_state'])),
+      'state_finite': state_is_finite(tx, new_state['params'], new_state['opt_state']),
     }
     if learning_rates is not None:
       metrics.update(learning_rates(state['step'], state['opt_state']))
