@@ -163,6 +163,7 @@ def build_train(cfg: dict, seed: int = 0, **overrides):
   import jax
   import jax.numpy as jnp
   from flax import linen as nn
+
   from jaxformer.models import DecoderLM
   from jaxformer.training.optim import make_optimizer
   from jaxformer.training.steps import make_train_step
@@ -213,6 +214,7 @@ def _spread(name: str, xs: list, nd: int = 1) -> dict:
 def measure_train(cfg, steps, warmup, overrides, only_compile=False):
   import jax
   import jax.numpy as jnp
+
   from jaxformer.models import count_params, flops_per_token
 
   model, train_step, state = build_train(cfg, **overrides)
@@ -280,6 +282,7 @@ def measure_train(cfg, steps, warmup, overrides, only_compile=False):
 def measure_eval(cfg, steps, warmup, overrides):
   import jax
   from flax import linen as nn
+
   from jaxformer.models import DecoderLM
   from jaxformer.training.steps import make_eval_step
 
@@ -305,6 +308,7 @@ def measure_decode(cfg, steps, warmup, overrides):
   """Batch 1, a 16-token prompt, `new_tokens` greedy tokens; the first call of each compiles."""
   import jax
   from flax import linen as nn
+
   from jaxformer.decode import generate, generate_recompute
   from jaxformer.models import DecoderLM
 
@@ -335,6 +339,7 @@ def measure_decode(cfg, steps, warmup, overrides):
 def measure_pipeline(cfg, steps, warmup, overrides):
   """Host time to produce (next) and place (device_put) one train batch of the real pipeline."""
   import jax
+
   from jaxformer.data import build_task_data
 
   dataset = dict(name='jaxformer_shakespeare', tokenizer='sentencepiece', vocab_size=cfg['vocab'])

@@ -9,7 +9,8 @@ fails at start-up instead of deep inside a jitted function.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -167,14 +168,14 @@ class ModelConfig:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> 'ModelConfig':
+  def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in d:
       if key not in known:
         raise ValueError(f'ModelConfig has no field {key!r}; known fields: {sorted(known)}')
     return cls(**dict(d))
 
-  def replace(self, **changes) -> 'ModelConfig':
+  def replace(self, **changes) -> ModelConfig:
     return dataclasses.replace(self, **changes)
 
 

@@ -15,7 +15,8 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -153,10 +154,10 @@ def run_cli(
   main: Callable[[argparse.Namespace], int], parser: Parser, argv: Sequence[str] | None
 ) -> int:
   """Parses argv, runs main(args); expected failures -> `error: <one line>` on stderr, code 2."""
+  from absl import logging as absl_logging
+
   from jaxformer.checkpoint import CheckpointError
   from jaxformer.data import DataError
-
-  from absl import logging as absl_logging
 
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs warnings meant for training runs
 

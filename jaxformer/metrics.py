@@ -16,7 +16,7 @@ out of the mean, so a split that lacks a class is not penalised for it.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

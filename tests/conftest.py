@@ -41,3 +41,21 @@ def shared_datasets():
       if not builder.is_prepared():
         builder.download_and_prepare()
   return data_dir
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """A fresh data dir with every shipped builder prepared from scratch (no network)."""
+  import tensorflow_datasets as tfds
+
+  import jaxformer.data  # noqa: F401  (registers the builders)
+
+  tfds.disable_progress_bar()
+  path = str(tmp_path_factory.mktemp('tfds'))
+  for name in ('jaxformer_shakespeare', 'jaxformer_genre', 'jaxformer_numbers/en_de'):
+    builder = tfds.builder(name, data_dir=path, file_format='array_record')
+    assert not builder.is_prepared()
+    builder.download_and_prepare()
+    assert builder.is_prepared()
+  assert not os.path.exists(os.path.expanduser('~/tensorflow_datasets/jaxformer_genre'))
+  return path

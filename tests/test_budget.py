@@ -6,8 +6,8 @@ import os
 import time
 
 import pytest
-
 from jaxformer.configs import tiny
+
 from jaxformer.training import budget, train_and_evaluate
 from jaxformer.training.errors import ConfigError
 from jaxformer.training.optim import learning_rate_schedule

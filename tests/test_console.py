@@ -8,8 +8,8 @@ import types
 
 import jax
 import pytest
-
 from jaxformer.configs import tiny
+
 from jaxformer.training import console, train_and_evaluate
 from jaxformer.training.callbacks import EarlyStopping
 from jaxformer.training.runtime import make_runtime

@@ -7,7 +7,6 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxformer.data import numbers, shakespeare
-from data_fixtures import data_dir  # noqa: F401  (session fixture)
 
 HELD_OUT = set(shakespeare.HELD_OUT_TITLES)
 

@@ -5,9 +5,9 @@ import time
 
 import numpy as np
 import pytest
+from data_fixtures import cfg
 
 from jaxformer.data import DataError, build_task_data, encoding, sources
-from data_fixtures import cfg, data_dir  # noqa: F401  (session fixture)
 
 
 def build(dataset_cfg, task='lm', max_len=16, batch_size=4, **kw):

@@ -4,8 +4,8 @@ import json
 import os
 
 import pytest
-
 from jaxformer.configs import genre_scratch
+
 from jaxformer import inference
 from jaxformer.data import export, sources
 from jaxformer.data.files import FilesSource

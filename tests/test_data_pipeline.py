@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from data_fixtures import cfg
 
 from jaxformer.data import ByteTokenizer, build_task_data
-from data_fixtures import cfg, data_dir  # noqa: F401  (session fixture)
 
 
 def build(

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 import pytest
-
 from jaxformer.configs import tiny
+
 from jaxformer import inference, predict
 from jaxformer.data import DataError
 from jaxformer.training import train_and_evaluate

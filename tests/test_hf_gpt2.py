@@ -310,6 +310,7 @@ def test_gpt2_small_has_the_parameter_count_of_gpt2():
 def test_gpt2_lora_config_takes_an_imported_gpt2_backbone():
   """configs/gpt2_lora_genre.py's classifier has the backbone of the hub's gpt2, plus adapters."""
   from jaxformer.configs import gpt2_lora_genre
+
   from jaxformer.checkpoint.hf_gpt2 import model_config_from_hf
   from jaxformer.model import lora
   from jaxformer.model.transformer import Classifier

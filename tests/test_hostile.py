@@ -119,6 +119,7 @@ def test_a_second_run_on_a_held_workdir_exits_2_naming_the_holder(trained):
 @pytest.mark.parametrize('value', [float('nan'), float('inf'), -float('inf')])
 def test_validation_refuses_every_non_finite_hyperparameter(field, value):
   from jaxformer.configs import tiny
+
   from jaxformer.training import setup
   from jaxformer.training.errors import ConfigError
 

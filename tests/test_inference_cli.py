@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import REPO
+
 from jaxformer import evaluate, export, generate, translate
 
 LM_ARGS = [

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import run_train
+from jaxformer.configs import default
 from model_fixtures import KEY, random_params, tiny, tokens
 
-from jaxformer.configs import default
 from jaxformer.checkpoint import load_pretrained
 from jaxformer.model import lora
 from jaxformer.model.transformer import Classifier, DecoderLM

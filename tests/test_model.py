@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_fixtures import KEY, random_params, tiny, tokens  # noqa: E402
 
 from jaxformer.model import loop_to_scan, scan_to_loop
 from jaxformer.model.attention import (
@@ -21,8 +22,6 @@ from jaxformer.model.attention import (
 )
 from jaxformer.model.layers import Dropout
 from jaxformer.models import Classifier, DecoderLM, EncoderDecoder
-
-from model_fixtures import KEY, random_params, tiny, tokens  # noqa: E402
 
 
 @functools.cache

@@ -7,10 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_fixtures import KEY, random_params, tiny, tokens  # noqa: E402
 
 from jaxformer.models import DecoderLM, EncoderDecoder
-
-from model_fixtures import KEY, random_params, tiny, tokens  # noqa: E402
 
 
 def empty_cache(model, *args):

@@ -190,6 +190,7 @@ def test_remat_without_scan_warns_that_it_saves_nothing(caplog):
   """XLA:CPU hoists a looped layer's recomputation (test_model: the step's temporaries are
   unchanged), so the run says so instead of silently spending compute for nothing."""
   from jaxformer.configs import default
+
   from jaxformer.training import setup
 
   c = default.get_config()

@@ -11,12 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_fixtures import random_params, tiny, tokens  # noqa: E402
 
 from jaxformer import decode
 from jaxformer.model.attention import MIN_BLOCKED_LENGTH
 from jaxformer.models import Classifier, DecoderLM, EncoderDecoder
-
-from model_fixtures import random_params, tiny, tokens  # noqa: E402
 
 EXTRA = 5
 

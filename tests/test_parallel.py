@@ -11,12 +11,12 @@ import sys
 import jax
 import numpy as np
 import pytest
-
-from jaxformer.configs import tiny
 from helpers import REPO
+from jaxformer.configs import tiny
+
 from jaxformer.checkpoint import Checkpointer
-from jaxformer.training.loop import prepare, train_and_evaluate
 from jaxformer.training.errors import ConfigError
+from jaxformer.training.loop import prepare, train_and_evaluate
 
 
 def _config(mesh_shape=(-1, 1), **overrides):

@@ -8,7 +8,6 @@ import signal
 import time
 
 import pytest
-
 from helpers import run_train, saved_steps, start_train
 
 # Long enough (in steps) that a kill lands mid-run; dropout is on (tiny.py sets 0.1).

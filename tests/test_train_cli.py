@@ -5,7 +5,6 @@ import os
 import time
 
 import pytest
-
 from helpers import run_train
 
 TINY = ['--config=configs/tiny.py']

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 from flax.training import early_stopping as flax_early_stopping
-
 from jaxformer.configs import default
+
 from jaxformer import ModelConfig
 from jaxformer.models import Classifier, DecoderLM
 from jaxformer.training import optim, steps
@@ -180,6 +180,7 @@ def test_frozen_backbone_only_moves_the_head():
 
 def test_user_callbacks_see_every_event_and_can_stop_training(tmp_path):
   from jaxformer.configs import tiny
+
   from jaxformer.training import train_and_evaluate
 
   class Recorder:

@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-
 from jaxformer.configs import tiny
 
 
@@ -202,7 +201,8 @@ def test_micro_batches_interleave_rows_so_each_spans_every_data_shard():
   import re
 
   import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
 
   from jaxformer.training.steps import micro_batches
 

@@ -5,7 +5,7 @@ Every restore goes into a target tree of jax.ShapeDtypeStruct. It keeps optax's 
 which may differ from the mesh it was saved from.
 """
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np

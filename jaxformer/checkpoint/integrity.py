@@ -8,7 +8,8 @@ shape *before* reading any data, which keeps "your model changed" apart from "th
 """
 
 import hashlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np

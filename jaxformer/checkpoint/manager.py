@@ -26,7 +26,8 @@ import logging
 import math
 import os
 import warnings
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -59,7 +60,7 @@ class Restored:
   step: int
   state: dict
   extra: dict
-  val_loss: Optional[float]
+  val_loss: float | None
 
 
 class _Unusable(Exception):
@@ -71,7 +72,7 @@ def _rank(metrics) -> float:
   return metrics.get('val_loss', math.inf) if isinstance(metrics, Mapping) else math.inf
 
 
-def _finite_or_none(value) -> Optional[float]:
+def _finite_or_none(value) -> float | None:
   if value is None:
     return None
   value = float(value)
@@ -119,7 +120,7 @@ class Checkpointer:
     )
     self.read_only = read_only
     self._skipped: set[int] = set()  # unusable steps left in place (read_only mode)
-    self._val_losses: dict[int, Optional[float]] = {}
+    self._val_losses: dict[int, float | None] = {}
     if not read_only:
       if jax.process_index() == 0:
         self._remove_tmp_dirs()
@@ -177,7 +178,7 @@ class Checkpointer:
             int(path.name), f'unreadable metrics JSON: {short_error(e)}', reload=False
           )
 
-  def _saved_val_loss(self, step: int) -> Optional[float]:
+  def _saved_val_loss(self, step: int) -> float | None:
     try:
       metrics = self._manager.metrics(step)
     except Exception:  # a bad metrics file only costs us the "best" ranking of that step
@@ -189,18 +190,18 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(s for s in self._manager.all_steps() if s not in self._skipped)
 
-  def latest_step(self) -> Optional[int]:
+  def latest_step(self) -> int | None:
     steps = self.all_steps()
     return steps[-1] if steps else None
 
-  def best_step(self) -> Optional[int]:
+  def best_step(self) -> int | None:
     """Step with the lowest val_loss (ties: the later one, as orbax keeps); None if none has one."""
     scored = [
       (self._val_losses[s], -s) for s in self.all_steps() if self._val_losses.get(s) is not None
     ]
     return -min(scored)[1] if scored else None
 
-  def val_loss(self, step: int) -> Optional[float]:
+  def val_loss(self, step: int) -> float | None:
     """The val_loss saved with `step` (None if it was saved without one)."""
     return self._val_losses.get(int(step))
 
@@ -218,8 +219,8 @@ class Checkpointer:
     step: int,
     state: Mapping[str, Any],
     *,
-    extra: Optional[dict] = None,
-    val_loss: Optional[float] = None,
+    extra: dict | None = None,
+    val_loss: float | None = None,
     wait: bool = False,
   ) -> bool:
     """Saves `state` (dict of pytrees) at `step`; returns False if that step already exists.
@@ -314,7 +315,7 @@ class Checkpointer:
 
   # ---- restore ---------------------------------------------------------------------------
 
-  def restore_latest(self, abstract_state: Mapping[str, Any]) -> Optional[Restored]:
+  def restore_latest(self, abstract_state: Mapping[str, Any]) -> Restored | None:
     """Newest good checkpoint restored into `abstract_state`; None if there are no checkpoints."""
     self.wait_until_finished()
     steps = self.all_steps()
@@ -324,7 +325,7 @@ class Checkpointer:
       list(reversed(steps)), lambda step: self._restore_verified(step, abstract_state)
     )
 
-  def restore_best(self, abstract_state: Mapping[str, Any]) -> Optional[Restored]:
+  def restore_best(self, abstract_state: Mapping[str, Any]) -> Restored | None:
     """Good checkpoint with the lowest val_loss (the latest if none recorded one); None if none."""
     self.wait_until_finished()
     candidates = self._best_first()
@@ -332,7 +333,7 @@ class Checkpointer:
       return None
     return self._first_good(candidates, lambda step: self._restore_verified(step, abstract_state))
 
-  def restore_params(self, step: Optional[int] = None, abstract_params=None) -> tuple[int, Any]:
+  def restore_params(self, step: int | None = None, abstract_params=None) -> tuple[int, Any]:
     """(step, params) of just the 'params' item: the best good step unless `step` is given.
 
     Without abstract_params the saved shapes and dtypes are used and arrays land on one device

@@ -17,7 +17,7 @@ import datetime
 import json
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -42,11 +42,11 @@ class Pretrained:
   config: dict  # the training run's resolved config
   model_config: Any  # jaxformer.config.ModelConfig
   params: Any  # nested dict of jax arrays
-  tokenizer_dir: Optional[str]  # load with jaxformer.data.load_tokenizer(tokenizer_dir)
+  tokenizer_dir: str | None  # load with jaxformer.data.load_tokenizer(tokenizer_dir)
   task: str  # 'lm' | 'translate' | 'classify'
-  num_classes: Optional[int]  # classify only
-  step: Optional[int] = None  # training step the params come from
-  val_loss: Optional[float] = None
+  num_classes: int | None  # classify only
+  step: int | None = None  # training step the params come from
+  val_loss: float | None = None
 
 
 def _model_config(model: dict, where):
@@ -89,7 +89,7 @@ def _read_run_config(workdir: epath.Path) -> dict:
   return config
 
 
-def _num_classes(config: dict) -> Optional[int]:
+def _num_classes(config: dict) -> int | None:
   value = config.get('num_classes')
   return int(value) if value else None
 

@@ -12,9 +12,9 @@ Reads go through `tfds.data_source` (ArrayRecord, random access), so TensorFlow 
 
 import abc
 import contextlib
-import logging
 import dataclasses
 import importlib
+import logging
 import os
 
 from jaxformer.config import TASKS

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import sentencepiece as spm

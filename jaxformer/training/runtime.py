@@ -13,7 +13,7 @@ mesh), so a run saved under pmap, or on one mesh shape, restores under another.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -11,12 +11,12 @@ sums are reduced over devices before the division, which makes pmap equal to one
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
-
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
