@@ -96,7 +96,8 @@ def make_peer(cfg: dict, seed: int = 0, **model_overrides) -> JaxformerPeer:
 
 def make_peer_loop(cfg: dict, seed: int = 0) -> JaxformerPeer:
   """The same model with a Python loop over layers (scan_layers=False): faster steps on CPU
-  for shallow models, compile time growing with depth. `--extra bench.jaxformer_peer:make_peer_loop`."""
+  for shallow models, compile time growing with depth.
+  `--extra bench.jaxformer_peer:make_peer_loop`."""
   peer = JaxformerPeer(cfg, seed, scan_layers=False)
   peer.name = 'jaxformer_loop'
   return peer

@@ -375,7 +375,8 @@ def write_markdown(r: dict, path: str) -> None:
     lines += [
       '## Number words (encoder-decoder, SentencePiece pieces)',
       '',
-      '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | load | steps | target |',
+      '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | load '
+      '| steps | target |',
       '|---|---|---|---|---|---|---|---|',
     ]
     for pair, v in sorted(r['numbers'].items()):
@@ -387,7 +388,8 @@ def write_markdown(r: dict, path: str) -> None:
       )
       lines.append(
         f'| {pair} | {_f(v["exact_match_greedy"])} | {_f(v["exact_match_beam"])} | '
-        f'{_f(v["bleu_beam"], 1)} | {v["train_wall_s"]:.0f} s | {_f(v.get("load"), 1)} | {v["steps"]} | {target} |'
+        f'{_f(v["bleu_beam"], 1)} | {v["train_wall_s"]:.0f} s | {_f(v.get("load"), 1)} | '
+        f'{v["steps"]} | {target} |'
       )
     lines += [
       '',
@@ -406,8 +408,8 @@ def write_markdown(r: dict, path: str) -> None:
         '|---|---|---|---|---|',
       ]
       lines += [
-        f'| {h["config"]} | {_f(h["exact_match_greedy"])} | {_f(h["exact_match_beam"])} | {h["wall_s"]:.0f} s | '
-        f'{h["note"]} |'
+        f'| {h["config"]} | {_f(h["exact_match_greedy"])} | {_f(h["exact_match_beam"])} | '
+        f'{h["wall_s"]:.0f} s | {h["note"]} |'
         for h in r['numbers_history']
       ]
       lines.append('')
@@ -420,11 +422,12 @@ def write_markdown(r: dict, path: str) -> None:
     lines += [
       '## Shakespeare language model (validation = 8 held-out plays)',
       '',
-      f'Bits per byte of the validation text (lower is better). The default config '
+      'Bits per byte of the validation text (lower is better). The default config '
       f'(`configs/shakespeare_lm.py`, {d["steps"]} steps) is sized for about 15 minutes; the '
-      f'30-minute run is the same config with {l.get("steps") or "twice the"} steps. Points at 5/15/30 '
-      'minutes are the last evaluation finished by then, on a prefix of the validation split '
-      '(its first 20 batches: 320 windows, 22% of its tokens); "end of run" is the whole split.',
+      f'30-minute run is the same config with {l.get("steps") or "twice the"} steps. Points at '
+      '5/15/30 minutes are the last evaluation finished by then, on a prefix of the validation '
+      'split (its first 20 batches: 320 windows, 22% of its tokens); "end of run" is the whole '
+      'split.',
       '',
       '| wall time | default config | 30-minute config |',
       '|---|---|---|',
@@ -434,13 +437,14 @@ def write_markdown(r: dict, path: str) -> None:
         f'| {label} | {_f(d.get("bpb_at", {}).get(key))} | {_f(l.get("bpb_at", {}).get(key))} |'
       )
     lines += [
-      f'| end of run, full validation split | {_f(d["val_bits_per_byte_full_split"])} ({d["wall_s"]:.0f} s) | '
-      f'{_f(l.get("val_bits_per_byte_full_split"))} ({_f(l.get("wall_s"), 0)} s) |',
+      f'| end of run, full validation split | {_f(d["val_bits_per_byte_full_split"])} '
+      f'({d["wall_s"]:.0f} s) | {_f(l.get("val_bits_per_byte_full_split"))} '
+      f'({_f(l.get("wall_s"), 0)} s) |',
       f'| unigram baseline (train-split token frequencies) | {_f(lm["unigram_bits_per_byte"])} | |',
       '',
-      f'Training throughput (median over log windows): default run {_f(d["tokens_per_s"], 0)} tokens/s '
-      f'(load {_f(d.get("load"), 1)}), 30-minute run {_f(l.get("tokens_per_s"), 0)} tokens/s '
-      f'(load {_f(l.get("load"), 1)}).',
+      f'Training throughput (median over log windows): default run {_f(d["tokens_per_s"], 0)} '
+      f'tokens/s (load {_f(d.get("load"), 1)}), 30-minute run {_f(l.get("tokens_per_s"), 0)} '
+      f'tokens/s (load {_f(l.get("load"), 1)}).',
       '',
       '![loss curves of the default run](results/shakespeare_lm_loss_curve.png)',
       '',
@@ -462,12 +466,14 @@ def write_markdown(r: dict, path: str) -> None:
       '',
       'Balanced accuracy on the test split: 200 passages per class from plays that no training or '
       'validation passage comes from. Fine-tuned = `configs/genre_finetune.py` started from the '
-      f'30-minute LM run (`--config.init_from={g.get("init_from")}`: the default LM config at twice '
-      'its steps); scratch = `configs/genre_scratch.py`, the same architecture from random weights; '
-      'both keep the checkpoint with the lowest validation error (early stopping, patience 6). '
-      'Sizes above 100 per class sample from `train_full` (all 6,085 training-play passages).',
+      f'30-minute LM run (`--config.init_from={g.get("init_from")}`: the default LM config at '
+      'twice its steps); scratch = `configs/genre_scratch.py`, the same architecture from random '
+      'weights; both keep the checkpoint with the lowest validation error (early stopping, '
+      'patience 6). Sizes above 100 per class sample from `train_full` (all 6,085 training-play '
+      'passages).',
       '',
-      '| labelled passages per class | pretrained + fine-tuned | from scratch | TF-IDF + logistic regression | fine-tuning steps (best / stopped) |',
+      '| labelled passages per class | pretrained + fine-tuned | from scratch | TF-IDF + logistic '
+      'regression | fine-tuning steps (best / stopped) |',
       '|---|---|---|---|---|',
     ]
     order = ('30', '100', '300', 'all')
@@ -475,22 +481,25 @@ def write_markdown(r: dict, path: str) -> None:
       row = g['learning_curve'][n]
       ft = row['finetune']
       lines.append(
-        f'| {n} | {_f(ft["balanced_accuracy"])} | {_f(row.get("scratch", {}).get("balanced_accuracy"))} | '
-        f'{_f(g["tfidf"].get(n))} | {ft["best_step"]} / {ft["last_step"]} |'
+        f'| {n} | {_f(ft["balanced_accuracy"])} | '
+        f'{_f(row.get("scratch", {}).get("balanced_accuracy"))} | {_f(g["tfidf"].get(n))} | '
+        f'{ft["best_step"]} / {ft["last_step"]} |'
       )
     if default_ft:
       lines += [
         '',
-        f'Fine-tuned from the default 15-minute LM instead (`--config.init_from={default_ft["init_from"]}`, '
-        f'same settings, 100 per class): {_f(default_ft["balanced_accuracy"])} balanced accuracy (best step '
-        f'{default_ft["best_step"]}, stopped at {default_ft["last_step"]}). One seed each, but the longer '
-        'pretraining moved this number more than any fine-tuning setting did.',
+        'Fine-tuned from the default 15-minute LM instead '
+        f'(`--config.init_from={default_ft["init_from"]}`, same settings, 100 per class): '
+        f'{_f(default_ft["balanced_accuracy"])} balanced accuracy (best step '
+        f'{default_ft["best_step"]}, stopped at {default_ft["last_step"]}). One seed each, but the '
+        'longer pretraining moved this number more than any fine-tuning setting did.',
       ]
     if r.get('genre_history'):
       lines += [
         '',
-        'Fine-tuning settings tried at 100 per class, from the default LM (chosen by validation accuracy, which comes from '
-        'the training plays; the test column is shown for the record, it did not choose):',
+        'Fine-tuning settings tried at 100 per class, from the default LM (chosen by validation '
+        'accuracy, which comes from the training plays; the test column is shown for the record, '
+        'it did not choose):',
         '',
         '| fine-tuning settings | best validation accuracy | test balanced accuracy |',
         '|---|---|---|',
@@ -525,9 +534,12 @@ def write_markdown(r: dict, path: str) -> None:
         lines += [
           '### Early stopping on the scratch run (100 per class = 300 examples)',
           '',
-          f'Stopped early: {"yes" if s["stopped_early"] else "no"}, at step {s["last_step"]} of the '
-          f'600-step budget. The kept checkpoint (step {s["best_step"]}, lowest validation error) scores '
-          f"{_f(s['balanced_accuracy'])} balanced accuracy on the test split; the last step's weights "
+          f'Stopped early: {"yes" if s["stopped_early"] else "no"}, at step {s["last_step"]} of '
+          'the '
+          f'600-step budget. The kept checkpoint (step {s["best_step"]}, lowest validation error) '
+          'scores '
+          f"{_f(s['balanced_accuracy'])} balanced accuracy on the test split; the last step's "
+          'weights '
           f'score {_f(s["last_step_balanced_accuracy"])}: the best checkpoint is '
           f'{"better" if better else "not better"}.',
           '',

@@ -63,7 +63,8 @@ def main():
   for r in rows:
     total = r['params_mb'] + r['opt_state_mb']
     print(
-      f'{r["model_axis"]:10d} | {r["params_mb"]:16.1f} | {r["opt_state_mb"]:21.1f} | {total / base:.3f}'
+      f'{r["model_axis"]:10d} | {r["params_mb"]:16.1f} | {r["opt_state_mb"]:21.1f} | '
+      f'{total / base:.3f}'
     )
 
 

@@ -5,9 +5,10 @@
 A config whose activations dominate (d_model 512, 8 heads, length 512, batch 8, 2 layers) is
 compiled on meshes (1, m) for m = 1, 2, 4, 8: the batch stays whole, so only tensor
 parallelism changes; a last row is FSDP on (4, 2). XLA's `compiled.memory_analysis()` gives the
-per-device bytes; they are deterministic, so they can be measured on a loaded machine. Each mesh is compiled twice: as the
-trainer does it (steps traced under the mesh and the logical rules), and with the model's
-activation constraints inert (propagation from the parameter shardings only).
+per-device bytes; they are deterministic, so they can be measured on a loaded machine. Each mesh
+is compiled twice: as the trainer does it (steps traced under the mesh and the logical rules),
+and with the model's activation constraints inert (propagation from the parameter shardings
+only).
 """
 
 import contextlib

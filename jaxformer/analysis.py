@@ -8,7 +8,7 @@ Everything takes a ModelConfig and a parameter tree, so it works on any run, in 
     cap.hidden      # [layers + 1, B, L, D] residual stream: embeddings, then after each layer
     head_stats(cap.attention)                  # entropy, distance, previous/first-token share
     masked_loss(cfg, params, batches, mask)    # validation loss with some heads removed
-    train_probe(x_train, y_train, x_test, y_test)   # linear probe: is a property linearly decodable?
+    train_probe(x_train, y_train, x_test, y_test)   # linear probe: is a property decodable?
 
 Capturing never changes what the model computes: it runs the same parameters with
 attention_impl='einsum' (which sows the probabilities) and a plain layer loop (so every layer's
@@ -183,7 +183,8 @@ def masked_loss(cfg: ModelConfig, params, batches, head_mask=None) -> float:
 
 
 def head_ablation(cfg: ModelConfig, params, batches) -> dict:
-  """Loss with nothing removed, with each head alone removed [layers, H], and each whole layer's attention.
+  """Loss with nothing removed, with each head alone removed [layers, H], and with each whole
+  layer's attention removed.
 
   The increase over 'baseline' is how much the model relies on that head (on these batches).
   """
@@ -203,7 +204,7 @@ def head_ablation(cfg: ModelConfig, params, batches) -> dict:
 
 
 def pruning_curve(cfg: ModelConfig, params, batches, order) -> list[float]:
-  """Loss after removing the first k heads of `order` (a list of (layer, head)), k = 0..len(order)."""
+  """Loss after removing the first k heads of `order` ((layer, head) pairs), k = 0..len(order)."""
   mask = np.ones((cfg.num_layers, cfg.num_heads))
   losses = [masked_loss(cfg, params, batches, mask)]
   for layer, head in order:
@@ -334,7 +335,8 @@ def heatmap(
 
 
 def plot_attention_grid(attention, labels=None, title: str = ''):
-  """One map per (layer, head) from attention [layers, H, L, L] of a single passage; returns the figure.
+  """One map per (layer, head) from attention [layers, H, L, L] of a single passage; returns
+  the figure.
 
   labels: the L token strings, written along the left column and bottom row.
   """

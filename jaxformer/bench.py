@@ -1,6 +1,7 @@
-"""Benchmark: train-step throughput and MFU, compile time, memory, eval/decode speed, input pipeline.
+"""Benchmark: train-step tokens/s and MFU, compile time, memory, eval/decode speed, input pipeline.
 
-    python -m jaxformer.bench --config S [--steps 10] [--warmup 2] [--threads 1] [--only train,decode]
+    python -m jaxformer.bench --config S [--steps 10] [--warmup 2] [--threads 1] \\
+        [--only train,decode]
 
 One JSON line per measurement on stdout, a readable table on stderr. Reported the way MaxText
 reports performance: tokens/s (per device) and MFU = model FLOP/s / peak FLOP/s, where
@@ -245,7 +246,7 @@ def measure_train(cfg, steps, warmup, overrides, only_compile=False):
   jax.block_until_ready(matmul(a, a))
   step_s, peak = [], []
   for i in range(steps):
-    dt, (state, metrics) = _timed(lambda: run(i, state))
+    dt, (state, metrics) = _timed(lambda i=i, state=state: run(i, state))
     step_s.append(dt)
     peak.append(2 * n**3 / _timed(lambda: jax.block_until_ready(matmul(a, a)))[0])
   tokens = cfg['batch'] * cfg['block_size']
@@ -294,7 +295,7 @@ def measure_eval(cfg, steps, warmup, overrides):
   for i in range(max(warmup, 1)):
     jax.block_until_ready(step(params, batches[i % len(batches)]))
   times = [
-    _timed(lambda: jax.block_until_ready(step(params, batches[i % len(batches)])))[0]
+    _timed(lambda i=i: jax.block_until_ready(step(params, batches[i % len(batches)])))[0]
     for i in range(steps)
   ]
   tokens = cfg['batch'] * cfg['block_size']
@@ -318,16 +319,12 @@ def measure_decode(cfg, steps, warmup, overrides):
   params = nn.unbox(jax.jit(lambda k: model.init(k, prompt)['params'])(jax.random.key(0)))
   out = {'prompt_len': prompt_len, 'new_tokens': new, 'batch': 1}
   for name, fn in (('kv_cache', generate), ('recompute', generate_recompute)):
-    call = lambda: jax.block_until_ready(
-      fn(
-        model,
-        params,
-        prompt,
-        max_new_tokens=new,  # noqa: E731
-        rng=jax.random.key(3),
-        temperature=0.0,
+
+    def call(fn=fn):
+      return jax.block_until_ready(
+        fn(model, params, prompt, max_new_tokens=new, rng=jax.random.key(3), temperature=0.0)
       )
-    )
+
     first, _ = _timed(call)
     best = min(_timed(call)[0] for _ in range(2 if name == 'kv_cache' else 1))
     out[f'{name}_tokens_per_s'] = round(new / best, 1)

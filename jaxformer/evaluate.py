@@ -187,7 +187,8 @@ def evaluate(
   data_dir=None,
   out_dir=None,
 ) -> dict:
-  """Scores `loaded` (from inference.load) on `split`; returns the dict written to eval_<split>.json."""
+  """Scores `loaded` (from inference.load) on `split`; returns the dict written to
+  eval_<split>.json."""
   from jaxformer.data import build_task_data, load_split_record
 
   if limit is not None and limit < 1:

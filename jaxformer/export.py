@@ -74,8 +74,8 @@ def main(argv=None) -> int:
     manifest = json.load(f)
   merged = ' with LoRA merged' if args.merge_lora else ''
   print(
-    f'exported step {manifest["step"]} (validation {manifest.get("monitor", "loss")} {manifest["val_loss"]}) '
-    f'of {args.workdir} to {out}{merged}'
+    f'exported step {manifest["step"]} (validation {manifest.get("monitor", "loss")} '
+    f'{manifest["val_loss"]}) of {args.workdir} to {out}{merged}'
   )
   return 0
 

@@ -1,7 +1,8 @@
 """Sample text from a trained language model (like nanoGPT's sample.py).
 
     python -m jaxformer.generate --workdir runs/shakespeare_lm --prompt "ROMEO:" \
-        [--max_new_tokens 200] [--temperature 0.8] [--top_k 200] [--top_p 1.0] [--seed 0] [--num_samples 1]
+        [--max_new_tokens 200] [--temperature 0.8] [--top_k 200] [--top_p 1.0] [--seed 0] \\
+        [--num_samples 1]
     python -m jaxformer.generate --workdir runs/shakespeare_lm --prompt "ROMEO:" --prompt "JULIET:"
     python -m jaxformer.generate --workdir runs/shakespeare_lm --prompt_file prompts.txt
 

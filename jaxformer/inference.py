@@ -1,4 +1,4 @@
-"""What the command lines share: load a trained model, turn text into tokens and back, report errors.
+"""What the command lines share: load a trained model, text to tokens and back, error reports.
 
     loaded = load("runs/numbers_en_de")     # a run workdir (its best checkpoint) or an export dir
     loaded.model, loaded.params, loaded.tokenizer, loaded.task, loaded.model_config

@@ -153,7 +153,8 @@ def _is_masked(leaf) -> bool:
 def partitioning_report(
   abstract_params: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULES
 ) -> dict[str, dict]:
-  """'path/to/kernel' -> {logical_axes, partition_spec, global_shape, shard_shape} for each parameter."""
+  """'path/to/kernel' -> {logical_axes, partition_spec, global_shape, shard_shape}, per
+  parameter."""
   is_box = lambda x: isinstance(x, nn.Partitioned)
   report = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params, is_leaf=is_box)[0]:

@@ -1,6 +1,7 @@
 """Translate with a trained encoder-decoder: beam search by default, or greedy.
 
-    python -m jaxformer.translate --workdir runs/numbers_translate "twenty-three" "one hundred and five"
+    python -m jaxformer.translate --workdir runs/numbers_translate \\
+        "twenty-three" "one hundred and five"
     echo "twenty-three" | python -m jaxformer.translate --workdir runs/numbers_translate --greedy
 
 Prints one translation per input, in order (inputs come from the arguments, else one per line

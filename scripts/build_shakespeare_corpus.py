@@ -169,8 +169,8 @@ def main() -> None:
   counts = {g: sum(w['genre'] == g for w in works) for g in ('comedy', 'history', 'tragedy', None)}
   chars = sum(len(w['text']) for w in works)
   print(
-    f'wrote {len(works)} works ({chars:,} characters; genres {counts}) to {os.path.abspath(args.out)} '
-    f'({os.path.getsize(args.out):,} bytes)'
+    f'wrote {len(works)} works ({chars:,} characters; genres {counts}) to '
+    f'{os.path.abspath(args.out)} ({os.path.getsize(args.out):,} bytes)'
   )
 
 

@@ -26,7 +26,7 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.3')
 
 @pytest.fixture(scope='session', autouse=True)
 def shared_datasets():
-  """Prepares the embedded datasets in JAXFORMER_DATA_DIR once, whichever worker gets there first."""
+  """Prepares the embedded datasets in JAXFORMER_DATA_DIR once, whichever worker comes first."""
   import tensorflow_datasets as tfds
 
   import jaxformer.data  # noqa: F401  (registers the builders)

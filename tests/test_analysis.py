@@ -1,5 +1,5 @@
-"""jaxformer.analysis: capture leaves outputs unchanged, attention maps are distributions, head masks
-remove heads exactly, probes find planted features and nothing in shuffled labels."""
+"""jaxformer.analysis: capture leaves outputs unchanged, attention maps are distributions,
+head masks remove heads exactly, probes find planted features and nothing in shuffled labels."""
 
 import flax.linen as nn
 import jax

@@ -1,4 +1,5 @@
-"""Smoke tests for the benchmark (jaxformer.bench) and the peers_bench plug-in (bench/jaxformer_peer.py)."""
+"""Smoke tests for the benchmark (jaxformer.bench) and the peers_bench plug-in
+(bench/jaxformer_peer.py)."""
 
 import importlib.util
 import json

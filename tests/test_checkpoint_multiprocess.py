@@ -27,7 +27,8 @@ WORKER = textwrap.dedent("""
     mesh = Mesh(np.array(jax.devices()), ("data",))   # 4 devices, 2 per process
 
     def global_array(value, spec):
-        return jax.make_array_from_callback(value.shape, NamedSharding(mesh, spec), lambda i: value[i])
+        return jax.make_array_from_callback(
+            value.shape, NamedSharding(mesh, spec), lambda i: value[i])
 
     def state(k):
         w = np.arange(8 * 3, dtype=np.float32).reshape(8, 3) + k
@@ -60,7 +61,9 @@ WORKER = textwrap.dedent("""
         "step": restored.step, "extra": restored.extra, "warnings": len(caught),
         "w_ok": bool(np.array_equal(w, np.arange(24, dtype=np.float32).reshape(8, 3) + 1)),
         "steps_left": Checkpointer(ckpt_dir, read_only=True).all_steps(),
-        "params_step": step, "params_sum": float(np.asarray(multihost_utils.process_allgather(params["w"], tiled=True)).sum()),
+        "params_step": step,
+        "params_sum": float(np.asarray(
+            multihost_utils.process_allgather(params["w"], tiled=True)).sum()),
         "export_step": loaded.step, "export_ok": bool(np.array_equal(exported, w)),
     }), flush=True)
 """)

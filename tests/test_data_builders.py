@@ -95,7 +95,8 @@ def test_genre_passages_are_clean_speech(data_dir):
 
 def test_speech_lines_strip_speakers_and_directions():
   play = (
-    'ACT I.\n\nSCENE I. A room.\n\n[Enter HAMLET.]\n\nHAMLET.\nTo be, or not to be:\n[Aside.] that is the question.\n\n'
+    'ACT I.\n\nSCENE I. A room.\n\n[Enter HAMLET.]\n\n'
+    'HAMLET.\nTo be, or not to be:\n[Aside.] that is the question.\n\n'
     "Ber.\nWho's there?\n\nSPEED. You mistook, sir.\n\n[Exeunt.]\n"
   )
   assert shakespeare.speech_lines(play) == [

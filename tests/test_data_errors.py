@@ -1,4 +1,4 @@
-"""Every bad input gets a one-line DataError that names the problem; nothing half-written is left."""
+"""Every bad input gets a one-line DataError naming the problem; nothing half-written is left."""
 
 import os
 import time

@@ -1,4 +1,5 @@
-"""build_task_data pipelines: shapes, determinism, resume, per-process shards, real-dataset specs."""
+"""build_task_data pipelines: shapes, determinism, resume, per-process shards, real-dataset
+specs."""
 
 import json
 
@@ -242,7 +243,8 @@ def test_text_files_validation_fraction(numbered_files):
   ],
 )
 def test_real_dataset_feature_spec_flows_through_pipeline(tmp_path, name, task, keys):
-  # mock_data fakes the examples from the dataset's real feature spec and no-ops download_and_prepare.
+  # mock_data fakes the examples from the dataset's real feature spec and no-ops
+  # download_and_prepare.
   with tfds.testing.mock_data(num_examples=24):
     data = build(
       {'name': name, 'download': True, 'data_dir': str(tmp_path), 'tokenizer': 'byte', **keys},

@@ -50,7 +50,13 @@ def test_every_default_field_is_documented():
 
 def test_gen_config_docs_rejects_a_field_without_a_comment():
   gen = _gen_config_docs()
-  source = 'def get_config():\n  c = X()\n  c.lr = 1e-3   # peak learning rate\n  c.steps = 10\n  return c\n'
+  source = (
+    'def get_config():\n'
+    '  c = X()\n'
+    '  c.lr = 1e-3   # peak learning rate\n'
+    '  c.steps = 10\n'
+    '  return c\n'
+  )
   with pytest.raises(ValueError, match='steps has no comment'):
     gen.fields(source)
 

@@ -1,5 +1,6 @@
 """python -m jaxformer.experiments: every experiment's --quick mode writes its PNG, JSON and answer;
-the pieces they rest on (FLOP formula, parameter budgets, probe labels, the corpus slice) are right."""
+the pieces they rest on (FLOP formula, parameter budgets, probe labels, the corpus slice) are
+right."""
 
 import json
 import os

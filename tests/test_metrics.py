@@ -55,7 +55,8 @@ def test_balanced_accuracy_agrees_with_sklearn():
 def test_per_class_f1_by_hand():
   labels = [0, 0, 0, 0, 0, 0, 1, 1, 2, 2]
   preds = [0, 0, 0, 0, 1, 2, 1, 0, 2, 2]
-  # class 0: TP 4, FP 1, FN 2 -> 8/11; class 1: TP 1, FP 1, FN 1 -> 1/2; class 2: TP 2, FP 1, FN 0 -> 4/5
+  # class 0: TP 4, FP 1, FN 2 -> 8/11; class 1: TP 1, FP 1, FN 1 -> 1/2;
+  # class 2: TP 2, FP 1, FN 0 -> 4/5
   np.testing.assert_allclose(metrics.per_class_f1(labels, preds, 3), [8 / 11, 1 / 2, 4 / 5])
   assert metrics.per_class_f1([0, 0], [0, 0], 2) == [1.0, 0.0]  # class 1 never seen: 0, not NaN
   with pytest.raises(ValueError, match=r'\[0, 2\)'):

@@ -1,4 +1,5 @@
-"""Resume is exact: a run killed at any moment and re-run ends bit-identical to an uninterrupted one."""
+"""Resume is exact: a run killed at any moment and re-run ends bit-identical to an uninterrupted
+one."""
 
 import hashlib
 import json
@@ -34,7 +35,12 @@ def reference(tmp_path_factory):
   return _fingerprint(workdir)
 
 
-def _kill_after_first_checkpoint(workdir, sig=signal.SIGKILL, rng=random.Random(0)):
+# One generator shared by every call (as the former `random.Random(0)` default was): each kill
+# lands at the next moment of the same seeded sequence.
+_KILL_RNG = random.Random(0)
+
+
+def _kill_after_first_checkpoint(workdir, sig=signal.SIGKILL, rng=_KILL_RNG):
   """Starts a run and signals it a random moment after its first checkpoint; returns the process."""
   proc = start_train(*ARGS, f'--workdir={workdir}')
   deadline = time.time() + 240

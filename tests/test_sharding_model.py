@@ -46,7 +46,7 @@ def random_params(abstract_params, seed=0):
 
 
 def sharded_vs_single(model, args, rules):
-  """Run `model` on one device and on the (4, 2) mesh; return both outputs and the sharded params."""
+  """Run `model` on one device and on the (4, 2) mesh; return both outputs, the sharded params."""
   mesh = make_mesh((4, 2))
   abstract = jax.eval_shape(model.init, KEY, *args)['params']
   params = random_params(abstract)

@@ -194,7 +194,7 @@ def test_a_frozen_backbone_is_not_part_of_the_clipped_norm():
     assert not np.any(updates['backbone']['w'])
 
 
-# ----------------------------------------------------------------------------- gradient accumulation
+# ---------------------------------------------------------------------- gradient accumulation
 
 
 def test_micro_batches_interleave_rows_so_each_spans_every_data_shard():

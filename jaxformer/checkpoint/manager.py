@@ -55,7 +55,7 @@ META_FORMAT_VERSION = 1
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-  """A verified checkpoint: its step, the restored state dict, and the JSON `extra` saved with it."""
+  """A verified checkpoint: its step, the restored state dict and the JSON `extra` saved with it."""
 
   step: int
   state: dict
@@ -406,7 +406,8 @@ class Checkpointer:
     lines = integrity.structure_mismatches(abstract_state, meta['arrays'])
     if lines:
       raise CheckpointError(
-        f'checkpoint step {step} in {self.directory} does not fit the model ({len(lines)} difference(s)); '
+        f'checkpoint step {step} in {self.directory} does not fit the model '
+        f'({len(lines)} difference(s)); '
         f'use the config it was saved with, or a new directory:\n  ' + '\n  '.join(lines)
       )
     error, out_of_memory, state = None, None, None

@@ -201,7 +201,8 @@ def _load_export(root: epath.Path) -> Pretrained:
     )
   if manifest.get('format_version', 0) > EXPORT_FORMAT_VERSION:
     raise CheckpointError(
-      f'{root} was exported by a newer jaxformer ({manifest.get("jaxformer_version")}); upgrade jaxformer'
+      f'{root} was exported by a newer jaxformer ({manifest.get("jaxformer_version")}); '
+      'upgrade jaxformer'
     )
   for name in ('params', 'tokenizer'):
     _refuse_escape(root, root / name)

@@ -5,7 +5,8 @@ jaxformer_numbers/{en_de,en_fr}. The training loop only needs `build_task_data`:
 
     data = build_task_data({'name': 'jaxformer_shakespeare'}, task='lm', max_len=256,
                            batch_size=32, seed=0)
-    batch = next(data.train_iterator())   # {'inputs','targets': int32[32,256], 'weights': f32[32,256]}
+    batch = next(data.train_iterator())
+    # {'inputs', 'targets': int32[32, 256], 'weights': f32[32, 256]}
 """
 
 from jaxformer.data import builders  # noqa: F401  (registers the TFDS builders)

@@ -187,7 +187,8 @@ class TaskData:
     return 0  # LM windows cut the stream; nothing is lost
 
   def num_rows(self, split: str, train: bool = False) -> int:
-    """Examples (translate, classify) or windows (lm) in a split; train LM counts full windows only."""
+    """Examples (translate, classify) or windows (lm) in a split; train LM counts full windows
+    only."""
     enc = self.encoded(split)
     if self.task == 'lm':
       n_targets = len(enc.tokens.values) - 1
@@ -392,7 +393,8 @@ class TaskData:
     return EvalBatches(self, split, batch_size)
 
   def examples(self, split: str, limit: int | None = None) -> list[dict]:
-    """Raw examples for reports: lm {'text'}, translate {'source','target'}, classify {'text','label'}."""
+    """Raw examples for reports: lm {'text'}, translate {'source', 'target'},
+    classify {'text', 'label'}."""
     n = self.source.num_examples(split)
     return [self.source.example(split, i) for i in range(n if limit is None else min(limit, n))]
 

@@ -61,7 +61,8 @@ SHIPPED = ('jaxformer_shakespeare', 'jaxformer_genre', 'jaxformer_numbers')
 
 
 def default_data_dir(value: str = '') -> str:
-  """dataset_cfg.data_dir, else $JAXFORMER_DATA_DIR, else ~/.cache/jaxformer/tfds (never ~/tensorflow_datasets)."""
+  """dataset_cfg.data_dir, else $JAXFORMER_DATA_DIR, else ~/.cache/jaxformer/tfds
+  (never ~/tensorflow_datasets)."""
   path = (
     value
     or os.environ.get('JAXFORMER_DATA_DIR')
@@ -137,7 +138,8 @@ class TfdsSource(Source):
       label = features[keys['label']]
       if not hasattr(label, 'names'):
         raise DataError(
-          f'feature {keys["label"]!r} of {name!r} is not a tfds ClassLabel; choose a label_key that is'
+          f'feature {keys["label"]!r} of {name!r} is not a tfds ClassLabel; '
+          'choose a label_key that is'
         )
       self.label_names = tuple(label.names)
     self.data_dir, self._sources = data_dir, {}
@@ -220,7 +222,8 @@ def open_source(dataset_cfg, task: str, split_record: dict | None = None) -> Sou
 
 
 def split_names(dataset_cfg, source: Source) -> dict:
-  """{'train', 'eval', 'test'} -> split name or '' (none), from dataset_cfg or the dataset's defaults."""
+  """{'train', 'eval', 'test'} -> split name or '' (none), from dataset_cfg or the dataset's
+  defaults."""
   if source.name == 'files':  # its splits are named by what the files give
     return {
       'train': 'train',

@@ -1,6 +1,7 @@
 """Experiments that measure why transformers are built the way they are.
 
-    python -m jaxformer.experiments NAME [--quick] [--workdir DIR] [--runs DIR] [--out docs/experiments]
+    python -m jaxformer.experiments NAME [--quick] [--workdir DIR] [--runs DIR] \\
+        [--out docs/experiments]
 
 Each NAME is a module here with QUESTION and run(opts); see docs/experiments.md for the answers.
 """
@@ -15,7 +16,7 @@ NAMES = ('heads_cost', 'heads', 'depth', 'ffn_width', 'overfitting', 'pretrainin
 
 
 def run(name: str, opts: Options | None = None) -> dict:
-  """Runs experiment NAME and writes its PNG, JSON and markdown answer to opts.out; returns the JSON."""
+  """Runs experiment NAME, writes its PNG, JSON and markdown answer to opts.out; returns JSON."""
   if name not in NAMES:
     raise ValueError(f'unknown experiment {name!r}; choose one of {", ".join(NAMES)}')
   module = importlib.import_module(f'jaxformer.experiments.{name}')

@@ -49,7 +49,8 @@ def main(argv=None) -> int:
   args, names = parse(sys.argv[1:] if argv is None else argv)
   opts = Options(quick=args.quick, workdir=args.workdir, runs=args.runs, out=args.out)
   # Sweeps train many models with the same shapes: XLA's persistent cache (the one train.py
-  # uses; JAXFORMER_COMPILATION_CACHE='' turns it off) makes every compilation after the first a file read.
+  # uses; JAXFORMER_COMPILATION_CACHE='' turns it off) makes every compilation after the first
+  # a file read.
   cache = os.environ.get(
     'JAXFORMER_COMPILATION_CACHE',
     os.path.join(os.path.expanduser('~'), '.cache', 'jaxformer', 'xla'),

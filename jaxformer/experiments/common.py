@@ -1,4 +1,4 @@
-"""What every experiment shares: options, cached training runs, the language model to analyse, outputs.
+"""What every experiment shares: options, cached training runs, the LM to analyse, outputs.
 
 An experiment module defines QUESTION and `run(opts) -> Result`; `run_experiment` times it and
 writes three files to opts.out:
@@ -207,7 +207,8 @@ def lm_config(quick: bool):
 
 
 def pretrained_lm(opts: Options):
-  """The trained language model at opts.lm_workdir(), trained there first if it holds no finished run."""
+  """The trained language model at opts.lm_workdir(), trained there first if it holds no
+  finished run."""
   from jaxformer.checkpoint import load_pretrained
 
   workdir = opts.lm_workdir()
@@ -342,7 +343,8 @@ def run_experiment(name: str, module, opts: Options) -> dict:
   with open(os.path.join(opts.out, f'{name}.md'), 'w') as f:
     f.write(snippet)
   print(
-    f'[experiments] {name}: wrote {", ".join(figures)}, {name}.json, {name}.md to {opts.out} in {wall:.0f} s',
+    f'[experiments] {name}: wrote {", ".join(figures)}, {name}.json, {name}.md to {opts.out} in '
+    f'{wall:.0f} s',
     flush=True,
   )
   return payload

@@ -62,7 +62,8 @@ def _settings(quick: bool) -> dict:
 
 
 def width_for_budget(budget: int, num_layers: int, num_heads: int, mlp_ratio: float = 4.0) -> int:
-  """d_model (a multiple of num_heads) with num_layers * (4 + 2 * mlp_ratio) * d^2 closest to budget."""
+  """d_model (a multiple of num_heads) with num_layers * (4 + 2 * mlp_ratio) * d^2 closest to
+  budget."""
   per_layer = 4 + 2 * mlp_ratio
   d = math.sqrt(budget / (num_layers * per_layer))
   candidates = [max(num_heads, num_heads * f(d / num_heads)) for f in (math.floor, math.ceil)]
@@ -104,7 +105,7 @@ def token_labels(windows, tokenizer, top_k: int) -> dict:
     counts = np.bincount(ids[valid].ravel())
     top = np.argsort(-counts)[:top_k]
     index = {int(t): k for k, t in enumerate(top)}
-    labels = np.vectorize(lambda t: index.get(int(t), -1))(ids)
+    labels = np.vectorize(lambda t, index=index: index.get(int(t), -1))(ids)
     out[name] = (valid & (labels >= 0), labels)
   return out
 
@@ -247,8 +248,9 @@ def _answer(r) -> str:
   return (
     f'Balanced test accuracy of linear probes on the {n}-layer LM (layer 0 = embeddings):\n\n'
     + '\n'.join(parts)
-    + f'\n\nAt a fixed non-embedding budget (~{sweep[0]["non_embedding_params"] / 1e6:.2f}M parameters, '
-    f'{sweep[0]["steps"]} steps each), validation bits per byte: {sweep_text}; best: {best["num_layers"]} layers.'
+    + f'\n\nAt a fixed non-embedding budget (~{sweep[0]["non_embedding_params"] / 1e6:.2f}M '
+    f'parameters, {sweep[0]["steps"]} steps each), validation bits per byte: {sweep_text}; best: '
+    f'{best["num_layers"]} layers.'
   )
 
 

@@ -30,7 +30,8 @@ def _settings(quick: bool) -> dict:
 
 
 def layers_for_budget(base_layers: int, base_ratio: float, ratio: float) -> int:
-  """Depth whose layers * (4 + 2 * ratio) is nearest to base_layers * (4 + 2 * base_ratio), at least 1."""
+  """Depth whose layers * (4 + 2 * ratio) is nearest to base_layers * (4 + 2 * base_ratio),
+  at least 1."""
   return max(1, round(base_layers * (4 + 2 * base_ratio) / (4 + 2 * ratio)))
 
 
@@ -96,15 +97,18 @@ def _answer(s, rows) -> str:
   base = next(r for r in depth if r['mlp_ratio'] == s['base_ratio'])
   none = next(r for r in depth if r['mlp_ratio'] == 0)
   fmt = lambda r: (
-    f'mlp_ratio {r["mlp_ratio"]:g} x {r["num_layers"]} layers ({r["non_embedding_params"] / 1e3:,.0f}k params, '  # noqa: E731
+    f'mlp_ratio {r["mlp_ratio"]:g} x {r["num_layers"]} layers '
+    f'({r["non_embedding_params"] / 1e3:,.0f}k params, '
     f'{r["train_seconds"]:.0f} s): {r["best_val_bits_per_byte"]:.3f}'
   )
   text = (
     f'Validation bits per byte after the same number of steps (lower is better).\n\n'
     f'Fixed depth ({s["base_layers"]} layers): ' + '; '.join(fmt(r) for r in depth) + '.\n'
-    f'Removing the FFN entirely costs {none["best_val_bits_per_byte"] - base["best_val_bits_per_byte"]:+.3f} '
-    f'bits/byte against mlp_ratio {s["base_ratio"]}, with {pct(none["non_embedding_params"], base["non_embedding_params"])} '
-    f'parameters and {pct(none["train_seconds"], base["train_seconds"])} training time.'
+    'Removing the FFN entirely costs '
+    f'{none["best_val_bits_per_byte"] - base["best_val_bits_per_byte"]:+.3f} bits/byte against '
+    f'mlp_ratio {s["base_ratio"]}, with '
+    f'{pct(none["non_embedding_params"], base["non_embedding_params"])} parameters and '
+    f'{pct(none["train_seconds"], base["train_seconds"])} training time.'
   )
   matched = [r for r in rows if r['series'] == 'fixed params'] + [base]
   if len(matched) > 1:

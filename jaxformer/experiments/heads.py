@@ -162,15 +162,19 @@ def _answer(cfg, s, r) -> str:
   pair = r['most_similar_pairs'][0]
   layer_text = ', '.join(f'layer {i}: {pct(x, base)}' for i, x in enumerate(r['whole_layer_loss']))
   return (
-    f'Attention entropy per head ranges from {min(ents):.2f} to {max(ents):.2f} nats (uniform causal attention: '
-    f'{r["uniform_entropy"]:.2f}). Heads by their statistics (previous-token / first-token / self: over half '
-    f'of the attention on that token; broad: entropy above 80% of uniform; mixed: the rest) — {kind_text}.\n\n'
-    f'Ablation on {s["ablation_batches"] * s["batch_size"]} validation windows (baseline loss {base:.3f} nats/token): '
+    f'Attention entropy per head ranges from {min(ents):.2f} to {max(ents):.2f} nats '
+    f'(uniform causal attention: {r["uniform_entropy"]:.2f}). Heads by their statistics '
+    '(previous-token / first-token / self: over half of the attention on that token; '
+    f'broad: entropy above 80% of uniform; mixed: the rest) — {kind_text}.\n\n'
+    f'Ablation on {s["ablation_batches"] * s["batch_size"]} validation windows '
+    f'(baseline loss {base:.3f} nats/token): '
     f'removing one head changes the loss by {min(h["delta_loss"] for h in heads):+.3f} to '
-    f'{max(h["delta_loss"] for h in heads):+.3f}. Most important: {", ".join(fmt(h) for h in top)}; least: '
+    f'{max(h["delta_loss"] for h in heads):+.3f}. '
+    f'Most important: {", ".join(fmt(h) for h in top)}; least: '
     f"{', '.join(fmt(h) for h in low)}. Removing a whole layer's attention: {layer_text}.\n\n"
     f'Redundancy: the most similar pair is {pair["a"]}/{pair["b"]} (cosine {pair["cosine"]:.2f}). '
-    f'Pruning from least to most important, {r["prunable_within_tolerance"]} of {total} heads can go before the '
+    f'Pruning from least to most important, {r["prunable_within_tolerance"]} of {total} heads '
+    'can go before the '
     f'loss rises more than {100 * s["tolerance"]:.0f}% above baseline; removing all gives '
     f'{r["pruning_curve"][-1]:.3f} ({pct(r["pruning_curve"][-1], base)}).'
   )

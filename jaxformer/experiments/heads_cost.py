@@ -1,4 +1,5 @@
-"""heads_cost: does splitting d_model into more heads cost more? FLOPs, then measured time and memory.
+"""heads_cost: does splitting d_model into more heads cost more? FLOPs, then measured time and
+memory.
 
 At fixed d_model = d, H heads of size K = d / H. Per layer, forward, for B sequences of length L:
 
@@ -71,7 +72,8 @@ def _settings(quick: bool) -> dict:
 
 
 def _compiled_step(d_model, num_heads, num_layers, seq_len, batch, vocab_size):
-  """(jitted train step, state, batch, compiled) for a DecoderLM with these sizes (library train step)."""
+  """(jitted train step, state, batch, compiled) for a DecoderLM of these sizes (library train
+  step)."""
   import jax
   import jax.numpy as jnp
   import optax
@@ -190,17 +192,22 @@ def _answer(s, rows) -> str:
     a, b = rows[(length, lo)], rows[(length, hi)]
     equal = len({rows[(length, h)]['matmul_flops'] for h in s['heads']}) == 1
     lines.append(
-      f'- L={length}: attention matmul FLOPs per train step are {_flops(a["matmul_flops"])} for every head count '
+      f'- L={length}: attention matmul FLOPs per train step are {_flops(a["matmul_flops"])} '
+      'for every head count '
       f'({"identical" if equal else "NOT identical"}; projections {_flops(a["projection_flops"])}, '
-      f'scores+mixing {_flops(a["score_flops"])}). From {lo} to {hi} heads the measured step time goes '
-      f'{a["median_step_s"] * 1e3:.0f} -> {b["median_step_s"] * 1e3:.0f} ms ({pct(b["median_step_s"], a["median_step_s"])}), '
-      f"XLA's temporary buffers {a['xla_temp_bytes'] / 2**20:.1f} -> {b['xla_temp_bytes'] / 2**20:.1f} MiB, and the "
+      f'scores+mixing {_flops(a["score_flops"])}). '
+      f'From {lo} to {hi} heads the measured step time goes '
+      f'{a["median_step_s"] * 1e3:.0f} -> {b["median_step_s"] * 1e3:.0f} ms '
+      f'({pct(b["median_step_s"], a["median_step_s"])}), '
+      f"XLA's temporary buffers {a['xla_temp_bytes'] / 2**20:.1f} -> "
+      f'{b["xla_temp_bytes"] / 2**20:.1f} MiB, and the '
       f'softmax handles {a["softmax_elements"]:,} -> {b["softmax_elements"]:,} scores per step.'
     )
   return (
     'The matmul FLOPs do not depend on the number of heads (H * head_dim = d_model: H smaller '
     'matmuls replace one big one). What grows linearly with H is the softmax work and the '
-    '[B, H, L, L] score and probability tensors; what shrinks is each matmul (head_dim = d_model / H). '
+    '[B, H, L, L] score and probability tensors; '
+    'what shrinks is each matmul (head_dim = d_model / H). '
     'Measured (median of the timed steps):\n\n' + '\n'.join(lines)
   )
 

@@ -179,7 +179,11 @@ def _train_tokens(workdir: str, corpus: str, train_lines: int) -> int:
 
 
 def _answer(s, sizes, rows) -> str:
-  header = '| arm | best val loss (step) | final val loss | final train loss | weights kept -> val loss |\n|---|---|---|---|---|\n'
+  header = (
+    '| arm | best val loss (step) | final val loss | final train loss '
+    '| weights kept -> val loss |\n'
+    '|---|---|---|---|---|\n'
+  )
   table = ''.join(
     f'| {r["arm"]} | {r["best_val_loss"]:.3f} ({r["best_step"]}) | {r["final_val_loss"]:.3f} | '
     f'{r["final_train_loss"]:.3f} | {r["kept_weights"]} -> {r["kept_val_loss"]:.3f} |\n'
@@ -189,18 +193,21 @@ def _answer(s, sizes, rows) -> str:
   best = min(rows, key=lambda r: r['kept_val_loss'])
   early = [r for r in rows if r['arm'] == 'both + early stopping']
   text = (
-    f'Training on {sizes["train_chars"]:,} characters ({100 * s["fraction"]:.0f}% of the training plays), '
-    f'validated on {sizes["validation_chars"]:,} characters of held-out plays, '
-    f'{s["num_train_steps"]} steps at most (up to {sizes["epochs"]:.1f} epochs of its {sizes["train_tokens"]:,} tokens).\n\n{header}{table}\n'
-    f'Without regularisation the validation loss bottoms out at step {none["best_step"]} ({none["best_val_loss"]:.3f}) '
-    f'and ends at {none["final_val_loss"]:.3f} while the training loss falls to {none["final_train_loss"]:.3f}. '
-    f'Best weights kept: {best["arm"]} ({best["kept_val_loss"]:.3f}).'
+    f'Training on {sizes["train_chars"]:,} characters ({100 * s["fraction"]:.0f}% of the training '
+    f'plays), validated on {sizes["validation_chars"]:,} characters of held-out plays, '
+    f'{s["num_train_steps"]} steps at most (up to {sizes["epochs"]:.1f} epochs of its '
+    f'{sizes["train_tokens"]:,} tokens).\n\n{header}{table}\nWithout regularisation the validation '
+    f'loss bottoms out at step {none["best_step"]} ({none["best_val_loss"]:.3f}) and ends at '
+    f'{none["final_val_loss"]:.3f} while the training loss falls to '
+    f'{none["final_train_loss"]:.3f}. Best weights kept: {best["arm"]} '
+    f'({best["kept_val_loss"]:.3f}).'
   )
   if early:
     e = early[0]
     text += (
-      f' Early stopping {"stopped at step " + str(e["last_step"]) if e["stopped_early"] else "never triggered"}'
-      f' and restored step {e["best_step"]}.'
+      ' Early stopping '
+      f'{"stopped at step " + str(e["last_step"]) if e["stopped_early"] else "never triggered"} '
+      f'and restored step {e["best_step"]}.'
     )
   return text
 

@@ -211,7 +211,8 @@ def run(opts: Options) -> Result:
     'table': table,
     'tfidf_note': None
     if rows[-1]['test_balanced_accuracy'] is not None
-    else "scikit-learn is not installed: pip install 'jaxformer[experiments]' for the TF-IDF baseline",
+    else "scikit-learn is not installed: pip install 'jaxformer[experiments]' "
+    'for the TF-IDF baseline',
   }
   return Result(
     settings=s, results=results, answer=_answer(s, table, results), figures={'': _figure(s, table)}
@@ -259,8 +260,8 @@ def _answer(s, table, results) -> str:
   )
   gaps = [get[('fine-tuned', n)]['mean'] - get[('scratch', n)]['mean'] for n in s['sizes']]
   text = (
-    f'Test balanced accuracy on held-out plays (chance 0.333), mean ± std over {len(s["seeds"])} seed(s):\n\n'
-    f'{header}{lines}\nFine-tuned minus scratch: '
+    f'Test balanced accuracy on held-out plays (chance 0.333), mean ± std over {len(s["seeds"])} '
+    f'seed(s):\n\n{header}{lines}\nFine-tuned minus scratch: '
     + ', '.join(f'{label(n)}/class {g:+.3f}' for n, g in zip(s['sizes'], gaps))
     + '.'
   )

@@ -194,7 +194,8 @@ def token_embedding(cfg: ModelConfig, name: str = 'token_embed') -> nn.Embed:
 
 
 def sinusoidal_table(length: int, dim: int) -> np.ndarray:
-  """The fixed positions of Vaswani et al. (2017): sin on even, cos on odd features. [length, dim]."""
+  """The fixed positions of Vaswani et al. (2017): sin on even, cos on odd features.
+  [length, dim]."""
   pos = np.arange(length)[:, None]
   inv_freq = np.exp(-math.log(10000.0) * np.arange(0, dim, 2) / dim)
   table = np.zeros((length, dim), np.float32)
@@ -204,7 +205,10 @@ def sinusoidal_table(length: int, dim: int) -> np.ndarray:
 
 
 class AddPositions(nn.Module):
-  """x + position_table[positions] for 'learned'/'sinusoidal'. x: [B, L, D], positions: [L] or [B, L]."""
+  """x + position_table[positions] for 'learned'/'sinusoidal'.
+
+  x: [B, L, D], positions: [L] or [B, L].
+  """
 
   cfg: ModelConfig
 
@@ -225,7 +229,9 @@ class AddPositions(nn.Module):
 
 
 def apply_rope(x, positions, base: float = 10000.0):
-  """Rotary position embedding (Su et al. 2021), rotate-half. x: [B, L, H, K], positions: [L] | [B, L].
+  """Rotary position embedding (Su et al. 2021), rotate-half.
+
+  x: [B, L, H, K], positions: [L] | [B, L].
 
   Pairs of features (i, i + K/2) are rotated by angle position * base^(-2i/K), so the dot
   product q.k depends only on the distance between the two positions.

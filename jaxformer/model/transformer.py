@@ -1,7 +1,8 @@
 """The three models: DecoderLM (GPT), Classifier (GPT backbone + head), EncoderDecoder (2017).
 
 Parameter trees (pad id is 0, logits are float32):
-    DecoderLM       {'backbone': {'token_embed', ['pos_embed'], 'layers', ['final_norm']}, ['lm_head']}
+    DecoderLM       {'backbone': {'token_embed', ['pos_embed'], 'layers', ['final_norm']},
+                     ['lm_head']}
     Classifier      {'backbone': <same subtree as DecoderLM>, 'head'}
     EncoderDecoder  {'token_embed', 'encoder': {['pos_embed'], 'layers', ['final_norm']},
                      'decoder': {... same ...}, ['lm_head']}
@@ -10,7 +11,8 @@ tie_embeddings=False.
 
 Decoding with the KV cache (flax convention):
     cache = DecoderLM(cfg).init(key, jnp.zeros((B, max_len), jnp.int32), decode=True)['cache']
-    logits, mut = model.apply({'params': params, 'cache': cache}, chunk, decode=True, mutable=['cache'])
+    logits, mut = model.apply(
+        {'params': params, 'cache': cache}, chunk, decode=True, mutable=['cache'])
     cache = mut['cache']       # chunk: [B, n]; a prompt (n > 1) is prefilled in one call
 Causal stacks do not mask padding (the data pads on the right, where causality already hides
 it); in decode mode the cached prompt must not contain padding.

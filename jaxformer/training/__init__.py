@@ -10,7 +10,7 @@ __all__ = ['Callback', 'ConfigError', 'Diverged', 'EarlyStopping', 'train_and_ev
 
 
 def train_and_evaluate(config, workdir, **kwargs):
-  """See jaxformer.training.loop.train_and_evaluate (imported lazily: it pulls in orbax and tfds)."""
+  """See jaxformer.training.loop.train_and_evaluate (imported lazily: it pulls in orbax, tfds)."""
   from jaxformer.training.loop import train_and_evaluate as run
 
   return run(config, workdir, **kwargs)

@@ -1,15 +1,15 @@
 """Training callbacks: a small protocol, and early stopping on a validation metric.
 
 A callback is any object with some of these methods; the loop calls the ones it finds:
-  on_train_start(step)                 before the first step (after a resume: the resumed step)
-  on_step(step, state)                 after every optimizer update (no host sync: don't pull arrays)
-  on_log(step, metrics: dict)          after host metrics are pulled (every `log_every_steps`)
-  on_eval(step, value) -> bool         after each evaluation (value: the monitored validation metric,
-                                       lower is better; see monitored_value); True stops training
-  on_train_end(step)                   once, at the end
-  state_dict() / load_state_dict(d)    JSON-able state saved in every checkpoint
-  name                                 optional: the key of that state in checkpoints (default:
-                                       the callback's position, 'callback_<i>'; see state_keys)
+  on_train_start(step)               before the first step (after a resume: the resumed step)
+  on_step(step, state)               after every optimizer update (no host sync: don't pull arrays)
+  on_log(step, metrics: dict)        after host metrics are pulled (every `log_every_steps`)
+  on_eval(step, value) -> bool       after each evaluation (value: the monitored validation metric,
+                                     lower is better; see monitored_value); True stops training
+  on_train_end(step)                 once, at the end
+  state_dict() / load_state_dict(d)  JSON-able state saved in every checkpoint
+  name                               optional: the key of that state in checkpoints (default:
+                                     the callback's position, 'callback_<i>'; see state_keys)
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class _Setup:
 
 
 def prepare(config, workdir: str) -> _Setup:
-  """Checks, data, model and optimizer. Raises ConfigError / DataError; writes nothing to workdir."""
+  """Checks, data, model, optimizer. Raises ConfigError / DataError; writes nothing to workdir."""
   setup.check_config(config)
   setup.check_batch_split(config)
   runtime = make_runtime(config)
@@ -515,7 +515,8 @@ class _Trainer:
       _, params = self.ckpt.restore_params(best_step, s.abstract_state['params'])
       restored_best = True
       _log(
-        f'restored the best checkpoint (step {best_step}, val {self.monitor} {self.early.best_value:.4f})'
+        f'restored the best checkpoint (step {best_step}, val {self.monitor} '
+        f'{self.early.best_value:.4f})'
       )
     summary = {
       'best_step': best_step,

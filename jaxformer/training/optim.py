@@ -110,10 +110,11 @@ def weight_decay_mask(params, decay_embeddings: bool = False):
 
 def backbone_labels(params):
   """'backbone' for parameters under the pretrained backbone, 'head' for everything else."""
-  return {
-    k: jax.tree.map(lambda _: 'backbone' if k == 'backbone' else 'head', v)
-    for k, v in params.items()
-  }
+
+  def labelled(tree, label):
+    return jax.tree.map(lambda _: label, tree)
+
+  return {k: labelled(v, 'backbone' if k == 'backbone' else 'head') for k, v in params.items()}
 
 
 def make_optimizer(config, params: Any) -> optax.GradientTransformation:

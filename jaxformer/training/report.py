@@ -108,7 +108,8 @@ def print_report(summary: dict, s) -> None:
     print(f'{ex["source"]!r} -> {ex["output"]!r} (reference {ex["target"]!r})')
   if 'exact_match_greedy_first_200' in rep:
     print(
-      f'exact match (greedy, first 200 of {rep["split"]}): {rep["exact_match_greedy_first_200"]:.3f}'
+      f'exact match (greedy, first 200 of {rep["split"]}): '
+      f'{rep["exact_match_greedy_first_200"]:.3f}'
     )
   if 'confusion_matrix' in rep:
     print(

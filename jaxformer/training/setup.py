@@ -76,7 +76,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   need(monitor in MONITORS, f'early_stopping.monitor must be one of {MONITORS}, got {monitor!r}')
   need(
     config.batch_size % config.grad_accum_steps == 0,
-    f'batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps}',
+    f'batch_size {config.batch_size} must be divisible by grad_accum_steps '
+    f'{config.grad_accum_steps}',
   )
   need(config.backbone_lr_multiplier >= 0, 'backbone_lr_multiplier must be >= 0')
   lora_rank = (config.get('lora') or {}).get('rank', 0)

@@ -59,7 +59,8 @@ def loss_sums(logits, targets, weights, label_smoothing: float = 0.0):
   logits = logits.astype(jnp.float32)
   num_classes = logits.shape[-1]
   if not label_smoothing:
-    # Integer labels: no [B, L, V] one-hot operand to build and multiply (about 2% of a step on CPU).
+    # Integer labels: no [B, L, V] one-hot operand to build and multiply (about 2% of a step
+    # on CPU).
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   else:
     loss = optax.softmax_cross_entropy(
