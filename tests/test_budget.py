@@ -48,6 +48,7 @@ def _saved(workdir):
     return config, json.load(f)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_decided_steps_are_recorded_kept_on_resume_and_reproduce_the_run(tmp_path):
   workdir = str(tmp_path / 'budget')
   with pytest.raises(_Killed):

@@ -45,6 +45,7 @@ def quick(tmp_path_factory):
   return root
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 @pytest.mark.parametrize('name', NAMES)
 def test_quick_mode_writes_png_json_and_answer(quick, name):
   out = quick / 'out'

@@ -141,6 +141,7 @@ def test_import_then_export_gives_back_the_same_tensors_bit_for_bit(ref, importe
       )
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_a_jaxformer_trained_model_exports_to_transformers(ref, imported, tmp_path):
   """The README's path: LoRA fine-tuning of the import, --merge-lora, then export to HF."""
   from transformers import FlaxGPT2LMHeadModel, GPT2TokenizerFast

@@ -206,6 +206,7 @@ def assert_base_frozen_and_adapters_moved(run, base):
   return tuned
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_lora_lm_run_fine_tunes_resumes_and_merges(base_run, tmp_path):
   run = str(tmp_path / 'lora')
   lora_args = [

@@ -13,6 +13,7 @@ import re
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +54,7 @@ def test_committed_notebook_is_stripped_and_has_the_badge():
   )
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_notebook_runs_in_tiny_mode(tmp_path, monkeypatch):
   monkeypatch.setenv('JAXFORMER_TINY', '1')
   monkeypatch.setenv('JAXFORMER_NOTEBOOK_WORKDIR', str(tmp_path / 'runs'))

@@ -150,6 +150,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_two_processes_match_one_process(tmp_path):
   """2 processes x 2 CPU devices on 127.0.0.1 train like 1 process x 4 devices."""
   args = [

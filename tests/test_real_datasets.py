@@ -139,6 +139,7 @@ def test_offline_download_fails_in_seconds_naming_the_host(monkeypatch, tmp_path
   assert 'python -m jaxformer.data.prepare some_dataset' in str(e.value)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 @pytest.mark.parametrize('name', list(CONFIGS))
 def test_mock_data_trains_the_shipped_config(tmp_path, name):
   """tfds.testing.mock_data, as the flax examples test on real datasets: nothing prepared."""

@@ -117,6 +117,7 @@ TINY_MODEL = [
 ]
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_tiny_translation_and_classifiers_scratch_and_finetuned(tiny_run, tmp_path):
   """Every embedded config trains end to end at tiny size; fine-tuning starts from the tiny LM."""
   lm_dir, _ = tiny_run
