@@ -443,6 +443,11 @@ def _manifest(path: str, change) -> None:
     ('no arrays', lambda p: _manifest(p, lambda m: m.pop('arrays')), 'malformed'),
     ('linked out', _link_tokenizer_outside, 'points outside the export'),
     ('changed model', lambda p: _manifest(p, lambda m: m['model'].update(d_model=64)), 'not fit'),
+    (
+      'missing array',
+      lambda p: _manifest(p, lambda m: m['arrays'].pop(max(m['arrays']))),
+      'cannot read',
+    ),
   ],
 )
 def test_a_crafted_export_is_refused_with_one_line(export, tmp_path, case, edit, said):
