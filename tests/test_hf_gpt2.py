@@ -115,6 +115,11 @@ def test_tokenizer_encodes_and_decodes_like_transformers(ref, imported):
       assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
       assert ours.decode(ids) == text.replace('<|endoftext|>', '')
     assert ours.encode_batch(SAMPLE_TEXTS) == [theirs.encode(t) for t in SAMPLE_TEXTS]
+  # Bits per byte divide by these: a text's ids add up to its UTF-8 length (the special is 0).
+  sizes = ours.token_bytes()
+  for text in SAMPLE_TEXTS:
+    expected = len(text.replace('<|endoftext|>', '').encode('utf-8'))
+    assert int(sizes[ours.encode(text)].sum()) == expected, text
 
 
 def test_import_then_export_gives_back_the_same_tensors_bit_for_bit(ref, imported, tmp_path):

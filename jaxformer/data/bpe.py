@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from jaxformer.data.errors import DataError
@@ -77,6 +78,19 @@ class BytePairTokenizer:
   def decode(self, ids) -> str:
     # '<|endoftext|>' is dropped like the other tokenizers' BOS/EOS; id 0 is text here.
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+  def token_bytes(self) -> np.ndarray:
+    """int64[vocab_size]: bytes each id stands for (0 for '<|endoftext|>').
+
+    Byte-level BPE writes each byte as one character of its 256-symbol alphabet, so a piece's
+    length in characters is its length in bytes (what bits per byte divides by).
+    """
+    sizes = np.zeros(self.vocab_size, np.int64)
+    for piece, i in self._tok.get_vocab(with_added_tokens=True).items():
+      sizes[i] = len(piece)
+    for i in self._tok.get_added_tokens_decoder():
+      sizes[i] = 0
+    return sizes
 
   def fingerprint(self) -> str:
     return 'gpt2bpe-' + hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
