@@ -5,9 +5,7 @@ The logic lives in jaxformer/training/ (loop.py has the train loop), so tests an
 can import it.
 """
 
-import sys
-
-from jaxformer.training.main import main
+from jaxformer.training.main import cli
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli()

@@ -26,6 +26,7 @@ class Counter:
     self.count = d['count']
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_two_callbacks_of_one_class_resume_their_own_state(tmp_path):
   from jaxformer.configs import tiny
 

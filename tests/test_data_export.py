@@ -49,6 +49,7 @@ def _tiny_genre(**dataset):
   return c
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 @pytest.mark.parametrize('fmt', ['csv'])
 def test_genre_from_exported_csv_scores_as_the_tfds_path(tmp_path, fmt):
   from jaxformer.evaluate import evaluate

@@ -59,6 +59,7 @@ def test_quick_mode_writes_png_json_and_answer(quick, name):
   assert payload['answer'] in snippet and '--quick' in snippet
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_heads_cost_flops_are_identical_across_head_counts(quick):
   for length in (128, 512):
     costs = [heads_cost.analytic_cost(256, length, 4, h, num_layers=2) for h in (1, 2, 4, 8, 16)]

@@ -14,6 +14,10 @@ from jaxformer.training import train_and_evaluate
 
 WORDS = {'alpha': 'sun moon star sky', 'beta': 'fish sea wave salt', 'gamma': 'tree leaf root moss'}
 
+# Each test trains a tiny model end to end (tens of seconds on 2 cores): .ci/run runs them
+# with `pytest -m slow`; tests/test_data_files*.py check the files source itself quickly.
+pytestmark = pytest.mark.slow
+
 
 def tiny_config(task, **dataset):
   c = tiny.get_config()

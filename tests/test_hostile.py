@@ -172,6 +172,7 @@ def test_metrics_log_drops_a_partial_line_and_never_duplicates_rows(trained, tmp
   assert metric_rows(workdir) == metric_rows(trained)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_a_kill_at_a_random_moment_then_resume_logs_what_an_uninterrupted_run_logs(
   trained, tmp_path
 ):
@@ -349,6 +350,7 @@ def test_a_vocabulary_smaller_than_the_tokenizers_is_refused_before_training(tmp
   assert not os.path.exists(workdir)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_a_padded_vocabulary_never_samples_an_id_the_tokenizer_cannot_decode(tmp_path):
   workdir = str(tmp_path / 'run')
   proc = run_train(

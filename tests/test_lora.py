@@ -245,6 +245,7 @@ def test_lora_lm_run_fine_tunes_resumes_and_merges(base_run, tmp_path):
   assert export.main(['--workdir', base_run, '--out', str(tmp_path / 'x'), '--merge-lora']) == 2
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_lora_classifier_run_on_a_mesh_stops_early(base_run, tmp_path):
   """Genre classification with adapters on a (data 2, model 2) mesh of 4 devices."""
   run = str(tmp_path / 'genre')

@@ -69,6 +69,7 @@ def mesh_runs(tmp_path_factory):
   return runs
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_every_mesh_shape_gives_the_same_losses_and_params(mesh_runs):
   ref = mesh_runs[(1, 1)]
   ref_losses, ref_params = _losses(ref), _final_params(ref, 5)
@@ -78,6 +79,7 @@ def test_every_mesh_shape_gives_the_same_losses_and_params(mesh_runs):
     _assert_trees_close(_final_params(workdir, 5), ref_params)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_heads_and_mlp_are_split_over_the_model_axis(mesh_runs):
   report = json.load(open(os.path.join(mesh_runs[(2, 4)], 'partitioning.json')))
   qkv = {
@@ -105,6 +107,7 @@ def test_heads_and_mlp_are_split_over_the_model_axis(mesh_runs):
   assert query[-2] == 2  # [layers, embed, heads/4, head_dim]
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_pmap_matches_mesh_with_dropout_off(tmp_path):
   runs = {}
   for name, overrides in {'pmap': {'parallelism': 'pmap'}, 'mesh': {'mesh_shape': (8, 1)}}.items():
@@ -115,6 +118,7 @@ def test_pmap_matches_mesh_with_dropout_off(tmp_path):
   _assert_trees_close(_final_params(runs['pmap'], 5), _final_params(runs['mesh'], 5))
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_checkpoint_restores_onto_other_meshes(mesh_runs, tmp_path):
   """Saved on (8, 1) at step 5; one more step on (8, 1), (2, 4) and 1 device gives the same loss."""
   losses = {}

@@ -92,6 +92,7 @@ def _tree_digest(root):
   return h.hexdigest()
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_shape_changing_config_is_refused_and_the_run_is_untouched(tmp_path):
   workdir = str(tmp_path / 'run')
   tiny = ['--config=configs/tiny.py', '--config.sample_tokens=0']

@@ -178,6 +178,7 @@ def test_frozen_backbone_only_moves_the_head():
   )
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_user_callbacks_see_every_event_and_can_stop_training(tmp_path):
   from jaxformer.configs import tiny
 

@@ -11,6 +11,7 @@ stderr, nothing written), 3 training diverged.
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import os
 import sys
 import traceback
@@ -188,4 +189,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-  sys.exit(main())
+  """The command line's exit: after a failure's one error line, nothing else is printed."""
+  code = main()
+  if code:
+    # orbax's background writes (a checkpoint save that hit a full disk) leave futures whose
+    # exceptions asyncio would log at interpreter exit, below the line the user must read.
+    logging.getLogger('asyncio').setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda _: None
+  sys.exit(code)
