@@ -145,7 +145,7 @@ def test_mock_data_trains_the_shipped_config(tmp_path, name):
   """tfds.testing.mock_data, as the flax examples test on real datasets: nothing prepared."""
   from jaxformer.training import train_and_evaluate
 
-  module = importlib.import_module('configs.' + os.path.basename(CONFIGS[name])[:-3])
+  module = importlib.import_module('jaxformer.configs.' + os.path.basename(CONFIGS[name])[:-3])
   config = module.get_config()
   config.update_from_flattened_dict(TINY)
   config.dataset.data_dir = str(tmp_path / 'data')
