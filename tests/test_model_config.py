@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_fixtures import KEY, tiny
 
 from jaxformer import ModelConfig
 from jaxformer.config import TASKS
@@ -22,23 +23,6 @@ from jaxformer.models import (
   flops_per_token,
   init_inputs,
 )
-
-KEY = jax.random.key(0)
-
-
-def tiny(**kw):
-  base = dict(
-    vocab_size=32,
-    d_model=16,
-    num_heads=4,
-    num_layers=2,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    max_len=16,
-    dropout_rate=0.1,
-  )
-  return ModelConfig(**{**base, **kw})
-
 
 # ----- validation -----
 

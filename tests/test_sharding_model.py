@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from model_fixtures import KEY, tiny
 
-from jaxformer import ModelConfig
 from jaxformer.models import DecoderLM, EncoderDecoder
 from jaxformer.sharding import (
   FSDP_RULES,
@@ -20,17 +20,7 @@ from jaxformer.sharding import (
   validate_mesh_for_model,
 )
 
-KEY = jax.random.key(0)
-CFG = ModelConfig(
-  vocab_size=32,
-  d_model=16,
-  num_heads=4,
-  num_layers=2,
-  num_encoder_layers=2,
-  num_decoder_layers=2,
-  max_len=16,
-  dropout_rate=0.1,
-)
+CFG = tiny()
 
 
 def tokens(shape, seed=1):
