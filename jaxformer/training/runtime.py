@@ -133,7 +133,20 @@ class MeshRuntime:
     step = jax.jit(
       eval_step, in_shardings=(params_shardings, self.batch_sharding), out_shardings=self.replicated
     )
-    return TracedUnder(step, self.context)
+    return TracedUnder(step, self.context, wait=_collectives_need_order())
+
+
+def _collectives_need_order() -> bool:
+  """True on CPU across processes, where calls that do not depend on each other must not overlap.
+
+  The CPU client may run independent executions (e.g. evaluation batches, which share only the
+  parameters) at the same time, and their cross-process collectives (gloo) then pair up in
+  different orders on different processes: a whole-split evaluation deadlocked part-way in
+  tests/test_parallel.py::test_two_processes_match_one_process. Training steps are chained
+  through the state, so only evaluation needs to wait. TPU and GPU run each device's programs
+  in order.
+  """
+  return jax.process_count() > 1 and jax.default_backend() == 'cpu'
 
 
 class TracedUnder:
@@ -143,12 +156,15 @@ class TracedUnder:
   also keeps jit's cache key (which includes the current mesh) the same from call to call.
   """
 
-  def __init__(self, jitted, context: Callable[[], contextlib.AbstractContextManager]):
-    self.jitted, self.context = jitted, context
+  def __init__(
+    self, jitted, context: Callable[[], contextlib.AbstractContextManager], wait: bool = False
+  ):
+    self.jitted, self.context, self.wait = jitted, context, wait
 
   def __call__(self, *args):
     with self.context():
-      return self.jitted(*args)
+      out = self.jitted(*args)
+    return jax.block_until_ready(out) if self.wait else out
 
   def lower(self, *args):
     with self.context():
@@ -221,6 +237,8 @@ class PmapRuntime:
   def compile_eval(self, eval_step, params_shardings):
     del params_shardings
     step = jax.pmap(eval_step, axis_name=PMAP_AXIS)
+    if _collectives_need_order():
+      return lambda params, batch: jax.block_until_ready(step(params, batch))[0]
     return lambda params, batch: step(params, batch)[0]
 
 
