@@ -328,10 +328,20 @@ def main() -> None:
     'date': time.strftime('%Y-%m-%d'),
   }
   parts = args.only.split(',')
+  measured = {'date': time.strftime('%Y-%m-%d'), 'commit': _commit()}
+  results.setdefault('measured', {})
   if 'numbers' in parts:
     results['numbers'] = numbers(args.runs, args.pairs.split(','), results.get('numbers'))
+    results['measured']['numbers'] = measured
   if 'lm' in parts:
+    before = _measured_before(results, 'lm')
+    previous = results.get('lm', {}).get('long_run')
     results['lm'] = language_model(args.runs, args.pretrained, long_run=not args.no_long_lm)
+    results['measured']['lm'] = measured
+    if 'long_run' in results['lm']:
+      results['lm']['long_run']['measured'] = measured
+    elif previous:  # --no_long_lm keeps the last 30-minute run, with the date it was measured on
+      results['lm']['long_run'] = dict(previous, measured=previous.get('measured', before))
     shutil.copy(
       os.path.join(args.pretrained, 'loss_curve.png'),
       os.path.join(DOCS, 'shakespeare_lm_loss_curve.png'),
@@ -347,11 +357,37 @@ def main() -> None:
       tuple(int(x) for x in args.scratch_sizes.split(',')),
       results.get('genre'),
     )
+    results['measured']['genre'] = measured
   with open(path + '.tmp', 'w') as f:
     json.dump(results, f, indent=2)
   os.replace(path + '.tmp', path)
   write_markdown(results, os.path.join(REPO, 'docs', 'results.md'))
   print(json.dumps(results, indent=2))
+
+
+# Parts measured before bench/quality.py recorded a date and commit per part.
+_UNRECORDED = {'date': '2026-11-29', 'note': 'before the issue 16 fixes'}
+
+
+def _commit() -> str:
+  proc = subprocess.run(
+    ['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True
+  )
+  return proc.stdout.strip() or 'unknown'
+
+
+def _measured_before(results: dict, part: str) -> dict:
+  return results.get('measured', {}).get(part, _UNRECORDED)
+
+
+def _when(m: dict) -> str:
+  """'2026-12-02 at commit abc1234', or the date and a note for older records."""
+  text = m['date'] + (f' at commit {m["commit"]}' if m.get('commit') else '')
+  return text + (f', {m["note"]}' if m.get('note') else '')
+
+
+def _provenance(r: dict, part: str) -> list[str]:
+  return [f'Measured {_when(_measured_before(r, part))}.', '']
 
 
 def _f(x, digits=3):
@@ -375,6 +411,7 @@ def write_markdown(r: dict, path: str) -> None:
     lines += [
       '## Number words (encoder-decoder, SentencePiece pieces)',
       '',
+      *_provenance(r, 'numbers'),
       '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | load '
       '| steps | target |',
       '|---|---|---|---|---|---|---|---|',
@@ -422,6 +459,7 @@ def write_markdown(r: dict, path: str) -> None:
     lines += [
       '## Shakespeare language model (validation = 8 held-out plays)',
       '',
+      *_provenance(r, 'lm'),
       'Bits per byte of the validation text (lower is better). The default config '
       f'(`configs/shakespeare_lm.py`, {d["steps"]} steps) is sized for about 15 minutes; the '
       f'30-minute run is the same config with {l.get("steps") or "twice the"} steps. Points at '
@@ -446,6 +484,14 @@ def write_markdown(r: dict, path: str) -> None:
       f'tokens/s (load {_f(d.get("load"), 1)}), 30-minute run {_f(l.get("tokens_per_s"), 0)} '
       f'tokens/s (load {_f(l.get("load"), 1)}).',
       '',
+      *(
+        [
+          f'The 30-minute column is older: measured {_when(l["measured"])}.',
+          '',
+        ]
+        if l.get('measured') and l['measured'] != _measured_before(r, 'lm')
+        else []
+      ),
       '![loss curves of the default run](results/shakespeare_lm_loss_curve.png)',
       '',
     ]
@@ -464,6 +510,7 @@ def write_markdown(r: dict, path: str) -> None:
     lines += [
       '## Genre classification (comedy / history / tragedy)',
       '',
+      *_provenance(r, 'genre'),
       'Balanced accuracy on the test split: 200 passages per class from plays that no training or '
       'validation passage comes from. Fine-tuned = `configs/genre_finetune.py` started from the '
       f'30-minute LM run (`--config.init_from={g.get("init_from")}`: the default LM config at '
