@@ -144,6 +144,12 @@ def decoder_cache(model, params, encoded, src, length: int):
   return _decoder_step(model, params, cache, encoded, src, no_tokens)[1]
 
 
+def _leaf_name(path) -> str:
+  """The variable name at the end of a cache leaf's tree path, e.g. 'cross_key'."""
+  last = path[-1]
+  return str(getattr(last, 'key', getattr(last, 'name', last)))
+
+
 def _batch_axes(make_cache):
   """Which axis of each cache leaf is the batch (-1: none, e.g. the scalar index).
 
@@ -506,6 +512,12 @@ def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_i
   src_k = jnp.repeat(src, k, axis=0)  # [B * K, S]
   cache = decoder_cache(model, params, encoded, src_k, max_len)
   axes = _batch_axes(lambda n: empty_decoder_cache(model, encoded[:n], src_k[:n], max_len))
+  # The beams of a sentence share its source, so its cross-attention keys/values are the same in
+  # every beam: gathering them each step (2 x [B*K, S, heads, head_dim] per layer) changes
+  # nothing and made beam search 1.6x slower on the number-word model.
+  axes = jax.tree_util.tree_map_with_path(
+    lambda path, ax: -1 if _leaf_name(path) in ('cross_key', 'cross_value') else ax, axes
+  )
 
   def reorder(cache, beam_origin):
     """beam_origin [B, K]: which old beam each new beam continues. Gathers the cache rows."""

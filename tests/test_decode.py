@@ -497,6 +497,34 @@ def test_cross_attention_keys_values_are_cached_once_and_decode_as_before(seq2se
   assert (out == eos).any()
 
 
+def _gathers(jaxpr):
+  """Operand shapes of every gather in a jaxpr, sub-jaxprs (jit, while bodies) included."""
+  shapes = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'gather':
+      shapes.append(tuple(eqn.invars[0].aval.shape))
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      shapes += _gathers(sub)
+  return shapes
+
+
+def test_beam_search_does_not_reorder_the_cross_attention_cache(seq2seq):
+  """A sentence's beams share its source, so the per-step beam reorder gathers only the
+  self-attention keys/values [B*K, max_len, H, Dh], never the cross-attention ones
+  [B*K, S, H, Dh]."""
+  model, params, src, _, eos = seq2seq
+  jaxpr = jax.make_jaxpr(
+    lambda p, s: decode.beam_search(
+      model, p, s, beam_size=4, alpha=0.6, max_len=10, bos_id=BOS, eos_id=eos
+    )
+  )(params, src)
+  rows, heads = src.shape[0] * 4, model.cfg.num_heads
+  head_dim = model.cfg.d_model // heads
+  shapes = _gathers(jaxpr.jaxpr)
+  assert (rows, 10, heads, head_dim) in shapes  # the self-attention cache is reordered
+  assert (rows, src.shape[1], heads, head_dim) not in shapes
+
+
 @pytest.mark.parametrize('position', ['learned', 'sinusoidal', 'rope'])
 def test_prompts_of_different_lengths_decode_as_each_prompt_alone(position):
   cfg = ModelConfig(
