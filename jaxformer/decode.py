@@ -39,6 +39,7 @@ from jax import lax
 
 # A finite "minus infinity" for log-probabilities: -inf - (-inf) would be NaN.
 NEG_INF = -1.0e9
+PAD_ID = 0  # every tokenizer's padding id: never text, so never sampled
 
 
 # ----- sampling filters ---------------------------------------------------------------------
@@ -78,6 +79,8 @@ def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0, num_tokens=No
   """logits [B, V] -> tokens int32[B]. temperature 0 is greedy (argmax).
 
   num_tokens: only ids below it are ever chosen (a vocabulary padded past the tokenizer's).
+  PAD_ID is never chosen: a model may give it some probability (an imported GPT-2's added
+  padding row, or a model that has not learnt yet that padding is never a next token).
 
   temperature, top_k and top_p may be traced scalars: one compiled loop serves all settings.
   Each filter sits behind a `lax.cond`: at small model sizes the sorts behind top-k and top-p
@@ -86,6 +89,7 @@ def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0, num_tokens=No
 
   if num_tokens is not None and num_tokens < logits.shape[-1]:
     logits = jnp.where(jnp.arange(logits.shape[-1]) < num_tokens, logits, -jnp.inf)
+  logits = jnp.where(jnp.arange(logits.shape[-1]) == PAD_ID, -jnp.inf, logits)
 
   def greedy(logits):
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)

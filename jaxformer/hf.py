@@ -9,6 +9,8 @@ evaluate (on --dataset) and init_from take it like any other. export writes conf
 model.safetensors and the tokenizer files of a DecoderLM whose config GPT-2 can express, which
 transformers' GPT2LMHeadModel.from_pretrained loads. Weights are read and written with the
 `safetensors` numpy API: no torch, and no pickle is ever loaded (pytorch_model.bin is refused).
+Ids inside jaxformer are GPT-2's plus one (id 0 is padding): import adds the padding row to the
+embedding and export removes it (jaxformer.checkpoint.hf_gpt2.add_padding_rows).
 Errors print one line on stderr, exit with code 2 and leave nothing behind.
 """
 
@@ -54,9 +56,14 @@ def import_gpt2(directory: str, output: str, dataset: str = 'jaxformer_shakespea
   import jax.numpy as jnp
 
   from jaxformer.checkpoint import CheckpointError
-  from jaxformer.checkpoint.hf_gpt2 import canonical_names, model_config_from_hf, params_from_hf
+  from jaxformer.checkpoint.hf_gpt2 import (
+    add_padding_rows,
+    canonical_names,
+    model_config_from_hf,
+    params_from_hf,
+  )
   from jaxformer.checkpoint.pretrained import write_export
-  from jaxformer.data.bpe import load_hf_tokenizer
+  from jaxformer.data.bpe import ID_OFFSET, load_hf_tokenizer
 
   if not os.path.isdir(directory):
     raise CheckpointError(f'{directory} is not a directory; pass a Hugging Face GPT-2 directory')
@@ -67,11 +74,14 @@ def import_gpt2(directory: str, output: str, dataset: str = 'jaxformer_shakespea
   tensors = canonical_names(read_safetensors(directory))
   weights = os.path.join(directory, SAFETENSORS)
   params = params_from_hf(tensors, cfg, weights)
+  # The tokenizer shifts GPT-2's ids past jaxformer's padding id 0; the model follows it.
+  cfg, params = add_padding_rows(cfg, params, ID_OFFSET)
   tokenizer = load_hf_tokenizer(directory)
   if tokenizer.vocab_size > cfg.vocab_size:
     raise CheckpointError(
-      f'the tokenizer in {directory} has {tokenizer.vocab_size} tokens but config.json '
-      f'vocab_size={cfg.vocab_size}; the tokenizer files belong to another model'
+      f'the tokenizer in {directory} has {tokenizer.vocab_size - ID_OFFSET} tokens but '
+      f'config.json vocab_size={cfg.vocab_size - ID_OFFSET}; the tokenizer files belong to '
+      'another model'
     )
   run_config = {
     'task': 'lm',
@@ -141,12 +151,13 @@ def export_gpt2(model_path: str, output: str) -> str:
 
   from jaxformer.checkpoint import CheckpointError, load_pretrained
   from jaxformer.checkpoint.hf_gpt2 import (
+    drop_padding_rows,
     gpt2_incompatibility,
     hf_config_from_model,
     hf_from_params,
   )
   from jaxformer.data import load_tokenizer
-  from jaxformer.data.bpe import BytePairTokenizer, write_hf_tokenizer
+  from jaxformer.data.bpe import ID_OFFSET, BytePairTokenizer, write_hf_tokenizer
 
   _refuse_existing(output)
   loaded = load_pretrained(model_path)
@@ -171,14 +182,22 @@ def export_gpt2(model_path: str, output: str) -> str:
       f"{model_path} has tokenizer kind {kind!r}; a GPT-2 directory needs GPT-2's byte-level "
       'BPE (fine-tune from an imported GPT-2 to keep its tokenizer)'
     )
-  tensors = {k: v.astype(np.float32) for k, v in hf_from_params(loaded.params, cfg).items()}
+  # Back to GPT-2's own ids: without the padding rows the tokenizer's ID_OFFSET put before them.
+  if tokenizer.vocab_size > cfg.vocab_size:
+    raise CheckpointError(
+      f'{model_path}: its tokenizer has {tokenizer.vocab_size} ids but ModelConfig.vocab_size='
+      f'{cfg.vocab_size}; the model and its tokenizer do not belong together'
+    )
+  hf_cfg, params = drop_padding_rows(cfg, loaded.params, ID_OFFSET, tokenizer.vocab_size)
+  tensors = {k: v.astype(np.float32) for k, v in hf_from_params(params, hf_cfg).items()}
   out = os.path.abspath(output)
   parent = os.path.dirname(out)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.hf-tmp-', dir=parent)
   try:
     with open(os.path.join(tmp, 'config.json'), 'w') as f:
-      json.dump(hf_config_from_model(cfg, tokenizer.eos_id), f, indent=2, sort_keys=True)
+      hf_config = hf_config_from_model(hf_cfg, tokenizer.eos_id - ID_OFFSET)
+      json.dump(hf_config, f, indent=2, sort_keys=True)
     save_file(tensors, os.path.join(tmp, SAFETENSORS), metadata={'format': 'pt'})
     write_hf_tokenizer(tokenizer, tmp)
     os.replace(tmp, out)  # atomic: the directory is absent or complete

@@ -80,8 +80,14 @@ def full_forward(model, params_id):
   return jax.jit(lambda params, tokens: model.apply({'params': params}, tokens))
 
 
+def emittable(logits):
+  """logits [..., V] without the padding id, which generation never emits."""
+  return logits.at[..., decode.PAD_ID].set(-jnp.inf)
+
+
 def greedy_by_full_passes(model, params, prompt, n, width=None):
-  """Reference: run the whole sequence through the model for every new token, take the argmax.
+  """Reference: run the whole sequence through the model for every new token, take the argmax
+  (of the ids generation may emit).
 
   The sequence sits in a fixed [B, width] buffer (default P + n; one compilation per width);
   the zeros to the right of position t cannot change its logits in a causal model.
@@ -92,7 +98,7 @@ def greedy_by_full_passes(model, params, prompt, n, width=None):
   tokens = np.zeros((prompt.shape[0], width or p + n), np.int32)
   tokens[:, :p] = prompt
   for t in range(p, p + n):
-    tokens[:, t] = np.asarray(jnp.argmax(forward(params, tokens)[:, t - 1], -1))
+    tokens[:, t] = np.asarray(jnp.argmax(emittable(forward(params, tokens)[:, t - 1]), -1))
   return tokens[:, : p + n]
 
 
@@ -163,7 +169,7 @@ def test_top_k_never_emits_a_token_outside_the_top_k(lm):
   out = decode.generate(
     model, params, prompt, max_new_tokens=8, rng=jax.random.key(3), temperature=2.0, top_k=2
   )
-  logits = jax.jit(model.apply)({'params': params}, out)  # [3, 12, V]
+  logits = emittable(jax.jit(model.apply)({'params': params}, out))  # [3, 12, V]
   top2 = np.asarray(lax.top_k(logits, 2)[1])
   new = np.asarray(out)[:, 4:]
   allowed = top2[:, 3:-1]  # logits at t-1 predict token t

@@ -16,6 +16,7 @@ from hf_fixtures import SAMPLE_TEXTS, make_reference, reference_logits  # noqa: 
 
 from jaxformer import hf  # noqa: E402
 from jaxformer.checkpoint import load_pretrained  # noqa: E402
+from jaxformer.data.bpe import ID_OFFSET  # noqa: E402
 from jaxformer.model.transformer import DecoderLM  # noqa: E402
 
 
@@ -33,12 +34,16 @@ def imported(ref, tmp_path_factory):
 
 
 def random_tokens(ref, shape=(2, 24), seed=0):
+  """GPT-2 ids, as transformers takes them (jaxformer's are these + ID_OFFSET)."""
   return np.random.default_rng(seed).integers(0, ref.config['vocab_size'], shape, dtype=np.int32)
 
 
-def jaxformer_logits(path, tokens):
+def jaxformer_logits(path, gpt2_tokens):
+  """The jaxformer model's logits for GPT-2 ids, at GPT-2's ids (without the padding id)."""
   loaded = load_pretrained(path)
-  return np.asarray(DecoderLM(loaded.model_config).apply({'params': loaded.params}, tokens))
+  model = DecoderLM(loaded.model_config)
+  logits = model.apply({'params': loaded.params}, gpt2_tokens + ID_OFFSET)
+  return np.asarray(logits)[..., ID_OFFSET:]
 
 
 def read_tensors(directory):
@@ -70,7 +75,8 @@ def test_greedy_generation_with_cache_matches_transformers(ref, imported, capsys
 
   loaded = inference.load(imported)
   eot = ref.config['eos_token_id']
-  prompt = np.asarray([[eot] + loaded.tokenizer.encode('ROMEO: But soft')], np.int32)
+  assert loaded.tokenizer.eos_id == eot + ID_OFFSET
+  prompt = np.asarray([[eot] + loaded.tokenizer.encode('ROMEO: But soft')], np.int32) - ID_OFFSET
   new = 12
   # No EOS: a random model may emit '<|endoftext|>', and both sides must then carry on.
   want = np.asarray(
@@ -80,10 +86,15 @@ def test_greedy_generation_with_cache_matches_transformers(ref, imported, capsys
   )
   got = jax.device_get(
     decode.generate(
-      loaded.model, loaded.params, prompt, max_new_tokens=new, rng=jax.random.key(0), temperature=0
+      loaded.model,
+      loaded.params,
+      prompt + ID_OFFSET,
+      max_new_tokens=new,
+      rng=jax.random.key(0),
+      temperature=0,
     )
   )
-  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got, want + ID_OFFSET)
   # The generate command takes the import as it is and prints the same greedy text.
   capsys.readouterr()
   argv = ['--workdir', imported, '--prompt', 'ROMEO: But soft', '--temperature', '0']
@@ -92,7 +103,8 @@ def test_greedy_generation_with_cache_matches_transformers(ref, imported, capsys
   expected = np.asarray(
     ref.model.generate(prompt, max_new_tokens=new, do_sample=False, pad_token_id=eot).sequences
   )[0, prompt.shape[1] :]
-  assert text == 'ROMEO: But soft' + loaded.tokenizer.decode(inference.until_eos(expected, eot))
+  expected = inference.until_eos(expected + ID_OFFSET, loaded.tokenizer.eos_id)
+  assert text == 'ROMEO: But soft' + loaded.tokenizer.decode(expected)
 
 
 def test_tokenizer_encodes_and_decodes_like_transformers(ref, imported):
@@ -103,20 +115,25 @@ def test_tokenizer_encodes_and_decodes_like_transformers(ref, imported):
 
   ours = load_tokenizer(os.path.join(imported, 'tokenizer'))  # as saved in the export
   assert ours.kind == 'gpt2_bpe' and load_hf_tokenizer(ref.dirs['pt']).kind == 'gpt2_bpe'
-  eot = ref.config['eos_token_id']
-  assert (ours.bos_id, ours.eos_id, ours.vocab_size) == (eot, eot, ref.config['vocab_size'])
+  # jaxformer's ids are GPT-2's + ID_OFFSET: id 0 is padding, GPT-2's 0 is a real token.
+  eot, vocab = ref.config['eos_token_id'] + ID_OFFSET, ref.config['vocab_size'] + ID_OFFSET
+  assert (ours.pad_id, ours.bos_id, ours.eos_id, ours.vocab_size) == (0, eot, eot, vocab)
   for theirs in (
     GPT2Tokenizer.from_pretrained(ref.dirs['pt']),
     GPT2TokenizerFast.from_pretrained(ref.dirs['pt']),
   ):
     for text in SAMPLE_TEXTS:
       ids = ours.encode(text)
-      assert ids == theirs.encode(text), (type(theirs).__name__, text)
-      assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
+      assert ids == [i + ID_OFFSET for i in theirs.encode(text)], (type(theirs).__name__, text)
+      gpt2_ids = [i - ID_OFFSET for i in ids]
+      assert ours.decode(ids) == theirs.decode(gpt2_ids, skip_special_tokens=True)
       assert ours.decode(ids) == text.replace('<|endoftext|>', '')
-    assert ours.encode_batch(SAMPLE_TEXTS) == [theirs.encode(t) for t in SAMPLE_TEXTS]
+    assert ours.encode_batch(SAMPLE_TEXTS) == [
+      [i + ID_OFFSET for i in theirs.encode(t)] for t in SAMPLE_TEXTS
+    ]
   # Bits per byte divide by these: a text's ids add up to its UTF-8 length (the special is 0).
   sizes = ours.token_bytes()
+  assert sizes.shape == (vocab,) and sizes[0] == sizes[eot] == 0
   for text in SAMPLE_TEXTS:
     expected = len(text.replace('<|endoftext|>', '').encode('utf-8'))
     assert int(sizes[ours.encode(text)].sum()) == expected, text
@@ -184,7 +201,7 @@ def test_a_jaxformer_trained_model_exports_to_transformers(ref, imported, tmp_pa
     GPT2TokenizerFast.from_pretrained(out),
   )
   for text in SAMPLE_TEXTS:
-    assert fast.encode(text) == ours.encode(text)
+    assert [i + ID_OFFSET for i in fast.encode(text)] == ours.encode(text)
 
 
 def llama_config(directory):
@@ -266,6 +283,7 @@ def write_model(path, cfg, tokenizer):
     (dict(use_bias=False), 'ModelConfig.use_bias'),
     ('byte tokenizer', "tokenizer kind 'byte'"),
     (dict(lora_rank=2), '--merge-lora'),
+    (dict(vocab_size=100), 'do not belong together'),  # fewer ids than its tokenizer
   ],
 )
 def test_export_refuses_what_gpt2_cannot_express(ref, imported, change, named, tmp_path, capsys):
@@ -301,16 +319,22 @@ def test_evaluate_scores_an_import(imported, tmp_path):
 
 
 def test_gpt2_small_has_the_parameter_count_of_gpt2():
-  """The hub's gpt2 config.json gives a DecoderLM with GPT-2 small's 124,439,808 parameters."""
+  """The hub's gpt2 config.json gives a DecoderLM with GPT-2 small's 124,439,808 parameters;
+  the import adds one padding row of 768 to its token table."""
   from jaxformer.checkpoint.hf_gpt2 import model_config_from_hf
 
   hub = {'model_type': 'gpt2', 'vocab_size': 50257, 'n_positions': 1024, 'n_embd': 768}
   hub |= {'n_layer': 12, 'n_head': 12, 'activation_function': 'gelu_new'}
+
+  def count(cfg):
+    shapes = jax.eval_shape(
+      lambda: DecoderLM(cfg).init(jax.random.key(0), np.zeros((1, 8), np.int32))['params']
+    )
+    return sum(np.prod(x.shape) for x in jax.tree.leaves(shapes))
+
   cfg = model_config_from_hf(hub)
-  shapes = jax.eval_shape(
-    lambda: DecoderLM(cfg).init(jax.random.key(0), np.zeros((1, 8), np.int32))['params']
-  )
-  assert sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)) == 124_439_808
+  assert count(cfg) == 124_439_808
+  assert count(cfg.replace(vocab_size=50257 + ID_OFFSET)) == 124_439_808 + ID_OFFSET * 768
 
 
 def test_gpt2_lora_config_takes_an_imported_gpt2_backbone():
@@ -330,7 +354,9 @@ def test_gpt2_lora_config_takes_an_imported_gpt2_backbone():
     params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
     return jax.tree.map(lambda a: a.shape, params['backbone'])
 
-  cfg = model_config(gpt2_lora_genre.get_config(), 50257)
+  # The tokenizer of the import has GPT-2's 50257 ids + the padding id; so has its token table.
+  imported = model_config_from_hf(hub).replace(vocab_size=50257 + ID_OFFSET)
+  cfg = model_config(gpt2_lora_genre.get_config(), 50257 + ID_OFFSET)
   assert cfg.lora_rank == 8
   tuned = shapes(Classifier(cfg, num_classes=3))
-  assert lora.without_factors(tuned) == shapes(DecoderLM(model_config_from_hf(hub)))
+  assert lora.without_factors(tuned) == shapes(DecoderLM(imported))

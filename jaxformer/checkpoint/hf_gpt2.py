@@ -13,6 +13,11 @@ Files saved by transformers' Flax classes name them 'kernel' (Conv1D stored [out
 'scale' and 'embedding' instead; the original hub upload also carries causal-mask buffers
 ('h.N.attn.bias', 'h.N.attn.masked_bias'), which are not parameters and are ignored.
 Every error is a CheckpointError whose message names the file and the field.
+
+jaxformer's id 0 is padding, while GPT-2's id 0 is the token '!', so jaxformer's GPT-2 tokenizer
+shifts GPT-2's ids up (jaxformer.data.bpe.ID_OFFSET). `add_padding_rows` gives the imported
+model the vocabulary rows those ids need, and `drop_padding_rows` takes them out again before an
+export: model_config_from_hf / params_from_hf / hf_from_params speak GPT-2's own ids.
 """
 
 from __future__ import annotations
@@ -270,6 +275,50 @@ def hf_from_params(params: Mapping, cfg: ModelConfig) -> dict[str, np.ndarray]:
   if not cfg.tie_embeddings:
     named['lm_head.weight'] = np.ascontiguousarray(np.asarray(params['lm_head']['kernel']).T)
   return named
+
+
+# ----- jaxformer's padding id -----
+
+
+def add_padding_rows(cfg: ModelConfig, params: Mapping, rows: int) -> tuple[ModelConfig, dict]:
+  """GPT-2's config and params (`params_from_hf`) -> the same model with `rows` vocabulary rows
+  put before GPT-2's, so that jaxformer id i + rows is GPT-2's id i.
+
+  Each new row of the output projection (the token table when tied, else lm_head's column) is the
+  mean of GPT-2's V rows. Its logit is then the mean of GPT-2's logits, so by Jensen's inequality
+  its probability is at most 1/(V + 1) whatever the input, and GPT-2's tokens keep their
+  log-probabilities to within log(1 + 1/V) (2e-5 nats for V = 50257); a zero row's logit 0 would
+  instead outweigh GPT-2's mostly negative logits. A padding row of the input table is only read
+  at padded positions, which no real token attends to. Decoding never samples id 0.
+  """
+  table = np.asarray(params['backbone']['token_embed']['embedding'])  # [V, D]
+  embed = np.concatenate([np.repeat(table.mean(0, keepdims=True), rows, 0), table])
+  out = _with_token_table(params, embed)
+  if 'lm_head' in params:
+    kernel = np.asarray(params['lm_head']['kernel'])  # [D, V]
+    pad = np.repeat(kernel.mean(1, keepdims=True), rows, 1)
+    out['lm_head'] = {'kernel': np.concatenate([pad, kernel], axis=1)}
+  return cfg.replace(vocab_size=cfg.vocab_size + rows), out
+
+
+def drop_padding_rows(
+  cfg: ModelConfig, params: Mapping, rows: int, vocab: int
+) -> tuple[ModelConfig, dict]:
+  """The inverse of `add_padding_rows`: GPT-2's config and params without the first `rows` ids.
+
+  vocab: the ids the tokenizer uses, padding included; rows past it (a table padded further,
+  e.g. for sharding) are not GPT-2's either and go too.
+  """
+  table = np.asarray(params['backbone']['token_embed']['embedding'])[rows:vocab]
+  out = _with_token_table(params, table)
+  if 'lm_head' in params:
+    out['lm_head'] = {'kernel': np.asarray(params['lm_head']['kernel'])[:, rows:vocab]}
+  return cfg.replace(vocab_size=vocab - rows), out
+
+
+def _with_token_table(params: Mapping, table: np.ndarray) -> dict:
+  backbone = params['backbone']
+  return {**params, 'backbone': {**backbone, 'token_embed': {'embedding': table}}}
 
 
 def _stack(layers: list[dict]) -> dict:

@@ -1,15 +1,16 @@
 """GPT-2's byte-level BPE as a jaxformer tokenizer, through Hugging Face's `tokenizers` library.
 
     tok = BytePairTokenizer.from_files(vocab_json, merges_txt)   # or from_tokenizer_json(path)
-    tok.encode('Hello world') -> [15496, 995]      (with GPT-2's own files)
+    tok.encode('Hello world!') -> [15497, 996, 1]   (GPT-2's own files: its ids 15496, 995, 0)
 
 Same interface as ByteTokenizer and SentencePieceTokenizer (encode, decode, vocab_size, pad_id,
-bos_id, eos_id, save). The ids are GPT-2's, unshifted, so an imported GPT-2 checkpoint and this
-tokenizer agree. GPT-2 has one special token, '<|endoftext|>', which is both BOS and EOS.
+bos_id, eos_id, save). GPT-2 has one special token, '<|endoftext|>', which is both BOS and EOS.
 
-pad_id is 0 like every jaxformer tokenizer, but in GPT-2's vocabulary id 0 is a real token
-('!'): batches pad with it, and a text's own '!' tokens count as padding where jaxformer masks
-padding (loss weights on the padded tail of LM rows, classifier pooling). decode keeps id 0.
+Ids are GPT-2's shifted by ID_OFFSET = 1: jaxformer id = GPT-2 id + 1, and id 0 is padding, as
+for every jaxformer tokenizer (GPT-2's own id 0 is the real token '!', which would otherwise be
+masked as padding). vocab_size is GPT-2's plus one (50258 for GPT-2 itself). The Hugging Face
+import inserts a padding row 0 into the embedding to match, and the export removes it
+(jaxformer.checkpoint.hf_gpt2).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from jaxformer.data.errors import DataError
 
 END_OF_TEXT = '<|endoftext|>'
 BPE_FILE = 'bpe.json'  # the `tokenizers` library's own serialisation, inside a tokenizer dir
+ID_OFFSET = 1  # jaxformer id = GPT-2 id + ID_OFFSET; id 0 is padding
 
 
 class BytePairTokenizer:
-  """GPT-2 byte-level BPE: no prefix space, '<|endoftext|>' as BOS and EOS, pad id 0."""
+  """GPT-2 byte-level BPE: no prefix space, '<|endoftext|>' as BOS and EOS, pad id 0, and every
+  GPT-2 id shifted up by ID_OFFSET."""
 
   kind = 'gpt2_bpe'
   pad_id = 0
@@ -39,8 +42,8 @@ class BytePairTokenizer:
     eot = tokenizer.token_to_id(END_OF_TEXT)
     if eot is None:
       raise DataError(f"the BPE vocabulary has no {END_OF_TEXT!r} token; it is not GPT-2's")
-    self.bos_id = self.eos_id = eot
-    self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    self.bos_id = self.eos_id = eot + ID_OFFSET
+    self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True) + ID_OFFSET
 
   @classmethod
   def from_files(cls, vocab_file: str, merges_file: str) -> BytePairTokenizer:
@@ -70,30 +73,33 @@ class BytePairTokenizer:
     return cls(tokenizer)
 
   def encode(self, text: str) -> list[int]:
-    return self._tok.encode(text, add_special_tokens=False).ids
+    return [i + ID_OFFSET for i in self._tok.encode(text, add_special_tokens=False).ids]
 
   def encode_batch(self, texts: list[str]) -> list[list[int]]:
-    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+    encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
+    return [[i + ID_OFFSET for i in e.ids] for e in encoded]
 
   def decode(self, ids) -> str:
-    # '<|endoftext|>' is dropped like the other tokenizers' BOS/EOS; id 0 is text here.
-    return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+    # Padding and '<|endoftext|>' are dropped like the other tokenizers' pad/BOS/EOS.
+    gpt2_ids = [int(i) - ID_OFFSET for i in ids if int(i) != self.pad_id]
+    return self._tok.decode(gpt2_ids, skip_special_tokens=True)
 
   def token_bytes(self) -> np.ndarray:
-    """int64[vocab_size]: bytes each id stands for (0 for '<|endoftext|>').
+    """int64[vocab_size]: bytes each id stands for (0 for padding and '<|endoftext|>').
 
     Byte-level BPE writes each byte as one character of its 256-symbol alphabet, so a piece's
     length in characters is its length in bytes (what bits per byte divides by).
     """
     sizes = np.zeros(self.vocab_size, np.int64)
     for piece, i in self._tok.get_vocab(with_added_tokens=True).items():
-      sizes[i] = len(piece)
+      sizes[i + ID_OFFSET] = len(piece)
     for i in self._tok.get_added_tokens_decoder():
-      sizes[i] = 0
+      sizes[i + ID_OFFSET] = 0
     return sizes
 
   def fingerprint(self) -> str:
-    return 'gpt2bpe-' + hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+    # 'v2': ids shifted by ID_OFFSET, so caches of the unshifted ids are never reused.
+    return 'gpt2bpe-v2-' + hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
   def to_json(self) -> str:
     return self._tok.to_str()
@@ -105,7 +111,12 @@ class BytePairTokenizer:
   def save(self, directory: str) -> None:
     from jaxformer.data.tokenizers import TOKENIZER_JSON, atomic_write_dir
 
-    meta = {'type': self.kind, 'model_file': BPE_FILE, 'vocab_size': self.vocab_size}
+    meta = {
+      'type': self.kind,
+      'model_file': BPE_FILE,
+      'vocab_size': self.vocab_size,
+      'id_offset': ID_OFFSET,
+    }
     atomic_write_dir(
       directory, {BPE_FILE: self.to_json().encode(), TOKENIZER_JSON: json.dumps(meta).encode()}
     )
@@ -113,8 +124,15 @@ class BytePairTokenizer:
 
 def load_bpe(directory: str, meta: dict) -> BytePairTokenizer:
   """The tokenizer that `BytePairTokenizer.save(directory)` wrote (meta: its tokenizer.json)."""
-  from jaxformer.data.tokenizers import file_inside
+  from jaxformer.data.tokenizers import TOKENIZER_JSON, file_inside
 
+  if meta.get('id_offset') != ID_OFFSET:
+    # Saved before ids were shifted: its model's embedding rows are GPT-2's ids, unshifted.
+    raise DataError(
+      f'{directory}/{TOKENIZER_JSON} has id_offset={meta.get("id_offset")!r}, not {ID_OFFSET}: '
+      'the GPT-2 import it belongs to predates padding id 0; import the model again with '
+      'python -m jaxformer.hf import'
+    )
   return BytePairTokenizer.from_tokenizer_json(file_inside(directory, meta.get('model_file')))
 
 

@@ -6,6 +6,7 @@
                           cached on disk by a hash of its inputs and settings.
   BytePairTokenizer       GPT-2's byte-level BPE (jaxformer.data.bpe), read from a Hugging Face
                           model's files by `python -m jaxformer.hf import`; never trained here.
+                          GPT-2's ids shifted by 1 after pad=0 (GPT-2's own 0 is '!').
 
 Both round-trip text exactly: decode(encode(s)) == s for every str s. For SentencePiece that
 takes identity normalisation, no whitespace collapsing, no dummy-prefix space, '\\n' as a user
