@@ -20,7 +20,7 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 import jax  # noqa: E402
 from jaxformer.configs import tiny  # noqa: E402
 
-from jaxformer.training.loop import compiled_steps, prepare  # noqa: E402
+from jaxformer.training.prepare import compiled_steps, prepare  # noqa: E402
 
 MESHES = [((1, 1), False), ((1, 2), False), ((1, 4), False), ((1, 8), False), ((4, 2), True)]
 

@@ -16,7 +16,8 @@ from jaxformer.configs import tiny
 
 from jaxformer.checkpoint import Checkpointer
 from jaxformer.training.errors import ConfigError
-from jaxformer.training.loop import prepare, train_and_evaluate
+from jaxformer.training.loop import train_and_evaluate
+from jaxformer.training.prepare import prepare
 
 
 def _config(mesh_shape=(-1, 1), **overrides):

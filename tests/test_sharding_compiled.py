@@ -14,7 +14,7 @@ import re
 import pytest
 from test_parallel import _config
 
-from jaxformer.training.loop import compiled_steps, prepare
+from jaxformer.training.prepare import compiled_steps, prepare
 
 LENGTH, BATCH, HEADS = 24, 8, 8  # a length no other dimension of the model has
 

@@ -17,7 +17,7 @@ def _tiny_run_config(**overrides):
 
 def test_validation_bits_per_byte_divide_by_the_bytes_of_the_scored_targets(tmp_path):
   from jaxformer.training import train_and_evaluate
-  from jaxformer.training.loop import prepare
+  from jaxformer.training.prepare import prepare
 
   config = _tiny_run_config(num_train_steps=2, eval_every_steps=2, eval_steps=2)
   # Subword tokens: a prefix's bytes per token differ from the whole split's.
@@ -249,7 +249,8 @@ def test_pmap_refuses_rows_per_device_that_grad_accum_cannot_split(tmp_path):
 
 
 def test_tokens_per_s_counts_real_tokens_and_padding_is_reported_apart(tmp_path, monkeypatch):
-  from jaxformer.training import loop, report, train_and_evaluate
+  from jaxformer.training import report, train_and_evaluate
+  from jaxformer.training.prepare import prepare
 
   monkeypatch.setattr(report, 'final_report', lambda s, params: {})  # decoding is not under test
   config = _tiny_run_config(
@@ -262,7 +263,7 @@ def test_tokens_per_s_counts_real_tokens_and_padding_is_reported_apart(tmp_path,
   summary = train_and_evaluate(config, str(tmp_path / 'run'), on_log=lambda s, r: rows.append(r))
   train = [r for r in rows if r['split'] == 'train']
 
-  it = loop.prepare(config, str(tmp_path / 'run')).data.train_iterator()
+  it = prepare(config, str(tmp_path / 'run')).data.train_iterator()
   for row in train:  # one step per row: same seconds, so the ratio is exact
     batch = next(it)
     real = np.sum(batch['inputs'] != 0) + np.sum(batch['weights'] > 0)  # source + target

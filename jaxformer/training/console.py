@@ -8,6 +8,7 @@ to <workdir>/startup.txt, so a resumed run keeps the record of every start.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import jax
@@ -67,7 +68,7 @@ def planned_evaluations(config, total_steps: int | None) -> str:
 def startup_block(
   s, *, tokens_per_step: int, resume_step: int | None, total_steps: int | None, steps_note: str = ''
 ) -> str:
-  """The start-up summary of the run set up in `s` (loop.prepare's result), as printed.
+  """The start-up summary of the run set up in `s` (training.prepare's result), as printed.
 
   total_steps is None while a time budget has not decided the step count yet (steps_note says when
   it will be decided).
@@ -147,3 +148,36 @@ def final_line(final: dict, task: str) -> str:
     f'final: {score} (loss {final["loss"]:.4f}) on the whole {final["split"]!r} split, '
     f'weights of step {final["step"]}'
   )
+
+
+class Progress:
+  """tqdm bar on a terminal; one plain line per log interval otherwise (logs stay readable)."""
+
+  def __init__(self, config, start: int, total: int):
+    self.total, self.t0, self.start = total, time.time(), start
+    self.enabled = bool(config.progress) and jax.process_index() == 0
+    self.bar = None
+    if self.enabled and sys.stderr.isatty():
+      from tqdm import tqdm
+
+      self.bar = tqdm(total=total, initial=start, unit='step', dynamic_ncols=True)
+
+  def update(self, step: int, row: dict):
+    if not self.enabled:
+      return
+    if self.bar is not None:
+      self.bar.update(step - self.bar.n)
+      self.bar.set_postfix(loss=f'{row["loss"]:.3f}', tok_s=f'{row["tokens_per_s"]:.0f}')
+      return
+    rate = (step - self.start) / max(time.time() - self.t0, 1e-9)
+    eta = (self.total - step) / rate if rate else float('nan')
+    print(
+      f'step {step}/{self.total}  loss {row["loss"]:.4f}  {row["tokens_per_s"]:.0f} tok/s  '
+      f'eta {eta:.0f}s',
+      file=sys.stderr,
+      flush=True,
+    )
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()

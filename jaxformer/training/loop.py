@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,10 +25,9 @@ from flax import linen as nn
 from jaxformer import checkpoint as ckpt_lib
 from jaxformer import data as data_lib
 from jaxformer import models
-from jaxformer import sharding as jf_sharding
 from jaxformer.config import early_stopping_monitor
 from jaxformer.metrics import perplexity
-from jaxformer.training import budget, console, optim, setup, steps
+from jaxformer.training import budget, console, optim
 from jaxformer.training.callbacks import (
   EarlyStopping,
   load_states,
@@ -37,11 +35,11 @@ from jaxformer.training.callbacks import (
   save_states,
   state_keys,
 )
-from jaxformer.training.errors import ConfigError, Diverged
+from jaxformer.training.errors import Diverged
 from jaxformer.training.lock import WorkdirLock
 from jaxformer.training.optim import make_optimizer
 from jaxformer.training.preemption import PreemptionGuard
-from jaxformer.training.runtime import MeshRuntime, PmapRuntime, check_model_fits, make_runtime
+from jaxformer.training.prepare import PreparedRun, compiled_steps, prepare, write_run_files
 from jaxformer.training.writers import MetricsWriter, plot_loss_curves, write_json_atomic
 
 
@@ -64,134 +62,6 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-@dataclasses.dataclass
-class _Setup:
-  """Everything decided before the first step."""
-
-  config: Any
-  workdir: str
-  data: Any
-  model: Any
-  model_cfg: Any
-  runtime: MeshRuntime | PmapRuntime
-  tx: Any
-  shardings: dict  # NamedSharding per state leaf
-  abstract_state: dict  # ShapeDtypeStructs with shardings: the restore target
-  resolved: dict  # the config as written to config.json
-  make_state: Callable  # (init_key, dropout_key) -> fresh train state
-  boxed_params: Any  # abstract params with their logical axis names
-
-
-def prepare(config, workdir: str) -> _Setup:
-  """Checks, data, model, optimizer. Raises ConfigError / DataError; writes nothing to workdir."""
-  setup.check_config(config)
-  setup.check_batch_split(config)
-  runtime = make_runtime(config)
-  budget.check(config)
-  setup.check_workdir(config, workdir)
-  saved = setup.saved_config(workdir)
-  config, budget_record = budget.resumed(config, saved)
-  tokenizer = _reused_tokenizer(config, workdir, saved)
-  resuming = saved is not None and not config.overwrite
-  data = data_lib.build_task_data(
-    config.dataset,
-    task=config.task,
-    max_len=int(config.model.max_len),
-    batch_size=int(config.batch_size),
-    seed=int(config.seed),
-    tokenizer=tokenizer,
-    split_record=data_lib.load_split_record(workdir) if resuming else None,
-  )
-  # A files source names its own splits (no test split unless files or a fraction give one).
-  config.dataset.eval_split, config.dataset.test_split = data.splits['eval'], data.splits['test']
-  # Data errors that would otherwise surface at the first step or evaluation, before any write.
-  data.train_dataset()
-  data.eval_batches(config.dataset.eval_split)
-  if config.dataset.test_split:
-    data.eval_batches(config.dataset.test_split)
-  cfg = setup.model_config(config, data.tokenizer.vocab_size)
-  if cfg.vocab_size < data.tokenizer.vocab_size:
-    raise ConfigError(
-      f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
-      f'{data.tokenizer.vocab_size}: token ids past it have no embedding; set model.vocab_size=0 '
-      "to take the tokenizer's"
-    )
-  num_classes = int(config.num_classes or getattr(data, 'num_classes', 0) or 0)
-  if config.task == 'classify' and num_classes < 2:
-    raise ConfigError('num_classes must be >= 2 for classification (set config.num_classes)')
-  check_model_fits(runtime, cfg)
-
-  model = models.build_model(config.task, cfg, num_classes, config.pooling)
-  resolved = setup.resolved_dict(config, cfg)
-  resolved['num_classes'] = num_classes
-  if budget_record:
-    resolved[budget.RECORD_KEY] = budget_record
-  if saved is not None and not config.overwrite:
-    for change in setup.resume_changes(saved, resolved):
-      _log(f'resume: config change allowed: {change}')
-
-  dummy = models.init_inputs(config.task, cfg)
-  init_params = lambda key: model.init({'params': key}, *dummy, deterministic=True)['params']  # noqa: E731
-  boxed = jax.eval_shape(init_params, jax.random.key(0))
-  tx = make_optimizer(config, nn.unbox(boxed))
-
-  def make_state(init_key, dropout_key):
-    params = nn.unbox(init_params(init_key))
-    return {
-      'step': jnp.zeros((), jnp.int32),
-      'params': params,
-      'opt_state': tx.init(params),
-      'rng': dropout_key,
-    }
-
-  abstract = jax.eval_shape(make_state, jax.random.key(0), jax.random.key(1))
-  shardings = runtime.state_shardings(tx, boxed, abstract)
-  abstract = jax.tree.map(
-    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-  )
-  setup.check_state_memory(abstract)
-  return _Setup(
-    config, workdir, data, model, cfg, runtime, tx, shardings, abstract, resolved, make_state, boxed
-  )
-
-
-def compiled_steps(s: _Setup):
-  """(train_step, eval_step) of this run, placed by its runtime (traced under its mesh)."""
-  config, rt = s.config, s.runtime
-  train_step = rt.compile_train(
-    steps.make_train_step(
-      s.model,
-      s.tx,
-      task=config.task,
-      grad_accum_steps=config.grad_accum_steps,
-      label_smoothing=config.label_smoothing,
-      axis_name=rt.axis_name,
-      learning_rates=optim.applied_learning_rates(config, nn.unbox(s.boxed_params)),
-    ),
-    s.shardings,
-  )
-  eval_step = rt.compile_eval(
-    steps.make_eval_step(s.model, task=config.task, axis_name=rt.axis_name), s.shardings['params']
-  )
-  return train_step, eval_step
-
-
-def _reused_tokenizer(config, workdir, saved):
-  """A resumed run keeps its tokenizer; a fine-tuned one takes its pretrained run's."""
-  for base in ([workdir] if saved is not None and not config.overwrite else []) + (
-    [config.init_from] if config.init_from else []
-  ):
-    directory = os.path.join(base, 'tokenizer')
-    if os.path.isdir(directory):
-      return data_lib.load_tokenizer(directory)
-  if config.init_from and not os.path.exists(config.init_from):
-    raise ConfigError(
-      f'init_from={config.init_from!r} does not exist: train that run first '
-      '(e.g. python train.py) or point init_from at an export'
-    )
-  return None
-
-
 def train_and_evaluate(
   config,
   workdir: str,
@@ -208,7 +78,7 @@ def train_and_evaluate(
     if config.overwrite and lock.holds_a_run():
       lock = _move_aside(workdir, lock)
     if jax.process_index() == 0:
-      _write_run_files(s)
+      write_run_files(s)
     trainer = _Trainer(s, list(callbacks), on_log)
     try:
       summary = trainer.run(t0)
@@ -233,19 +103,8 @@ def _move_aside(workdir: str, lock: WorkdirLock) -> WorkdirLock:
   return lock
 
 
-def _write_run_files(s: _Setup) -> None:
-  workdir = s.workdir
-  write_json_atomic(os.path.join(workdir, 'config.json'), s.resolved)
-  data_lib.save_run_data_files(workdir, s.data)
-  tok_dir = os.path.join(workdir, 'tokenizer')
-  if not os.path.isdir(tok_dir):
-    s.data.tokenizer.save(tok_dir)
-  report = jf_sharding.partitioning_report(s.boxed_params, s.runtime.mesh, s.runtime.rules)
-  write_json_atomic(os.path.join(workdir, 'partitioning.json'), report)
-
-
 class _Trainer:
-  def __init__(self, s: _Setup, callbacks: list, on_log):
+  def __init__(self, s: PreparedRun, callbacks: list, on_log):
     self.s, self.config, self.rt = s, s.config, s.runtime
     self.early = EarlyStopping(s.config.early_stopping.patience, s.config.early_stopping.min_delta)
     self.monitor = early_stopping_monitor(s.config)
@@ -319,7 +178,7 @@ class _Trainer:
     state = rt.from_canonical(state)
     step, total, pending = start, int(config.num_train_steps), []
     window_start, preempted = time.time(), None
-    progress = _Progress(config, start, total)
+    progress = console.Progress(config, start, total)
     timer = None
     if budget.enabled(config) and budget.RECORD_KEY not in s.resolved:
       timer = budget.StepTimer(config, start)
@@ -556,36 +415,3 @@ class _Trainer:
     split takes tens of steps instead of thousands (the default config keeps its training batch,
     which needs no second compilation)."""
     return int(self.config.batch_size) * max(1, 4096 // self.tokens_per_step)
-
-
-class _Progress:
-  """tqdm bar on a terminal; one plain line per log interval otherwise (logs stay readable)."""
-
-  def __init__(self, config, start: int, total: int):
-    self.total, self.t0, self.start = total, time.time(), start
-    self.enabled = bool(config.progress) and jax.process_index() == 0
-    self.bar = None
-    if self.enabled and sys.stderr.isatty():
-      from tqdm import tqdm
-
-      self.bar = tqdm(total=total, initial=start, unit='step', dynamic_ncols=True)
-
-  def update(self, step: int, row: dict):
-    if not self.enabled:
-      return
-    if self.bar is not None:
-      self.bar.update(step - self.bar.n)
-      self.bar.set_postfix(loss=f'{row["loss"]:.3f}', tok_s=f'{row["tokens_per_s"]:.0f}')
-      return
-    rate = (step - self.start) / max(time.time() - self.t0, 1e-9)
-    eta = (self.total - step) / rate if rate else float('nan')
-    print(
-      f'step {step}/{self.total}  loss {row["loss"]:.4f}  {row["tokens_per_s"]:.0f} tok/s  '
-      f'eta {eta:.0f}s',
-      file=sys.stderr,
-      flush=True,
-    )
-
-  def close(self):
-    if self.bar is not None:
-      self.bar.close()
