@@ -7,18 +7,22 @@ per non-blank line), with the run's text_key / source_key unless --key names ano
   classify   {"line", "text", "label", "probabilities": {class name: p}, "truncated"}
   translate  {"line", "source", "translation"}: beam search (--beam_size 1 = greedy)
   lm         {"line", "prompt", "continuation"}: greedy (--temperature 0) or sampled
-Rows go through the model in batches of --batch_size with a progress bar. The output is written
-to a temporary file and renamed at the end: an interrupted run never leaves a half-written file.
-A bad input (a missing column, an empty field, a source too long for the model) is one line
-naming the file, the line and the field, exit code 2, and nothing written.
+The input is read as it is predicted, --batch_size rows at a time (a file of any size needs the
+memory of one batch), with a progress bar of rows done. The output is written to a temporary
+file and renamed at the end: an interrupted run never leaves a half-written file. An existing
+--output is kept unless --overwrite is given. A bad input (a missing column, an empty field, a
+source too long for the model) is one line naming the file, the line and the field, exit code
+2, and nothing written (predictions made before the bad line are dropped with the temporary file).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -32,6 +36,7 @@ def build_parser() -> inference.Parser:
   p.add_argument('--workdir', required=True, help='training run workdir or export directory')
   p.add_argument('--input', required=True, help='rows to predict: .csv, .tsv, .jsonl or .txt')
   p.add_argument('--output', required=True, help='where to write the predictions (JSON lines)')
+  p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
   p.add_argument('--key', default='', help="input column or key (default: the run's text/source)")
   p.add_argument('--batch_size', type=int, default=32, help='rows per model call')
   p.add_argument('--beam_size', type=int, default=4, help='translation: beam width (1 = greedy)')
@@ -42,13 +47,14 @@ def build_parser() -> inference.Parser:
   return p
 
 
-def read_inputs(loaded, path: str, key: str = '') -> list:
-  """The input rows (jaxformer.data.readers.Row) holding the field the task needs."""
+def read_inputs(loaded, path: str, key: str = '') -> Iterator:
+  """The input rows (jaxformer.data.readers.Row) holding the field the task needs, read from
+  the file as they are taken."""
   from jaxformer.data import readers
 
   name = _KEY[loaded.task]
   column = key or (loaded.config.get('dataset') or {}).get(f'{name}_key') or name
-  return readers.read_rows(path, {name: column}, txt_lines=True)
+  return readers.iter_rows(path, {name: column}, txt_lines=True)
 
 
 def label_names(loaded) -> list:
@@ -58,17 +64,15 @@ def label_names(loaded) -> list:
   return list(names) if names else [str(i) for i in range(loaded.num_classes)]
 
 
-def predict_rows(loaded, rows: list, args, path: str):
-  """Yields (number of rows done, output dicts) batch by batch; see the module docstring."""
+def predict_rows(loaded, rows: Iterable, args, path: str) -> Iterator[list]:
+  """Yields the output dicts of each batch of `rows`, in input order, taking the next batch of
+  rows only when the previous one is predicted; see the module docstring."""
   if args.batch_size < 1:
     raise ValueError(f'--batch_size must be >= 1, got {args.batch_size}')
-  if loaded.task == 'lm':
-    yield from _continue(loaded, rows, args, path)
-    return
-  run = _classify if loaded.task == 'classify' else _translate
-  for start in range(0, len(rows), args.batch_size):
-    batch = rows[start : start + args.batch_size]
-    yield len(batch), run(loaded, batch, args, path)
+  run = {'classify': _classify, 'translate': _translate, 'lm': _continue}[loaded.task]
+  rows = iter(rows)
+  while batch := list(itertools.islice(rows, args.batch_size)):
+    yield run(loaded, batch, args, path)
 
 
 def _padded(batch: list, size: int, length: int) -> np.ndarray:
@@ -127,46 +131,44 @@ def _translate(loaded, batch, args, path) -> list:
   ]
 
 
-def _continue(loaded, rows, args, path):
-  """LM rows grouped by prompt length (generate needs equal lengths), results in input order."""
+def _continue(loaded, batch, args, path) -> list:
+  """LM rows grouped by prompt length (generate needs equal lengths), results in input order.
+  Sampling keys come from --seed and the batch's first line, so a batch's continuations do not
+  depend on the batches before it."""
   import jax
 
   from jaxformer import decode
 
   tok, length = loaded.tokenizer, loaded.model_config.max_len
-  prompts = [[tok.eos_id] + tok.encode(r.fields['text']) for r in rows]  # EOS: a new document
-  for r, p in zip(rows, prompts):
+  prompts = [[tok.eos_id] + tok.encode(r.fields['text']) for r in batch]  # EOS: a new document
+  for r, p in zip(batch, prompts):
     if len(p) + args.max_new_tokens > length:
       raise ValueError(
         f"{path}: line {r.line}: field 'text' is {len(p) - 1} tokens; with --max_new_tokens "
         f"{args.max_new_tokens} it does not fit the model's max_len={length}: shorten it or "
         'ask for fewer tokens'
       )
-  order = sorted(range(len(rows)), key=lambda i: (len(prompts[i]), i))
-  results = [None] * len(rows)
-  key = jax.random.key(args.seed)
-  for start in range(0, len(order), args.batch_size):
-    chunk = order[start : start + args.batch_size]
-    for group in _same_length_groups(chunk, prompts):
-      key, sub = jax.random.split(key)
-      out = decode.generate(
-        loaded.model,
-        loaded.params,
-        np.asarray([prompts[i] for i in group], np.int32),
-        max_new_tokens=args.max_new_tokens,
-        rng=sub,
-        temperature=args.temperature,
-        top_k=0,
-        eos_id=tok.eos_id,
-      )
-      cut = len(prompts[group[0]])
-      for i, text in zip(group, inference.decode_rows(tok, jax.device_get(out)[:, cut:])):
-        results[i] = {'line': rows[i].line, 'prompt': rows[i].fields['text'], 'continuation': text}
-    yield len(chunk), []
-  yield 0, results
+  results = [None] * len(batch)
+  key = jax.random.fold_in(jax.random.key(args.seed), batch[0].line)
+  for group in _same_length_groups(range(len(batch)), prompts):
+    key, sub = jax.random.split(key)
+    out = decode.generate(
+      loaded.model,
+      loaded.params,
+      np.asarray([prompts[i] for i in group], np.int32),
+      max_new_tokens=args.max_new_tokens,
+      rng=sub,
+      temperature=args.temperature,
+      top_k=0,
+      eos_id=tok.eos_id,
+    )
+    cut = len(prompts[group[0]])
+    for i, text in zip(group, inference.decode_rows(tok, jax.device_get(out)[:, cut:])):
+      results[i] = {'line': batch[i].line, 'prompt': batch[i].fields['text'], 'continuation': text}
+  return results
 
 
-def _same_length_groups(indices: list, prompts: list) -> list:
+def _same_length_groups(indices: Iterable, prompts: list) -> list:
   groups = {}
   for i in indices:
     groups.setdefault(len(prompts[i]), []).append(i)
@@ -180,26 +182,38 @@ def _main(args) -> int:
     raise ValueError(
       f'--input {args.input!r} is not a file; give a .csv, .tsv, .jsonl or .txt file'
     )
-  loaded = inference.load(args.workdir)
-  rows = read_inputs(loaded, args.input, args.key)
   directory = os.path.dirname(os.path.abspath(args.output))
   if not os.path.isdir(directory):
     raise ValueError(f'--output {args.output!r}: directory {directory} does not exist')
+  _check_output_free(args)
+  loaded = inference.load(args.workdir)
+  rows = read_inputs(loaded, args.input, args.key)
   fd, tmp = tempfile.mkstemp(prefix='.tmp-predict-', dir=directory)
+  written = 0
   try:
     with (
       os.fdopen(fd, 'w', encoding='utf-8') as f,
-      tqdm(total=len(rows), unit='row', file=sys.stderr, disable=None) as bar,
+      tqdm(unit='row', file=sys.stderr, disable=None, desc='predict') as bar,
     ):
-      for done, out in predict_rows(loaded, rows, args, args.input):
+      for out in predict_rows(loaded, rows, args, args.input):
         f.writelines(json.dumps(o, ensure_ascii=False) + '\n' for o in out)
-        bar.update(done)
+        written += len(out)
+        bar.update(len(out))
+    _check_output_free(args)  # a file made there while the model ran is the user's too
     os.replace(tmp, args.output)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
-  print(f'wrote {len(rows)} predictions to {args.output}', file=sys.stderr, flush=True)
+  print(f'wrote {written} predictions to {args.output}', file=sys.stderr, flush=True)
   return 0
+
+
+def _check_output_free(args) -> None:
+  if os.path.lexists(args.output) and not args.overwrite:
+    raise ValueError(
+      f'--output {args.output!r} already exists; choose another file, delete it, or pass '
+      '--overwrite'
+    )
 
 
 def main(argv=None) -> int:

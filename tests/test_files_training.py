@@ -168,7 +168,13 @@ def test_predict_translate_greedy_and_lm_continuation(runs, tmp_path):
   assert [r['translation'] for r in rows] == inference.decode_rows(tok, np.asarray(greedy))
   prompts = ['sun', 'fish sea', 'tree']
   code, out = run_predict(
-    tmp_path, root / 'lm', ''.join(p + '\n' for p in prompts), 'p.txt', '--max_new_tokens', '8'
+    tmp_path,
+    root / 'lm',
+    ''.join(p + '\n' for p in prompts),
+    'p.txt',
+    '--max_new_tokens',
+    '8',
+    '--overwrite',  # the translation's predictions are in the same file
   )
   assert code == 0
   rows = [json.loads(line) for line in open(out)]
@@ -181,14 +187,15 @@ def test_predict_translate_greedy_and_lm_continuation(runs, tmp_path):
 def test_predict_bad_row_exits_2_and_keeps_the_old_output(runs, tmp_path, capsys):
   root = runs[0]
   (tmp_path / 'pred.jsonl').write_text('old\n')
-  code, out = run_predict(tmp_path, root / 'cls', 'ticket,id\nfine words,1\n  ,2\n')
+  bad = 'ticket,id\nfine words,1\n  ,2\n'
+  code, out = run_predict(tmp_path, root / 'cls', bad, 'new.csv', '--overwrite')
   assert code == 2
   err = capsys.readouterr().err.strip().splitlines()[-1]
   assert (
     err == f"error: {tmp_path}/new.csv: line 3: field 'ticket' is empty; fill it or remove the row"
   )
   assert out.read_text() == 'old\n' and sorted(os.listdir(tmp_path)) == ['new.csv', 'pred.jsonl']
-  code, _ = run_predict(tmp_path, root / 'cls', 'body\nx\n')
+  code, _ = run_predict(tmp_path, root / 'cls', 'body\nx\n', 'new.csv', '--overwrite')
   assert code == 2 and "no column 'ticket'" in capsys.readouterr().err
 
 

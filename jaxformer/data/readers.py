@@ -2,6 +2,7 @@
 
     rows = read_rows('data/train.csv', {'text': 'review', 'label': 'stars'})
     rows[0].fields == {'text': 'Great.', 'label': '5'}; rows[0].line == 2
+    for row in iter_rows(path, columns): ...   # the same rows, read as they are taken
 
 `columns` maps the names jaxformer uses (text, label, source, target) to the file's own column or
 key names. CSV and TSV need a header row naming them, except a two-column file read with
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
+import itertools
 import json
 import os
+from collections.abc import Iterator
 
 from jaxformer.data.errors import DataError
 
@@ -43,21 +45,10 @@ def file_format(path: str) -> str:
 
 
 def read_text(path: str) -> str:
-  """The file as text; non-UTF-8 bytes are an error with their line and byte offset."""
-  with open(path, 'rb') as f:
-    data = f.read()
-  try:
-    text = data.decode('utf-8')
-  except UnicodeDecodeError as e:
-    line = data.count(b'\n', 0, e.start) + 1
-    raise DataError(
-      f'{path}: line {line}: invalid UTF-8 at byte offset {e.start}; convert the file to UTF-8 '
-      '(e.g. `iconv -f latin1 -t utf-8`)'
-    ) from None
-  if text.startswith('\ufeff'):  # a byte-order mark (Excel writes one): not part of the header
-    text = text[1:]
+  """The whole file as text (one document); errors as in iter_rows."""
+  text = ''.join(line for _, line in _lines(path))
   if not text.strip():
-    raise DataError(f'{path}: the file is empty; give a file with rows')
+    raise _empty(path)
   return text
 
 
@@ -65,81 +56,133 @@ def read_rows(
   path: str, columns: dict, *, txt_lines: bool = False, pair_default: bool = False
 ) -> list[Row]:
   """The rows of `path` with the fields named in `columns` (see the module docstring)."""
+  return list(iter_rows(path, columns, txt_lines=txt_lines, pair_default=pair_default))
+
+
+def iter_rows(
+  path: str, columns: dict, *, txt_lines: bool = False, pair_default: bool = False
+) -> Iterator[Row]:
+  """read_rows one row at a time: the file is read as the rows are taken, so a file of any size
+  needs the memory of one row (a problem surfaces when its line is reached)."""
   ext = file_format(path)
-  text = read_text(path)
-  if ext == '.txt':  # the text fills the one field asked for (text for an LM, source to translate)
-    name = next(iter(columns), 'text')
-    if txt_lines:
-      return [Row({name: s}, i + 1) for i, s in enumerate(text.splitlines()) if s.strip()]
-    return [Row({name: text}, 1)]
-  if ext == '.jsonl':
-    return _jsonl_rows(path, text, columns)
-  return _table_rows(path, text, columns, '\t' if ext == '.tsv' else ',', pair_default)
+  if ext == '.txt' and not txt_lines:  # the text fills the one field asked for
+    yield Row({next(iter(columns), 'text'): read_text(path)}, 1)
+    return
+  if ext == '.txt':
+    rows = _txt_rows(path, columns)
+  elif ext == '.jsonl':
+    rows = _jsonl_rows(path, columns)
+  else:
+    rows = _table_rows(path, columns, '\t' if ext == '.tsv' else ',', pair_default)
+  # A file of blank lines is empty (_table_rows tells a header without rows apart itself).
+  first = next(rows, None)
+  if first is None:
+    raise _empty(path)
+  yield first
+  yield from rows
 
 
-def _jsonl_rows(path: str, text: str, columns: dict) -> list[Row]:
-  rows = []
-  for i, line in enumerate(text.splitlines()):
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+  """(1-based line number, text with its newline) of each line, decoded one at a time;
+  non-UTF-8 bytes are an error with their line and byte offset."""
+  offset = 0
+  with open(path, 'rb') as f:
+    for number, data in enumerate(f, 1):
+      try:
+        text = data.decode('utf-8')
+      except UnicodeDecodeError as e:
+        raise DataError(
+          f'{path}: line {number}: invalid UTF-8 at byte offset {offset + e.start}; convert the '
+          'file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`)'
+        ) from None
+      if number == 1 and text.startswith('\ufeff'):  # a byte-order mark (Excel writes one)
+        text = text[1:]
+      offset += len(data)
+      yield number, text
+
+
+def _empty(path: str) -> DataError:
+  return DataError(f'{path}: the file is empty; give a file with rows')
+
+
+def _txt_rows(path: str, columns: dict) -> Iterator[Row]:
+  name = next(iter(columns), 'text')
+  for number, line in _lines(path):
+    text = line.rstrip('\r\n')
+    if text.strip():
+      yield Row({name: text}, number)
+
+
+def _jsonl_rows(path: str, columns: dict) -> Iterator[Row]:
+  for number, line in _lines(path):
     if not line.strip():
       continue
     try:
       obj = json.loads(line)
     except json.JSONDecodeError as e:
-      raise DataError(f'{path}: line {i + 1}: not valid JSON ({e.msg}, column {e.colno})') from None
+      raise DataError(
+        f'{path}: line {number}: not valid JSON ({e.msg}, column {e.colno})'
+      ) from None
     if not isinstance(obj, dict):
-      raise DataError(f'{path}: line {i + 1}: expected a JSON object, got {type(obj).__name__}')
+      raise DataError(f'{path}: line {number}: expected a JSON object, got {type(obj).__name__}')
     fields = {}
     for name, key in columns.items():
       if key not in obj:
         raise DataError(
-          f'{path}: line {i + 1}: no key {key!r} (keys: {", ".join(map(str, obj))}); '
+          f'{path}: line {number}: no key {key!r} (keys: {", ".join(map(str, obj))}); '
           f'set dataset.{name}_key'
         )
       value = obj[key]
       if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise DataError(
-          f'{path}: line {i + 1}: field {key!r} is a {type(value).__name__}; '
+          f'{path}: line {number}: field {key!r} is a {type(value).__name__}; '
           'expected a string (or an integer label)'
         )
-      fields[name] = _non_empty(path, i + 1, key, str(value))
-    rows.append(Row(fields, i + 1))
-  return rows
+      fields[name] = _non_empty(path, number, key, str(value))
+    yield Row(fields, number)
 
 
-def _table_rows(path, text, columns, delimiter, pair_default) -> list[Row]:
-  # TSV has no quoting convention: a quote character is just text there.
-  quoting = csv.QUOTE_NONE if delimiter == '\t' else csv.QUOTE_MINIMAL
-  reader = csv.reader(io.StringIO(text, newline=''), delimiter=delimiter, quoting=quoting)
-  records, end = [], 0
-  try:
-    for record in reader:
-      start, end = end + 1, reader.line_num
-      if record and any(field.strip() for field in record):
-        records.append((start, record))
-  except csv.Error as e:
-    raise DataError(f'{path}: line {reader.line_num}: {e}; check the quoting') from None
+def _table_rows(path, columns, delimiter, pair_default) -> Iterator[Row]:
+  records = _records(path, delimiter)
+  header_line, header = next(records, (0, None))
+  if header is None:
+    return
   names = list(columns.values())
-  header_line, header = records[0]
   if pair_default and len(header) == 2 and set(header) != set(names):
     positions = dict(zip(columns, range(2)))  # a header-less pair file: source, then target
-    body, width = records, 2
+    body, width = itertools.chain([(header_line, header)], records), 2
   else:
     positions = _positions(path, header_line, header, columns)
-    body, width = records[1:], len(header)
-  if not body:
-    raise DataError(f'{path}: the file has a header but no rows; add rows below line 1')
-  rows = []
+    body, width = records, len(header)
+  count = 0
   for line, record in body:
     if len(record) != width:
       raise DataError(
         f'{path}: line {line}: {len(record)} fields, but the file has {width} columns; '
         + ('a field holds a tab' if delimiter == '\t' else 'quote fields that contain commas')
       )
-    fields = {
-      name: _non_empty(path, line, columns[name], record[pos]) for name, pos in positions.items()
-    }
-    rows.append(Row(fields, line))
-  return rows
+    count += 1
+    yield Row(
+      {name: _non_empty(path, line, columns[name], record[pos]) for name, pos in positions.items()},
+      line,
+    )
+  if not count:
+    raise DataError(f'{path}: the file has a header but no rows; add rows below line 1')
+
+
+def _records(path: str, delimiter: str) -> Iterator[tuple[int, list]]:
+  """(first line, fields) of each CSV/TSV record that is not blank (a record may span lines)."""
+  # TSV has no quoting convention: a quote character is just text there.
+  quoting = csv.QUOTE_NONE if delimiter == '\t' else csv.QUOTE_MINIMAL
+  reader = csv.reader((text for _, text in _lines(path)), delimiter=delimiter, quoting=quoting)
+  end = 0
+  try:
+    for record in reader:
+      start, end = end + 1, reader.line_num
+      if record and any(field.strip() for field in record):
+        yield start, record
+  except csv.Error as e:
+    raise DataError(f'{path}: line {reader.line_num}: {e}; check the quoting') from None
 
 
 def _positions(path, line, header, columns) -> dict:

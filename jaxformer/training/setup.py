@@ -192,8 +192,14 @@ def saved_config(workdir: str) -> dict | None:
 
 def resume_changes(old: dict, new: dict) -> list[str]:
   """Safe differences between a saved run config and the new one; raises on unsafe ones."""
-  # A run saved before a ModelConfig field existed has that field's default (e.g. lora_rank 0).
-  old = dict(old, model=_with_model_defaults(old.get('model')))
+  # A run saved before a field existed ran with that field's default (e.g. model.lora_rank 0,
+  # dataset.pack False): a new value for it is a change like any other.
+  old = dict(
+    old,
+    model=_with_model_defaults(old.get('model')),
+    dataset=_with_dataset_defaults(old.get('dataset')),
+  )
+  new = dict(new, dataset=_with_dataset_defaults(new.get('dataset')))
   for key in _SHAPE_KEYS + ('dataset',):
     free = _DATASET_FREE_KEYS if key == 'dataset' else ()
     changed = _differences(old.get(key), new.get(key), key, free)
@@ -224,11 +230,20 @@ def _with_model_defaults(model):
   return {**defaults, **model}
 
 
+def _with_dataset_defaults(dataset):
+  if not isinstance(dataset, dict):
+    return dataset
+  from jaxformer.configs import default  # the base training config; imported when needed
+
+  return {**default.get_dataset_config().to_dict(), **dataset}
+
+
 def _differences(old: Any, new: Any, name: str, free: tuple = ()) -> list[str]:
   """'name.field: old -> new' for every leaf that differs (dicts compared field by field)."""
   if isinstance(old, dict) and isinstance(new, dict):
     out = []
-    # A field the saved run does not have is new in this version of jaxformer: not a change.
+    # The saved run's fields (resume_changes adds the defaults' fields first): a key only the
+    # new config has (a user config's own field) is nothing jaxformer reads.
     for key in sorted(old, key=str):
       if key not in free:
         out += _differences(old.get(key), new.get(key), f'{name}.{key}')
