@@ -161,14 +161,14 @@ def interleaved_throughput(rounds: int, steps: int) -> dict:
   unlike two runs one after the other. Returns rows/s, fill and real tokens/s of each."""
   import tempfile
 
-  from jaxformer.training import loop
+  from jaxformer.training.prepare import compiled_steps, prepare
 
   runs = {}
   for pack in (False, True):
     config = numbers_translate.get_config()
     config.dataset.pack = pack
-    s = loop.prepare(config, os.path.join(tempfile.mkdtemp(), 'unused'))  # writes nothing
-    train_step, _ = loop.compiled_steps(s)
+    s = prepare(config, os.path.join(tempfile.mkdtemp(), 'unused'))  # writes nothing
+    train_step, _ = compiled_steps(s)
     state = s.runtime.jit_init(s.make_state, s.shardings)(jax.random.key(0), jax.random.key(1))
     it = s.data.train_iterator()
     host = [next(it) for _ in range(8)]

@@ -23,7 +23,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 
 def _signature(config: str, overrides) -> str:
@@ -600,6 +599,14 @@ def write_markdown(r: dict, path: str) -> None:
         f'--genre_sizes ...`); a dash in the table is a run that was not made.',
         '',
       ]
+  lines += [
+    '## Measured elsewhere',
+    '',
+    '- Sequence packing on number words (fill, real tokens/s, time to 99% exact match): '
+    '[packing.md](packing.md), from `python -m bench.packing`.',
+    '- Speed against peers: [performance.md](performance.md).',
+    '',
+  ]
   with open(path + '.tmp', 'w') as f:
     f.write('\n'.join(lines) + '\n')
   os.replace(path + '.tmp', path)
