@@ -187,6 +187,8 @@ class ModelConfig:
     return cls(**dict(d))
 
   def replace(self, **changes) -> ModelConfig:
+    """A copy with `changes`. The layout stays as resolved (parameters built with it keep
+    fitting); pass scan_layers='auto' along with a new depth to resolve it again."""
     return dataclasses.replace(self, **changes)
 
 
@@ -194,9 +196,10 @@ def scan_layers_for(cfg: ModelConfig) -> bool:
   """What scan_layers='auto' resolves to. Depends on the config alone (never on the machine),
   so every machine builds the same parameter layout from the same config.
 
-  Measured on XLA:CPU (docs/performance.md): the loop trains config S (6 layers) ~15-20%
-  faster than scan; scan keeps compile time flat in depth, while the loop's grows by ~2 s a
-  layer; and remat saves memory only under scan (XLA hoists a looped layer's recomputation).
+  Measured on XLA:CPU (docs/performance.md): the loop trains config S (6 layers) ~1.2-1.3x
+  faster than scan; scan keeps compile time flat in depth, while the loop's grows by ~1 s of
+  CPU a layer (at 8 layers it is ~1.2x scan's); and remat saves memory only under scan (XLA
+  hoists a looped layer's recomputation).
   """
   if cfg.remat != 'none':
     return True

@@ -102,6 +102,9 @@ def test_scan_layers_auto_loops_shallow_stacks_and_scans_deep_or_remat_ones():
   assert tiny(scan_layers='auto', remat='dots').scan_layers is True  # remat saves only in scan
   assert tiny(scan_layers=False, num_layers=most + 1).scan_layers is False  # explicit wins
   assert tiny(scan_layers=True).scan_layers is True
+  # replace keeps the resolved layout (built parameters keep fitting) unless asked again
+  assert ModelConfig().replace(num_layers=most + 1).scan_layers is False
+  assert ModelConfig().replace(num_layers=most + 1, scan_layers='auto').scan_layers is True
 
 
 def test_auto_layout_is_recorded_so_a_changed_rule_still_reads_the_saved_tree(monkeypatch):
