@@ -90,7 +90,8 @@ class JaxformerPeer:
 
 
 def make_peer(cfg: dict, seed: int = 0, **model_overrides) -> JaxformerPeer:
-  """peers_bench's factory: `--extra bench.jaxformer_peer:make_peer`."""
+  """peers_bench's factory: the library's defaults (ModelConfig's scan_layers='auto', which
+  loops over config S's 6 layers). `--extra bench.jaxformer_peer:make_peer`."""
   return JaxformerPeer(cfg, seed, **model_overrides)
 
 
@@ -100,6 +101,14 @@ def make_peer_loop(cfg: dict, seed: int = 0) -> JaxformerPeer:
   `--extra bench.jaxformer_peer:make_peer_loop`."""
   peer = JaxformerPeer(cfg, seed, scan_layers=False)
   peer.name = 'jaxformer_loop'
+  return peer
+
+
+def make_peer_scan(cfg: dict, seed: int = 0) -> JaxformerPeer:
+  """nn.scan over layers (scan_layers=True, the default before 'auto'): compile time flat in
+  depth, slower steps on CPU. `--extra bench.jaxformer_peer:make_peer_scan`."""
+  peer = JaxformerPeer(cfg, seed, scan_layers=True)
+  peer.name = 'jaxformer_scan'
   return peer
 
 

@@ -4,6 +4,8 @@ Other configs import this and override what they change. Override any field from
 line: `python train.py --config=configs/tiny.py --config.model.num_layers=2`.
 """
 
+import dataclasses
+
 import ml_collections
 
 from jaxformer.config import ModelConfig
@@ -12,7 +14,10 @@ from jaxformer.config import ModelConfig
 def get_model_config() -> ml_collections.ConfigDict:
   """The fields of jaxformer.ModelConfig: its defaults (jaxformer/config.py explains each field
   and its rules), except where training starts elsewhere, below."""
-  fields = ModelConfig().to_dict()
+  fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+  # scan_layers takes True, False or 'auto', so its field accepts any literal (a plain field
+  # would keep the type of its default, str, and refuse a bool).
+  fields['scan_layers'] = ml_collections.FieldReference(fields['scan_layers'], field_type=object)
   # LoRA has its own section (c.lora below): training turns it into the lora_* model fields.
   m = ml_collections.ConfigDict({k: v for k, v in fields.items() if not k.startswith('lora_')})
   m.vocab_size = 0  # 0 = take it from the tokenizer

@@ -24,6 +24,7 @@ def tiny(**kw):
     num_decoder_layers=2,
     max_len=16,
     dropout_rate=0.1,
+    scan_layers=True,  # the stacked layout the model tests index ('layer'); 'auto' would loop
   )
   return ModelConfig(**{**base, **kw})
 

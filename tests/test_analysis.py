@@ -38,7 +38,7 @@ def tokens(batch=3, length=16, seed=1):
 
 @pytest.fixture(scope='module')
 def model():
-  cfg = tiny()  # scan layout, fused attention: what training produces
+  cfg = tiny()  # the default layout (a loop at 2 layers), as training produces
   return cfg, random_params(cfg)
 
 
@@ -87,9 +87,9 @@ def test_masking_every_head_of_a_layer_removes_the_attention_sublayer(model):
   # The same model with layer 1's attention sublayer deleted: its output projection (kernel
   # and bias) contributes zero, so the residual stream skips it.
   removed = jax.tree.map(np.array, params)
-  out = removed['backbone']['layers']['layer']['self_attention']['out']
+  out = removed['backbone']['layers']['layer_1']['self_attention']['out']
   for name in out:
-    out[name][1] = 0.0
+    out[name][...] = 0.0
   reference = DecoderLM(cfg).apply({'params': removed}, x)
   np.testing.assert_allclose(np.asarray(masked), np.asarray(reference), atol=1e-5)
   plain = DecoderLM(cfg).apply({'params': params}, x)

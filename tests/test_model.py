@@ -176,6 +176,22 @@ def test_dropout_keeps_at_its_rate_and_split_masks_are_independent():
     drop.apply({}, [(2, 3, 4), (3, 3, 4)], method='split')
 
 
+def test_dropout_threefry_gives_jaxs_bits_bit_for_bit():
+  """Dropout's own threefry2x32 (fused by XLA into one kernel) equals jax's primitive, so the
+  masks - and with them every run's numbers, across meshes and on resume - are unchanged."""
+  import jax.extend.random
+
+  from jaxformer.model.layers import _threefry2x32
+
+  k1, k2 = jax.random.key_data(jax.random.key(7))
+  rng = np.random.default_rng(0)
+  x0, x1 = (jnp.asarray(rng.integers(0, 2**32, (3, 1000), dtype=np.uint32)) for _ in range(2))
+  ours = jax.jit(_threefry2x32)(k1, k2, x0, x1)
+  theirs = jax.jit(jax.extend.random.threefry2x32_p.bind)(k1, k2, x0, x1)
+  for a, b in zip(ours, theirs):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_dropout_in_encoder_decoder():
   cfg = tiny(dropout_rate=0.3)
   x, y = tokens((2, 6)), tokens((2, 5), seed=2)

@@ -51,6 +51,8 @@ INVALID = [
   ('tie_embeddings', 'yes'),
   ('use_bias', 1),
   ('scan_layers', None),
+  ('scan_layers', 'yes'),
+  ('scan_layers', 1),
   ('vocab_size', 3.5),
   ('d_model', True),
 ]
@@ -85,6 +87,64 @@ def test_derived_sizes():
   assert (cfg.head_dim, cfg.ff_dim, cfg.compute_dtype) == (4, 64, jnp.float32)
   assert tiny(d_ff=24).ff_dim == 24 and tiny(mlp_ratio=0.0).ff_dim == 0
   assert tiny(dtype='auto').compute_dtype == jnp.float32  # tests run on CPU
+
+
+# ----- scan_layers='auto' -----
+
+
+def test_scan_layers_auto_loops_shallow_stacks_and_scans_deep_or_remat_ones():
+  from jaxformer.config import AUTO_LOOP_MAX_LAYERS as most
+
+  assert ModelConfig().scan_layers is False  # the library default: 4 layers, a loop
+  assert tiny(scan_layers='auto', num_layers=most).scan_layers is False
+  assert tiny(scan_layers='auto', num_layers=most + 1).scan_layers is True
+  assert tiny(scan_layers='auto', num_decoder_layers=most + 1).scan_layers is True  # any stack
+  assert tiny(scan_layers='auto', remat='dots').scan_layers is True  # remat saves only in scan
+  assert tiny(scan_layers=False, num_layers=most + 1).scan_layers is False  # explicit wins
+  assert tiny(scan_layers=True).scan_layers is True
+  # replace keeps the resolved layout (built parameters keep fitting) unless asked again
+  assert ModelConfig().replace(num_layers=most + 1).scan_layers is False
+  assert ModelConfig().replace(num_layers=most + 1, scan_layers='auto').scan_layers is True
+
+
+def test_auto_layout_is_recorded_so_a_changed_rule_still_reads_the_saved_tree(monkeypatch):
+  """Checkpoints and exports store to_dict(): the resolved layout, not 'auto'. A jaxformer whose
+  rule resolves differently (simulated by moving the threshold) builds the saved tree from it."""
+  import jaxformer.config as config_lib
+
+  cfg = tiny(scan_layers='auto')  # 2 layers: the loop
+  saved = json.loads(json.dumps(cfg.to_dict()))
+  assert saved['scan_layers'] is False
+  monkeypatch.setattr(config_lib, 'AUTO_LOOP_MAX_LAYERS', 1)
+  assert tiny(scan_layers='auto').scan_layers is True  # the rule changed
+  x = jnp.ones((1, 4), jnp.int32)
+
+  def tree(c):
+    return jax.tree.structure(jax.eval_shape(DecoderLM(c).init, KEY, x)['params'])
+
+  assert ModelConfig.from_dict(saved) == cfg
+  assert tree(ModelConfig.from_dict(saved)) == tree(cfg)
+
+
+def test_resume_with_auto_keeps_the_saved_runs_layout():
+  """A run saved with scan (the default before 'auto') resumes with 'auto' in scan, even where
+  'auto' now resolves to the loop; an explicit value is left to resume_changes to judge."""
+  from jaxformer.configs import default
+
+  from jaxformer.training import setup
+
+  config = default.get_config()
+  config.model.num_layers, config.model.vocab_size = 2, 64
+  assert setup.model_config(config, 64).scan_layers is False
+  saved = setup.resolved_dict(config, setup.model_config(config, 64))
+  saved['model']['scan_layers'] = True
+  setup.keep_saved_layout(config, saved)
+  cfg = setup.model_config(config, 64)
+  assert cfg.scan_layers is True
+  assert setup.resume_changes(saved, setup.resolved_dict(config, cfg)) == []
+  config.model.scan_layers = False
+  setup.keep_saved_layout(config, saved)
+  assert config.model.scan_layers is False
 
 
 # ----- parameter count and FLOPs -----

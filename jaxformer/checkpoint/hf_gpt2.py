@@ -190,7 +190,9 @@ def check_tensors(tensors: Mapping[str, np.ndarray], cfg: ModelConfig, where: st
 
 
 def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: ModelConfig, where: str) -> dict:
-  """Canonical GPT-2 tensors -> a DecoderLM params tree (scan layout, float32 numpy)."""
+  """Canonical GPT-2 tensors -> a DecoderLM params tree (float32 numpy) in cfg's layer layout."""
+  from jaxformer.model.blocks import scan_to_loop
+
   check_tensors(tensors, cfg, where)
   d, h, k = cfg.d_model, cfg.num_heads, cfg.head_dim
 
@@ -224,11 +226,11 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: ModelConfig, where: s
         'mlp': {'wi': dense(f'{p}.mlp.c_fc'), 'wo': dense(f'{p}.mlp.c_proj')},
       }
     )
-  stacked = _stack(layers)
+  stacked = {'layer': _stack(layers)}
   backbone = {
     'token_embed': {'embedding': t('wte.weight')},
     'pos_embed': {'embedding': t('wpe.weight')},
-    'layers': {'layer': stacked},
+    'layers': stacked if cfg.scan_layers else scan_to_loop(stacked),
     'final_norm': norm('ln_f'),
   }
   params = {'backbone': backbone}

@@ -14,7 +14,6 @@ import math
 
 import flax.linen as nn
 import jax
-import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 
@@ -163,9 +162,29 @@ def _uint16_draws(key, shape):
   groups = shape[:-1] + (shape[-1] // 4,)
   counts = jnp.arange(math.prod(groups), dtype=jnp.uint32).reshape(groups)
   k1, k2 = jax.random.key_data(key)
-  hi, lo = jax.extend.random.threefry2x32_p.bind(k1, k2, jnp.zeros_like(counts), counts)
+  hi, lo = _threefry2x32(k1, k2, jnp.zeros_like(counts), counts)
   halves = [jax.lax.bitcast_convert_type(b, jnp.uint16) for b in (hi, lo)]  # groups + [2]
   return jnp.concatenate(halves, axis=-1).reshape(shape)
+
+
+def _threefry2x32(k1, k2, x0, x1):
+  """Threefry-2x32 (Salmon et al. 2011, 20 rounds) of the counter pairs (x0, x1) under key
+  (k1, k2): bit for bit what jax's threefry2x32_p computes.
+
+  Written out in jnp so that XLA fuses all rounds into one elementwise kernel: on CPU, jax
+  lowers threefry2x32_p as a rolled loop whose every iteration reads and writes the whole
+  counter arrays (docs/performance.md measures the difference).
+  """
+  rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+  keys = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+  x0, x1 = x0 + keys[0], x1 + keys[1]
+  for i in range(5):
+    for r in rotations[i % 2]:
+      x0 = x0 + x1
+      x1 = ((x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r))) ^ x0
+    x0 = x0 + keys[(i + 1) % 3]
+    x1 = x1 + keys[(i + 2) % 3] + jnp.uint32(i + 1)
+  return x0, x1
 
 
 def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:

@@ -61,6 +61,8 @@ def prepare(config, workdir: str) -> PreparedRun:
   config, budget_record = budget.resumed(config, saved)
   tokenizer = _reused_tokenizer(config, workdir, saved)
   resuming = saved is not None and not config.overwrite
+  if resuming:
+    setup.keep_saved_layout(config, saved)
   data = data_lib.build_task_data(
     config.dataset,
     task=config.task,

@@ -143,6 +143,18 @@ def model_config(config, vocab_size: int) -> ModelConfig:
     raise ConfigError(f'model: {e}') from None
 
 
+def keep_saved_layout(config, saved: dict | None) -> None:
+  """On resume, model.scan_layers='auto' takes the layer layout the saved run recorded.
+
+  Its checkpoints hold that layout, and the rule behind 'auto' (jaxformer.config.scan_layers_for)
+  may differ in the jaxformer that resumes it: runs saved before 'auto' existed recorded the old
+  default, True. An explicit True/False is left alone (resume_changes refuses a change).
+  """
+  recorded = ((saved or {}).get('model') or {}).get('scan_layers')
+  if config.model.scan_layers == 'auto' and isinstance(recorded, bool):
+    config.model.scan_layers = recorded
+
+
 def check_batch_split(config) -> None:
   """Batch against hosts and micro-batches (the runtime checks it against the mesh)."""
   per_process = config.batch_size // jax.process_count()
