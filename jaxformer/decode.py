@@ -266,8 +266,20 @@ def generate(
     top_k=int(top_k),
     top_p=float(top_p),
     eos_id=-1 if eos_id is None else int(eos_id),
-    num_tokens=None if num_tokens is None else int(num_tokens),
+    num_tokens=_sampled_ids(model, num_tokens),
   )
+
+
+def _sampled_ids(model, num_tokens: int | None) -> int | None:
+  """How many ids may be sampled: never the model's padded vocabulary (ModelConfig.vocab_multiple).
+
+  The model gives padded ids a very low logit, but a high temperature would lift it to a
+  probability; sample_logits removes them before scaling.
+  """
+  cfg = getattr(model, 'cfg', None)
+  if cfg is not None and cfg.padded_vocab_size > cfg.vocab_size:
+    num_tokens = cfg.vocab_size if num_tokens is None else min(num_tokens, cfg.vocab_size)
+  return None if num_tokens is None else int(num_tokens)
 
 
 def _check_prompt_lengths(prompt, prompt_lengths) -> np.ndarray:
@@ -374,15 +386,18 @@ def generate_recompute(
     top_k=int(top_k),
     top_p=float(top_p),
     eos_id=-1 if eos_id is None else int(eos_id),
+    num_tokens=_sampled_ids(model, None),
   )
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens'))
+@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'num_tokens'))
 def _generate_recompute(
-  model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id
+  model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id, num_tokens
 ):
   batch, prompt_len = prompt.shape
-  sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+  sample = functools.partial(
+    sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, num_tokens=num_tokens
+  )
   tokens = jnp.zeros((batch, prompt_len + max_new_tokens), jnp.int32).at[:, :prompt_len].set(prompt)
 
   def keep_going(state):

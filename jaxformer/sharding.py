@@ -182,12 +182,12 @@ def validate_mesh_for_model(cfg: ModelConfig, mesh: Mesh, rules=LOGICAL_AXIS_RUL
   """Raise a one-line ValueError when `cfg` cannot be split on `mesh` under `rules`.
 
   Every logical axis that a rule maps to a mesh axis of size n must have a multiple of n
-  entries: heads, MLP units and the vocabulary on 'model', and d_model too under FSDP.
+  entries: heads, MLP units and the (padded) vocabulary on 'model', and d_model too under FSDP.
   """
   checks = (
     ('heads', 'num_heads', cfg.num_heads),
     ('mlp', 'd_ff', cfg.ff_dim),
-    ('vocab', 'vocab_size', cfg.vocab_size),
+    ('vocab', 'vocab_size', cfg.padded_vocab_size),
     ('embed', 'd_model', cfg.d_model),
   )
   for logical, field, value in checks:
@@ -196,6 +196,12 @@ def validate_mesh_for_model(cfg: ModelConfig, mesh: Mesh, rules=LOGICAL_AXIS_RUL
       continue
     n = mesh.shape[mesh_axis]
     if value % n:
+      if field == 'vocab_size':
+        raise ValueError(
+          f'model.vocab_size={cfg.vocab_size} (padded to {value} by model.vocab_multiple='
+          f"{cfg.vocab_multiple}) is not divisible by the mesh '{mesh_axis}' axis ({n}); set "
+          f'model.vocab_multiple=128 (or another multiple of {n})'
+        )
       raise ValueError(
         f"model.{field}={value} is not divisible by the mesh '{mesh_axis}' axis ({n}); "
         f'change model.{field} or mesh_shape'

@@ -117,9 +117,11 @@ def test_make_mesh_and_validation_errors():
     ('vocab_size', CFG.replace(vocab_size=33)),
   ):
     with pytest.raises(
-      ValueError, match=rf"model\.{field}=\d+ is not divisible by the mesh 'model' axis \(2\)"
+      ValueError, match=rf"model\.{field}=\d+ .*is not divisible by the mesh 'model' axis \(2\)"
     ):
       validate_mesh_for_model(cfg, mesh)
+  # Padded to a multiple of the axis, any vocabulary splits.
+  validate_mesh_for_model(CFG.replace(vocab_size=33, vocab_multiple=128), mesh)
   with pytest.raises(
     ValueError, match=r"model\.d_model=18 is not divisible by the mesh 'data' axis \(4\)"
   ):
