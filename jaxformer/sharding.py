@@ -115,6 +115,36 @@ def param_shardings(abstract_variables: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULE
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_variables), mesh, rules)
 
 
+def constrain_to_names(values: Any, abstract_boxed: Any) -> Any:
+  """`values` laid out by the logical axis names of `abstract_boxed`'s leaves (e.g. a KV cache
+  [batch, length, heads, kv]: batch over 'data', heads over 'model'), under the mesh and rules
+  of the current `placement`; outside one it returns `values` unchanged.
+
+  abstract_boxed: the same tree with nn.Partitioned leaves (jax.eval_shape of the model's
+  init); unnamed leaves such as the cache index are replicated.
+  """
+  names = nn.get_partition_spec(abstract_boxed)
+  return jax.tree.map(
+    lambda x, spec: nn.with_logical_constraint(x, tuple(spec)),
+    values,
+    names,
+    is_leaf=lambda x: isinstance(x, PartitionSpec),
+  )
+
+
+def logical_axis_index(abstract_boxed: Any, name: str) -> Any:
+  """For each leaf of `abstract_boxed`, the position of logical axis `name` (-1 if it has none).
+
+  E.g. the batch axis of every KV-cache leaf: axis 1 under scanned layers [layers, batch, ...],
+  axis 0 otherwise.
+  """
+  return jax.tree.map(
+    lambda spec: tuple(spec).index(name) if name in tuple(spec) else -1,
+    nn.get_partition_spec(abstract_boxed),
+    is_leaf=lambda x: isinstance(x, PartitionSpec),
+  )
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Inputs [batch, ...] split over 'data', replicated over 'model'."""
   return NamedSharding(mesh, PartitionSpec('data'))

@@ -1,5 +1,6 @@
 """Sharding on an 8-device CPU mesh (data=4, model=2): heads split across 'model', same numbers."""
 
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from model_fixtures import KEY, tiny
 
+from jaxformer import decode
 from jaxformer.models import DecoderLM, EncoderDecoder
 from jaxformer.sharding import (
   FSDP_RULES,
@@ -16,6 +18,7 @@ from jaxformer.sharding import (
   make_mesh,
   param_shardings,
   partitioning_report,
+  placement,
   validate_batch_size,
   validate_mesh_for_model,
 )
@@ -133,3 +136,42 @@ def test_make_mesh_and_validation_errors():
     ValueError, match=r"batch_size=6 is not divisible by the mesh 'data' axis \(4\)"
   ):
     validate_batch_size(6, mesh)
+
+
+def test_kv_caches_are_laid_out_by_their_axis_names():
+  """Under placement(mesh (2, 4)) a cache [layers, batch, length, heads, kv] splits its batch
+  over 'data' and its heads over 'model', from the names the model gives its axes."""
+  with placement(make_mesh((2, 4))):  # decoding builds its cache inside jit, like this
+    cache = jax.jit(lambda: decode.lm_cache(DecoderLM(tiny()), batch=4, length=16))()
+  cached_key = cache['backbone']['layers']['layer']['self_attention']['cached_key']
+  assert cached_key.sharding.spec == P(None, 'data', None, 'model')
+  assert {s.data.shape for s in cached_key.addressable_shards} == {(2, 2, 16, 1, 4)}
+
+
+@pytest.mark.slow  # four decoding loops to compile: ~20 s on one core
+def test_decoding_with_params_sharded_on_2x4_matches_one_device():
+  """Sampling gives the tokens of one device, and beam search, which reorders the sharded cache
+  along the batch axis its names give, the same hypotheses and scores."""
+  mesh = make_mesh((2, 4))
+  cfg = tiny(dropout_rate=0.0)
+
+  def sharded(model, *args, seed):
+    abstract = jax.eval_shape(model.init, KEY, *args)['params']
+    params = random_params(abstract, seed=seed)
+    return params, jax.device_put(params, param_shardings(abstract, mesh, LOGICAL_AXIS_RULES))
+
+  lm, prompt = DecoderLM(cfg), tokens((4, 3))
+  single, split = sharded(lm, prompt, seed=3)
+  sample = lambda p: decode.generate(lm, p, prompt, max_new_tokens=8, rng=KEY, temperature=1.0)
+  want = sample(single)
+  with placement(mesh):
+    np.testing.assert_array_equal(sample(split), want)
+
+  seq2seq, src = EncoderDecoder(cfg), tokens((2, 6))
+  single, split = sharded(seq2seq, src, src, seed=4)
+  search = lambda p: decode.beam_search(seq2seq, p, src, beam_size=2, max_len=6, bos_id=1, eos_id=2)
+  want = search(single)
+  with placement(mesh):
+    got = search(split)
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
