@@ -150,6 +150,20 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec('data'))
 
 
+def unplaced_default() -> jax.sharding.Sharding:
+  """Where an array that names no sharding goes (e.g. a checkpoint restored without a model):
+  the first local device, or with several processes a copy on every device of every host."""
+  if jax.process_count() == 1:
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return replicated(make_mesh((-1, 1)))
+
+
+def stacked_over(devices: Sequence[Any], axis_name: str) -> NamedSharding:
+  """Arrays [len(devices), ...] split along their leading axis, one slice per device: the
+  replicas that jax.pmap over `axis_name` takes."""
+  return NamedSharding(Mesh(np.asarray(devices), (axis_name,)), PartitionSpec(axis_name))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   """One full copy on every device of `mesh` (step counters, random keys, metrics)."""
   return NamedSharding(mesh, PartitionSpec())

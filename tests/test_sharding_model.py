@@ -1,5 +1,8 @@
 """Sharding on an 8-device CPU mesh (data=4, model=2): heads split across 'model', same numbers."""
 
+import glob
+import os
+import re
 
 import flax.linen as nn
 import jax
@@ -175,3 +178,23 @@ def test_decoding_with_params_sharded_on_2x4_matches_one_device():
     got = search(split)
   np.testing.assert_array_equal(got[0], want[0])
   np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
+
+
+def test_only_sharding_py_builds_meshes_and_shardings():
+  """Placement is decided in one module: no other code in the package or bench/ constructs a
+  mesh or a sharding (the checkpoint restore default and pmap's replicas included)."""
+  builds = re.compile(
+    r'\b(Mesh|NamedSharding|SingleDeviceSharding|PositionalSharding)\(|jax\.make_mesh\('
+  )
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sources = glob.glob(os.path.join(root, 'jaxformer', '**', '*.py'), recursive=True)
+  sources += glob.glob(os.path.join(root, 'bench', '*.py'))
+  offenders = []
+  for path in sources:
+    if os.path.relpath(path, root) == os.path.join('jaxformer', 'sharding.py'):
+      continue
+    with open(path) as f:
+      for number, line in enumerate(f, 1):
+        if builds.search(line):
+          offenders.append(f'{os.path.relpath(path, root)}:{number}: {line.strip()}')
+  assert len(sources) > 50 and offenders == []
