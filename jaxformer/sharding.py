@@ -205,14 +205,22 @@ def partitioning_report(
     name = '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
     axes = tuple(leaf.names) if is_box(leaf) else (None,) * len(leaf.shape)
     shape = tuple(leaf.value.shape if is_box(leaf) else leaf.shape)
-    spec = nn.logical_to_mesh_axes(axes, rules)
     report[name] = dict(
       logical_axes=axes,
-      partition_spec=spec,
+      partition_spec=nn.logical_to_mesh_axes(axes, rules),
       global_shape=shape,
-      shard_shape=tuple(NamedSharding(mesh, spec).shard_shape(shape)),
+      shard_shape=logical_shard_shape(shape, axes, mesh, rules),
     )
   return report
+
+
+def logical_shard_shape(
+  shape: Sequence[int], logical_axes: Sequence[str | None], mesh: Mesh, rules=LOGICAL_AXIS_RULES
+) -> tuple[int, ...]:
+  """The per-device shape of an array `shape` whose axes have these logical names, e.g. an
+  activation [batch, length, heads, kv] on mesh (2, 4): (batch / 2, length, heads / 4, kv)."""
+  spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)
+  return tuple(NamedSharding(mesh, spec).shard_shape(tuple(shape)))
 
 
 def _mesh_axis_for(logical: str, rules) -> str | None:

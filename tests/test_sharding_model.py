@@ -1,6 +1,7 @@
 """Sharding on an 8-device CPU mesh (data=4, model=2): heads split across 'model', same numbers."""
 
 import glob
+import importlib.util
 import os
 import re
 
@@ -198,3 +199,29 @@ def test_only_sharding_py_builds_meshes_and_shardings():
         if builds.search(line):
           offenders.append(f'{os.path.relpath(path, root)}:{number}: {line.strip()}')
   assert len(sources) > 50 and offenders == []
+
+
+def test_the_documented_v5e_8_placement_of_a_1b_model():
+  """bench/v5e_placement.py (quoted in docs/parallelism.md) from abstract shapes only."""
+  spec = importlib.util.spec_from_file_location(
+    'v5e_placement',
+    os.path.join(os.path.dirname(os.path.dirname(__file__)), 'bench', 'v5e_placement.py'),
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  result = module.placement()
+  assert result['num_params'] == 1_011_572_736
+  mib = {name: round(size, 1) for name, _, _, _, size in result['rows']}
+  assert mib == {
+    'parameters (f32)': 971.4,
+    'AdamW mu + nu (f32)': 1942.7,
+    'token table (tied head)': 98.2,
+    'residual stream x': 32.0,
+    'q, k or v (each)': 8.0,
+    'attention scores': 128.0,
+    'MLP hidden': 32.0,
+    'logits (once)': 393.0,
+  }
+  shards = {name: shard for name, _, shard, _, _ in result['rows']}
+  assert shards['q, k or v (each)'] == (8, 1024, 4, 128)  # batch / 2, heads / 4
+  assert shards['token table (tied head)'] == (12576, 2048)  # 50304 padded rows / 4
