@@ -154,3 +154,23 @@ def test_init_from_pads_or_unpads_the_pretrained_tables(tmp_path):
     ckpt.save(1, {'params': tree(padded + 1.0), 'step': jnp.asarray(1)}, val_loss=1.0)
   with pytest.raises(CheckpointError, match='token_embed/embedding: cannot shrink'):
     load_params_for_init(tmp_path / 'trained', tree(real))
+
+
+def test_experiments_count_the_padded_table_as_embeddings(tmp_path):
+  """Non-embedding parameters of a byte model are the same padded or not."""
+  import json
+
+  from jaxformer.experiments.common import Run, describe_lm_run
+
+  counts = []
+  for multiple in (1, 128):
+    workdir = tmp_path / str(multiple)
+    workdir.mkdir()
+    model = byte_model(vocab_multiple=multiple).to_dict()
+    (workdir / 'config.json').write_text(json.dumps({'model': model, 'batch_size': 8}))
+    metrics = [{'step': 1, 'split': 'val', 'bits_per_byte': 2.0}]
+    summary = {'best_val_loss': 1.0, 'last_step': 1, 'tokens_per_s': 1.0, 'wall_s': 1.0}
+    counts.append(
+      describe_lm_run(Run(str(workdir), summary, metrics, True))['non_embedding_params']
+    )
+  assert counts[0] == counts[1] > 0
