@@ -21,6 +21,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   # LoRA has its own section (c.lora below): training turns it into the lora_* model fields.
   m = ml_collections.ConfigDict({k: v for k, v in fields.items() if not k.startswith('lora_')})
   m.vocab_size = 0  # 0 = take it from the tokenizer
+  m.vocab_multiple = 128  # vocab tables padded to a multiple of 128 rows: any mesh splits them
   m.num_encoder_layers = 3  # encoder layers of EncoderDecoder
   m.num_decoder_layers = 3  # decoder layers of EncoderDecoder
   m.max_len = 128  # longest sequence (LM window, classifier and translation length)

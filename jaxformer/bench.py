@@ -86,8 +86,10 @@ NOMINAL_PEAK = {
   'A100': 312e12,
   'L4': 121e12,
   'TPU v4': 275e12,
+  'TPU v5 lite': 197e12,  # what jax calls a v5e chip (device_kind)
   'TPU v5e': 197e12,
   'TPU v5p': 459e12,
+  'TPU v6 lite': 918e12,  # v6e (Trillium)
 }
 
 
@@ -490,7 +492,12 @@ def print_table(rows: list[dict]) -> None:
   sys.stderr.flush()
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line, with --overrides and every --set FIELD=VALUE merged into args.overrides.
+
+  Refuses (SystemExit 2) an unknown config, measurement or ModelConfig field, so a script's
+  command line can be checked without running it.
+  """
   ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   ap.add_argument('--config', default='S', choices=sorted(CONFIGS))
   ap.add_argument('--steps', type=int, default=10, help='timed steps (after warm-up)')
@@ -514,15 +521,33 @@ def main(argv=None):
   ap.add_argument('--worker', help=argparse.SUPPRESS)
   ap.add_argument('--overrides', default='{}', help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
-  if args.threads:
-    # Must happen before jax creates its CPU client; worker processes inherit the affinity.
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
   args.overrides = json.loads(args.overrides)
   for item in args.set:
     key, _, value = item.partition('=')
     args.overrides[key] = (
       json.loads(value) if value[:1].isdigit() or value in ('true', 'false') else value
     )
+  if args.only not in ('default', 'all'):
+    unknown = set(args.only.split(',')) - set(MEASUREMENTS)
+    if unknown:
+      ap.error(f'--only: unknown measurement(s) {sorted(unknown)}; choose from {MEASUREMENTS}')
+  try:
+    model_config(CONFIGS[args.config], **args.overrides)
+  except (TypeError, ValueError) as e:
+    ap.error(f'--set: {e}')
+  from jaxformer.config import ModelConfig
+
+  unknown = sorted(set(args.overrides) - set(ModelConfig.__dataclass_fields__))
+  if unknown:
+    ap.error(f'--set: ModelConfig has no field(s) {unknown}')
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.threads:
+    # Must happen before jax creates its CPU client; worker processes inherit the affinity.
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
   if args.worker:
     cfg = CONFIGS[args.config]
     if args.worker == 'compile':

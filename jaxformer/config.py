@@ -54,6 +54,10 @@ def early_stopping_monitor(config: Mapping[str, Any]) -> str:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   vocab_size: int = 256  # token ids 0..vocab_size-1; id 0 is padding
+  # The padded ids' logits are masked (never predicted, sampled or scored), so only the tables'
+  # shapes change. Training uses 128 (configs/default.py): it divides any power-of-two mesh
+  # 'model' axis up to 128, so any tokenizer shards on any mesh.
+  vocab_multiple: int = 1  # embedding/output rows: vocab_size rounded up to this multiple (1: none)
   d_model: int = 256  # width of the residual stream
   num_heads: int = 4  # attention heads per layer; head_dim = d_model // num_heads
   num_layers: int = 4  # depth of DecoderLM / Classifier
@@ -95,6 +99,7 @@ class ModelConfig:
       'num_encoder_layers',
       'num_decoder_layers',
       'max_len',
+      'vocab_multiple',
     ):
       value = getattr(self, name)
       if not _is_int(value) or value <= 0:
@@ -147,6 +152,11 @@ class ModelConfig:
   @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
+
+  @property
+  def padded_vocab_size(self) -> int:
+    """Rows of the embedding and output tables: vocab_size rounded up to vocab_multiple."""
+    return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
   @property
   def ff_dim(self) -> int:

@@ -6,7 +6,11 @@ Every function here
 - runs a fixed-shape `lax.while_loop` under `jax.jit`, which stops early once every row of
   the batch has finished. It compiles once per model, batch shape and output length:
   temperature, top-k, top-p, alpha and the token ids are traced values, not constants;
-- works on a batch, and pads a row with 0 (the pad id) after its EOS.
+- works on a batch, and pads a row with 0 (the pad id) after its EOS;
+- under `sharding.placement(mesh, rules)` lays its caches out by the axis names the model gives
+  them ([batch, length, heads, kv]: batch over 'data', heads over 'model'). Every cache leaf
+  with a batch axis must name it 'batch' (nn.with_logical_partitioning): beam search reorders
+  the beams along it.
 
 Language models (DecoderLM):
     generate(model, params, prompt[B, P], max_new_tokens=N, rng=key)  -> [B, P + N]
@@ -36,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from jaxformer import sharding as jf_sharding
 
 # A finite "minus infinity" for log-probabilities: -inf - (-inf) would be NaN.
 NEG_INF = -1.0e9
@@ -106,13 +112,16 @@ def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0, num_tokens=No
 # ----- the cache ----------------------------------------------------------------------------
 
 
-def _zeros_like_abstract(tree):
-  return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
+def _abstract_cache(init_fn):
+  """Shapes of the 'cache' collection that init_fn creates, without running it: nn.Partitioned
+  leaves that carry each axis's logical name ('batch', 'length', 'heads', 'kv')."""
+  return jax.eval_shape(init_fn)
 
 
-def _unboxed(init_fn):
-  """Shapes of the 'cache' collection that init_fn creates, without running it: plain arrays."""
-  return nn.unbox(jax.eval_shape(init_fn))
+def _empty(abstract_cache):
+  """An all-zeros cache, placed by its axis names under the current mesh (sharding.py)."""
+  zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), nn.unbox(abstract_cache))
+  return jf_sharding.constrain_to_names(zeros, abstract_cache)
 
 
 def lm_cache(model, batch: int, length: int):
@@ -123,17 +132,20 @@ def lm_cache(model, batch: int, length: int):
       'cache'
     ]
 
-  return _zeros_like_abstract(_unboxed(init))
+  return _empty(_abstract_cache(init))
 
 
-def empty_decoder_cache(model, encoded, src, length: int):
-  """An all-zeros decoder cache for an encoder-decoder: encoded [B, S, D], src [B, S]."""
-
+def _decoder_cache_shapes(model, encoded, src, length: int):
   def init():
     tgt = jnp.zeros((src.shape[0], length), jnp.int32)
     return model.init(jax.random.key(0), encoded, src, tgt, decode=True, method='decode')['cache']
 
-  return _zeros_like_abstract(_unboxed(init))
+  return _abstract_cache(init)
+
+
+def empty_decoder_cache(model, encoded, src, length: int):
+  """An all-zeros decoder cache for an encoder-decoder: encoded [B, S, D], src [B, S]."""
+  return _empty(_decoder_cache_shapes(model, encoded, src, length))
 
 
 def decoder_cache(model, params, encoded, src, length: int):
@@ -152,21 +164,6 @@ def _leaf_name(path) -> str:
   """The variable name at the end of a cache leaf's tree path, e.g. 'cross_key'."""
   last = path[-1]
   return str(getattr(last, 'key', getattr(last, 'name', last)))
-
-
-def _batch_axes(make_cache):
-  """Which axis of each cache leaf is the batch (-1: none, e.g. the scalar index).
-
-  Found by building the cache's shapes for batch 1 and batch 2 and seeing which axis
-  changes: scanned layers put a [num_layers] axis first, so it is not always axis 0.
-  """
-  one, two = make_cache(1), make_cache(2)
-
-  def axis(a, b):
-    diff = [i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x != y]
-    return diff[0] if diff else -1
-
-  return jax.tree.map(axis, one, two)
 
 
 def _lm_step(model, params, cache, tokens):
@@ -276,8 +273,20 @@ def generate(
     top_k=int(top_k),
     top_p=float(top_p),
     eos_id=-1 if eos_id is None else int(eos_id),
-    num_tokens=None if num_tokens is None else int(num_tokens),
+    num_tokens=_sampled_ids(model, num_tokens),
   )
+
+
+def _sampled_ids(model, num_tokens: int | None) -> int | None:
+  """How many ids may be sampled: never the model's padded vocabulary (ModelConfig.vocab_multiple).
+
+  The model gives padded ids a very low logit, but a high temperature would lift it to a
+  probability; sample_logits removes them before scaling.
+  """
+  cfg = getattr(model, 'cfg', None)
+  if cfg is not None and cfg.padded_vocab_size > cfg.vocab_size:
+    num_tokens = cfg.vocab_size if num_tokens is None else min(num_tokens, cfg.vocab_size)
+  return None if num_tokens is None else int(num_tokens)
 
 
 def _check_prompt_lengths(prompt, prompt_lengths) -> np.ndarray:
@@ -384,15 +393,18 @@ def generate_recompute(
     top_k=int(top_k),
     top_p=float(top_p),
     eos_id=-1 if eos_id is None else int(eos_id),
+    num_tokens=_sampled_ids(model, None),
   )
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens'))
+@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'num_tokens'))
 def _generate_recompute(
-  model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id
+  model, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p, eos_id, num_tokens
 ):
   batch, prompt_len = prompt.shape
-  sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+  sample = functools.partial(
+    sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, num_tokens=num_tokens
+  )
   tokens = jnp.zeros((batch, prompt_len + max_new_tokens), jnp.int32).at[:, :prompt_len].set(prompt)
 
   def keep_going(state):
@@ -515,7 +527,11 @@ def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_i
   encoded = jnp.repeat(encoded, k, axis=0)  # [B * K, S, D]
   src_k = jnp.repeat(src, k, axis=0)  # [B * K, S]
   cache = decoder_cache(model, params, encoded, src_k, max_len)
-  axes = _batch_axes(lambda n: empty_decoder_cache(model, encoded[:n], src_k[:n], max_len))
+  # Which axis of each cache leaf is the batch: named by the cache itself (scanned layers put
+  # a [num_layers] axis first); -1 for the index.
+  axes = jf_sharding.logical_axis_index(
+    _decoder_cache_shapes(model, encoded, src_k, max_len), 'batch'
+  )
   # The beams of a sentence share its source, so its cross-attention keys/values are the same in
   # every beam: gathering them each step (2 x [B*K, S, heads, head_dim] per layer) changes
   # nothing and made beam search 1.6x slower on the number-word model.

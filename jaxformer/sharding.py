@@ -115,9 +115,53 @@ def param_shardings(abstract_variables: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULE
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_variables), mesh, rules)
 
 
+def constrain_to_names(values: Any, abstract_boxed: Any) -> Any:
+  """`values` laid out by the logical axis names of `abstract_boxed`'s leaves (e.g. a KV cache
+  [batch, length, heads, kv]: batch over 'data', heads over 'model'), under the mesh and rules
+  of the current `placement`; outside one it returns `values` unchanged.
+
+  abstract_boxed: the same tree with nn.Partitioned leaves (jax.eval_shape of the model's
+  init); unnamed leaves such as the cache index are replicated.
+  """
+  names = nn.get_partition_spec(abstract_boxed)
+  return jax.tree.map(
+    lambda x, spec: nn.with_logical_constraint(x, tuple(spec)),
+    values,
+    names,
+    is_leaf=lambda x: isinstance(x, PartitionSpec),
+  )
+
+
+def logical_axis_index(abstract_boxed: Any, name: str) -> Any:
+  """For each leaf of `abstract_boxed`, the position of logical axis `name` (-1 if it has none).
+
+  E.g. the batch axis of every KV-cache leaf: axis 1 under scanned layers [layers, batch, ...],
+  axis 0 otherwise.
+  """
+  return jax.tree.map(
+    lambda spec: tuple(spec).index(name) if name in tuple(spec) else -1,
+    nn.get_partition_spec(abstract_boxed),
+    is_leaf=lambda x: isinstance(x, PartitionSpec),
+  )
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Inputs [batch, ...] split over 'data', replicated over 'model'."""
   return NamedSharding(mesh, PartitionSpec('data'))
+
+
+def unplaced_default() -> jax.sharding.Sharding:
+  """Where an array that names no sharding goes (e.g. a checkpoint restored without a model):
+  the first local device, or with several processes a copy on every device of every host."""
+  if jax.process_count() == 1:
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return replicated(make_mesh((-1, 1)))
+
+
+def stacked_over(devices: Sequence[Any], axis_name: str) -> NamedSharding:
+  """Arrays [len(devices), ...] split along their leading axis, one slice per device: the
+  replicas that jax.pmap over `axis_name` takes."""
+  return NamedSharding(Mesh(np.asarray(devices), (axis_name,)), PartitionSpec(axis_name))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -161,14 +205,22 @@ def partitioning_report(
     name = '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
     axes = tuple(leaf.names) if is_box(leaf) else (None,) * len(leaf.shape)
     shape = tuple(leaf.value.shape if is_box(leaf) else leaf.shape)
-    spec = nn.logical_to_mesh_axes(axes, rules)
     report[name] = dict(
       logical_axes=axes,
-      partition_spec=spec,
+      partition_spec=nn.logical_to_mesh_axes(axes, rules),
       global_shape=shape,
-      shard_shape=tuple(NamedSharding(mesh, spec).shard_shape(shape)),
+      shard_shape=logical_shard_shape(shape, axes, mesh, rules),
     )
   return report
+
+
+def logical_shard_shape(
+  shape: Sequence[int], logical_axes: Sequence[str | None], mesh: Mesh, rules=LOGICAL_AXIS_RULES
+) -> tuple[int, ...]:
+  """The per-device shape of an array `shape` whose axes have these logical names, e.g. an
+  activation [batch, length, heads, kv] on mesh (2, 4): (batch / 2, length, heads / 4, kv)."""
+  spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)
+  return tuple(NamedSharding(mesh, spec).shard_shape(tuple(shape)))
 
 
 def _mesh_axis_for(logical: str, rules) -> str | None:
@@ -182,12 +234,12 @@ def validate_mesh_for_model(cfg: ModelConfig, mesh: Mesh, rules=LOGICAL_AXIS_RUL
   """Raise a one-line ValueError when `cfg` cannot be split on `mesh` under `rules`.
 
   Every logical axis that a rule maps to a mesh axis of size n must have a multiple of n
-  entries: heads, MLP units and the vocabulary on 'model', and d_model too under FSDP.
+  entries: heads, MLP units and the (padded) vocabulary on 'model', and d_model too under FSDP.
   """
   checks = (
     ('heads', 'num_heads', cfg.num_heads),
     ('mlp', 'd_ff', cfg.ff_dim),
-    ('vocab', 'vocab_size', cfg.vocab_size),
+    ('vocab', 'vocab_size', cfg.padded_vocab_size),
     ('embed', 'd_model', cfg.d_model),
   )
   for logical, field, value in checks:
@@ -196,6 +248,12 @@ def validate_mesh_for_model(cfg: ModelConfig, mesh: Mesh, rules=LOGICAL_AXIS_RUL
       continue
     n = mesh.shape[mesh_axis]
     if value % n:
+      if field == 'vocab_size':
+        raise ValueError(
+          f'model.vocab_size={cfg.vocab_size} (padded to {value} by model.vocab_multiple='
+          f"{cfg.vocab_multiple}) is not divisible by the mesh '{mesh_axis}' axis ({n}); set "
+          f'model.vocab_multiple=128 (or another multiple of {n})'
+        )
       raise ValueError(
         f"model.{field}={value} is not divisible by the mesh '{mesh_axis}' axis ({n}); "
         f'change model.{field} or mesh_shape'

@@ -5,10 +5,16 @@ import importlib.util
 import json
 import math
 import os
+import re
+import shlex
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
+import pytest
+
+from jaxformer import bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS_BENCH = os.path.join(os.path.dirname(ROOT), 'shared', 'bench', 'peers_bench.py')
@@ -83,3 +89,34 @@ def test_synthetic_batches_are_the_peers_batches():
     spec.loader.exec_module(pb)
     for a, b in zip(ours, pb.make_batches(XS)):
       np.testing.assert_array_equal(a, b)
+
+
+def bench_command_lines(script: str) -> list[list[str]]:
+  """The arguments of every `python -m jaxformer.bench` line of a bench/*.sh script, with
+  continuation lines joined and ${VAR:-default} replaced by its default."""
+  with open(os.path.join(ROOT, 'bench', script)) as f:
+    text = f.read().replace('\\\n', ' ')
+  text = re.sub(r'\$\{\w+:-([^}]*)\}', r'\1', text)
+  lines = [line for line in text.splitlines() if '-m jaxformer.bench' in line]
+  return [shlex.split(line.split('-m jaxformer.bench', 1)[1]) for line in lines]
+
+
+@pytest.mark.parametrize('script', ['tpu.sh', 'gpu.sh'])
+def test_accelerator_scripts_ask_the_bench_for_m350_bf16_at_sequence_1024(script):
+  """bench/tpu.sh and bench/gpu.sh cannot run here; their command lines must still parse."""
+  commands = bench_command_lines(script)
+  assert len(commands) == 1
+  args = bench.parse_args(commands[0])
+  assert args.config == 'M350' and args.only == 'train' and args.steps == 10
+  cfg = bench.model_config(bench.CONFIGS[args.config], **args.overrides)
+  assert cfg.compute_dtype == jnp.bfloat16 and cfg.max_len == 1024 and cfg.num_layers == 24
+
+
+@pytest.mark.parametrize(
+  'argv',
+  [['--set', 'remat=sometimes'], ['--set', 'no_such_field=1'], ['--only', 'train,nothing']],
+)
+def test_bench_refuses_a_bad_command_line_before_running(argv, capsys):
+  with pytest.raises(SystemExit) as info:
+    bench.parse_args(['--config', 'XS', *argv])
+  assert info.value.code == 2 and 'error:' in capsys.readouterr().err

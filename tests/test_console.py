@@ -43,10 +43,15 @@ def test_startup_summary_eval_lines_and_final_metric(workdir, capfd):
   out = capfd.readouterr().out
   rows = _printed_block(out)
   assert rows['task'] == 'lm on jaxformer_shakespeare'
-  total, non_embedding = (int(x.replace(',', '')) for x in re.findall(r'\d[\d,]*', rows['model']))
+  total, non_embedding, real, padding = (
+    int(x.replace(',', '')) for x in re.findall(r'\d[\d,]*', rows['model'])[:4]
+  )
   with open(os.path.join(workdir, 'config.json')) as f:
     model = json.load(f)['model']  # the token and learned position tables are the embeddings
-  embeddings = (model['vocab_size'] + model['max_len']) * model['d_model']
+  padded_vocab = 384  # the byte tokenizer's 259 ids, padded to a multiple of 128
+  assert model['vocab_size'] == 259 and padding == (padded_vocab - 259) * model['d_model']
+  assert real + padding == total
+  embeddings = (padded_vocab + model['max_len']) * model['d_model']
   assert rows['model'].startswith('DecoderLM') and total - non_embedding == embeddings
   assert rows['devices'].startswith(f'{jax.device_count()} x cpu')
   assert rows['sharding'] == 'mesh data=8 model=1: batch over data'

@@ -307,9 +307,9 @@ class ToyDecoder(nn.Module):
 
   where context = the source's first token. Second order on purpose: the token before last
   is read from the 'cache', so beam search must carry each beam's cache along correctly. The
-  cached history is stored [length, batch], so its batch axis is not the first one. Like the
-  real model's cross-attention, decoding caches the context when given `encoded` and reads it
-  from the cache when encoded is None.
+  cached history is stored [length, batch] (axes named, as decoding requires of every cache), so
+  its batch axis is not the first one. Like the real model's cross-attention, decoding caches
+  the context when given `encoded` and reads it from the cache when encoded is None.
   """
 
   vocab: int
@@ -321,9 +321,12 @@ class ToyDecoder(nn.Module):
   def decode(self, encoded, src, tgt_in, deterministic=True, decode=False):
     table = self.param('table', nn.initializers.zeros, (3, self.vocab, self.vocab, self.vocab))
     batch, length = tgt_in.shape
-    history = self.variable('cache', 'history', jnp.zeros, (length, batch), jnp.int32)
+    named = lambda *axes: nn.with_logical_partitioning(jnp.zeros, axes)  # noqa: E731
+    history = self.variable(
+      'cache', 'history', named('length', 'batch'), (length, batch), jnp.int32
+    )
     index = self.variable('cache', 'index', lambda: jnp.array(0, jnp.int32))
-    cached_context = self.variable('cache', 'context', jnp.zeros, (batch,), jnp.int32)
+    cached_context = self.variable('cache', 'context', named('batch'), (batch,), jnp.int32)
     if encoded is None:
       context = cached_context.value
     else:

@@ -24,7 +24,14 @@ def test_the_base_model_config_is_model_configs_defaults_but_for_training_choice
     k[len('lora_') :] for k in ModelConfig().to_dict() if k.startswith('lora_')
   }
   changed = {k for k in base if base[k] != library[k]}
-  assert changed == {'vocab_size', 'num_encoder_layers', 'num_decoder_layers', 'max_len', 'dtype'}
+  assert changed == {
+    'vocab_size',
+    'vocab_multiple',
+    'num_encoder_layers',
+    'num_decoder_layers',
+    'max_len',
+    'dtype',
+  }
   assert base['vocab_size'] == 0  # 0 = the tokenizer's size, which ModelConfig cannot hold
   dataclasses.replace(ModelConfig(), **dict(base, vocab_size=256))  # and it is a valid one
 

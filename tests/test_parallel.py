@@ -137,7 +137,11 @@ def test_checkpoint_restores_onto_other_meshes(mesh_runs, tmp_path):
     ({'mesh_shape': (1, 16)}, 'mesh_shape'),
     ({'mesh_shape': (2, 4), 'model.num_heads': 2, 'model.d_model': 32}, 'num_heads'),
     ({'mesh_shape': (1, 8), 'model.mlp_ratio': 0.0, 'model.d_ff': 36}, 'd_ff'),
-    ({'mesh_shape': (2, 4), 'dataset.vocab_size': 514}, 'vocab_size'),
+    # 514 ids split 4 ways once padded (model.vocab_multiple=128), not without the padding.
+    (
+      {'mesh_shape': (2, 4), 'dataset.vocab_size': 514, 'model.vocab_multiple': 1},
+      'vocab_multiple',
+    ),
     ({'mesh_shape': (8, 1), 'batch_size': 12}, 'batch_size'),
     # FSDP splits d_model over 'data': 36 rows do not split 8 ways (setup.py once skipped this).
     ({'mesh_shape': (8, 1), 'fsdp': True, 'model.d_model': 36, 'model.num_heads': 4}, 'd_model'),

@@ -1,5 +1,10 @@
 """Sharding on an 8-device CPU mesh (data=4, model=2): heads split across 'model', same numbers."""
 
+import glob
+import importlib.util
+import os
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,6 +13,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from model_fixtures import KEY, tiny
 
+from jaxformer import decode
 from jaxformer.models import DecoderLM, EncoderDecoder
 from jaxformer.sharding import (
   FSDP_RULES,
@@ -16,6 +22,7 @@ from jaxformer.sharding import (
   make_mesh,
   param_shardings,
   partitioning_report,
+  placement,
   validate_batch_size,
   validate_mesh_for_model,
 )
@@ -117,9 +124,11 @@ def test_make_mesh_and_validation_errors():
     ('vocab_size', CFG.replace(vocab_size=33)),
   ):
     with pytest.raises(
-      ValueError, match=rf"model\.{field}=\d+ is not divisible by the mesh 'model' axis \(2\)"
+      ValueError, match=rf"model\.{field}=\d+ .*is not divisible by the mesh 'model' axis \(2\)"
     ):
       validate_mesh_for_model(cfg, mesh)
+  # Padded to a multiple of the axis, any vocabulary splits.
+  validate_mesh_for_model(CFG.replace(vocab_size=33, vocab_multiple=128), mesh)
   with pytest.raises(
     ValueError, match=r"model\.d_model=18 is not divisible by the mesh 'data' axis \(4\)"
   ):
@@ -131,3 +140,88 @@ def test_make_mesh_and_validation_errors():
     ValueError, match=r"batch_size=6 is not divisible by the mesh 'data' axis \(4\)"
   ):
     validate_batch_size(6, mesh)
+
+
+def test_kv_caches_are_laid_out_by_their_axis_names():
+  """Under placement(mesh (2, 4)) a cache [layers, batch, length, heads, kv] splits its batch
+  over 'data' and its heads over 'model', from the names the model gives its axes."""
+  with placement(make_mesh((2, 4))):  # decoding builds its cache inside jit, like this
+    cache = jax.jit(lambda: decode.lm_cache(DecoderLM(tiny()), batch=4, length=16))()
+  cached_key = cache['backbone']['layers']['layer']['self_attention']['cached_key']
+  assert cached_key.sharding.spec == P(None, 'data', None, 'model')
+  assert {s.data.shape for s in cached_key.addressable_shards} == {(2, 2, 16, 1, 4)}
+
+
+@pytest.mark.slow  # four decoding loops to compile: ~20 s on one core
+def test_decoding_with_params_sharded_on_2x4_matches_one_device():
+  """Sampling gives the tokens of one device, and beam search, which reorders the sharded cache
+  along the batch axis its names give, the same hypotheses and scores."""
+  mesh = make_mesh((2, 4))
+  cfg = tiny(dropout_rate=0.0)
+
+  def sharded(model, *args, seed):
+    abstract = jax.eval_shape(model.init, KEY, *args)['params']
+    params = random_params(abstract, seed=seed)
+    return params, jax.device_put(params, param_shardings(abstract, mesh, LOGICAL_AXIS_RULES))
+
+  lm, prompt = DecoderLM(cfg), tokens((4, 3))
+  single, split = sharded(lm, prompt, seed=3)
+  sample = lambda p: decode.generate(lm, p, prompt, max_new_tokens=8, rng=KEY, temperature=1.0)
+  want = sample(single)
+  with placement(mesh):
+    np.testing.assert_array_equal(sample(split), want)
+
+  seq2seq, src = EncoderDecoder(cfg), tokens((2, 6))
+  single, split = sharded(seq2seq, src, src, seed=4)
+  search = lambda p: decode.beam_search(seq2seq, p, src, beam_size=2, max_len=6, bos_id=1, eos_id=2)
+  want = search(single)
+  with placement(mesh):
+    got = search(split)
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
+
+
+def test_only_sharding_py_builds_meshes_and_shardings():
+  """Placement is decided in one module: no other code in the package or bench/ constructs a
+  mesh or a sharding (the checkpoint restore default and pmap's replicas included)."""
+  builds = re.compile(
+    r'\b(Mesh|NamedSharding|SingleDeviceSharding|PositionalSharding)\(|jax\.make_mesh\('
+  )
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sources = glob.glob(os.path.join(root, 'jaxformer', '**', '*.py'), recursive=True)
+  sources += glob.glob(os.path.join(root, 'bench', '*.py'))
+  offenders = []
+  for path in sources:
+    if os.path.relpath(path, root) == os.path.join('jaxformer', 'sharding.py'):
+      continue
+    with open(path) as f:
+      for number, line in enumerate(f, 1):
+        if builds.search(line):
+          offenders.append(f'{os.path.relpath(path, root)}:{number}: {line.strip()}')
+  assert len(sources) > 50 and offenders == []
+
+
+def test_the_documented_v5e_8_placement_of_a_1b_model():
+  """bench/v5e_placement.py (quoted in docs/parallelism.md) from abstract shapes only."""
+  spec = importlib.util.spec_from_file_location(
+    'v5e_placement',
+    os.path.join(os.path.dirname(os.path.dirname(__file__)), 'bench', 'v5e_placement.py'),
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  result = module.placement()
+  assert result['num_params'] == 1_011_572_736
+  mib = {name: round(size, 1) for name, _, _, _, size in result['rows']}
+  assert mib == {
+    'parameters (f32)': 971.4,
+    'AdamW mu + nu (f32)': 1942.7,
+    'token table (tied head)': 98.2,
+    'residual stream x': 32.0,
+    'q, k or v (each)': 8.0,
+    'attention scores': 128.0,
+    'MLP hidden': 32.0,
+    'logits (once)': 393.0,
+  }
+  shards = {name: shard for name, _, shard, _, _ in result['rows']}
+  assert shards['q, k or v (each)'] == (8, 1024, 4, 128)  # batch / 2, heads / 4
+  assert shards['token table (tied head)'] == (12576, 2048)  # 50304 padded rows / 4

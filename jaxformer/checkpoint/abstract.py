@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxformer import sharding as jf_sharding
+
 LEAF_KEY = 'value'
 
 
@@ -18,14 +20,6 @@ def is_key(x) -> bool:
   """True for typed PRNG key arrays (and their ShapeDtypeStructs)."""
   dtype = getattr(x, 'dtype', None)
   return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-
-
-def default_sharding() -> jax.sharding.Sharding:
-  """Where an array with no sharding in the target goes: one device, or replicated across hosts."""
-  if jax.process_count() == 1:
-    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('all',))
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
 def abstract_like(tree, shardings=None):
@@ -59,7 +53,7 @@ def restore_target(tree):
         leaf = jax.eval_shape(jax.random.key_data, leaf)
       leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
     if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
-      leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=default_sharding())
+      leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=jf_sharding.unplaced_default())
     return leaf
 
   return jax.tree.map(one, tree)

@@ -9,6 +9,9 @@ Hugging Face names (after an optional 'transformer.' prefix), Conv1D weights [in
     h.N.mlp.c_fc.weight [D, F], c_proj.weight [F, D] mlp wi / wo
     lm_head.weight [V, D]                            only when the embeddings are untied
 
+V is GPT-2's real vocabulary: a model padded past it (ModelConfig.vocab_multiple) gains zero
+rows on import and loses them on export.
+
 Files saved by transformers' Flax classes name them 'kernel' (Conv1D stored [out, in]),
 'scale' and 'embedding' instead; the original hub upload also carries causal-mask buffers
 ('h.N.attn.bias', 'h.N.attn.masked_bias'), which are not parameters and are ignored.
@@ -28,6 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from jaxformer.checkpoint.errors import CheckpointError
+from jaxformer.checkpoint.vocab import with_vocab_size
 from jaxformer.config import ModelConfig
 
 # GELU with the tanh approximation, which is what jaxformer's 'gelu' computes.
@@ -227,15 +231,17 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: ModelConfig, where: s
       }
     )
   stacked = {'layer': _stack(layers)}
+  rows = cfg.padded_vocab_size  # the model's tables may be padded past GPT-2's vocabulary
   backbone = {
-    'token_embed': {'embedding': t('wte.weight')},
+    'token_embed': {'embedding': with_vocab_size(t('wte.weight'), rows, axis=0)},
     'pos_embed': {'embedding': t('wpe.weight')},
     'layers': stacked if cfg.scan_layers else scan_to_loop(stacked),
     'final_norm': norm('ln_f'),
   }
   params = {'backbone': backbone}
   if not cfg.tie_embeddings:
-    params['lm_head'] = {'kernel': np.ascontiguousarray(t('lm_head.weight').T)}
+    kernel = with_vocab_size(t('lm_head.weight').T, rows, axis=1)
+    params['lm_head'] = {'kernel': np.ascontiguousarray(kernel)}
   return params
 
 
@@ -246,8 +252,9 @@ def hf_from_params(params: Mapping, cfg: ModelConfig) -> dict[str, np.ndarray]:
   backbone = _numpy(loop_to_scan(_numpy(params['backbone'])))
   layer = backbone['layers']['layer']
   d = cfg.d_model
+  vocab = cfg.vocab_size  # Hugging Face has no padded rows
   out = {
-    'wte.weight': backbone['token_embed']['embedding'],
+    'wte.weight': with_vocab_size(backbone['token_embed']['embedding'], vocab, axis=0),
     'wpe.weight': backbone['pos_embed']['embedding'],
   }
   for i in range(cfg.num_layers):
@@ -275,7 +282,8 @@ def hf_from_params(params: Mapping, cfg: ModelConfig) -> dict[str, np.ndarray]:
   out['ln_f.bias'] = backbone['final_norm']['bias']
   named = {f'transformer.{k}': np.ascontiguousarray(v) for k, v in out.items()}
   if not cfg.tie_embeddings:
-    named['lm_head.weight'] = np.ascontiguousarray(np.asarray(params['lm_head']['kernel']).T)
+    kernel = with_vocab_size(params['lm_head']['kernel'], vocab, axis=1)
+    named['lm_head.weight'] = np.ascontiguousarray(kernel.T)
   return named
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxformer.checkpoint import vocab
 from jaxformer.checkpoint.errors import CheckpointError
 from jaxformer.model import lora
 
@@ -65,6 +66,37 @@ def _place_like(value, like):
     return jax.numpy.asarray(host)
   # make_array_from_callback also works when `sharding` spans several processes.
   return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _vocab_padded_like(source, target):
+  """`source` with its vocabulary tables padded (or unpadded) to `target`'s rows.
+
+  A pretrained model padded differently (e.g. an imported GPT-2, padded to 1 instead of 128)
+  then loads; only zero padding rows are added or dropped.
+  """
+
+  def resize(path, leaf):
+    keys = tuple(str(getattr(k, 'key', k)) for k in path)
+    axis = vocab.vocab_axis(keys)
+    like = _leaf_at(target, keys)
+    if axis is None or like is None or np.ndim(leaf) != len(like.shape):
+      return leaf
+    if np.shape(leaf)[axis] == like.shape[axis]:
+      return leaf
+    try:
+      return vocab.with_vocab_size(leaf, like.shape[axis], axis)
+    except ValueError as e:
+      raise CheckpointError(f'{"/".join(keys)}: {e}') from None
+
+  return jax.tree_util.tree_map_with_path(resize, source)
+
+
+def _leaf_at(tree, keys):
+  for key in keys:
+    if not isinstance(tree, Mapping) or key not in tree:
+      return None
+    tree = tree[key]
+  return tree
 
 
 def pretrained_params(path) -> Any:
@@ -121,6 +153,7 @@ def load_params_for_init(
       )
     source_part, target_part, prefix = source[subtree], target_params[subtree], subtree
   source_part = _to_layout_of(dict(source_part), target_part)
+  source_part = _vocab_padded_like(source_part, target_part)
   # A LoRA model starting from a plain one keeps its freshly initialised adapters.
   adapters = {} if lora.has_factors(source_part) else lora.only_factors(target_part)
   if adapters:

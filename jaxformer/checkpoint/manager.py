@@ -34,9 +34,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxformer import sharding as jf_sharding
 from jaxformer.checkpoint import integrity
 from jaxformer.checkpoint.abstract import (
-  default_sharding,
   nested_target,
   restore_target,
   unwrap,
@@ -393,7 +393,7 @@ class Checkpointer:
 
   def _saved_params_target(self, step: int):
     """Abstract 'params' tree with the shapes/dtypes recorded in `step`'s metadata."""
-    return nested_target(self._read_meta(step)['arrays'], 'params', default_sharding())
+    return nested_target(self._read_meta(step)['arrays'], 'params', jf_sharding.unplaced_default())
 
   def _restore_verified(self, step: int, abstract_state: Mapping[str, Any]) -> Restored:
     meta = self._read_meta(step)

@@ -23,8 +23,9 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxformer import sharding as jf_sharding
 from jaxformer.checkpoint import integrity
-from jaxformer.checkpoint.abstract import default_sharding, nested_target
+from jaxformer.checkpoint.abstract import nested_target
 from jaxformer.checkpoint.errors import CheckpointError
 from jaxformer.checkpoint.manager import Checkpointer
 from jaxformer.checkpoint.processes import everywhere, jaxformer_version, short_error, sync
@@ -212,7 +213,7 @@ def _load_export(root: epath.Path) -> Pretrained:
       raise ValueError(f'unknown task {task!r}')
     # The manifest lists every parameter with its shape: that is the restore target, so no
     # orbax metadata (or pickle) is needed to know the tree.
-    target = nested_target(records, 'params', default_sharding())
+    target = nested_target(records, 'params', jf_sharding.unplaced_default())
   except (KeyError, TypeError, ValueError, AttributeError) as e:
     raise CheckpointError(
       f'{root / EXPORT_FILE} is malformed ({type(e).__name__}: {e}); re-export the model'

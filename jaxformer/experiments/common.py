@@ -103,7 +103,7 @@ def describe_lm_run(run: Run) -> dict:
   with open(os.path.join(run.workdir, 'config.json')) as f:
     resolved = json.load(f)
   cfg = ModelConfig.from_dict(resolved['model'])
-  embeddings = cfg.vocab_size * cfg.d_model + (
+  embeddings = cfg.padded_vocab_size * cfg.d_model + (
     cfg.max_len * cfg.d_model if cfg.position == 'learned' else 0
   )
   steps, bpb = run.curve('val', 'bits_per_byte')

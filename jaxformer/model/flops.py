@@ -1,6 +1,6 @@
 """Parameter counts and training FLOPs per token, next to the model they describe.
 
-Parameter count (d = d_model, f = ff_dim, V = vocab, b = 1 if use_bias else 0):
+Parameter count (d = d_model, f = ff_dim, V = padded vocab, b = 1 if use_bias else 0):
     attention sublayer  4 d^2 + 4 d b          (q, k, v: [d, H, K] + [H, K]; out: [H, K, d] + [d])
     feed-forward        2 d f + (f + d) b      (gelu / relu)
                         3 d f + (2 f + d) b    (swiglu: gate and up projections)
@@ -15,7 +15,8 @@ Training FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B; nanoGPT's est
     6 N + 12 L d T
 N is the non-embedding parameter count (every parameter except the token and position tables;
 biases and LayerNorm included, they are negligible) plus V d for the output projection, which
-is real compute even when tied to the token table. The
+is real compute even when tied to the token table (V here is the real vocabulary: the padded
+columns are computed but are not useful work). The
 2N forward + 4N backward FLOPs of the matmuls give 6N; attention scores and the weighted sum of
 values add 2 * 2 * T * d per layer forward, times 3 with the backward pass, for 12 L d T.
 For an encoder-decoder each target token is paired with one source token (S = T = seq_len):
@@ -72,7 +73,7 @@ def param_count_formula(cfg: ModelConfig, task: str = 'lm', num_classes: int = 0
   """Analytic parameter count of the model of `task` (DecoderLM / EncoderDecoder / Classifier)."""
   if task not in TASKS:
     raise ValueError(f'task={task!r} is invalid: use one of {TASKS}')
-  token_table = cfg.vocab_size * cfg.d_model
+  token_table = cfg.padded_vocab_size * cfg.d_model  # the padded rows are parameters too
   if task == 'classify':
     return (
       token_table

@@ -11,6 +11,7 @@ F = d_ff ('mlp'), V = vocab.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -34,6 +35,23 @@ def partitioned(init, axes):
   return nn.with_logical_partitioning(init, axes)
 
 
+def zero_padded(init, size: int, axis: int):
+  """`init` for the first `size` entries of `axis`, zeros past them (the padded vocabulary).
+
+  The real entries are drawn exactly as an unpadded table's would be, so a padded model starts
+  from the same function; the padded ones never receive a gradient and stay zero.
+  """
+
+  def init_fn(key, shape, dtype=jnp.float32):
+    real_shape = list(shape)
+    real_shape[axis] = size
+    pad = [(0, 0)] * len(shape)
+    pad[axis] = (0, shape[axis] - size)
+    return jnp.pad(init(key, tuple(real_shape), dtype), pad)
+
+  return init_fn
+
+
 class Projection(nn.Module):
   """A learned linear map: x's trailing axes contracted with the kernel's leading ones, + bias.
 
@@ -54,12 +72,14 @@ class Projection(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
   lora_rank: int = 0
   lora_alpha: float = 1.0
+  kernel_init: Callable | None = None  # None: normal(stddev)
 
   @nn.compact
   def __call__(self, x, bias_scale=None):
+    init = self.kernel_init or nn.initializers.normal(self.stddev)
     kernel = self.param(
       'kernel',
-      partitioned(nn.initializers.normal(self.stddev), self.kernel_axes),
+      partitioned(init, self.kernel_axes),
       self.kernel_shape,
       self.param_dtype,
     )
@@ -201,13 +221,14 @@ def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
 
 
 def token_embedding(cfg: ModelConfig, name: str = 'token_embed') -> nn.Embed:
-  """Token table [V, D]; its `.attend(x)` is the tied output projection x @ table.T."""
+  """Token table [padded V, D]; its `.attend(x)` is the tied output projection x @ table.T."""
+  init = zero_padded(nn.initializers.normal(INIT_STD), cfg.vocab_size, axis=0)
   return nn.Embed(
-    cfg.vocab_size,
+    cfg.padded_vocab_size,
     cfg.d_model,
     dtype=cfg.compute_dtype,
     param_dtype=cfg.params_dtype,
-    embedding_init=partitioned(nn.initializers.normal(INIT_STD), ('vocab', 'embed')),
+    embedding_init=partitioned(init, ('vocab', 'embed')),
     name=name,
   )
 

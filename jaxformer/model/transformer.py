@@ -1,6 +1,6 @@
 """The three models: DecoderLM (GPT), Classifier (GPT backbone + head), EncoderDecoder (2017).
 
-Parameter trees (pad id is 0, logits are float32):
+Parameter trees (pad id is 0, logits are float32, V is cfg.padded_vocab_size):
     DecoderLM       {'backbone': {'token_embed', ['pos_embed'], 'layers', ['final_norm']},
                      ['lm_head']}
     Classifier      {'backbone': <same subtree as DecoderLM>, 'head'}
@@ -32,6 +32,7 @@ from jaxformer.model.layers import (
   Projection,
   layer_norm,
   token_embedding,
+  zero_padded,
 )
 
 
@@ -112,16 +113,31 @@ class TransformerStack(nn.Module):
     return start + jnp.arange(length)
 
 
+# The logit of a padded vocabulary id: exp() of it underflows to exactly 0 next to any real
+# logit, and unlike -inf it keeps 0 * logit finite (label smoothing, entropies).
+PADDED_LOGIT = -1.0e9
+
+
 def output_logits(cfg: ModelConfig, hidden, embed: nn.Embed, lm_head: nn.Module | None):
-  """hidden [B, L, D] -> float32 logits [B, L, V] through the tied table or a separate head."""
+  """hidden [B, L, D] -> float32 logits [B, L, padded V] through the tied table or a separate
+  head; the ids from cfg.vocab_size on (ModelConfig.vocab_multiple's padding) get PADDED_LOGIT.
+
+  Masking keeps the padded width, which splits evenly over the mesh: slicing it off would cut
+  the vocab shards unevenly and move logits between devices.
+  """
   logits = embed.attend(hidden) if lm_head is None else lm_head(hidden)
-  return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
+  logits = logits.astype(jnp.float32)
+  if cfg.padded_vocab_size > cfg.vocab_size:
+    real = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
+    logits = jnp.where(real, logits, PADDED_LOGIT)
+  return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
 
 
 def untied_head(cfg: ModelConfig) -> Projection:
   return Projection(
-    (cfg.d_model, cfg.vocab_size),
+    (cfg.d_model, cfg.padded_vocab_size),
     ('embed', 'vocab'),
+    kernel_init=zero_padded(nn.initializers.normal(INIT_STD), cfg.vocab_size, axis=1),
     use_bias=False,
     dtype=cfg.compute_dtype,
     param_dtype=cfg.params_dtype,

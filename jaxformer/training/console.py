@@ -13,6 +13,7 @@ import time
 
 import jax
 
+from jaxformer.checkpoint.vocab import vocab_axis
 from jaxformer.model.attention import select_kernel
 from jaxformer.training import budget
 
@@ -32,6 +33,30 @@ def count_parameters(params) -> tuple[int, int]:
     if any(getattr(key, 'key', None) == 'embedding' for key in path):
       embedding += leaf.size
   return total, total - embedding
+
+
+def padded_vocab_parameters(params, cfg) -> int:
+  """Entries of the vocabulary tables past cfg.vocab_size: zeros that never train."""
+  extra = cfg.padded_vocab_size - cfg.vocab_size
+  count = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    axis = vocab_axis(tuple(str(getattr(key, 'key', key)) for key in path))
+    if axis is not None:
+      count += leaf.size // leaf.shape[axis] * extra
+  return count
+
+
+def model_line(model, params, cfg) -> str:
+  """'DecoderLM, N parameters (M non-embedding)', plus the vocabulary padding when there is any."""
+  total, non_embedding = count_parameters(params)
+  line = f'{type(model).__name__}, {total:,} parameters ({non_embedding:,} non-embedding)'
+  padded = padded_vocab_parameters(params, cfg)
+  if padded:
+    line += (
+      f'; {total - padded:,} real + {padded:,} padding (vocabulary {cfg.vocab_size} '
+      f'padded to {cfg.padded_vocab_size})'
+    )
+  return line
 
 
 def attention_kernel(cfg, task: str) -> str:
@@ -74,7 +99,6 @@ def startup_block(
   it will be decided).
   """
   config, cfg = s.config, s.model_cfg
-  total, non_embedding = count_parameters(s.abstract_state['params'])
   devices = jax.devices()
   steps = f'{total_steps:,} steps' if total_steps is not None else steps_note
   if total_steps is not None:
@@ -82,7 +106,7 @@ def startup_block(
   resume = f'resumes from step {resume_step}' if resume_step is not None else 'new run'
   lines = [
     ('task', f'{config.task} on {config.dataset.name}'),
-    ('model', f'{type(s.model).__name__}, {total:,} parameters ({non_embedding:,} non-embedding)'),
+    ('model', model_line(s.model, s.abstract_state['params'], cfg)),
     ('devices', f'{len(devices)} x {devices[0].platform} ({jax.process_count()} process(es))'),
     ('sharding', s.runtime.describe()),
     ('dtype', f'compute {jax.numpy.dtype(cfg.compute_dtype).name}, parameters {cfg.param_dtype}'),

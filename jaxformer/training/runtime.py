@@ -18,8 +18,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxformer import sharding as jf_sharding
 from jaxformer.training.errors import ConfigError
@@ -244,5 +242,4 @@ class PmapRuntime:
 
 def _replicate(x, devices):
   """One copy of `x` per device, stacked on a new leading axis (what pmap expects)."""
-  mesh = jax.sharding.Mesh(np.asarray(devices), (PMAP_AXIS,))
-  return jax.device_put(jnp.stack([x] * len(devices)), NamedSharding(mesh, P(PMAP_AXIS)))
+  return jax.device_put(jnp.stack([x] * len(devices)), jf_sharding.stacked_over(devices, PMAP_AXIS))

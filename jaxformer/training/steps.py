@@ -49,32 +49,41 @@ def apply_model(model, params, batch: Batch, *, task: str, deterministic: bool, 
   return model.apply({'params': params}, batch['inputs'], deterministic=deterministic, rngs=rngs)
 
 
-def loss_sums(logits, targets, weights, label_smoothing: float = 0.0):
+def loss_sums(logits, targets, weights, label_smoothing: float = 0.0, num_classes=None):
   """Masked cross-entropy, summed: (loss_sum, weight_sum, correct_sum), all float32 scalars.
 
   Works for token targets (logits [B, L, V], targets/weights [B, L]) and for labels
   (logits [B, C], targets/weights [B]). Sums rather than means, so micro-batches, devices and
-  evaluation batches combine exactly before the one division at the end.
+  evaluation batches combine exactly before the one division at the end. num_classes: the real
+  classes when V is a padded vocabulary (the model masks the rest); label smoothing spreads its
+  mass over these only. None: all V.
   """
   logits = logits.astype(jnp.float32)
-  num_classes = logits.shape[-1]
+  width = logits.shape[-1]
+  num_classes = width if num_classes is None else num_classes
   if not label_smoothing:
     # Integer labels: no [B, L, V] one-hot operand to build and multiply (about 2% of a step
     # on CPU).
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   else:
-    loss = optax.softmax_cross_entropy(
-      logits, optax.smooth_labels(jax.nn.one_hot(targets, num_classes), label_smoothing)
-    )
-  if label_smoothing:
-    # Subtract the smoothed distribution's own entropy so a perfect model scores 0.
     low = label_smoothing / num_classes
+    smoothed = jax.nn.one_hot(targets, width) * (1.0 - label_smoothing) + low * (
+      jnp.arange(width) < num_classes
+    )
+    loss = optax.softmax_cross_entropy(logits, smoothed)
+    # Subtract the smoothed distribution's own entropy so a perfect model scores 0.
     high = 1.0 - label_smoothing + low
     floor = -(high * jnp.log(high) + (num_classes - 1) * low * jnp.log(low))
     loss = loss - floor
   weights = weights.astype(jnp.float32)
   correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
   return jnp.sum(loss * weights), jnp.sum(weights), jnp.sum(correct * weights)
+
+
+def real_classes(model, task: str) -> int | None:
+  """The unpadded vocabulary of an LM or translation model's logits; None to classify."""
+  cfg = getattr(model, 'cfg', None)
+  return None if task == 'classify' or cfg is None else cfg.vocab_size
 
 
 def all_finite(tree) -> jax.Array:
@@ -111,11 +120,14 @@ def make_train_step(
   `learning_rates(step, opt_state)` (optim.applied_learning_rates) adds the rates this update
   applies to the metrics.
   """
+  num_classes = real_classes(model, task)
 
   def sums_and_grads(params, batch, key):
     def loss_fn(p):
       logits = apply_model(model, p, batch, task=task, deterministic=False, rng=key)
-      loss_sum, w, correct = loss_sums(logits, batch['targets'], batch['weights'], label_smoothing)
+      loss_sum, w, correct = loss_sums(
+        logits, batch['targets'], batch['weights'], label_smoothing, num_classes
+      )
       return loss_sum, (w, correct)
 
     (loss_sum, (w, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
