@@ -147,6 +147,24 @@ def test_resume_with_auto_keeps_the_saved_runs_layout():
   assert config.model.scan_layers is False
 
 
+def test_a_run_saved_before_vocabulary_padding_resumes_unpadded():
+  """Its config.json has no model.vocab_multiple and its tables are unpadded: resuming under
+  today's default (128) would be refused as a model change."""
+  from jaxformer.configs import default
+
+  from jaxformer.training import setup
+
+  config = default.get_config()
+  config.model.num_layers, config.model.vocab_size = 2, 259
+  saved = setup.resolved_dict(config, setup.model_config(config, 259))
+  del saved['model']['vocab_multiple']
+  assert config.model.vocab_multiple == 128
+  setup.keep_saved_layout(config, saved)
+  cfg = setup.model_config(config, 259)
+  assert cfg.padded_vocab_size == 259
+  assert setup.resume_changes(saved, setup.resolved_dict(config, cfg)) == []
+
+
 # ----- parameter count and FLOPs -----
 
 COUNT_CONFIGS = [

@@ -144,15 +144,21 @@ def model_config(config, vocab_size: int) -> ModelConfig:
 
 
 def keep_saved_layout(config, saved: dict | None) -> None:
-  """On resume, model.scan_layers='auto' takes the layer layout the saved run recorded.
+  """On resume, the layout of the saved run's tables: scan_layers='auto' takes the layer layout it
+  recorded, and a run saved before vocabulary padding keeps unpadded tables.
 
   Its checkpoints hold that layout, and the rule behind 'auto' (jaxformer.config.scan_layers_for)
   may differ in the jaxformer that resumes it: runs saved before 'auto' existed recorded the old
   default, True. An explicit True/False is left alone (resume_changes refuses a change).
   """
-  recorded = ((saved or {}).get('model') or {}).get('scan_layers')
+  model = (saved or {}).get('model') or {}
+  recorded = model.get('scan_layers')
   if config.model.scan_layers == 'auto' and isinstance(recorded, bool):
     config.model.scan_layers = recorded
+  # Runs saved before model.vocab_multiple existed have unpadded tables: their checkpoints resume
+  # as they are, not under today's training default (128).
+  if model and 'vocab_multiple' not in model:
+    config.model.vocab_multiple = 1
 
 
 def check_batch_split(config) -> None:
