@@ -64,7 +64,9 @@ def test_bfloat16_step_multiplies_in_bfloat16_and_keeps_state_softmax_and_loss_i
       if str(operand.aval.dtype) == 'float32':
         shape = operand.aval.shape
         assert shape[-1] == LENGTH and np.prod(shape) == BATCH * HEADS * LENGTH * LENGTH, dot
-  assert sum(dtypes(d.invars) == ['bfloat16', 'bfloat16'] for d in dots) >= len(dots) - 2
+  # At most that backward pass's two products per layer (a layer loop writes every layer out).
+  mixed = [d for d in dots if dtypes(d.invars) != ['bfloat16', 'bfloat16']]
+  assert len(mixed) <= 2 * model.cfg.num_layers, mixed
   # Activations: the GELU runs on bfloat16.
   gelu = [e for e in eqns if e.primitive.name == 'tanh']
   assert gelu and all(dtypes(e.invars) == ['bfloat16'] for e in gelu)
