@@ -132,9 +132,9 @@ def _translate(loaded, batch, args, path) -> list:
 
 
 def _continue(loaded, batch, args, path) -> list:
-  """LM rows grouped by prompt length (generate needs equal lengths), results in input order.
-  Sampling keys come from --seed and the batch's first line, so a batch's continuations do not
-  depend on the batches before it."""
+  """LM continuations of a batch of rows, in one generate call: prompts of different lengths are
+  right-padded and passed with their lengths. The sampling key comes from --seed and the batch's
+  first line, so a batch's continuations do not depend on the batches before it."""
   import jax
 
   from jaxformer import decode
@@ -148,31 +148,29 @@ def _continue(loaded, batch, args, path) -> list:
         f"{args.max_new_tokens} it does not fit the model's max_len={length}: shorten it or "
         'ask for fewer tokens'
       )
-  results = [None] * len(batch)
-  key = jax.random.fold_in(jax.random.key(args.seed), batch[0].line)
-  for group in _same_length_groups(range(len(batch)), prompts):
-    key, sub = jax.random.split(key)
-    out = decode.generate(
-      loaded.model,
-      loaded.params,
-      np.asarray([prompts[i] for i in group], np.int32),
-      max_new_tokens=args.max_new_tokens,
-      rng=sub,
-      temperature=args.temperature,
-      top_k=0,
-      eos_id=tok.eos_id,
-    )
-    cut = len(prompts[group[0]])
-    for i, text in zip(group, inference.decode_rows(tok, jax.device_get(out)[:, cut:])):
-      results[i] = {'line': batch[i].line, 'prompt': batch[i].fields['text'], 'continuation': text}
-  return results
-
-
-def _same_length_groups(indices: Iterable, prompts: list) -> list:
-  groups = {}
-  for i in indices:
-    groups.setdefault(len(prompts[i]), []).append(i)
-  return list(groups.values())
+  lengths = np.array([len(p) for p in prompts], np.int32)
+  padded = np.zeros((len(prompts), lengths.max()), np.int32)
+  for row, p in enumerate(prompts):
+    padded[row, : len(p)] = p
+  out = decode.generate(
+    loaded.model,
+    loaded.params,
+    padded,
+    prompt_lengths=lengths,
+    max_new_tokens=args.max_new_tokens,
+    rng=jax.random.fold_in(jax.random.key(args.seed), batch[0].line),
+    temperature=args.temperature,
+    top_k=0,
+    eos_id=tok.eos_id,
+  )
+  out = jax.device_get(out)
+  texts = inference.decode_rows(
+    tok, [out[row, n : n + args.max_new_tokens] for row, n in enumerate(lengths)]
+  )
+  return [
+    {'line': r.line, 'prompt': r.fields['text'], 'continuation': text}
+    for r, text in zip(batch, texts)
+  ]
 
 
 def _main(args) -> int:

@@ -89,3 +89,37 @@ def test_existing_output_is_kept_without_overwrite(fake_run, capsys):
   assert open(out).read() == 'mine\n' and model.rows_read_at_call == []
   assert run(inp, out, '--overwrite', '--batch_size', '500') == 0
   assert len(open(out).readlines()) == 1000
+
+
+def test_lm_prompts_of_different_lengths_continue_in_one_generate_call(monkeypatch):
+  """A batch of LM rows is one generate call (prompts right-padded, with their lengths), not one
+  call, and one compiled shape, per distinct prompt length; each row's continuation starts right
+  after its own prompt."""
+  from types import SimpleNamespace
+
+  from jaxformer import decode
+
+  tok = ByteTokenizer()
+  calls = []
+
+  def generate(model, params, prompt, *, prompt_lengths=None, max_new_tokens, **kw):
+    prompt = np.asarray(prompt)
+    calls.append((prompt.shape, None if prompt_lengths is None else list(prompt_lengths)))
+    out = np.zeros((prompt.shape[0], prompt.shape[1] + max_new_tokens), np.int32)
+    lengths = prompt_lengths if prompt_lengths is not None else [prompt.shape[1]] * len(prompt)
+    for row, n in enumerate(lengths):  # each row continues with 'x', then its own length as 'a'+n
+      out[row, :n] = prompt[row, :n]
+      out[row, n : n + max_new_tokens] = tok.encode('x' + chr(ord('a') + n))[:max_new_tokens]
+    return out
+
+  monkeypatch.setattr(decode, 'generate', generate)
+  loaded = SimpleNamespace(
+    tokenizer=tok, model_config=SimpleNamespace(max_len=32), model=None, params=None
+  )
+  texts = ['a', 'abc', 'abcdefg', 'ab']
+  batch = [readers.Row(line=i + 2, fields={'text': t}) for i, t in enumerate(texts)]
+  args = SimpleNamespace(max_new_tokens=2, seed=0, temperature=0.0)
+  out = predict._continue(loaded, batch, args, 'new.csv')
+  assert len(calls) == 1
+  assert [r['continuation'] for r in out] == ['x' + chr(ord('a') + len(t) + 1) for t in texts]
+  assert [r['line'] for r in out] == [2, 3, 4, 5]
