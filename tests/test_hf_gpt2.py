@@ -43,7 +43,8 @@ def jaxformer_logits(path, gpt2_tokens):
   loaded = load_pretrained(path)
   model = DecoderLM(loaded.model_config)
   logits = model.apply({'params': loaded.params}, gpt2_tokens + ID_OFFSET)
-  return np.asarray(logits)[..., ID_OFFSET:]
+  # A run trained here pads its table (vocab_multiple): those ids are not GPT-2's either.
+  return np.asarray(logits)[..., ID_OFFSET : loaded.model_config.vocab_size]
 
 
 def read_tensors(directory):

@@ -30,6 +30,7 @@ def _config(mesh_shape=(-1, 1), **overrides):
   c.dataset.tokenizer, c.dataset.vocab_size = 'sentencepiece', 512
   c.num_train_steps, c.eval_every_steps, c.eval_steps, c.log_every_steps = 5, 5, 1, 1
   c.sample_tokens = 0  # no sampling report: it would only add compile time here
+  c.model.scan_layers = True  # the stacked layout these checks index ('layers'/'layer')
   c.mesh_shape = mesh_shape
   for key, value in overrides.items():
     target = c
