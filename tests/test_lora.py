@@ -15,6 +15,7 @@ from model_fixtures import KEY, random_params, tiny, tokens
 
 from jaxformer.checkpoint import load_pretrained
 from jaxformer.model import lora
+from jaxformer.model.blocks import loop_to_scan, scan_to_loop
 from jaxformer.model.transformer import Classifier, DecoderLM
 from jaxformer.training.optim import make_optimizer
 
@@ -200,7 +201,12 @@ def assert_base_frozen_and_adapters_moved(run, base):
   source, tuned = load_pretrained(base), load_pretrained(run)
   assert tuned.model_config.lora_rank == 2 and lora.has_factors(tuned.params)
   frozen = lora.without_factors(tuned.params)['backbone']
-  for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(source.params['backbone']), strict=True):
+  pretrained = source.params['backbone']
+  if tuned.model_config.scan_layers != source.model_config.scan_layers:
+    # The fine-tuning run picks its own layer layout (scan_layers='auto'); compare in that one.
+    convert = scan_to_loop if source.model_config.scan_layers else loop_to_scan
+    pretrained = convert(pretrained)
+  for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(pretrained), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   b_factors = [x for p, x in _leaves(tuned.params) if 'lora_b' in jax.tree_util.keystr(p)]
   assert b_factors and all(np.abs(np.asarray(x)).max() > 0 for x in b_factors)
