@@ -252,7 +252,7 @@ def validate_mesh_for_model(cfg: ModelConfig, mesh: Mesh, rules=LOGICAL_AXIS_RUL
         raise ValueError(
           f'model.vocab_size={cfg.vocab_size} (padded to {value} by model.vocab_multiple='
           f"{cfg.vocab_multiple}) is not divisible by the mesh '{mesh_axis}' axis ({n}); set "
-          f'model.vocab_multiple=128 (or another multiple of {n})'
+          f'model.vocab_multiple={math.lcm(128, n)} (or another multiple of {n})'
         )
       raise ValueError(
         f"model.{field}={value} is not divisible by the mesh '{mesh_axis}' axis ({n}); "

@@ -127,8 +127,14 @@ def test_make_mesh_and_validation_errors():
       ValueError, match=rf"model\.{field}=\d+ .*is not divisible by the mesh 'model' axis \(2\)"
     ):
       validate_mesh_for_model(cfg, mesh)
-  # Padded to a multiple of the axis, any vocabulary splits.
+  # Padded to a multiple of the axis, any vocabulary splits; the error names a multiple that works.
   validate_mesh_for_model(CFG.replace(vocab_size=33, vocab_multiple=128), mesh)
+  with pytest.raises(
+    ValueError, match=r'set model\.vocab_multiple=384 \(or another multiple of 3\)'
+  ):
+    validate_mesh_for_model(
+      CFG.replace(vocab_size=34, d_model=24, num_heads=3, d_ff=48), make_mesh((2, 3))
+    )
   with pytest.raises(
     ValueError, match=r"model\.d_model=18 is not divisible by the mesh 'data' axis \(4\)"
   ):
