@@ -179,3 +179,24 @@ def test_source_opens_without_a_tokenizer(tmp_path):
   path = write_csv(tmp_path / 'train.csv', labelled_rows(30))
   src = FilesSource({'train_files': path}, 'classify')
   assert src.splits == ('train', 'validation') and os.listdir(tmp_path) == ['train.csv']
+
+
+@pytest.mark.parametrize('end', ['\n', '\r\n', '\r'])
+def test_every_line_ending_splits_rows_and_numbers_lines(tmp_path, end):
+  """Unix, Windows and old Mac line ends read the same rows, with the same line numbers."""
+  from jaxformer.data import readers
+
+  csv_path, txt_path = tmp_path / 'rows.csv', tmp_path / 'rows.txt'
+  csv_path.write_bytes(end.join(['text,label', 'a b,x', '"c, d",y', '']).encode())
+  txt_path.write_bytes(end.join(['first', 'second', '']).encode())
+  rows = readers.read_rows(str(csv_path), {'text': 'text', 'label': 'label'})
+  assert [(r.fields, r.line) for r in rows] == [
+    ({'text': 'a b', 'label': 'x'}, 2),
+    ({'text': 'c, d', 'label': 'y'}, 3),
+  ]
+  lines = readers.read_rows(str(txt_path), {'text': 'text'}, txt_lines=True)
+  assert [(r.fields['text'], r.line) for r in lines] == [('first', 1), ('second', 2)]
+  bad = tmp_path / 'bad.csv'  # an error still names the right line
+  bad.write_bytes(end.join(['text,label', 'a,x', ',y', '']).encode())
+  with pytest.raises(DataError, match=r"line 3: field 'text' is empty"):
+    readers.read_rows(str(bad), {'text': 'text', 'label': 'label'})

@@ -84,10 +84,15 @@ def iter_rows(
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
   """(1-based line number, text with its newline) of each line, decoded one at a time;
-  non-UTF-8 bytes are an error with their line and byte offset."""
+  non-UTF-8 bytes are an error with their line and byte offset.
+
+  A line ends at '\n', '\r\n' or a lone '\r' (old Mac files), as in Python's text mode; reading
+  bytes keeps the offsets exact, and the file splits at '\n' only, so the rest is split here.
+  """
   offset = 0
   with open(path, 'rb') as f:
-    for number, data in enumerate(f, 1):
+    chunks = (line for chunk in f for line in chunk.splitlines(keepends=True))
+    for number, data in enumerate(chunks, 1):
       try:
         text = data.decode('utf-8')
       except UnicodeDecodeError as e:
