@@ -162,3 +162,31 @@ def test_fresh_preparation_prints_one_line_and_no_download_wording(tmp_path):
     r'preparing jaxformer_shakespeare \(offline, once\) \.\.\. \d+\.\d s', lines[0]
   ), output
   assert 'splits train validation' in proc.stdout
+
+
+def test_systematic_numbers_hold_out_thousands_parts_seen_only_as_units():
+  plain = numbers.split_numbers()
+  splits = numbers.split_numbers(systematic=True)
+  assert {s: len(v) for s, v in splits.items()} == {
+    'train': 20_000,
+    'validation': 1_000,
+    'test_iid': 1_000,
+    'test': 1_000,
+  }
+  held = set(numbers.HELD_OUT_THOUSANDS)
+  assert len(held) == 50 and held <= set(range(1, 1_000))
+  every = [n for v in splits.values() for n in v]
+  assert len(every) == len(set(every))  # no number in two splits
+  for split in ('train', 'validation', 'test_iid'):
+    assert not {n // 1_000 for n in splits[split]} & held, split
+  assert {n // 1_000 for n in splits['test']} <= held
+  assert held <= set(splits['train'])  # each held value is seen as a number of its own
+  for lo, hi in numbers.MAGNITUDES:  # and every magnitude is tested
+    assert any(lo <= n <= hi for n in splits['test']), lo
+  # The usual splits are untouched, and the systematic ones are the same on every call.
+  assert numbers.split_numbers() == plain and 'test_iid' not in plain
+  assert numbers.split_numbers(systematic=True) == splits
+  builder = tfds.builder(
+    'jaxformer_numbers/en_de_systematic', data_dir='/nonexistent-never-written'
+  )
+  assert builder.builder_config.systematic and builder.builder_config.language == 'de'

@@ -1,5 +1,5 @@
 """TFDS builders for the datasets the project ships: jaxformer_shakespeare, jaxformer_genre,
-jaxformer_numbers/{en_de,en_fr}.
+jaxformer_numbers/{en_de,en_fr} (and their _systematic variants).
 
 Defining a `tfds.core.GeneratorBasedBuilder` subclass registers it under its snake_case class
 name, so `import jaxformer.data` is enough for `tfds.builder('jaxformer_genre')` or
@@ -100,15 +100,18 @@ class JaxformerGenre(tfds.core.GeneratorBasedBuilder):
 
 
 class JaxformerNumbersConfig(tfds.core.BuilderConfig):
-  """One target language for the number-word translation task."""
+  """One target language for the number-word translation task, with the usual splits or the
+  systematic ones (test numbers whose thousands part training never showed before 'thousand')."""
 
-  def __init__(self, *, language: str, **kwargs):
+  def __init__(self, *, language: str, systematic: bool = False, **kwargs):
     super().__init__(
-      name=f'en_{language}',
-      description=f'English number words -> {language} number words',
+      name=f'en_{language}' + ('_systematic' if systematic else ''),
+      description=f'English number words -> {language} number words'
+      + (', thousands parts held out for test' if systematic else ''),
       **kwargs,
     )
     self.language = language
+    self.systematic = systematic
 
 
 class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
@@ -116,7 +119,11 @@ class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-  BUILDER_CONFIGS = [JaxformerNumbersConfig(language=lang) for lang in numbers.LANGUAGES]
+  BUILDER_CONFIGS = [
+    JaxformerNumbersConfig(language=lang, systematic=systematic)
+    for systematic in (False, True)
+    for lang in numbers.LANGUAGES
+  ]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -125,6 +132,12 @@ class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
         'Pairs (English words, target-language words) for numbers 0..999,999. '
         '~20k train / 1k validation / 1k test, no number in two splits; all of '
         '0..999 and every magnitude in train.'
+        + (
+          ' Systematic: 50 thousands parts never appear before "thousand" in train or '
+          'validation; test is drawn from them, test_iid as the usual test.'
+          if self.builder_config.systematic
+          else ''
+        )
       ),
       features=tfds.features.FeaturesDict(
         {
@@ -139,7 +152,8 @@ class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {split: self._generate_examples(nums) for split, nums in numbers.split_numbers().items()}
+    splits = numbers.split_numbers(systematic=self.builder_config.systematic)
+    return {split: self._generate_examples(nums) for split, nums in splits.items()}
 
   def _generate_examples(self, nums):
     for n in nums:
