@@ -1,0 +1,282 @@
+"""docs/results.md, rendered from docs/results/results.json (written by bench/quality.py), so the
+prose can never drift from the numbers. Each part says when and at which commit it was measured."""
+
+from __future__ import annotations
+
+import os
+
+# Parts measured before bench/quality.py recorded a date and commit per part.
+_UNRECORDED = {'date': '2026-11-29', 'note': 'before the issue 16 fixes'}
+
+
+def measured_before(results: dict, part: str) -> dict:
+  return results.get('measured', {}).get(part, _UNRECORDED)
+
+
+def _when(m: dict) -> str:
+  """'2026-12-02 at commit abc1234', or the date and a note for older records."""
+  text = m['date'] + (f' at commit {m["commit"]}' if m.get('commit') else '')
+  return text + (f', {m["note"]}' if m.get('note') else '')
+
+
+def _provenance(r: dict, part: str) -> list[str]:
+  return [f'Measured {_when(measured_before(r, part))}.', '']
+
+
+def _f(x, digits=3):
+  return '—' if x is None else f'{x:.{digits}f}'
+
+
+def write_markdown(r: dict, path: str) -> None:
+  """docs/results.md, rendered from results.json so the prose can never drift from the numbers."""
+  m = r.get('machine', {})
+  lines = [
+    '# Measured quality',
+    '',
+    f'Machine: {m.get("processor")} ({m.get("cpus")} vCPUs, no accelerator), {m.get("platform")}; '
+    f'date {m.get("date")}. Produced by `python -m bench.quality`; raw numbers in '
+    '[results/results.json](results/results.json). Wall times include compilation, evaluations and '
+    'checkpoints. The machine is a shared VM: "load" is the 5-minute load average when a run ended '
+    '(2 = both cores busy with this run alone; more means other jobs were competing).',
+    '',
+  ]
+  if 'numbers' in r:
+    lines += [
+      '## Number words (encoder-decoder, SentencePiece pieces)',
+      '',
+      *_provenance(r, 'numbers'),
+      '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | load '
+      '| steps | target |',
+      '|---|---|---|---|---|---|---|---|',
+    ]
+    for pair, v in sorted(r['numbers'].items()):
+      ok = max(v['exact_match_greedy'], v['exact_match_beam']) >= 0.99 and v['train_wall_s'] <= 600
+      target = (
+        f'exact match >= 99% in <= 10 min: {"met" if ok else "missed"}'
+        if pair == 'en_de'
+        else 'reported'
+      )
+      lines.append(
+        f'| {pair} | {_f(v["exact_match_greedy"])} | {_f(v["exact_match_beam"])} | '
+        f'{_f(v["bleu_beam"], 1)} | {v["train_wall_s"]:.0f} s | {_f(v.get("load"), 1)} | '
+        f'{v["steps"]} | {target} |'
+      )
+    lines += [
+      '',
+      'Test numbers never occur in training. German writes a number below a million as one '
+      'word, so an en_de output is usually a single token for sacreBLEU, with no 2-, 3- or 4-grams '
+      'to match: its BLEU is ~0 whether or not the output is right. French separates the words '
+      '("cinq mille six cent soixante-neuf"), so its BLEU is meaningful. Exact match is the metric '
+      'that counts for both.',
+      '',
+    ]
+    if r.get('numbers_history'):
+      lines += [
+        'How the en_de config got here (earlier runs of the same script, test exact match):',
+        '',
+        '| config | greedy | beam 4 | train wall time | note |',
+        '|---|---|---|---|---|',
+      ]
+      lines += [
+        f'| {h["config"]} | {_f(h["exact_match_greedy"])} | {_f(h["exact_match_beam"])} | '
+        f'{h["wall_s"]:.0f} s | {h["note"]} |'
+        for h in r['numbers_history']
+      ]
+      lines.append('')
+    for pair, v in sorted(r['numbers'].items()):
+      ex = v['examples'][0]
+      lines += [f'{pair}: "{ex["source"]}" -> "{ex["beam"]}" (reference "{ex["target"]}")', '']
+  if 'numbers_systematic' in r:
+    lines += _systematic_section(r)
+  if 'lm' in r:
+    lm = r['lm']
+    d, l = lm['default_run'], lm.get('long_run', {})
+    lines += [
+      '## Shakespeare language model (validation = 8 held-out plays)',
+      '',
+      *_provenance(r, 'lm'),
+      'Bits per byte of the validation text (lower is better). The default config '
+      f'(`configs/shakespeare_lm.py`, {d["steps"]} steps) is sized for about 15 minutes; the '
+      f'30-minute run is the same config with {l.get("steps") or "twice the"} steps. Points at '
+      '5/15/30 minutes are the last evaluation finished by then, on a prefix of the validation '
+      'split (its first 20 batches: 320 windows, 22% of its tokens); "end of run" is the whole '
+      'split.',
+      '',
+      '| wall time | default config | 30-minute config |',
+      '|---|---|---|',
+    ]
+    for label, key in (('5 min', '5min'), ('15 min', '15min'), ('30 min', '30min')):
+      lines.append(
+        f'| {label} | {_f(d.get("bpb_at", {}).get(key))} | {_f(l.get("bpb_at", {}).get(key))} |'
+      )
+    lines += [
+      f'| end of run, full validation split | {_f(d["val_bits_per_byte_full_split"])} '
+      f'({d["wall_s"]:.0f} s) | {_f(l.get("val_bits_per_byte_full_split"))} '
+      f'({_f(l.get("wall_s"), 0)} s) |',
+      f'| unigram baseline (train-split token frequencies) | {_f(lm["unigram_bits_per_byte"])} | |',
+      '',
+      f'Training throughput (median over log windows): default run {_f(d["tokens_per_s"], 0)} '
+      f'tokens/s (load {_f(d.get("load"), 1)}), 30-minute run {_f(l.get("tokens_per_s"), 0)} '
+      f'tokens/s (load {_f(l.get("load"), 1)}).',
+      '',
+      *(
+        [
+          f'The 30-minute column is older: measured {_when(l["measured"])}.',
+          '',
+        ]
+        if l.get('measured') and l['measured'] != measured_before(r, 'lm')
+        else []
+      ),
+      '![loss curves of the default run](results/shakespeare_lm_loss_curve.png)',
+      '',
+    ]
+    for sample in lm.get('samples', [])[:1]:
+      lines += [
+        'A sample from the default run (temperature 0.8):',
+        '',
+        '```',
+        sample.strip(),
+        '```',
+        '',
+      ]
+  if 'genre' in r:
+    g = r['genre']
+    default_ft = g.get('finetune_from_default_lm')
+    lines += [
+      '## Genre classification (comedy / history / tragedy)',
+      '',
+      *_provenance(r, 'genre'),
+      'Balanced accuracy on the test split: 200 passages per class from plays that no training or '
+      'validation passage comes from. Fine-tuned = `configs/genre_finetune.py` started from the '
+      f'30-minute LM run (`--config.init_from={g.get("init_from")}`: the default LM config at '
+      'twice its steps); scratch = `configs/genre_scratch.py`, the same architecture from random '
+      'weights; both keep the checkpoint with the lowest validation error (early stopping, '
+      'patience 6). Sizes above 100 per class sample from `train_full` (all 6,085 training-play '
+      'passages).',
+      '',
+      '| labelled passages per class | pretrained + fine-tuned | from scratch | TF-IDF + logistic '
+      'regression | fine-tuning steps (best / stopped) |',
+      '|---|---|---|---|---|',
+    ]
+    order = ('30', '100', '300', 'all')
+    for n in sorted(g['learning_curve'], key=lambda n: order.index(n) if n in order else 9):
+      row = g['learning_curve'][n]
+      ft = row['finetune']
+      lines.append(
+        f'| {n} | {_f(ft["balanced_accuracy"])} | '
+        f'{_f(row.get("scratch", {}).get("balanced_accuracy"))} | {_f(g["tfidf"].get(n))} | '
+        f'{ft["best_step"]} / {ft["last_step"]} |'
+      )
+    if default_ft:
+      lines += [
+        '',
+        'Fine-tuned from the default 15-minute LM instead '
+        f'(`--config.init_from={default_ft["init_from"]}`, same settings, 100 per class): '
+        f'{_f(default_ft["balanced_accuracy"])} balanced accuracy (best step '
+        f'{default_ft["best_step"]}, stopped at {default_ft["last_step"]}). One seed each, but the '
+        'longer pretraining moved this number more than any fine-tuning setting did.',
+      ]
+    if r.get('genre_history'):
+      lines += [
+        '',
+        'Fine-tuning settings tried at 100 per class, from the default LM (chosen by validation '
+        'accuracy, which comes from the training plays; the test column is shown for the record, '
+        'it did not choose):',
+        '',
+        '| fine-tuning settings | best validation accuracy | test balanced accuracy |',
+        '|---|---|---|',
+      ]
+      lines += [
+        f'| {h["config"]} | {_f(h["val_accuracy"])} | {_f(h["test_balanced_accuracy"])} |'
+        for h in r['genre_history']
+      ]
+    hundred = g['learning_curve'].get('100')
+    if hundred and 'scratch' in hundred:
+      ft, sc = hundred['finetune']['balanced_accuracy'], hundred['scratch']['balanced_accuracy']
+      tfidf = g['tfidf'].get('100') or 1
+      default_value = default_ft['balanced_accuracy'] if default_ft else None
+      for label, value in (('30-minute LM', ft), ('default 15-minute LM', default_value)):
+        if value is None:
+          continue
+        met = [
+          ('>= 0.65', value >= 0.65),
+          ('>= scratch + 0.10', value >= sc + 0.10),
+          ('> TF-IDF', value > tfidf),
+        ]
+        lines += [
+          '',
+          f'Targets at 100 per class, fine-tuned from the {label} ({_f(value)}): '
+          + ', '.join(f'{name}: {"met" if ok else "missed"}' for name, ok in met)
+          + '.',
+        ]
+      lines.append('')
+      s = hundred['scratch']
+      if 'last_step_balanced_accuracy' in s:
+        better = s['balanced_accuracy'] > s['last_step_balanced_accuracy']
+        lines += [
+          '### Early stopping on the scratch run (100 per class = 300 examples)',
+          '',
+          f'Stopped early: {"yes" if s["stopped_early"] else "no"}, at step {s["last_step"]} of '
+          'the '
+          f'600-step budget. The kept checkpoint (step {s["best_step"]}, lowest validation error) '
+          'scores '
+          f"{_f(s['balanced_accuracy'])} balanced accuracy on the test split; the last step's "
+          'weights '
+          f'score {_f(s["last_step_balanced_accuracy"])}: the best checkpoint is '
+          f'{"better" if better else "not better"}.',
+          '',
+          '![scratch genre loss curves](results/genre_scratch_loss_curve.png)',
+          '',
+        ]
+    missing = [n for n in order if n not in g['learning_curve']]
+    if missing:
+      lines += [
+        f'Not measured yet: {", ".join(missing)} per class (`python -m bench.quality --only genre '
+        f'--genre_sizes ...`); a dash in the table is a run that was not made.',
+        '',
+      ]
+  lines += [
+    '## Measured elsewhere',
+    '',
+    '- Sequence packing on number words (fill, real tokens/s, time to 99% exact match): '
+    '[packing.md](packing.md), from `python -m bench.packing`.',
+    '- Speed against peers: [performance.md](performance.md).',
+    '',
+  ]
+  with open(path + '.tmp', 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  os.replace(path + '.tmp', path)
+
+
+def _systematic_section(r: dict) -> list[str]:
+  rows = r['numbers_systematic']
+  lines = [
+    '## Number words, systematic split (en_de)',
+    '',
+    *_provenance(r, 'numbers_systematic'),
+    'Every number whose thousands part is one of 50 held-out values (1 of 1-9, 9 of 10-99, 40 of '
+    '100-999; `jaxformer.data.numbers.HELD_OUT_THOUSANDS`) is kept out of training and validation. '
+    'The model has seen each of those values as a number of its own ("dreiundzwanzig"), never '
+    'before "tausend". `test` is 1,000 such numbers, `test_iid` 1,000 numbers like the training '
+    'ones; validation is in-distribution too, so nothing was chosen on the '
+    'held-out forms. Same data, tokenizer and 700-step schedule for every row; one seed each.',
+    '',
+    '| model | held-out thousands (`test`), greedy / beam 4 | like training (`test_iid`), greedy / '
+    'beam 4 | train wall time | load |',
+    '|---|---|---|---|---|',
+  ]
+  for v in rows.values():
+    novel, seen = v['test'], v['test_iid']
+    lines.append(
+      f'| {v["label"]} | {_f(novel["exact_match_greedy"])} / {_f(novel["exact_match_beam"])} | '
+      f'{_f(seen["exact_match_greedy"])} / {_f(seen["exact_match_beam"])} | '
+      f'{v["train_wall_s"]:.0f} s | {_f(v.get("load"), 1)} |'
+    )
+  shipped = rows.get('shipped')
+  if shipped and shipped['test']['errors']:
+    lines += ['', 'Mistakes of the shipped config on held-out thousands (beam 4):', '']
+    lines += [
+      f'- "{e["source"]}" -> "{e["beam"]}" (reference "{e["target"]}")'
+      for e in shipped['test']['errors']
+    ]
+  return lines + ['']
