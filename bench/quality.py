@@ -1,7 +1,7 @@
 """Trains and evaluates the three embedded tasks and writes docs/results.{json,md}.
 
-    python -m bench.quality                    # everything (about 3 hours on a 2-core CPU)
-    python -m bench.quality --only numbers     # one part: numbers | systematic | lm | genre
+    python -m bench.quality                    # everything (about 4 hours on a 2-core CPU)
+    python -m bench.quality --only numbers     # one part: numbers | systematic | lm | genre | peft
 
 Each part trains through train.py (a subprocess, exactly what a user runs), scores with
 jaxformer.evaluate, and records wall time. Baselines: a unigram LM (bits per byte) and
@@ -329,6 +329,74 @@ def genre(
   return out
 
 
+# ----------------------------------------------------------------------------- LoRA vs full
+# Fewer trainable parameters on few labels (issue 20): each method fine-tunes the 30-minute LM with
+# configs/genre_finetune.py's data, model, dropout and early stopping. Full fine-tuning is the genre
+# part's curve. The learning rate of the other two was fixed before any run (1e-3, the usual for
+# adapters and linear heads), not tuned on these numbers.
+PEFT_METHODS = {
+  'head_only': ('--config.freeze_backbone=True',),
+  'lora_r4': ('--config.lora.rank=4', '--config.lora.alpha=8'),
+  'lora_r16': ('--config.lora.rank=16', '--config.lora.alpha=32'),
+}
+PEFT_COMMON = (
+  '--config.learning_rate=1e-3',
+  '--config.backbone_lr_multiplier=1.0',  # the full fine-tuning options, off: nothing else trains
+  '--config.head_only_steps=0',
+  '--config.lora.targets=attention,mlp',
+)
+
+
+def trainable_parameters(workdir: str) -> tuple[int, int]:
+  """(trainable, total) parameter counts of a finished run."""
+  import jax
+  import numpy as np
+
+  from jaxformer import inference
+  from jaxformer.model import lora
+
+  loaded = inference.load(workdir)
+  sizes = [int(np.size(x)) for x in jax.tree.leaves(loaded.params)]
+  frozen = loaded.config.get('freeze_backbone') or lora.has_factors(loaded.params)
+  if not frozen:
+    return sum(sizes), sum(sizes)
+  labels = jax.tree.leaves(lora.trainable_labels(loaded.params))
+  return sum(n for n, lab in zip(sizes, labels, strict=True) if lab == 'trainable'), sum(sizes)
+
+
+def peft(runs: str, pretrained: str, sizes=(30, 100, 300), out=None) -> dict:
+  """Full, head-only and LoRA (rank 4, 16) genre fine-tuning at each size, from `pretrained`.
+  The full fine-tuning runs are the genre part's own (same arguments: trained once, reused)."""
+  out = dict(out or {})
+  for method, overrides in {'full': None, **PEFT_METHODS}.items():
+    for n in sizes:
+      data = (
+        f'--config.dataset.examples_per_class={n}',
+        f'--config.dataset.train_split={"train" if n <= 100 else "train_full"}',
+      )
+      if overrides is None:  # the genre part's run, with its arguments in its order: reused
+        workdir = os.path.join(runs, f'genre_finetune_{n}')
+        args = (*data, f'--config.init_from={pretrained}')
+      else:
+        workdir = os.path.join(runs, f'genre_{method}_{n}')
+        args = (f'--config.init_from={pretrained}', *data, *PEFT_COMMON, *overrides)
+      summary = train(workdir, 'configs/genre_finetune.py', *args, fresh=False)
+      trainable, total = trainable_parameters(workdir)
+      cfg = json.load(open(os.path.join(workdir, 'config.json')))
+      tokens_per_step = cfg['batch_size'] * cfg['model']['max_len']
+      out.setdefault(method, {})[str(n)] = {
+        'balanced_accuracy': evaluate(workdir, 'test')['balanced_accuracy'],
+        'trainable_params': trainable,
+        'total_params': total,
+        'step_s': tokens_per_step / summary['padded_tokens_per_s'],
+        'best_step': summary['best_step'],
+        'last_step': summary['last_step'],
+        'wall_s': summary['wall_s'],
+        'load': summary['load'],
+      }
+  return out
+
+
 DOCS = os.path.join(REPO, 'docs', 'results')
 
 
@@ -336,7 +404,7 @@ def main() -> None:
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument('--only', default='numbers,systematic,lm,genre')
+  p.add_argument('--only', default='numbers,systematic,lm,genre,peft')
   p.add_argument('--runs', default='runs/quality')
   p.add_argument(
     '--pretrained', default='runs/shakespeare_lm', help='the default LM run (trained if missing)'
@@ -395,6 +463,10 @@ def main() -> None:
       results.get('genre'),
     )
     results['measured']['genre'] = measured
+  if 'peft' in parts:
+    long_dir, _ = long_language_model(args.runs)
+    results['peft'] = peft(args.runs, long_dir, out=results.get('peft'))
+    results['measured']['peft'] = measured
   with open(path + '.tmp', 'w') as f:
     json.dump(results, f, indent=2)
   os.replace(path + '.tmp', path)
