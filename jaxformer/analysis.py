@@ -7,6 +7,7 @@ Everything takes a ModelConfig and a parameter tree, so it works on any run, in 
     cap.attention   # [layers, B, H, L, L]  softmax rows; causal, so zero above the diagonal
     cap.hidden      # [layers + 1, B, L, D] residual stream: embeddings, then after each layer
     head_stats(cap.attention)                  # entropy, distance, previous/first-token share
+    induction_scores(capture(cfg, params, repeated_random_tokens(...)).attention, period)
     masked_loss(cfg, params, batches, mask)    # validation loss with some heads removed
     train_probe(x_train, y_train, x_test, y_test)   # linear probe: is a property decodable?
 
@@ -149,6 +150,39 @@ def attention_similarity(attention) -> np.ndarray:
   flat = a.transpose(0, 2, 1, 3, 4).reshape(layers * heads, -1)
   flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
   return flat @ flat.T
+
+
+def repeated_random_tokens(
+  batch: int, period: int, low: int, high: int, seed: int = 0
+) -> np.ndarray:
+  """[batch, 2 * period] int32: `period` uniform random ids in [low, high), then the same again.
+
+  Random ids have no statistics a model could have learned, so the second copy is predictable
+  only by looking back at the first: the standard probe for induction heads.
+  """
+  first = np.random.default_rng(seed).integers(low, high, (batch, period))
+  return np.concatenate([first, first], axis=1).astype(np.int32)
+
+
+def induction_scores(attention, period: int) -> np.ndarray:
+  """[layers, H] attention from each token of the second copy to the token that FOLLOWED its
+  earlier occurrence (query period + j -> key j + 1), averaged over j and the batch.
+
+  attention: [layers, B, H, 2 * period, 2 * period] on repeated_random_tokens. An induction head
+  scores near 1 ("what came after this token last time comes next"); uniform causal attention
+  scores about 1 / (1.5 * period), a previous-token head 0.
+  """
+  a = np.asarray(attention, np.float64)
+  j = np.arange(period - 1)
+  return a[..., period + j, j + 1].mean(axis=(1, 3))
+
+
+def copy_losses(logits, tokens, period: int) -> tuple[float, float]:
+  """Mean next-token loss (nats) inside the first and inside the second copy of
+  repeated_random_tokens: a model that copies from context predicts the second far better."""
+  logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+  nll = -np.asarray(jnp.take_along_axis(logp[:, :-1], jnp.asarray(tokens)[:, 1:, None], -1))[..., 0]
+  return float(nll[:, : period - 1].mean()), float(nll[:, period:].mean())
 
 
 # ----------------------------------------------------------------------------- head ablation

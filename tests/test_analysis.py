@@ -127,6 +127,34 @@ def test_head_stats_on_known_patterns():
   np.testing.assert_allclose(sim, 1.0)
 
 
+def test_induction_scores_and_copy_losses_on_known_patterns(model):
+  period = 6
+  tokens = analysis.repeated_random_tokens(3, period, low=4, high=32, seed=1)
+  assert tokens.shape == (3, 2 * period) and (tokens >= 4).all() and (tokens < 32).all()
+  np.testing.assert_array_equal(tokens[:, :period], tokens[:, period:])
+  n = 2 * period
+  induction = np.zeros((1, 3, 2, n, n))  # head 0 copies from context, head 1 looks one back
+  for i in range(n):
+    induction[..., 0, i, i - period + 1 if i >= period else 0] = 1.0
+    induction[..., 1, i, max(i - 1, 0)] = 1.0
+  scores = analysis.induction_scores(induction, period)
+  assert scores.shape == (1, 2) and scores[0, 0] == pytest.approx(1.0) and scores[0, 1] == 0.0
+  uniform = np.tril(np.ones((n, n)))
+  uniform = (uniform / uniform.sum(-1, keepdims=True))[None, None, None]
+  expected = np.mean([1 / (period + j + 1) for j in range(period - 1)])
+  assert analysis.induction_scores(uniform, period)[0, 0] == pytest.approx(expected)
+  # A model that predicts each token of the second copy from the first: zero loss there only.
+  logits = np.zeros((3, n, 32))
+  logits[:, period - 1 : n - 1][np.arange(3)[:, None], np.arange(period), tokens[:, period:]] = 50
+  first, second = analysis.copy_losses(logits, tokens, period)
+  assert first == pytest.approx(np.log(32), rel=1e-6) and second < 1e-6
+  # On a real model the scores come from its captured attention: probabilities, one per head.
+  cfg, params = model
+  cap = analysis.capture(cfg, params, analysis.repeated_random_tokens(2, 8, 3, cfg.vocab_size))
+  real = analysis.induction_scores(cap.attention, 8)
+  assert real.shape == (cfg.num_layers, cfg.num_heads) and ((real >= 0) & (real <= 1)).all()
+
+
 def test_probe_finds_planted_feature_and_not_shuffled_labels():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2000, 24)).astype(np.float32)
