@@ -86,6 +86,9 @@ def test_heads_and_pretraining_results_are_complete(quick):
   assert len(heads['heads']) == n and len(heads['pruning_curve']) == n + 1
   assert heads['pruning_curve'][0] == pytest.approx(heads['baseline_loss'])
   assert os.path.exists(quick / 'out' / 'heads_maps.png')
+  scores = np.asarray(heads['induction']['scores'])  # [layers, heads], attention shares
+  assert scores.shape == (heads['model']['num_layers'], heads['model']['num_heads'])
+  assert ((scores >= 0) & (scores <= 1)).all() and heads['induction']['copy_loss_first'] > 0
   pre = json.loads((quick / 'out' / 'pretraining.json').read_text())['results']
   approaches = {r['approach'] for r in pre['table']}
   assert {'fine-tuned', 'scratch'} <= approaches
@@ -145,3 +148,28 @@ def test_unknown_experiment_is_a_clear_error():
     timeout=60,
   )
   assert proc.returncode == 2 and "unknown experiment 'nope'" in proc.stderr
+
+
+def test_heads_analyses_the_default_lm_and_pretraining_the_small_one(tmp_path, monkeypatch):
+  """Which LM each experiment trains when no --workdir is given (training itself is stubbed)."""
+  import types
+
+  from jaxformer.experiments import common
+
+  trained = []
+  monkeypatch.setattr(
+    'jaxformer.training.loop.train_and_evaluate', lambda c, w: trained.append((c, w))
+  )
+  monkeypatch.setattr(
+    'jaxformer.checkpoint.load_pretrained', lambda w: types.SimpleNamespace(task='lm', path=w)
+  )
+  default_width = common.load_config('shakespeare_lm').model.d_model
+  opts = common.Options(runs=str(tmp_path))
+  assert common.pretrained_lm(opts, full_size=True).path == str(tmp_path / 'shakespeare_lm')
+  assert trained[-1][0].model.d_model == default_width  # configs/shakespeare_lm.py as shipped
+  assert common.pretrained_lm(opts).path == str(tmp_path / 'lm')
+  assert trained[-1][0].model.d_model == 128  # the small LM
+  quick = common.Options(runs=str(tmp_path), quick=True)
+  assert common.pretrained_lm(quick, full_size=True).path == str(tmp_path / 'lm')  # tiny
+  mine = common.Options(workdir=str(tmp_path / 'mine'))
+  assert common.pretrained_lm(mine, full_size=True).path == str(tmp_path / 'mine')

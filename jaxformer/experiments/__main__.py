@@ -26,7 +26,8 @@ def parse(argv):
     '--workdir',
     default=None,
     help='language-model run to analyse (heads, depth, pretraining), e.g. runs/shakespeare_lm; '
-    'default RUNS/lm, a small LM trained there first if it holds no finished run',
+    'default: heads RUNS/shakespeare_lm (configs/shakespeare_lm.py), depth and pretraining '
+    'RUNS/lm (a small LM), each trained there first if it holds no finished run',
   )
   p.add_argument(
     '--runs',

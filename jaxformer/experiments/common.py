@@ -33,8 +33,11 @@ class Options:
     root = self.runs or os.path.join('runs', 'experiments-quick' if self.quick else 'experiments')
     return os.path.join(root, name)
 
-  def lm_workdir(self) -> str:
-    return self.workdir or self.runs_dir('lm')
+  def lm_workdir(self, full_size: bool = False) -> str:
+    """--workdir, else the cached default LM (`full_size`) or small LM (see pretrained_lm)."""
+    if self.workdir:
+      return self.workdir
+    return self.runs_dir('shakespeare_lm' if full_size and not self.quick else 'lm')
 
 
 @dataclasses.dataclass
@@ -206,12 +209,21 @@ def lm_config(quick: bool):
   return quiet(config)
 
 
-def pretrained_lm(opts: Options):
-  """The trained language model at opts.lm_workdir(), trained there first if it holds no
-  finished run."""
+def default_lm_config():
+  """configs/shakespeare_lm.py unchanged (one device, quiet): the model `python train.py` trains."""
+  return quiet(load_config('shakespeare_lm'))
+
+
+def pretrained_lm(opts: Options, full_size: bool = False):
+  """The trained language model at opts.lm_workdir(full_size), trained there first if it holds no
+  finished run: the default LM (default_lm_config) when `full_size`, else the small lm_config.
+
+  heads analyses the default LM: a model too weak to need attention cannot show what heads do.
+  pretraining fine-tunes its LM 30 times, which the small one keeps within minutes.
+  """
   from jaxformer.checkpoint import load_pretrained
 
-  workdir = opts.lm_workdir()
+  workdir = opts.lm_workdir(full_size)
   if not os.path.exists(os.path.join(workdir, 'summary.json')):
     if os.path.exists(os.path.join(workdir, 'config.json')) and opts.workdir:
       raise ValueError(
@@ -224,7 +236,8 @@ def pretrained_lm(opts: Options):
     )
     from jaxformer.training.loop import train_and_evaluate
 
-    train_and_evaluate(lm_config(opts.quick), workdir)
+    config = default_lm_config() if full_size and not opts.quick else lm_config(opts.quick)
+    train_and_evaluate(config, workdir)
   pre = load_pretrained(workdir)
   if pre.task != 'lm':
     raise ValueError(f'{workdir} is a {pre.task!r} run; pass --workdir of a language-model run')

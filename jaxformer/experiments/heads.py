@@ -1,12 +1,16 @@
 """heads: do different heads capture different information? Maps, statistics, ablation, redundancy.
 
-On a trained Shakespeare LM (the --workdir run):
+On a trained Shakespeare LM: the --workdir run, else the default LM (configs/shakespeare_lm.py,
+trained once into runs/experiments/shakespeare_lm; --workdir runs/shakespeare_lm reuses yours):
   1. attention maps of every (layer, head) on one passage of a held-out play (NAME_maps.png);
   2. per-head statistics over validation windows: entropy, mean distance, share of attention
      on the previous token and on the window's first token (jaxformer.analysis.head_stats);
   3. ablation: validation loss with each head alone masked (head_mask), and each whole layer;
   4. redundancy: cosine similarity between heads' attention patterns;
-  5. pruning: remove heads from least to most important (by 3.) and watch the loss.
+  5. pruning: remove heads from least to most important (by 3.) and watch the loss;
+  6. induction: on random tokens repeated twice, the attention from each token of the second
+     copy to the token after its first occurrence (jaxformer.analysis.induction_scores), and the
+     loss inside each copy: a model that reads its context predicts the second copy far better.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def _settings(quick: bool) -> dict:
       'ablation_batches': 1,
       'batch_size': 8,
       'tolerance': 0.01,
+      'induction_period': 8,
+      'induction_batch': 4,
     }
   return {
     'map_tokens': 40,
@@ -35,7 +41,12 @@ def _settings(quick: bool) -> dict:
     'ablation_batches': 6,
     'batch_size': 32,
     'tolerance': 0.01,
+    'induction_period': 100,
+    'induction_batch': 16,
   }
+
+
+INDUCTION_THRESHOLD = 0.3  # of a head's attention on the token after the earlier occurrence
 
 
 def _passage(data, tokenizer, length: int) -> list[int]:
@@ -62,7 +73,7 @@ def _kind(stats, layer: int, head: int) -> str:
 
 def run(opts: Options) -> Result:
   s = _settings(opts.quick)
-  pre = pretrained_lm(opts)
+  pre = pretrained_lm(opts, full_size=True)
   cfg, params = pre.model_config, pre.params
   data = lm_data(pre, s['batch_size'])
   tok = data.tokenizer
@@ -92,6 +103,7 @@ def run(opts: Options) -> Result:
   curve = analysis.pruning_curve(cfg, params, batches, order)
   limit = ablation['baseline'] * (1 + s['tolerance'])
   prunable = max(k for k, loss in enumerate(curve) if loss <= limit or k == 0)
+  induction = _induction(cfg, params, tok, s)
 
   heads = [
     {
@@ -99,6 +111,7 @@ def run(opts: Options) -> Result:
       'head': h,
       'kind': _kind(stats, l, h),
       'delta_loss': float(delta[l, h]),
+      'induction_score': float(induction['scores'][l][h]),
       **{
         k: float(stats[k][l, h])
         for k in ('entropy', 'mean_distance', 'previous_token', 'first_token', 'self')
@@ -113,7 +126,7 @@ def run(opts: Options) -> Result:
   )
   results = {
     'model': {
-      'workdir': opts.lm_workdir(),
+      'workdir': opts.lm_workdir(full_size=True),
       'step': pre.step,
       'val_loss': pre.val_loss,
       'num_layers': cfg.num_layers,
@@ -138,6 +151,7 @@ def run(opts: Options) -> Result:
     'pruning_order': [f'L{l}H{h}' for l, h in order],
     'pruning_curve': curve,
     'prunable_within_tolerance': prunable,
+    'induction': induction,
   }
   figures = {
     '': _figure(cfg, stats, delta, similarity, ablation, curve, limit),
@@ -146,6 +160,24 @@ def run(opts: Options) -> Result:
     ),
   }
   return Result(settings=s, results=results, answer=_answer(cfg, s, results), figures=figures)
+
+
+def _induction(cfg, params, tok, s) -> dict:
+  period = min(s['induction_period'], cfg.max_len // 2)
+  low = max(tok.pad_id, tok.bos_id, tok.eos_id) + 1  # random ids, never a special one
+  tokens = analysis.repeated_random_tokens(s['induction_batch'], period, low, tok.vocab_size)
+  cap = analysis.capture(cfg, params, tokens)
+  scores = analysis.induction_scores(cap.attention, period)
+  first, second = analysis.copy_losses(cap.logits, tokens, period)
+  return {
+    'period': period,
+    'scores': scores,
+    'uniform_score': float(np.mean([1 / (period + j + 1) for j in range(period - 1)])),
+    'threshold': INDUCTION_THRESHOLD,
+    'heads': [f'L{l}H{h}' for l, h in zip(*np.nonzero(scores > INDUCTION_THRESHOLD), strict=True)],
+    'copy_loss_first': first,
+    'copy_loss_second': second,
+  }
 
 
 def _answer(cfg, s, r) -> str:
@@ -176,7 +208,28 @@ def _answer(cfg, s, r) -> str:
     f'Pruning from least to most important, {r["prunable_within_tolerance"]} of {total} heads '
     'can go before the '
     f'loss rises more than {100 * s["tolerance"]:.0f}% above baseline; removing all gives '
-    f'{r["pruning_curve"][-1]:.3f} ({pct(r["pruning_curve"][-1], base)}).'
+    f'{r["pruning_curve"][-1]:.3f} ({pct(r["pruning_curve"][-1], base)}).\n\n'
+    + _induction_answer(r['induction'], heads)
+  )
+
+
+def _induction_answer(ind: dict, heads: list[dict]) -> str:
+  best = max(heads, key=lambda h: h['induction_score'])
+  found = (
+    f'induction heads (score above {ind["threshold"]}): {", ".join(ind["heads"])}'
+    if ind['heads']
+    else f'no head scores above {ind["threshold"]}'
+  )
+  return (
+    f'Induction, on {ind["period"]} random tokens repeated once: {found}; the highest score is '
+    f'L{best["layer"]}H{best["head"]} ({best["induction_score"]:.2f}; uniform attention '
+    f'{ind["uniform_score"]:.3f}). Loss inside the first copy {ind["copy_loss_first"]:.2f} '
+    f'nats/token, inside the second {ind["copy_loss_second"]:.2f}: '
+    + (
+      'the model copies from its context.'
+      if ind['copy_loss_second'] < 0.5 * ind['copy_loss_first']
+      else 'the model barely uses the repeat.'
+    )
   )
 
 
