@@ -75,10 +75,11 @@ def test_startup_summary_eval_lines_and_final_metric(workdir, capfd):
 
   final = summary['final']
   assert final['split'] == 'validation' and final['step'] == summary['best_step']
+  assert final['eval_s'] > 0  # the final whole-split evaluation is timed on its own
   last = out.strip().splitlines()[-1]
   assert last == (
     f'final: bits/byte {final["bits_per_byte"]:.4f} (loss {final["loss"]:.4f}) on the whole '
-    f"'validation' split, weights of step {final['step']}"
+    f"'validation' split ({final['eval_s']:.0f} s), weights of step {final['step']}"
   )
 
 

@@ -168,8 +168,9 @@ def final_line(final: dict, task: str) -> str:
     if task == 'lm'
     else f'accuracy {final["accuracy"]:.4f}'
   )
+  took = f' ({final["eval_s"]:.0f} s)' if 'eval_s' in final else ''
   return (
-    f'final: {score} (loss {final["loss"]:.4f}) on the whole {final["split"]!r} split, '
+    f'final: {score} (loss {final["loss"]:.4f}) on the whole {final["split"]!r} split{took}, '
     f'weights of step {final["step"]}'
   )
 

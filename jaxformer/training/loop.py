@@ -395,10 +395,13 @@ class _Trainer:
       return summary
     # The figure the README quotes: the whole test split, else the whole validation split.
     final_split = config.dataset.test_split or config.dataset.eval_split
+    t_final = time.time()  # not in wall_s, which ends with training: reported on its own
     final = self.evaluate(params, final_split, canonical=True, batch_size=self._final_batch_size())
+    final_s = round(time.time() - t_final, 2)
     if config.dataset.test_split:
       summary['test'] = final
-    summary['final'] = dict(final, split=final_split, step=best_step if restored_best else step)
+    step_used = best_step if restored_best else step
+    summary['final'] = dict(final, split=final_split, step=step_used, eval_s=final_s)
     from jaxformer.training import report  # decoding code is only needed at the very end
 
     with s.runtime.context():  # decoding traced like the steps: the constraints are live
