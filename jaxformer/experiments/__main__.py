@@ -25,8 +25,10 @@ def parse(argv):
   p.add_argument(
     '--workdir',
     default=None,
-    help='language-model run to analyse (heads, depth, pretraining), e.g. runs/shakespeare_lm; '
-    'default RUNS/lm, a small LM trained there first if it holds no finished run',
+    help='run to analyse: a language model for heads, depth, pretraining (e.g. '
+    'runs/shakespeare_lm; default RUNS/lm, a small LM trained there first if it holds no finished '
+    'run); a jaxformer_numbers translate run for depth_translation (default: '
+    'configs/numbers_translate.py trained once under RUNS/translate)',
   )
   p.add_argument(
     '--runs',
