@@ -16,7 +16,9 @@ Linear probes (analysis.train_probe), balanced accuracy per layer:
                digit, "fifteen" holds two digits, and a zero digit has no word at all. The mean
                of the embeddings is a bag of (piece + position) vectors, from which a linear probe
                reads which pieces occur but hardly which role each plays; what the layers add over
-               it is the binding of words to digit places.
+               it is the binding of words to digit places. The decoder's digits are pooled over
+               its scored positions; its input is the German reference, which spells the number
+               too, so they mix what it reads from the target with what cross-attention brings.
   thousands    whether the number is >= 1000 (pooled too).
 Probes train on the validation split and are tested on the test split (no number is in both).
 Both hold only numbers >= 1000, so `thousands` adds numbers below 1000 from the train split,
