@@ -10,14 +10,22 @@ import sys
 import numpy as np
 import pytest
 
-from jaxformer.experiments import NAMES, depth, ffn_width, heads_cost, overfitting
+from jaxformer.experiments import (
+  NAMES,
+  Options,
+  depth,
+  depth_translation,
+  ffn_width,
+  heads_cost,
+  overfitting,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
 def quick(tmp_path_factory):
-  """All six experiments with --quick, in one subprocess (one device, as on a laptop).
+  """All seven experiments with --quick, in one subprocess (one device, as on a laptop).
 
   One process lets the experiments share the tiny LM they analyse and XLA's compilation cache.
   """
@@ -137,6 +145,53 @@ def test_corpus_slice_validation_is_exactly_the_held_out_text(quick):
   text = open(path, encoding='utf-8').read()
   assert len(data.examples('validation')[0]['text']) == sizes['validation_chars']
   assert data.examples('train')[0]['text'] + data.examples('validation')[0]['text'] == text
+
+
+def test_number_words_give_their_value_and_digits():
+  from num2words import num2words
+
+  rng = np.random.default_rng(0)
+  numbers = [0, 5, 15, 40, 105, 1000, 1015, 20_001, 100_000, 999_999, *rng.integers(0, 10**6, 200)]
+  values = [depth_translation.number_value(num2words(int(n), lang='en')) for n in numbers]
+  assert values == [int(n) for n in numbers]
+  labels = depth_translation.number_labels([23_405, 999, 7])
+  assert labels['units'].tolist() == [5, 9, 7] and labels['tens'].tolist() == [0, 9, 0]
+  assert labels['hundreds'].tolist() == [4, 9, 0] and labels['thousands'].tolist() == [1, 0, 0]
+  with pytest.raises(ValueError, match="'million'"):
+    depth_translation.number_value('one million')
+
+
+def test_depth_translation_probes_every_layer_of_both_stacks(quick):
+  payload = json.loads((quick / 'out' / 'depth_translation.json').read_text())
+  r = payload['results']
+  layers = {
+    'encoder': r['model']['num_encoder_layers'],
+    'decoder': r['model']['num_decoder_layers'],
+  }
+  for label in ('trained', 'random_init'):
+    for stack, props in depth_translation.PROPERTIES.items():
+      for name in props:
+        values = r['probes'][label][stack][name]
+        assert len(values) == layers[stack] + 1 and all(0.0 <= v <= 1.0 for v in values)
+  # Probes train on validation numbers and test on test numbers; `thousands` adds numbers
+  # below 1000 from the train split, the same count to each side.
+  settings = payload['settings']
+  for stack in ('encoder', 'decoder'):
+    assert r['probe_examples'][stack]['units'] == [settings['probe_examples']] * 2
+    assert (
+      r['probe_examples'][stack]['thousands']
+      == [settings['probe_examples'] + settings['small_numbers'] // 2] * 2
+    )
+    assert r['chance_balanced'][stack]['thousands'] == 0.5
+  # Every piece has its own embedding, so the current piece is decodable from layer 0 of any
+  # model whose probe labels line up with the positions they were read at.
+  for label in ('trained', 'random_init'):
+    assert r['probes'][label]['encoder']['token'][0] > 0.9
+    assert r['probes'][label]['decoder']['token'][0] > 0.9
+  # A language-model run is not a translation model: a clear error, not a crash inside.
+  lm = Options(workdir=str(quick / 'runs' / 'lm'), quick=True)
+  with pytest.raises(ValueError, match="'lm' run on 'jaxformer_shakespeare'.*needs a translate"):
+    depth_translation.translation_run(lm)
 
 
 def test_unknown_experiment_is_a_clear_error():

@@ -12,7 +12,15 @@ import importlib
 
 from jaxformer.experiments.common import Options, run_experiment
 
-NAMES = ('heads_cost', 'heads', 'depth', 'ffn_width', 'overfitting', 'pretraining')
+NAMES = (
+  'heads_cost',
+  'heads',
+  'depth',
+  'depth_translation',
+  'ffn_width',
+  'overfitting',
+  'pretraining',
+)
 
 
 def run(name: str, opts: Options | None = None) -> dict:
