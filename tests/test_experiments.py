@@ -228,3 +228,23 @@ def test_heads_analyses_the_default_lm_and_pretraining_the_small_one(tmp_path, m
   assert common.pretrained_lm(quick, full_size=True).path == str(tmp_path / 'lm')  # tiny
   mine = common.Options(workdir=str(tmp_path / 'mine'))
   assert common.pretrained_lm(mine, full_size=True).path == str(tmp_path / 'mine')
+
+
+def test_the_written_command_names_the_analysed_run(tmp_path):
+  """NAME.json and NAME.md say which --workdir was analysed, so the command reruns the numbers."""
+  import types
+
+  from jaxformer import plotting
+  from jaxformer.experiments import common
+
+  def run(opts):
+    return common.Result(settings={}, results={}, answer='a', figures={'': plotting.figure()})
+
+  module = types.SimpleNamespace(QUESTION='q?', run=run)
+  opts = common.Options(workdir='runs/mine', out=str(tmp_path))
+  payload = common.run_experiment('probe', module, opts)
+  assert payload['command'] == 'python -m jaxformer.experiments probe --workdir runs/mine'
+  assert (
+    '`python -m jaxformer.experiments probe --workdir runs/mine`'
+    in (tmp_path / 'probe.md').read_text()
+  )

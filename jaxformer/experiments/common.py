@@ -330,6 +330,7 @@ def run_experiment(name: str, module, opts: Options) -> dict:
     save_figure(fig, os.path.join(opts.out, filename))
     figures.append(filename)
   command = f'python -m jaxformer.experiments {name}' + (' --quick' if opts.quick else '')
+  command += f' --workdir {opts.workdir}' if opts.workdir else ''  # what was analysed
   payload = _plain(
     {
       'experiment': name,
