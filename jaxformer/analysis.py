@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxformer import plotting
 from jaxformer.config import ModelConfig
 from jaxformer.metrics import balanced_accuracy
 from jaxformer.model import DecoderLM, TransformerLayer, scan_to_loop
@@ -193,48 +192,76 @@ def _loss_fn(cfg: ModelConfig):
   model = DecoderLM(cfg)
 
   def sums(params, batch, head_mask):
+    """[2, B]: each window's summed loss and its number of scored tokens."""
     logits = model.apply({'params': params}, batch['inputs'], head_mask=head_mask)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets'])
-    return jnp.stack([jnp.sum(loss * batch['weights']), jnp.sum(batch['weights'])])
+    return jnp.stack([jnp.sum(loss * batch['weights'], -1), jnp.sum(batch['weights'], -1)])
 
   return jax.jit(sums)
 
 
-def masked_loss(cfg: ModelConfig, params, batches, head_mask=None) -> float:
-  """Mean next-token loss (nats) over LM batches {'inputs', 'targets', 'weights'} with a head mask.
-
-  head_mask: [num_layers, num_heads], 1 keeps a head and 0 removes it (None keeps all).
-  """
+def window_sums(cfg: ModelConfig, params, batches, head_mask=None) -> np.ndarray:
+  """[2, N]: summed next-token loss (nats) and scored tokens of each of the N windows in LM
+  batches {'inputs', 'targets', 'weights'}, with a head mask [num_layers, num_heads] (1 keeps a
+  head, 0 removes it; None keeps all). Per window, so a bootstrap can resample windows."""
   mask = (
     jnp.ones((cfg.num_layers, cfg.num_heads))
     if head_mask is None
     else jnp.asarray(head_mask, jnp.float32)
   )
   fn, params = _loss_fn(cfg.replace(remat='none')), nn.unbox(params)
-  total = sum(fn(params, {k: jnp.asarray(v) for k, v in b.items()}, mask) for b in batches)
-  loss_sum, weight = np.asarray(total, np.float64)
+  parts = [fn(params, {k: jnp.asarray(v) for k, v in b.items()}, mask) for b in batches]
+  return np.concatenate([np.asarray(p, np.float64) for p in parts], axis=1)
+
+
+def masked_loss(cfg: ModelConfig, params, batches, head_mask=None) -> float:
+  """Mean next-token loss (nats) over LM batches with a head mask (see window_sums)."""
+  loss_sum, weight = window_sums(cfg, params, batches, head_mask).sum(axis=1)
   return float(loss_sum / max(weight, 1.0))
+
+
+def bootstrap_deltas(base: np.ndarray, ablated: np.ndarray, draws: int = 1000, seed: int = 0):
+  """Loss increases over the baseline, recomputed on windows resampled with replacement.
+
+  base [2, N] and ablated [..., 2, N] are window_sums; returns [draws, ...]: the spread of these
+  says which ablation costs are distinguishable on this many windows.
+  """
+  pick = np.random.default_rng(seed).integers(0, base.shape[1], (draws, base.shape[1]))
+
+  def mean(sums):  # [..., 2, N] -> [..., draws]: the token-weighted mean loss of each draw
+    return sums[..., 0, pick].sum(-1) / np.maximum(sums[..., 1, pick].sum(-1), 1.0)
+
+  return np.moveaxis(mean(np.asarray(ablated)) - mean(np.asarray(base)), -1, 0)
 
 
 def head_ablation(cfg: ModelConfig, params, batches) -> dict:
   """Loss with nothing removed, with each head alone removed [layers, H], and with each whole
-  layer's attention removed.
+  layer's attention removed; 'single_head_sums' [layers, H, 2, N] and 'baseline_sums' [2, N]
+  keep the per-window numbers for bootstrap_deltas.
 
   The increase over 'baseline' is how much the model relies on that head (on these batches).
   """
-  base = masked_loss(cfg, params, batches)
-  single = np.zeros((cfg.num_layers, cfg.num_heads))
+  base_sums = window_sums(cfg, params, batches)
+  base = float(base_sums[0].sum() / max(base_sums[1].sum(), 1.0))
+  single_sums = np.zeros((cfg.num_layers, cfg.num_heads, *base_sums.shape))
   for layer in range(cfg.num_layers):
     for head in range(cfg.num_heads):
       mask = np.ones((cfg.num_layers, cfg.num_heads))
       mask[layer, head] = 0.0
-      single[layer, head] = masked_loss(cfg, params, batches, mask)
+      single_sums[layer, head] = window_sums(cfg, params, batches, mask)
+  single = single_sums[..., 0, :].sum(-1) / np.maximum(single_sums[..., 1, :].sum(-1), 1.0)
   whole = np.zeros(cfg.num_layers)
   for layer in range(cfg.num_layers):
     mask = np.ones((cfg.num_layers, cfg.num_heads))
     mask[layer] = 0.0
     whole[layer] = masked_loss(cfg, params, batches, mask)
-  return {'baseline': base, 'single_head': single, 'whole_layer': whole}
+  return {
+    'baseline': base,
+    'single_head': single,
+    'whole_layer': whole,
+    'baseline_sums': base_sums,
+    'single_head_sums': single_sums,
+  }
 
 
 def pruning_curve(cfg: ModelConfig, params, batches, order) -> list[float]:
@@ -319,80 +346,3 @@ def train_probe(
     'num_test': int(len(y_test)),
     'num_classes': num_classes,
   }
-
-
-# ----------------------------------------------------------------------------- plotting
-
-
-def save_figure(fig, path: str, dpi: int = 110) -> str:
-  fig.tight_layout()
-  return plotting.save_png(fig, path, dpi=dpi)
-
-
-def heatmap(
-  ax,
-  matrix,
-  *,
-  row_labels=None,
-  col_labels=None,
-  title: str = '',
-  cmap: str = 'viridis',
-  fmt: str | None = '{:.2f}',
-  vmin=None,
-  vmax=None,
-  colorbar: bool = True,
-):
-  """matrix [R, C] as an image with optional per-cell numbers; returns the image."""
-  matrix = np.asarray(matrix, np.float64)
-  image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, aspect='auto')
-  if row_labels is not None:
-    ax.set_yticks(range(len(row_labels)), row_labels)
-  if col_labels is not None:
-    ax.set_xticks(range(len(col_labels)), col_labels)
-  if fmt and matrix.size <= 64:
-    lo, hi = np.nanmin(matrix), np.nanmax(matrix)
-    for (r, c), v in np.ndenumerate(matrix):
-      dark = (v - lo) < 0.5 * (hi - lo) if cmap in ('viridis', 'magma', 'inferno') else False
-      ax.text(
-        c,
-        r,
-        fmt.format(v),
-        ha='center',
-        va='center',
-        fontsize=7,
-        color='white' if dark else 'black',
-      )
-  ax.set_title(title, fontsize=9)
-  if colorbar:
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-  return image
-
-
-def plot_attention_grid(attention, labels=None, title: str = ''):
-  """One map per (layer, head) from attention [layers, H, L, L] of a single passage; returns
-  the figure.
-
-  labels: the L token strings, written along the left column and bottom row.
-  """
-  attention = np.asarray(attention)
-  layers, heads, length = attention.shape[:3]
-  fig = plotting.figure(figsize=(2.6 * heads + 0.6, 2.6 * layers + 0.6))
-  axes = fig.subplots(layers, heads, squeeze=False)
-  for layer in range(layers):
-    for head in range(heads):
-      ax = axes[layer, head]
-      ax.imshow(attention[layer, head], cmap='Blues', vmin=0.0, vmax=1.0)
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if layer == 0:
-        ax.set_title(f'head {head}', fontsize=9)
-      if head == 0:
-        ax.set_ylabel(f'layer {layer}', fontsize=9)
-      if labels is not None and length <= 64:
-        if head == 0:
-          ax.set_yticks(range(length), labels, fontsize=4)
-        if layer == layers - 1:
-          ax.set_xticks(range(length), labels, fontsize=4, rotation=90)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  return fig

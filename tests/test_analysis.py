@@ -108,6 +108,34 @@ def test_head_ablation_and_pruning_curve(model):
   assert curve[cfg.num_heads] == pytest.approx(out['whole_layer'][0], rel=1e-5)
 
 
+def test_window_losses_and_bootstrap_of_ablation_costs(model):
+  cfg, params = model
+  x = np.asarray(tokens(3, 16))
+  weights = np.ones((3, 15), np.float32)
+  weights[2, 10:] = 0.0  # a window with fewer scored tokens counts for fewer
+  batches = [{'inputs': x[:, :-1], 'targets': x[:, 1:], 'weights': weights}]
+  sums = analysis.window_sums(cfg, params, batches)
+  assert sums.shape == (2, 3) and sums[1].tolist() == [15.0, 15.0, 10.0]
+  assert sums[0].sum() / sums[1].sum() == pytest.approx(analysis.masked_loss(cfg, params, batches))
+  out = analysis.head_ablation(cfg, params, batches)
+  assert out['single_head_sums'].shape == (cfg.num_layers, cfg.num_heads, 2, 3)
+  draws = analysis.bootstrap_deltas(out['baseline_sums'], out['single_head_sums'], draws=200)
+  assert draws.shape == (200, cfg.num_layers, cfg.num_heads)
+  delta = out['single_head'] - out['baseline']
+  assert np.all(draws.min(0) <= delta + 1e-9) and np.all(delta <= draws.max(0) + 1e-9)
+  # Known cases: the same cost in every window gives no spread; a cost in one window does.
+  base = np.array([[3.0, 5.0, 4.0, 6.0], [2.0, 2.0, 2.0, 2.0]])
+  flat = base + np.array([[1.0] * 4, [0.0] * 4])  # +0.5 nats per token everywhere
+  lumpy = base + np.array([[4.0, 0, 0, 0], [0.0] * 4])  # +2 nats per token in one window
+  out = analysis.bootstrap_deltas(base, np.stack([flat, lumpy]), draws=500)
+  np.testing.assert_allclose(out[:, 0], 0.5)
+  assert (
+    out[:, 1].min() == 0.0
+    and out[:, 1].max() > 1.0
+    and out[:, 1].mean() == pytest.approx(0.5, abs=0.1)
+  )
+
+
 def test_head_stats_on_known_patterns():
   length = 8
   previous = np.zeros((1, 2, 1, length, length))

@@ -94,6 +94,9 @@ def test_heads_and_pretraining_results_are_complete(quick):
   assert len(heads['heads']) == n and len(heads['pruning_curve']) == n + 1
   assert heads['pruning_curve'][0] == pytest.approx(heads['baseline_loss'])
   assert os.path.exists(quick / 'out' / 'heads_maps.png')
+  for h in heads['heads']:  # a bootstrap interval for every ablation cost
+    assert h['delta_loss_90'][0] <= h['delta_loss_90'][1]
+  assert sum(h['most_important_share'] for h in heads['heads']) == pytest.approx(1.0)
   scores = np.asarray(heads['induction']['scores'])  # [layers, heads], attention shares
   assert scores.shape == (heads['model']['num_layers'], heads['model']['num_heads'])
   assert ((scores >= 0) & (scores <= 1)).all() and heads['induction']['copy_loss_first'] > 0

@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from jaxformer import analysis, metrics
+from jaxformer import metrics, plotting
 from jaxformer.training.writers import plot_loss_curves
 
 
@@ -39,6 +39,6 @@ def test_every_plot_renders_without_pyplot_or_a_backend_switch(tmp_path, no_glob
   assert _is_png(png)
 
   attention = np.full((2, 2, 4, 4), 0.25)
-  fig = analysis.plot_attention_grid(attention, labels=list('abcd'), title='uniform')
-  assert _is_png(analysis.save_figure(fig, str(tmp_path / 'attention.png')))
+  fig = plotting.plot_attention_grid(attention, labels=list('abcd'), title='uniform')
+  assert _is_png(plotting.save_figure(fig, str(tmp_path / 'attention.png')))
   assert not list(tmp_path.glob('.tmp-*'))  # written through a temp file, nothing left over

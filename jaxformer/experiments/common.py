@@ -322,7 +322,7 @@ def run_experiment(name: str, module, opts: Options) -> dict:
   result: Result = module.run(opts)
   wall = round(time.time() - started, 1)
   os.makedirs(opts.out, exist_ok=True)
-  from jaxformer.analysis import save_figure
+  from jaxformer.plotting import save_figure
 
   figures = []
   for suffix, fig in result.figures.items():

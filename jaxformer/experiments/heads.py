@@ -34,6 +34,7 @@ def _settings(quick: bool) -> dict:
       'tolerance': 0.01,
       'induction_period': 8,
       'induction_batch': 4,
+      'bootstrap_draws': 100,
     }
   return {
     'map_tokens': 40,
@@ -43,6 +44,7 @@ def _settings(quick: bool) -> dict:
     'tolerance': 0.01,
     'induction_period': 100,
     'induction_batch': 16,
+    'bootstrap_draws': 1000,
   }
 
 
@@ -97,6 +99,14 @@ def run(opts: Options) -> Result:
   batches = eval_batches(data, 'validation', s['ablation_batches'])
   ablation = analysis.head_ablation(cfg, params, batches)
   delta = ablation['single_head'] - ablation['baseline']
+  # Windows resampled: how sure is each cost, and the ranking, on this many windows?
+  draws = analysis.bootstrap_deltas(
+    ablation['baseline_sums'], ablation['single_head_sums'], s['bootstrap_draws']
+  )  # [draws, layers, H]
+  interval = np.percentile(draws, [5, 95], axis=0)  # [2, layers, H]
+  top_share = np.bincount(draws.reshape(len(draws), -1).argmax(1), minlength=delta.size).reshape(
+    delta.shape
+  ) / len(draws)
   order = [
     tuple(int(i) for i in np.unravel_index(k, delta.shape)) for k in np.argsort(delta, axis=None)
   ]
@@ -111,6 +121,8 @@ def run(opts: Options) -> Result:
       'head': h,
       'kind': _kind(stats, l, h),
       'delta_loss': float(delta[l, h]),
+      'delta_loss_90': [float(interval[0, l, h]), float(interval[1, l, h])],
+      'most_important_share': float(top_share[l, h]),
       'induction_score': float(induction['scores'][l][h]),
       **{
         k: float(stats[k][l, h])
@@ -155,7 +167,7 @@ def run(opts: Options) -> Result:
   }
   figures = {
     '': _figure(cfg, stats, delta, similarity, ablation, curve, limit),
-    'maps': analysis.plot_attention_grid(
+    'maps': plotting.plot_attention_grid(
       maps, labels, title=f'attention on: {tok.decode(passage)[:60]!r}...'
     ),
   }
@@ -189,7 +201,10 @@ def _answer(cfg, s, r) -> str:
   top = sorted(heads, key=lambda h: -h['delta_loss'])[:3]
   low = sorted(heads, key=lambda h: h['delta_loss'])[:3]
   base, total = r['baseline_loss'], cfg.num_layers * cfg.num_heads
-  fmt = lambda h: f'L{h["layer"]}H{h["head"]} ({h["delta_loss"]:+.3f})'  # noqa: E731
+  fmt = lambda h: (  # noqa: E731
+    f'L{h["layer"]}H{h["head"]} ({h["delta_loss"]:+.3f}, 90% {h["delta_loss_90"][0]:+.3f} to '
+    f'{h["delta_loss_90"][1]:+.3f})'
+  )
   ents = [h['entropy'] for h in heads]
   pair = r['most_similar_pairs'][0]
   layer_text = ', '.join(f'layer {i}: {pct(x, base)}' for i, x in enumerate(r['whole_layer_loss']))
@@ -203,13 +218,33 @@ def _answer(cfg, s, r) -> str:
     f'removing one head changes the loss by {min(h["delta_loss"] for h in heads):+.3f} to '
     f'{max(h["delta_loss"] for h in heads):+.3f}. '
     f'Most important: {", ".join(fmt(h) for h in top)}; least: '
-    f"{', '.join(fmt(h) for h in low)}. Removing a whole layer's attention: {layer_text}.\n\n"
+    f'{", ".join(fmt(h) for h in low)}. {_ranking_text(heads, s)} '
+    f"Removing a whole layer's attention: {layer_text}.\n\n"
     f'Redundancy: the most similar pair is {pair["a"]}/{pair["b"]} (cosine {pair["cosine"]:.2f}). '
     f'Pruning from least to most important, {r["prunable_within_tolerance"]} of {total} heads '
     'can go before the '
     f'loss rises more than {100 * s["tolerance"]:.0f}% above baseline; removing all gives '
     f'{r["pruning_curve"][-1]:.3f} ({pct(r["pruning_curve"][-1], base)}).\n\n'
     + _induction_answer(r['induction'], heads)
+  )
+
+
+def _ranking_text(heads: list[dict], s: dict) -> str:
+  """How firm the ranking is: the top head's share of bootstrap draws, and the heads whose 90%
+  intervals overlap its interval (not distinguishable from it on these windows)."""
+  name = lambda h: f'L{h["layer"]}H{h["head"]}'  # noqa: E731
+  first = max(heads, key=lambda h: h['delta_loss'])
+  rivals = [
+    name(h) for h in heads if h is not first and h['delta_loss_90'][1] >= first['delta_loss_90'][0]
+  ]
+  return (
+    f'Resampling the windows ({s["bootstrap_draws"]} draws, 90% intervals): {name(first)} is the '
+    f'most important head in {100 * first["most_important_share"]:.0f}% of the draws; '
+    + (
+      f'not distinguishable from it: {", ".join(rivals)}.'
+      if rivals
+      else "no other head's interval reaches its interval."
+    )
   )
 
 
@@ -251,7 +286,7 @@ def _figure(cfg, stats, delta, similarity, ablation, curve, limit):
     'first_token': (0, 1),
   }
   for ax, (key, title) in zip(axes[0], panels):
-    analysis.heatmap(
+    plotting.heatmap(
       ax,
       stats[key],
       row_labels=rows,
@@ -260,7 +295,7 @@ def _figure(cfg, stats, delta, similarity, ablation, curve, limit):
       vmin=limits[key][0],
       vmax=max(limits[key][1], float(np.max(stats[key]))),
     )
-  analysis.heatmap(
+  plotting.heatmap(
     axes[1, 0],
     delta,
     row_labels=rows,
@@ -270,7 +305,7 @@ def _figure(cfg, stats, delta, similarity, ablation, curve, limit):
     title=f'loss increase when the head alone is masked\n(baseline {ablation["baseline"]:.3f})',
   )
   names = [f'L{l}H{h}' for l in range(cfg.num_layers) for h in range(cfg.num_heads)]
-  analysis.heatmap(
+  plotting.heatmap(
     axes[1, 1],
     similarity,
     row_labels=names,
