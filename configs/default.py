@@ -67,6 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 25  # pull metrics from the device every N steps
   c.checkpoint_every_steps = 200  # extra checkpoints between evaluations
   c.keep_last = 2  # newest checkpoints kept (the best is kept as well)
+  c.keep_every_steps = 0  # > 0: also keep every checkpoint at a multiple of N steps (history)
   c.learning_rate = 1e-3  # peak learning rate
   c.lr_schedule = 'cosine'  # 'cosine' | 'rsqrt' | 'constant' (all after linear warmup)
   c.warmup_steps = 50  # linear warmup steps

@@ -89,6 +89,18 @@ def test_keeps_latest_two_plus_best_and_survives_restart(tmp_path):
   ckpt.close()
 
 
+def test_keep_every_keeps_a_history_of_steps(tmp_path):
+  losses = [(step, 1.0 - 0.01 * step) for step in range(1, 8)]  # the newest is also the best
+  ckpt = saved(tmp_path / 'h', losses, keep_last=1, keep_every=3)
+  assert ckpt.all_steps() == [3, 6, 7]  # multiples of 3, plus the newest
+  ckpt.close()
+  ckpt = saved(tmp_path / 'n', losses, keep_last=1)
+  assert ckpt.all_steps() == [7]  # without it, nothing else survives
+  ckpt.close()
+  with pytest.raises(ValueError, match='keep_every'):
+    Checkpointer(tmp_path / 'x', keep_every=-1)
+
+
 def test_steps_without_val_loss_are_not_best(tmp_path):
   ckpt = saved(tmp_path / 'c', [(1, None), (2, None), (3, float('nan')), (4, None)], keep_last=1)
   assert ckpt.all_steps() == [4]

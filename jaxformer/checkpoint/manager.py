@@ -93,6 +93,8 @@ class Checkpointer:
 
   directory: where step directories live (created if missing).
   keep_last: how many of the newest steps to keep, besides the best-by-val_loss one.
+  keep_every: > 0 also keeps every step that is a multiple of it (a history of the weights, for
+    analyses over training such as the heads_dynamics experiment); 0 keeps no extra steps.
   async_save: save in the background so training continues (use save(wait=True) at the end).
   corrupt_dir: where unusable checkpoints are moved (default '<directory>_corrupt').
   read_only: never write, clean or move anything (for reading another run's checkpoints);
@@ -104,6 +106,7 @@ class Checkpointer:
     directory,
     *,
     keep_last: int = 2,
+    keep_every: int = 0,
     async_save: bool = True,
     corrupt_dir=None,
     read_only: bool = False,
@@ -112,6 +115,8 @@ class Checkpointer:
       raise ValueError(
         f'keep_last must be >= 1, got {keep_last}; resume needs at least one recent checkpoint'
       )
+    if int(keep_every) < 0:
+      raise ValueError(f'keep_every must be >= 0 (0 = off), got {keep_every}')
     self.directory = epath.Path(directory).absolute()
     self.corrupt_dir = (
       epath.Path(corrupt_dir).absolute()
@@ -126,14 +131,15 @@ class Checkpointer:
         self._remove_tmp_dirs()
       sync('jaxformer_checkpointer_init')
       self._set_aside_unreadable_metrics()  # collective: every process sees the same files
-    policy = ocp.checkpoint_managers.AnyPreservationPolicy(
-      [
-        ocp.checkpoint_managers.LatestN(n=int(keep_last)),
-        ocp.checkpoint_managers.BestN(
-          get_metric_fn=_rank, reverse=True, n=1, keep_checkpoints_without_metrics=False
-        ),
-      ]
-    )
+    policies = [
+      ocp.checkpoint_managers.LatestN(n=int(keep_last)),
+      ocp.checkpoint_managers.BestN(
+        get_metric_fn=_rank, reverse=True, n=1, keep_checkpoints_without_metrics=False
+      ),
+    ]
+    if int(keep_every) > 0:
+      policies.append(ocp.checkpoint_managers.EveryNSteps(interval_steps=int(keep_every)))
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy(policies)
     options = ocp.CheckpointManagerOptions(
       # best_fn is what makes orbax write (and re-read after a restart) each step's metrics;
       # which steps survive is decided by the preservation policy alone.

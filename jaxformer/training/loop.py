@@ -112,7 +112,9 @@ class _Trainer:
     state_keys(self.callbacks)  # two callbacks saving state under one key fail here, not later
     self.on_log = on_log
     self.ckpt = ckpt_lib.Checkpointer(
-      os.path.join(s.workdir, 'checkpoints'), keep_last=int(s.config.keep_last)
+      os.path.join(s.workdir, 'checkpoints'),
+      keep_last=int(s.config.keep_last),
+      keep_every=int(s.config.get('keep_every_steps', 0)),
     )
     self.tokens_per_step = s.config.batch_size * models.tokens_per_example(
       s.config.task, s.model_cfg

@@ -51,7 +51,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     'keep_last',
   ):
     need(int(config[key]) > 0, f'{key} must be > 0, got {config[key]}')
-  for key in ('eval_steps', 'warmup_steps', 'head_only_steps', 'num_classes'):
+  for key in ('eval_steps', 'warmup_steps', 'head_only_steps', 'num_classes', 'keep_every_steps'):
     need(int(config[key]) >= 0, f'{key} must be >= 0, got {config[key]}')
   need(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
   need(config.weight_decay >= 0, f'weight_decay must be >= 0, got {config.weight_decay}')
