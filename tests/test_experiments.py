@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope='module')
 def quick(tmp_path_factory):
-  """All seven experiments with --quick, in one subprocess (one device, as on a laptop).
+  """Every experiment with --quick, in one subprocess (one device, as on a laptop).
 
   One process lets the experiments share the tiny LM they analyse and XLA's compilation cache.
   """
@@ -251,3 +251,25 @@ def test_the_written_command_names_the_analysed_run(tmp_path):
     '`python -m jaxformer.experiments probe --workdir runs/mine`'
     in (tmp_path / 'probe.md').read_text()
   )
+
+
+def test_heads_dynamics_needs_a_history_of_checkpoints(tmp_path):
+  from test_checkpoint import saved
+
+  from jaxformer.experiments import heads_dynamics
+
+  saved(tmp_path / 'checkpoints', [(1, 0.5), (2, 0.4)], keep_last=2).close()
+  with pytest.raises(ValueError, match='keep_every_steps'):
+    heads_dynamics.kept_steps(str(tmp_path))
+  saved(tmp_path / 'checkpoints', [(3, 0.3)], keep_last=3).close()
+  assert heads_dynamics.kept_steps(str(tmp_path)) == [1, 2, 3]
+
+
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
+def test_heads_dynamics_follows_every_kept_step(quick):
+  r = json.loads((quick / 'out' / 'heads_dynamics.json').read_text())['results']
+  assert r['steps'] == [10, 20, 30]  # the quick LM keeps a checkpoint every 10 steps
+  layers, heads = r['model']['num_layers'], r['model']['num_heads']
+  for row in r['per_step']:
+    for key in ('entropy', 'previous_token', 'delta_loss', 'induction'):
+      assert np.asarray(row[key]).shape == (layers, heads), key

@@ -15,6 +15,7 @@ from jaxformer.experiments.common import Options, run_experiment
 NAMES = (
   'heads_cost',
   'heads',
+  'heads_dynamics',
   'depth',
   'depth_translation',
   'ffn_width',

@@ -185,6 +185,7 @@ def lm_config(quick: bool):
   if quick:
     config = load_config('tiny')
     config.num_train_steps = 30
+    config.checkpoint_every_steps = config.keep_every_steps = 10  # a history for heads_dynamics
     config.model.num_heads = 4
     config.model.mlp_ratio = 2.0
     config = quiet(config)
@@ -210,8 +211,11 @@ def lm_config(quick: bool):
 
 
 def default_lm_config():
-  """configs/shakespeare_lm.py unchanged (one device, quiet): the model `python train.py` trains."""
-  return quiet(load_config('shakespeare_lm'))
+  """configs/shakespeare_lm.py (one device, quiet): the model `python train.py` trains, with a
+  checkpoint kept every 100 steps for heads_dynamics (the weights and metrics are unchanged)."""
+  config = quiet(load_config('shakespeare_lm'))
+  config.checkpoint_every_steps = config.keep_every_steps = 100
+  return config
 
 
 def pretrained_lm(opts: Options, full_size: bool = False):
