@@ -18,7 +18,11 @@ from helpers import REPO
 LAYERS = (
   ('config', 0, ('jaxformer.config', 'jaxformer.configs', 'configs')),
   ('model', 1, ('jaxformer.model', 'jaxformer.models', 'jaxformer.sharding', 'jaxformer.decode')),
-  ('model', 1, ('jaxformer.metrics', 'jaxformer.analysis', 'jaxformer.plotting')),
+  (
+    'model',
+    1,
+    ('jaxformer.metrics', 'jaxformer.analysis', 'jaxformer.analysis_seq2seq', 'jaxformer.plotting'),
+  ),
   ('data', 2, ('jaxformer.data',)),
   ('checkpoint', 2, ('jaxformer.checkpoint',)),
   # Loading a trained run (checkpoint + tokenizer + model), shared by training's report and CLIs.
