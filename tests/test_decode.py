@@ -115,7 +115,7 @@ def test_greedy_generate_equals_argmax_of_full_forward_passes(lm):
 
 def test_prefill_in_one_call_equals_feeding_tokens_one_by_one(lm):
   model, params, prompt = lm
-  step = jax.jit(lambda cache, tokens: decode._lm_step(model, params, cache, tokens))
+  step = jax.jit(lambda cache, tokens: decode.lm_step(model, params, cache, tokens))
   cache = decode.lm_cache(model, 3, 8)
   full, _ = step(cache, prompt)  # [3, 4, V]
   steps = []
@@ -492,7 +492,7 @@ def test_cross_attention_keys_values_are_cached_once_and_decode_as_before(seq2se
 
   # The old path: the encoder output goes into every step, which projects it again.
   step = jax.jit(
-    lambda cache, tokens: decode._decoder_step(model, params, cache, encoded, src, tokens)
+    lambda cache, tokens: decode.decoder_step(model, params, cache, encoded, src, tokens)
   )
   cache = decode.empty_decoder_cache(model, encoded, src, 10)
   out, last = np.zeros((src.shape[0], 10), np.int32), np.full((src.shape[0], 1), BOS)
