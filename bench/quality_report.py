@@ -256,12 +256,13 @@ def _systematic_section(r: dict) -> list[str]:
     '## Number words, systematic split (en_de)',
     '',
     *_provenance(r, 'numbers_systematic'),
-    'Every number whose thousands part is one of 50 held-out values (1 of 1-9, 9 of 10-99, 40 of '
-    '100-999; `jaxformer.data.numbers.HELD_OUT_THOUSANDS`) is kept out of training and validation. '
-    'The model has seen each of those values as a number of its own ("dreiundzwanzig"), never '
-    'before "tausend". `test` is 1,000 such numbers, `test_iid` 1,000 numbers like the training '
-    'ones; validation is in-distribution too, so nothing was chosen on the '
-    'held-out forms. Same data, tokenizer and 700-step schedule for every row; one seed each.',
+    'Every number whose thousands part ends in one of five held-out two-digit values '
+    '(`jaxformer.data.numbers.HELD_OUT_ENDINGS`: 50 thousands parts, 23,xxx to 923,xxx for the '
+    'ending 23) is kept out of training and validation, so "dreiundzwanzigtausend" occurs in no '
+    'training pair while "dreiundzwanzig" occurs as units. `test` is 1,000 such numbers '
+    '(10,000 and up), `test_iid` 1,000 numbers like the training ones; validation is '
+    'in-distribution too, so nothing was chosen on the held-out forms. Same data, tokenizer and '
+    '700-step schedule for every row; one seed each.',
     '',
     '| model | held-out thousands (`test`), greedy / beam 4 | like training (`test_iid`), greedy / '
     'beam 4 | train wall time | load |',

@@ -133,8 +133,8 @@ class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
         '~20k train / 1k validation / 1k test, no number in two splits; all of '
         '0..999 and every magnitude in train.'
         + (
-          ' Systematic: 50 thousands parts never appear before "thousand" in train or '
-          'validation; test is drawn from them, test_iid as the usual test.'
+          ' Systematic: no train or validation number has a thousands part ending in one of '
+          'five held-out two-digit values; test is drawn from those, test_iid as the usual test.'
           if self.builder_config.systematic
           else ''
         )

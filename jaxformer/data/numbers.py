@@ -12,10 +12,13 @@ Splits (no number appears in two splits):
   validation  and test: drawn the same way from 1,000..999,999.
 
 The systematic variant (en_de_systematic, en_fr_systematic) asks for composition instead of
-interpolation. Every number whose thousands part (n // 1000) is in HELD_OUT_THOUSANDS is kept out of
-train and validation; `test` is drawn from exactly those numbers, `test_iid` the old way. Each held
-value (say 23) is in train as a number of its own ("dreiundzwanzig") and before other hundreds, but
-never before "tausend": to write 23,456 the model must put together two forms it learned apart.
+interpolation. Five two-digit endings (HELD_OUT_ENDINGS, say 23) are chosen; every number whose
+thousands part ends in one of them (23,xxx, 123,xxx, ..., 923,xxx: the 50 thousands parts in
+HELD_OUT_THOUSANDS) is kept out of train and validation. So "twenty-three thousand" and
+"dreiundzwanzigtausend" never occur in training, in any number, while "dreiundzwanzig" occurs
+as units (1,023) and "tausend" after every other value. `test` is drawn from exactly those
+numbers, `test_iid` the old way: to write 123,456 the model must put together two forms it
+learned apart.
 """
 
 import random
@@ -26,17 +29,14 @@ LANGUAGES = ('de', 'fr')
 MAGNITUDES = ((1_000, 9_999), (10_000, 99_999), (100_000, 999_999))  # inclusive ranges
 
 
-def _held_out_thousands(seed: int = 2026) -> tuple[int, ...]:
-  """50 thousands parts, drawn per magnitude of the thousands part itself (1 of 1..9, 9 of 10..99,
-  40 of 100..999: about its share of 1..999), so every magnitude of the numbers is tested. One of
-  1..9 only: holding out two would leave 7,000 four-digit numbers for the 7,001 the splits draw."""
-  rng = random.Random(seed)
-  picks = [rng.sample(range(lo, hi + 1), k) for (lo, hi), k in (((1, 9), 1), ((10, 99), 9))]
-  picks.append(rng.sample(range(100, 1_000), 40))
-  return tuple(sorted(n for pick in picks for n in pick))
+def _held_out_endings(seed: int = 2026) -> tuple[int, ...]:
+  """Five two-digit endings, not multiples of ten: '...zwanzig' ends every '...undzwanzig', so
+  holding out 20 would hold out nothing the model could not still read off 21-29."""
+  return tuple(sorted(random.Random(seed).sample([n for n in range(11, 100) if n % 10], 5)))
 
 
-HELD_OUT_THOUSANDS = _held_out_thousands()
+HELD_OUT_ENDINGS = _held_out_endings()
+HELD_OUT_THOUSANDS = tuple(h * 100 + e for e in HELD_OUT_ENDINGS for h in range(10))  # 50 values
 
 
 def _share(total: int, m: int) -> int:
@@ -53,9 +53,9 @@ def split_numbers(
 ) -> dict[str, list[int]]:
   """Disjoint sorted lists of numbers per split; every magnitude up to 999,999 is in train.
 
-  With `systematic`, train, validation and test_iid avoid HELD_OUT_THOUSANDS and `test` is drawn
-  from them (see the module docstring). Without it the splits are those the results were measured
-  on, draw for draw.
+  With `systematic`, train, validation and test_iid avoid the numbers whose thousands part is in
+  HELD_OUT_THOUSANDS and `test` is drawn from them (see the module docstring). Without it the
+  splits are those the results were measured on, draw for draw.
   """
   if train_size < 1_000 + len(MAGNITUDES):
     raise ValueError(
@@ -74,9 +74,14 @@ def split_numbers(
     for split in sizes:
       out[split] += drawn[start : start + share[split]]
       start += share[split]
-    if held:
-      novel = [n for n in range(lo, hi + 1) if n // 1_000 in held]
-      out.setdefault('test', []).extend(rng.sample(novel, _share(test_size, m)))
+  if held:  # test: split evenly over the magnitudes that hold such numbers (10,000 and up)
+    novel = [[n for n in range(lo, hi + 1) if n // 1_000 in held] for lo, hi in MAGNITUDES]
+    novel = [numbers for numbers in novel if numbers]
+    out['test'] = [
+      n
+      for m, numbers in enumerate(novel)
+      for n in rng.sample(numbers, test_size // len(novel) + (m < test_size % len(novel)))
+    ]
   return {split: sorted(numbers) for split, numbers in out.items()}
 
 
