@@ -152,14 +152,16 @@ def attention_similarity(attention) -> np.ndarray:
 
 
 def repeated_random_tokens(
-  batch: int, period: int, low: int, high: int, seed: int = 0
+  batch: int, period: int, vocab_size: int, exclude=(), seed: int = 0
 ) -> np.ndarray:
-  """[batch, 2 * period] int32: `period` uniform random ids in [low, high), then the same again.
+  """[batch, 2 * period] int32: `period` uniform random ids below vocab_size, none of them in
+  `exclude` (padding, BOS, EOS: wherever a tokenizer puts them), then the same again.
 
   Random ids have no statistics a model could have learned, so the second copy is predictable
   only by looking back at the first: the standard probe for induction heads.
   """
-  first = np.random.default_rng(seed).integers(low, high, (batch, period))
+  ids = np.setdiff1d(np.arange(vocab_size), np.asarray(exclude, np.int64))
+  first = np.random.default_rng(seed).choice(ids, (batch, period))
   return np.concatenate([first, first], axis=1).astype(np.int32)
 
 

@@ -157,8 +157,11 @@ def test_head_stats_on_known_patterns():
 
 def test_induction_scores_and_copy_losses_on_known_patterns(model):
   period = 6
-  tokens = analysis.repeated_random_tokens(3, period, low=4, high=32, seed=1)
+  tokens = analysis.repeated_random_tokens(3, period, 32, exclude=(0, 1, 2, 3), seed=1)
   assert tokens.shape == (3, 2 * period) and (tokens >= 4).all() and (tokens < 32).all()
+  # Specials at the end of the vocabulary (GPT-2's BOS = EOS = 50257) are excluded just as well.
+  late = analysis.repeated_random_tokens(4, 50, 10, exclude=(0, 8, 9))
+  assert set(np.unique(late)) <= set(range(1, 8))
   np.testing.assert_array_equal(tokens[:, :period], tokens[:, period:])
   n = 2 * period
   induction = np.zeros((1, 3, 2, n, n))  # head 0 copies from context, head 1 looks one back
@@ -178,7 +181,9 @@ def test_induction_scores_and_copy_losses_on_known_patterns(model):
   assert first == pytest.approx(np.log(32), rel=1e-6) and second < 1e-6
   # On a real model the scores come from its captured attention: probabilities, one per head.
   cfg, params = model
-  cap = analysis.capture(cfg, params, analysis.repeated_random_tokens(2, 8, 3, cfg.vocab_size))
+  cap = analysis.capture(
+    cfg, params, analysis.repeated_random_tokens(2, 8, cfg.vocab_size, exclude=(0,))
+  )
   real = analysis.induction_scores(cap.attention, 8)
   assert real.shape == (cfg.num_layers, cfg.num_heads) and ((real >= 0) & (real <= 1)).all()
 

@@ -4,10 +4,10 @@ captured states are the stacks' real outputs, and padding never reaches the prob
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_fixtures import random_params, tiny, tokens
 
 from jaxformer import analysis_seq2seq as seq2seq
 from jaxformer.models import EncoderDecoder
-from tests.model_fixtures import random_params, tiny, tokens
 
 
 def build(**kw):

@@ -258,11 +258,15 @@ def test_heads_dynamics_needs_a_history_of_checkpoints(tmp_path):
 
   from jaxformer.experiments import heads_dynamics
 
-  saved(tmp_path / 'checkpoints', [(1, 0.5), (2, 0.4)], keep_last=2).close()
+  def run_with(keep_every_steps, steps):
+    (tmp_path / 'config.json').write_text(json.dumps({'keep_every_steps': keep_every_steps}))
+    saved(tmp_path / 'checkpoints', [(s, 1.0 / s) for s in steps], keep_last=9).close()
+
+  run_with(0, [1, 2, 3])  # the newest and best checkpoints are not a history
   with pytest.raises(ValueError, match='keep_every_steps'):
     heads_dynamics.kept_steps(str(tmp_path))
-  saved(tmp_path / 'checkpoints', [(3, 0.3)], keep_last=3).close()
-  assert heads_dynamics.kept_steps(str(tmp_path)) == [1, 2, 3]
+  run_with(2, [4, 5])  # the multiples of 2, and the last step
+  assert heads_dynamics.kept_steps(str(tmp_path)) == [2, 4, 5]
 
 
 @pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`

@@ -185,7 +185,9 @@ def lm_config(quick: bool):
   if quick:
     config = load_config('tiny')
     config.num_train_steps = 30
-    config.checkpoint_every_steps = config.keep_every_steps = 10  # a history for heads_dynamics
+    # A history for heads_dynamics at 10, 20, 30, off the evaluation and checkpoint grid: the
+    # quick test then also checks that kept steps are saved whatever the other intervals are.
+    config.eval_every_steps, config.checkpoint_every_steps, config.keep_every_steps = 15, 1000, 10
     config.model.num_heads = 4
     config.model.mlp_ratio = 2.0
     config = quiet(config)

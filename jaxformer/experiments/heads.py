@@ -176,8 +176,10 @@ def run(opts: Options) -> Result:
 
 def _induction(cfg, params, tok, s) -> dict:
   period = min(s['induction_period'], cfg.max_len // 2)
-  low = max(tok.pad_id, tok.bos_id, tok.eos_id) + 1  # random ids, never a special one
-  tokens = analysis.repeated_random_tokens(s['induction_batch'], period, low, tok.vocab_size)
+  specials = (tok.pad_id, tok.bos_id, tok.eos_id)  # random ids, never a special one
+  tokens = analysis.repeated_random_tokens(
+    s['induction_batch'], period, tok.vocab_size, exclude=specials
+  )
   cap = analysis.capture(cfg, params, tokens)
   scores = analysis.induction_scores(cap.attention, period)
   first, second = analysis.copy_losses(cap.logits, tokens, period)

@@ -9,7 +9,8 @@ kept every 100 steps, the run `heads` analyses too), or the checkpoints a --work
   delta_loss      the validation loss increase when the head alone is removed (head_ablation);
   induction       the induction score on random tokens repeated once (induction_scores).
 "Differentiate" is measured as the spread of the heads' entropies (their standard deviation):
-all heads start near uniform attention, so the spread starts near zero.
+at initialization every head attends almost uniformly, so the spread starts near zero; the first
+kept step (the first multiple of keep_every_steps) shows how far it has moved by then.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from jaxformer.experiments.common import Options, Result, eval_batches, lm_data,
 
 QUESTION = 'Heads over training: do they differentiate, and when?'
 STATS = ('entropy', 'previous_token', 'first_token', 'mean_distance')
-PREVIOUS_TOKEN_HEAD = 0.2  # share of attention on the previous token that marks such a head
+# A share of attention on the previous token that marks such a head while it forms. Lower than
+# heads' "over half" label: a head on its way (or one that also attends elsewhere) shows here.
+PREVIOUS_TOKEN_HEAD = 0.2
 
 
 def _settings(quick: bool) -> dict:
@@ -45,17 +48,23 @@ def _settings(quick: bool) -> dict:
 
 
 def kept_steps(workdir: str) -> list[int]:
-  """The checkpoint steps a run kept, oldest first; an error if there is no history to follow."""
+  """The steps of the history a run kept (keep_every_steps), oldest first, plus its last step;
+  an error if the run kept no history (its best and newest checkpoints alone are not one)."""
+  import json
+
   from jaxformer.checkpoint import Checkpointer
 
+  with open(os.path.join(workdir, 'config.json')) as f:
+    every = int(json.load(f).get('keep_every_steps') or 0)
   with Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True) as ckpt:
     steps = sorted(ckpt.all_steps())
-  if len(steps) < 3:
+  history = [step for step in steps if every and step % every == 0]
+  if len(history) < 2:
     raise ValueError(
-      f'{workdir} kept {len(steps)} checkpoint(s); heads_dynamics needs a history: train the run '
-      'with --config.keep_every_steps=100 (or another interval)'
+      f'{workdir} kept no history of checkpoints (keep_every_steps={every}, steps {steps}); '
+      'train it with --config.keep_every_steps=100 (or another interval) for heads_dynamics'
     )
-  return steps
+  return sorted(set(history) | {steps[-1]})
 
 
 def run(opts: Options) -> Result:
@@ -76,8 +85,9 @@ def run(opts: Options) -> Result:
   )[: s['stats_windows']]
   batches = eval_batches(data, 'validation', s['ablation_batches'])
   period = min(s['induction_period'], cfg.max_len // 2)
-  low = max(tok.pad_id, tok.bos_id, tok.eos_id) + 1
-  repeated = analysis.repeated_random_tokens(s['induction_batch'], period, low, tok.vocab_size)
+  repeated = analysis.repeated_random_tokens(
+    s['induction_batch'], period, tok.vocab_size, exclude=(tok.pad_id, tok.bos_id, tok.eos_id)
+  )
 
   per_step = []
   with Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True) as ckpt:
@@ -153,7 +163,7 @@ def _answer(r: dict) -> str:
     f'Previous-token heads at the end (over {PREVIOUS_TOKEN_HEAD:.0%} of their attention on the '
     f'previous token), with the first kept step above that line: {prev_text}.\n\n'
     f'Ablation: the most important head is {_name(int(top[-1]), heads)} at the end '
-    f'(+{delta[-1].max():.3f} nats), and has been since step {steps[settled]}; the loss increase '
+    f'({delta[-1].max():+.3f} nats), and has been since step {steps[settled]}; the loss increase '
     f'of the most important head went {delta[0].max():+.3f} -> {delta[-1].max():+.3f}.\n\n'
     f'Induction: the highest score at any kept step is {induction.max():.3f} '
     f'({_name(int(best[1]), heads)} at step {steps[int(best[0])]}).'

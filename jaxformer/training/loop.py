@@ -201,7 +201,12 @@ class _Trainer:
           timer, total = None, self._apply_budget(step, *timing)
           train_step, progress.total = compiled_steps(self.s)[0], total
         is_eval = step % config.eval_every_steps == 0 or step == total
-        is_ckpt = is_eval or step % config.checkpoint_every_steps == 0
+        keep_every = int(config.get('keep_every_steps', 0))  # a kept step must be saved first
+        is_ckpt = (
+          is_eval
+          or step % config.checkpoint_every_steps == 0
+          or (keep_every > 0 and step % keep_every == 0)
+        )
         flush = is_eval or is_ckpt or step % config.log_every_steps == 0
         if flush:
           row = self._flush(pending, step, window_start, first=step - len(pending) == start)
