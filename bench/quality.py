@@ -388,7 +388,11 @@ def peft(runs: str, pretrained: str, sizes=(30, 100, 300), out=None) -> dict:
         'balanced_accuracy': evaluate(workdir, 'test')['balanced_accuracy'],
         'trainable_params': trainable,
         'total_params': total,
-        'step_s': tokens_per_step / summary['padded_tokens_per_s'],
+        'step_s': (  # None when the run logged no throughput window
+          tokens_per_step / summary['padded_tokens_per_s']
+          if summary.get('padded_tokens_per_s')
+          else None
+        ),
         'best_step': summary['best_step'],
         'last_step': summary['last_step'],
         'wall_s': summary['wall_s'],

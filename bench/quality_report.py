@@ -315,9 +315,10 @@ def _peft_section(r: dict) -> list[str]:
     any_row = next(iter(rows.values()))
     share = any_row['trainable_params'] / any_row['total_params']
     accs = ' | '.join(_f(rows.get(n, {}).get('balanced_accuracy')) for n in sizes)
-    steps = sorted(row['step_s'] for row in rows.values())
+    steps = sorted(row['step_s'] for row in rows.values() if row['step_s'])
+    step = f'{1000 * steps[len(steps) // 2]:.0f} ms' if steps else '—'
     lines.append(
       f'| {PEFT_LABELS.get(method, method)} | {accs} | {any_row["trainable_params"]:,} '
-      f'({100 * share:.2g}%) | {1000 * steps[len(steps) // 2]:.0f} ms |'
+      f'({100 * share:.2g}%) | {step} |'
     )
   return lines + ['']
