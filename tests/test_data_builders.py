@@ -197,3 +197,23 @@ def test_systematic_numbers_never_show_a_held_out_thousand_form_in_training():
     'jaxformer_numbers/en_de_systematic', data_dir='/nonexistent-never-written'
   )
   assert builder.builder_config.systematic and builder.builder_config.language == 'de'
+
+
+def test_a_dataset_prepared_again_gets_new_cache_keys(data_dir, tmp_path):
+  """Same name, version and sizes, other contents (a builder edited without a version bump):
+  the tokenizer and encoded-split caches must not serve the old contents."""
+  import os
+  import shutil
+
+  from jaxformer.data import sources
+
+  copy = str(tmp_path / 'tfds')
+  shutil.copytree(data_dir, copy)  # copy2: the same sizes and modification times
+  cfg = {'name': 'jaxformer_numbers/en_de', 'data_dir': copy}
+  before = sources.open_source(cfg, 'translate').fingerprint('test')
+  assert sources.open_source(cfg, 'translate').fingerprint('test') == before  # stable
+  prepared = os.path.join(copy, 'jaxformer_numbers', 'en_de', '1.0.0')
+  data_file = next(f for f in sorted(os.listdir(prepared)) if 'array_record' in f)
+  stat = os.stat(os.path.join(prepared, data_file))
+  os.utime(os.path.join(prepared, data_file), ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+  assert sources.open_source(cfg, 'translate').fingerprint('test') != before

@@ -13,7 +13,9 @@ Reads go through `tfds.data_source` (ArrayRecord, random access), so TensorFlow 
 import abc
 import contextlib
 import dataclasses
+import hashlib
 import importlib
+import json
 import logging
 import os
 
@@ -145,6 +147,7 @@ class TfdsSource(Source):
         )
       self.label_names = tuple(label.names)
     self.data_dir, self._sources = data_dir, {}
+    self._prepared = _prepared_stamp(str(builder.data_dir))
 
   def check_split(self, split):
     if not self.splits:  # empty only when TFDS metadata is unavailable (tfds.testing.mock_data)
@@ -189,7 +192,23 @@ class TfdsSource(Source):
   def fingerprint(self, split):
     return (
       f'tfds:{self.info.full_name}:{split}:{self.num_examples(split)}:{sorted(self.keys.items())}'
+      f':{self._prepared}'
     )
+
+
+def _prepared_stamp(directory: str) -> str:
+  """A digest of the prepared files' names, sizes and modification times.
+
+  The name, version and split sizes alone do not change when a dataset is prepared again with
+  other contents (a builder edited without a version bump, a dataset re-downloaded): the
+  tokenizer and encoded-split caches keyed on them would then serve the old contents.
+  """
+  try:
+    entries = sorted((e for e in os.scandir(directory) if e.is_file()), key=lambda e: e.name)
+  except OSError:  # nothing prepared on disk (e.g. tfds.testing.mock_data)
+    return ''
+  stats = [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries]
+  return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
 def open_source(dataset_cfg, task: str, split_record: dict | None = None) -> Source:
