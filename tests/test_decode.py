@@ -517,6 +517,51 @@ def _gathers(jaxpr):
   return shapes
 
 
+def _loop_projections(jaxpr, in_loop=False):
+  """Output shapes of the dot_generals inside while-loop bodies (the decoding steps)."""
+  shapes = []
+  for eqn in jaxpr.eqns:
+    if in_loop and eqn.primitive.name == 'dot_general':
+      shapes.append(tuple(eqn.outvars[0].aval.shape))
+    inner = in_loop or eqn.primitive.name == 'while'
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      shapes += _loop_projections(sub, inner)
+  return shapes
+
+
+def test_decoding_steps_never_project_the_encoder_output_again(seq2seq):
+  """The cross-attention keys/values [B, S, H, Dh] are projected once per source, before the
+  loop: no decoding step of greedy or beam search holds their matmul, [B * S, D] @ [D, H * Dh].
+  The old path (the encoder output passed to every step) is traced too, and does hold them."""
+  model, params, src, _, eos = seq2seq
+
+  def projections(fn, rows):
+    shapes = _loop_projections(jax.make_jaxpr(fn)(params, src).jaxpr)
+    assert shapes  # the steps' own matmuls are found, so an empty result means nothing
+    return [s for s in shapes if s == (rows * src.shape[1], model.cfg.d_model)]
+
+  greedy = functools.partial(decode.translate_greedy, max_len=10, bos_id=BOS, eos_id=eos)
+  beam = functools.partial(
+    decode.beam_search, beam_size=4, alpha=0.6, max_len=10, bos_id=BOS, eos_id=eos
+  )
+  assert projections(lambda p, s: greedy(model, p, s), len(src)) == []
+  assert projections(lambda p, s: beam(model, p, s), 4 * len(src)) == []
+
+  def uncached(p, s):  # every step gets the encoder output, as before the cache
+    encoded = model.apply({'params': p}, s, method='encode')
+    cache = decode.empty_decoder_cache(model, encoded, s, 10)
+
+    def step(state):
+      i, cache, last = state
+      logits, cache = decode.decoder_step(model, p, cache, encoded, s, last)
+      return i + 1, cache, jnp.argmax(logits, -1).astype(jnp.int32)
+
+    first = jnp.full((s.shape[0], 1), BOS, jnp.int32)
+    return lax.while_loop(lambda st: st[0] < 10, step, (0, cache, first))[2]
+
+  assert len(projections(uncached, len(src))) == 2  # key and value of the one decoder layer
+
+
 def test_beam_search_does_not_reorder_the_cross_attention_cache(seq2seq):
   """A sentence's beams share its source, so the per-step beam reorder gathers only the
   self-attention keys/values [B*K, max_len, H, Dh], never the cross-attention ones
