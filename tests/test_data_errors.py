@@ -1,6 +1,7 @@
 """Every bad input gets a one-line DataError naming the problem; nothing half-written is left."""
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -36,6 +37,26 @@ def test_offline_real_dataset_fails_fast_naming_it(tmp_path):
   msg = one_line(e)
   assert "'lm1b'" in msg and f'python -m jaxformer.data.prepare lm1b --data_dir={tmp_path}' in msg
   assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_a_wheel_install_is_told_the_prepare_extras_pinned_packages_for_its_platform(tmp_path):
+  """Without a checkout to name, the hint installs what pyproject's 'prepare' extra pins for this
+  platform (tensorflow-cpu on Linux x86-64, tensorflow elsewhere), not an unpinned package."""
+  import platform
+  import re
+
+  from jaxformer.data import prepare
+
+  with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), 'pyproject.toml')) as f:
+    pins = dict(re.findall(r'"(tensorflow(?:-cpu)?)([<>=][^;"]+);', f.read()))
+  linux_x86 = sys.platform == 'linux' and platform.machine() == 'x86_64'
+  name = 'tensorflow-cpu' if linux_x86 else 'tensorflow'
+  command = prepare.install_command(checkout=str(tmp_path))  # no pyproject.toml there
+  assert command.startswith('pip install "') and command.count('"') == 2
+  got = command.split('"')[1]
+  assert got.startswith(name) and sorted(got[len(name) :].split(',')) == sorted(
+    pins[name].split(',')
+  )
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ line on stderr, nothing written).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -27,6 +28,7 @@ import urllib.parse
 import urllib.request
 
 import requests  # a tensorflow-datasets dependency; tfds downloads with it
+from packaging.requirements import Requirement
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from jaxformer.data import sources
@@ -45,12 +47,30 @@ def tensorflow_installed() -> bool:
     return False
 
 
-def install_command() -> str:
+def install_command(checkout: str | None = None) -> str:
   """The pip command that installs the 'prepare' extra into this install of jaxformer."""
-  checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  checkout = checkout or os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  )
   if os.path.isfile(os.path.join(checkout, 'pyproject.toml')):
     return f'pip install -e "{checkout}[prepare]"'
-  return 'pip install tensorflow-cpu'  # installed from a wheel: no checkout to name
+  # Installed from a wheel: no checkout to name, so the extra's own pins for this platform.
+  return 'pip install ' + ' '.join(f'"{r}"' for r in prepare_requirements())
+
+
+def prepare_requirements() -> list[str]:
+  """The 'prepare' extra's requirements that apply on this platform, from the installed metadata
+  (tensorflow-cpu on Linux x86-64, tensorflow elsewhere, with the pinned versions)."""
+  try:
+    texts = importlib.metadata.requires('jaxformer') or []
+  except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    texts = []
+  wanted = []
+  for text in texts:
+    req = Requirement(text)
+    if req.marker is not None and req.marker.evaluate({'extra': 'prepare'}):
+      wanted.append(f'{req.name}{req.specifier}')
+  return wanted or ['tensorflow']
 
 
 def prepare_command(name: str, data_dir: str) -> str:
