@@ -47,18 +47,21 @@ TINY = {  # a tiny model and a 6-step run of the shipped config
   'progress': False,
   'dataset.vocab_size': 340,  # SentencePiece: >= ~310 (bytes, chars), <= ~396 (lm1b's pieces)
 }
+TF_IMPORT_CPU_S = 10  # CPU seconds `import tensorflow` may take on a slow shared machine
 TINY_FLAGS = [
   f'--config.{k}={str(v).lower() if isinstance(v, bool) else v}' for k, v in TINY.items()
 ]
 
 
-def run_without_tf(target, *args, timeout=300):
-  """Runs `python TARGET ARGS` with TensorFlow hidden; returns (CompletedProcess, CPU seconds)."""
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+def run_without_tf(target, *args, timeout=300, wrapper='without_tensorflow.py', env=None):
+  """Runs `python TARGET ARGS` with TensorFlow hidden; returns (CompletedProcess, CPU seconds).
+
+  wrapper='offline.py' runs it with TensorFlow but without a network instead."""
+  env = dict(env or os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
   env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH', '')) if p)
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   proc = subprocess.run(
-    [sys.executable, os.path.join(REPO, 'tests', 'without_tensorflow.py'), target, *args],
+    [sys.executable, os.path.join(REPO, 'tests', wrapper), target, *args],
     cwd=REPO,
     env=env,
     capture_output=True,
@@ -137,6 +140,32 @@ def test_offline_download_fails_in_seconds_naming_the_host(monkeypatch, tmp_path
   assert time.time() - start < prepare.NETWORK_TIMEOUT_S + 1
   assert 'cannot reach no-such-host.invalid' in str(e.value) and '\n' not in str(e.value)
   assert 'python -m jaxformer.data.prepare some_dataset' in str(e.value)
+
+
+@pytest.mark.parametrize('how', ['prepare', 'download=True'])
+def test_offline_with_tensorflow_is_one_line_naming_the_command_for_a_machine_online(tmp_path, how):
+  """With the extra installed but no network, both ways to prepare stop with exit 2 and one line
+  naming the host and the prepare command, before tfds's retries (~200 s) and before any write."""
+  pytest.importorskip('tensorflow', reason='needs the prepare extra: pip install -e ".[prepare]"')
+  env = {k: v for k, v in os.environ.items() if not k.lower().endswith('_proxy')}
+  data_dir, workdir = tmp_path / 'data', tmp_path / 'run'
+  start = time.time()
+  if how == 'prepare':
+    command = ('jaxformer.data.prepare', 'imdb_reviews', f'--data_dir={data_dir}')
+  else:
+    command = (
+      'train.py',
+      '--config=configs/imdb.py',
+      f'--workdir={workdir}',
+      f'--config.dataset.data_dir={data_dir}',
+      '--config.dataset.download=True',
+    )
+  proc, cpu_s = run_without_tf(*command, wrapper='offline.py', env=env)
+  # TensorFlow's import alone takes several CPU seconds: allow it on top of the usual bound.
+  line = error_line(proc, cpu_s - TF_IMPORT_CPU_S, time.time() - start)
+  assert 'cannot reach' in line and "'imdb_reviews'" in line, line
+  assert 'python -m jaxformer.data.prepare imdb_reviews --data_dir=DIR' in line, line
+  assert not workdir.exists() and not any(data_dir.rglob('*.array_record*'))
 
 
 @pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`

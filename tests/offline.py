@@ -1,0 +1,23 @@
+"""`python tests/offline.py TARGET ARGS...`: runs TARGET (a script or a module name) as
+`python TARGET ARGS` would, on a machine without a network: every TCP connection fails at once,
+as it does with no route to the host. What a user with the 'prepare' extra sees offline.
+"""
+
+import runpy
+import socket
+import sys
+
+
+def _unreachable(*args, **kwargs):
+  raise OSError(101, 'Network is unreachable')
+
+
+if __name__ == '__main__':
+  socket.create_connection = _unreachable
+  socket.socket.connect = _unreachable
+  target = sys.argv.pop(1)
+  sys.argv[0] = target
+  if target.endswith('.py'):
+    runpy.run_path(target, run_name='__main__')
+  else:
+    runpy.run_module(target, run_name='__main__', alter_sys=True)
