@@ -153,6 +153,16 @@ def test_corrupt_export_is_refused(tmp_path, workdir):
     load_pretrained(tmp_path)
 
 
+def test_export_of_an_unknown_task_is_refused_naming_the_tasks(tmp_path, workdir):
+  out = tmp_path / 'lm'
+  export_pretrained(workdir, out)
+  manifest = json.loads((out / EXPORT_FILE).read_text())
+  manifest['task'] = 'summarize'
+  (out / EXPORT_FILE).write_text(json.dumps(manifest))
+  with pytest.raises(CheckpointError, match="unknown task 'summarize'; expected one of lm, transl"):
+    load_pretrained(out)
+
+
 def test_export_cli(tmp_path, workdir, capsys):
   out = tmp_path / 'cli_export'
   assert export_main(['--workdir', str(workdir), '--out', str(out)]) == 0
