@@ -151,6 +151,19 @@ def test_evaluate_errors_are_one_line_and_write_nothing(runs, capsys):
   assert code == 2 and err.count('\n') == 1
 
 
+def test_names_moved_out_of_inference_are_still_importable_from_it():
+  """decode_rows and the command-line plumbing moved to data.tokenizers and cli; old code works."""
+  from jaxformer import cli, inference
+  from jaxformer.data import tokenizers
+
+  assert inference.decode_rows is tokenizers.decode_rows
+  assert inference.until_eos is tokenizers.until_eos
+  assert (inference.Parser, inference.UsageError) == (cli.Parser, cli.UsageError)
+  assert inference.run_cli is cli.run_cli
+  with pytest.raises(AttributeError, match='no attribute'):
+    _ = inference.no_such_name
+
+
 # ----- translation --------------------------------------------------------------------------
 
 
