@@ -237,6 +237,8 @@ def evaluate(
 
 
 def _main(args) -> int:
+  from jaxformer.training.writers import write_json_atomic
+
   loaded = inference.load(args.workdir)
   result = evaluate(
     loaded,
@@ -248,7 +250,7 @@ def _main(args) -> int:
     data_dir=args.data_dir,
   )
   path = os.path.join(args.workdir, f'eval_{re.sub(r"[^A-Za-z0-9_.-]", "_", result["split"])}.json')
-  inference.write_json_atomic(path, result)
+  write_json_atomic(path, result)
   shown = {
     k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
   }

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -124,20 +122,6 @@ def encode_sources(tokenizer, texts: Sequence[str], length: int) -> np.ndarray:
   return out
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-  """Writes JSON to path all-or-nothing (temp file in the same directory, then rename)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.json', dir=directory)
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(data, f, indent=2, sort_keys=True)
-      f.write('\n')
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 # Names that moved out of this module, still importable from here (code written against 0.1.0
 # does `inference.decode_rows(...)`). Imported on first use, so a command line's --help stays fast.
 _MOVED = {
@@ -146,6 +130,7 @@ _MOVED = {
   'UsageError': 'jaxformer.cli',
   'Parser': 'jaxformer.cli',
   'run_cli': 'jaxformer.cli',
+  'write_json_atomic': 'jaxformer.training.writers',
 }
 
 
