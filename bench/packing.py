@@ -31,9 +31,10 @@ import jax
 import numpy as np
 from jaxformer.configs import numbers_translate
 
-from jaxformer import decode, inference, metrics
+from jaxformer import decode, metrics
 from jaxformer.config import ModelConfig
 from jaxformer.data import build_task_data, load_tokenizer
+from jaxformer.data.tokenizers import decode_rows
 from jaxformer.models import build_model
 from jaxformer.training import train_and_evaluate
 from jaxformer.training.writers import read_metrics
@@ -92,7 +93,7 @@ class TestExactMatch:
         bos_id=self.tok.bos_id,
         eos_id=self.tok.eos_id,
       )
-      hyps += inference.decode_rows(self.tok, jax.device_get(out))
+      hyps += decode_rows(self.tok, jax.device_get(out))
     exact = metrics.exact_match(hyps[: len(self.references)], self.references)
     self.excluded += time.time() - start
     self.timeline.append(

@@ -220,8 +220,8 @@ def language_model(runs: str, default_workdir: str, long_run: bool = True) -> di
 def tfidf_baseline(per_class: int, train_split: str) -> float:
   from sklearn.feature_extraction.text import TfidfVectorizer
   from sklearn.linear_model import LogisticRegression
-  from sklearn.metrics import balanced_accuracy_score
 
+  from jaxformer import metrics
   from jaxformer.data import build_task_data
 
   # Only the raw texts and the per-class sample are used; max_len is big enough that the
@@ -248,7 +248,7 @@ def tfidf_baseline(per_class: int, train_split: str) -> float:
   x = vec.fit_transform([e['text'] for e in train_ex])
   clf = LogisticRegression(max_iter=2000, C=10.0).fit(x, [e['label'] for e in train_ex])
   pred = clf.predict(vec.transform([e['text'] for e in test_ex]))
-  return float(balanced_accuracy_score([e['label'] for e in test_ex], pred))
+  return metrics.balanced_accuracy([e['label'] for e in test_ex], pred)
 
 
 def last_step_accuracy(workdir: str) -> float:

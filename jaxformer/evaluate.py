@@ -25,11 +25,11 @@ import sys
 
 import numpy as np
 
-from jaxformer import inference, metrics
+from jaxformer import cli, inference, metrics
 
 
-def build_parser() -> inference.Parser:
-  p = inference.Parser(prog='python -m jaxformer.evaluate', description=__doc__.splitlines()[0])
+def build_parser() -> cli.Parser:
+  p = cli.Parser(prog='python -m jaxformer.evaluate', description=__doc__.splitlines()[0])
   p.add_argument('--workdir', required=True, help='training run workdir or export directory')
   p.add_argument(
     '--split', default=None, help="split to score (default: the run's test, else validation split)"
@@ -98,6 +98,7 @@ def evaluate_translate(loaded, data, split, batch_size, limit, *, beam_size, alp
   import jax.numpy as jnp
 
   from jaxformer import decode
+  from jaxformer.data.tokenizers import decode_rows
 
   (loss_sum, weight_sum, correct), rows = _loss_sums(loaded, data, split, batch_size, limit)
   tok, max_len = loaded.tokenizer, loaded.model_config.max_len
@@ -118,8 +119,8 @@ def evaluate_translate(loaded, data, split, batch_size, limit, *, beam_size, alp
       bos_id=tok.bos_id,
       eos_id=tok.eos_id,
     )
-    greedy += inference.decode_rows(tok, jax.device_get(g)[:n])
-    beam += inference.decode_rows(tok, jax.device_get(b)[:n])
+    greedy += decode_rows(tok, jax.device_get(g)[:n])
+    beam += decode_rows(tok, jax.device_get(b)[:n])
   examples = data.examples(split, limit=rows)
   references = [e['target'] for e in examples]
   result = {
@@ -236,6 +237,8 @@ def evaluate(
 
 
 def _main(args) -> int:
+  from jaxformer.training.writers import write_json_atomic
+
   loaded = inference.load(args.workdir)
   result = evaluate(
     loaded,
@@ -247,7 +250,7 @@ def _main(args) -> int:
     data_dir=args.data_dir,
   )
   path = os.path.join(args.workdir, f'eval_{re.sub(r"[^A-Za-z0-9_.-]", "_", result["split"])}.json')
-  inference.write_json_atomic(path, result)
+  write_json_atomic(path, result)
   shown = {
     k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
   }
@@ -261,7 +264,7 @@ def _main(args) -> int:
 
 
 def main(argv=None) -> int:
-  return inference.run_cli(_main, build_parser(), argv)
+  return cli.run_cli(_main, build_parser(), argv)
 
 
 if __name__ == '__main__':

@@ -61,6 +61,7 @@ def main(argv=None) -> int:
 
   from jaxformer.checkpoint import CheckpointError, export_pretrained
   from jaxformer.checkpoint.pretrained import EXPORT_FILE
+  from jaxformer.config import early_stopping_monitor
 
   try:
     if args.merge_lora:
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     manifest = json.load(f)
   merged = ' with LoRA merged' if args.merge_lora else ''
   print(
-    f'exported step {manifest["step"]} (validation {manifest.get("monitor", "loss")} '
+    f'exported step {manifest["step"]} (validation {early_stopping_monitor(manifest["config"])} '
     f'{manifest["val_loss"]}) of {args.workdir} to {out}{merged}'
   )
   return 0

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import sys
 
-from jaxformer import inference
+from jaxformer import cli, inference
 
 
-def build_parser() -> inference.Parser:
-  p = inference.Parser(prog='python -m jaxformer.generate', description=__doc__.splitlines()[0])
+def build_parser() -> cli.Parser:
+  p = cli.Parser(prog='python -m jaxformer.generate', description=__doc__.splitlines()[0])
   p.add_argument('--workdir', required=True, help='training run workdir or export directory')
   p.add_argument(
     '--prompt',
@@ -72,6 +72,7 @@ def sample(
   import numpy as np
 
   from jaxformer import decode
+  from jaxformer.data.tokenizers import decode_rows
 
   inference.require_task(loaded, 'lm', 'generate')
   prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -115,9 +116,7 @@ def sample(
     num_tokens=tok.vocab_size,
   )
   out = jax.device_get(out)
-  texts = inference.decode_rows(
-    tok, [out[r, n : n + max_new_tokens] for r, n in enumerate(lengths)]
-  )
+  texts = decode_rows(tok, [out[r, n : n + max_new_tokens] for r, n in enumerate(lengths)])
   return [
     prompt + text for prompt, text in zip((p for p in prompts for _ in range(num_samples)), texts)
   ]
@@ -126,7 +125,7 @@ def sample(
 def read_prompts(args) -> tuple[list[str], list[str]]:
   """(prompts, their names for error messages) from --prompt or --prompt_file."""
   if args.prompt is not None and args.prompt_file is not None:
-    raise inference.UsageError('give prompts with --prompt or with --prompt_file, not both')
+    raise cli.UsageError('give prompts with --prompt or with --prompt_file, not both')
   if args.prompt_file is None:
     prompts = args.prompt or ['']
     return prompts, [f'--prompt {i + 1}' for i in range(len(prompts))]
@@ -135,11 +134,11 @@ def read_prompts(args) -> tuple[list[str], list[str]]:
     with open(path, encoding='utf-8') as f:
       lines = f.read().splitlines()
   except UnicodeDecodeError as e:
-    raise inference.UsageError(
+    raise cli.UsageError(
       f'--prompt_file {path}: not UTF-8 text ({e.reason} at byte {e.start})'
     ) from None
   if not lines:
-    raise inference.UsageError(f'--prompt_file {path} is empty: write one prompt a line')
+    raise cli.UsageError(f'--prompt_file {path} is empty: write one prompt a line')
   return lines, [f'the prompt on line {i + 1} of {path}' for i in range(len(lines))]
 
 
@@ -162,7 +161,7 @@ def _main(args) -> int:
 
 
 def main(argv=None) -> int:
-  return inference.run_cli(_main, build_parser(), argv)
+  return cli.run_cli(_main, build_parser(), argv)
 
 
 if __name__ == '__main__':

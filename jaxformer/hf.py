@@ -24,14 +24,14 @@ import tempfile
 
 import numpy as np
 
-from jaxformer import inference
+from jaxformer import cli
 
 SAFETENSORS = 'model.safetensors'
 SAFETENSORS_INDEX = 'model.safetensors.index.json'
 
 
-def build_parser() -> inference.Parser:
-  p = inference.Parser(prog='python -m jaxformer.hf', description=__doc__.splitlines()[0])
+def build_parser() -> cli.Parser:
+  p = cli.Parser(prog='python -m jaxformer.hf', description=__doc__.splitlines()[0])
   commands = p.add_subparsers(dest='command', required=True)
   imp = commands.add_parser('import', help='Hugging Face GPT-2 directory -> jaxformer export')
   imp.add_argument('directory', help='directory with config.json and model.safetensors')
@@ -250,7 +250,7 @@ def _main(args) -> int:
 
 
 def main(argv=None) -> int:
-  return inference.run_cli(_main, build_parser(), argv)
+  return cli.run_cli(_main, build_parser(), argv)
 
 
 if __name__ == '__main__':

@@ -1,21 +1,18 @@
-"""What the command lines share: load a trained model, text to tokens and back, error reports.
+"""Load a trained model for inference, and turn source texts into its input tokens.
 
     loaded = load("runs/numbers_en_de")     # a run workdir (its best checkpoint) or an export dir
     loaded.model, loaded.params, loaded.tokenizer, loaded.task, loaded.model_config
 
-Command-line errors (bad flags, a missing run, an unknown split, text too long) print one line,
-`error: ...`, on stderr and exit with code 2, like train.py.
+Generated ids go back to text with jaxformer.data.tokenizers.decode_rows. The command lines
+(generate, translate, evaluate, predict, hf) build on this module and on jaxformer.cli.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
+import importlib
 import os
-import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -125,60 +122,19 @@ def encode_sources(tokenizer, texts: Sequence[str], length: int) -> np.ndarray:
   return out
 
 
-def until_eos(row, eos_id: int) -> list[int]:
-  """Token ids before the first EOS (the whole row if there is none)."""
-  row = [int(t) for t in np.asarray(row).tolist()]
-  return row[: row.index(eos_id)] if eos_id in row else row
+# Names that moved out of this module, still importable from here (code written against 0.1.0
+# does `inference.decode_rows(...)`). Imported on first use, so a command line's --help stays fast.
+_MOVED = {
+  'until_eos': 'jaxformer.data.tokenizers',
+  'decode_rows': 'jaxformer.data.tokenizers',
+  'UsageError': 'jaxformer.cli',
+  'Parser': 'jaxformer.cli',
+  'run_cli': 'jaxformer.cli',
+  'write_json_atomic': 'jaxformer.training.writers',
+}
 
 
-def decode_rows(tokenizer, rows) -> list[str]:
-  """int[B, T] decoder outputs -> B strings, each cut at its EOS."""
-  return [tokenizer.decode(until_eos(row, tokenizer.eos_id)) for row in np.asarray(rows)]
-
-
-# ----- command-line plumbing ----------------------------------------------------------------
-
-
-class UsageError(ValueError):
-  """A bad command line (argparse's message, kept to one line)."""
-
-
-class Parser(argparse.ArgumentParser):
-  """argparse that raises instead of printing usage and exiting, so errors stay one line."""
-
-  def error(self, message):
-    raise UsageError(f'{message} (see {self.prog} --help)')
-
-
-def run_cli(
-  main: Callable[[argparse.Namespace], int], parser: Parser, argv: Sequence[str] | None
-) -> int:
-  """Parses argv, runs main(args); expected failures -> `error: <one line>` on stderr, code 2."""
-  from absl import logging as absl_logging
-
-  from jaxformer.checkpoint import CheckpointError
-  from jaxformer.data import DataError
-
-  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs warnings meant for training runs
-
-  try:
-    args = parser.parse_args(argv)
-    return main(args)
-  except (UsageError, ValueError, CheckpointError, DataError, OSError) as e:
-    message = ' '.join(str(e).split()) or type(e).__name__
-    print(f'error: {message}', file=sys.stderr, flush=True)
-    return 2
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-  """Writes JSON to path all-or-nothing (temp file in the same directory, then rename)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.json', dir=directory)
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(data, f, indent=2, sort_keys=True)
-      f.write('\n')
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+def __getattr__(name: str):
+  if name in _MOVED:
+    return getattr(importlib.import_module(_MOVED[name]), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

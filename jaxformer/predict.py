@@ -26,13 +26,13 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from jaxformer import inference
+from jaxformer import cli, inference
 
 _KEY = {'classify': 'text', 'translate': 'source', 'lm': 'text'}
 
 
-def build_parser() -> inference.Parser:
-  p = inference.Parser(prog='python -m jaxformer.predict', description=__doc__.splitlines()[0])
+def build_parser() -> cli.Parser:
+  p = cli.Parser(prog='python -m jaxformer.predict', description=__doc__.splitlines()[0])
   p.add_argument('--workdir', required=True, help='training run workdir or export directory')
   p.add_argument('--input', required=True, help='rows to predict: .csv, .tsv, .jsonl or .txt')
   p.add_argument('--output', required=True, help='where to write the predictions (JSON lines)')
@@ -108,6 +108,7 @@ def _translate(loaded, batch, args, path) -> list:
   import jax
 
   from jaxformer import decode
+  from jaxformer.data.tokenizers import decode_rows
 
   tok, length = loaded.tokenizer, loaded.model_config.max_len
   ids = [tok.encode(r.fields['source']) + [tok.eos_id] for r in batch]
@@ -125,7 +126,7 @@ def _translate(loaded, batch, args, path) -> list:
     )
   else:
     out = decode.translate_greedy(loaded.model, loaded.params, src, **common)
-  texts = inference.decode_rows(tok, jax.device_get(out)[: len(batch)])
+  texts = decode_rows(tok, jax.device_get(out)[: len(batch)])
   return [
     {'line': r.line, 'source': r.fields['source'], 'translation': t} for r, t in zip(batch, texts)
   ]
@@ -138,6 +139,7 @@ def _continue(loaded, batch, args, path) -> list:
   import jax
 
   from jaxformer import decode
+  from jaxformer.data.tokenizers import decode_rows
 
   tok, length = loaded.tokenizer, loaded.model_config.max_len
   prompts = [[tok.eos_id] + tok.encode(r.fields['text']) for r in batch]  # EOS: a new document
@@ -164,9 +166,7 @@ def _continue(loaded, batch, args, path) -> list:
     eos_id=tok.eos_id,
   )
   out = jax.device_get(out)
-  texts = inference.decode_rows(
-    tok, [out[row, n : n + args.max_new_tokens] for row, n in enumerate(lengths)]
-  )
+  texts = decode_rows(tok, [out[row, n : n + args.max_new_tokens] for row, n in enumerate(lengths)])
   return [
     {'line': r.line, 'prompt': r.fields['text'], 'continuation': text}
     for r, text in zip(batch, texts)
@@ -215,7 +215,7 @@ def _check_output_free(args) -> None:
 
 
 def main(argv=None) -> int:
-  return inference.run_cli(_main, build_parser(), argv)
+  return cli.run_cli(_main, build_parser(), argv)
 
 
 if __name__ == '__main__':

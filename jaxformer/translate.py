@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import sys
 
-from jaxformer import inference
+from jaxformer import cli, inference
 
 
-def build_parser() -> inference.Parser:
-  p = inference.Parser(prog='python -m jaxformer.translate', description=__doc__.splitlines()[0])
+def build_parser() -> cli.Parser:
+  p = cli.Parser(prog='python -m jaxformer.translate', description=__doc__.splitlines()[0])
   p.add_argument('texts', nargs='*', help='source texts (default: read lines from stdin)')
   p.add_argument('--workdir', required=True, help='training run workdir or export directory')
   p.add_argument('--beam_size', type=int, default=4, help='beam width (1 = greedy)')
@@ -37,6 +37,7 @@ def translate(
   import jax.numpy as jnp
 
   from jaxformer import decode
+  from jaxformer.data.tokenizers import decode_rows
 
   inference.require_task(loaded, 'translate', 'translate')
   tok, length = loaded.tokenizer, loaded.model_config.max_len
@@ -67,16 +68,16 @@ def translate(
         bos_id=tok.bos_id,
         eos_id=tok.eos_id,
       )
-    outputs += inference.decode_rows(tok, jax.device_get(out)[: len(chunk)])
+    outputs += decode_rows(tok, jax.device_get(out)[: len(chunk)])
   return outputs
 
 
 def _main(args) -> int:
   texts = args.texts or [line.rstrip('\n') for line in sys.stdin if line.strip()]
   if not texts:
-    raise inference.UsageError('nothing to translate: pass texts as arguments or on stdin')
+    raise cli.UsageError('nothing to translate: pass texts as arguments or on stdin')
   if args.batch_size < 1:
-    raise inference.UsageError(f'--batch_size must be >= 1, got {args.batch_size}')
+    raise cli.UsageError(f'--batch_size must be >= 1, got {args.batch_size}')
   loaded = inference.load(args.workdir)
   for line in translate(
     loaded,
@@ -92,7 +93,7 @@ def _main(args) -> int:
 
 
 def main(argv=None) -> int:
-  return inference.run_cli(_main, build_parser(), argv)
+  return cli.run_cli(_main, build_parser(), argv)
 
 
 if __name__ == '__main__':

@@ -153,10 +153,26 @@ def test_corrupt_export_is_refused(tmp_path, workdir):
     load_pretrained(tmp_path)
 
 
+def test_export_of_an_unknown_task_is_refused_naming_the_tasks(tmp_path, workdir):
+  out = tmp_path / 'lm'
+  export_pretrained(workdir, out)
+  manifest = json.loads((out / EXPORT_FILE).read_text())
+  manifest['task'] = 'summarize'
+  (out / EXPORT_FILE).write_text(json.dumps(manifest))
+  with pytest.raises(CheckpointError, match="unknown task 'summarize'; expected one of lm, transl"):
+    load_pretrained(out)
+
+
 def test_export_cli(tmp_path, workdir, capsys):
   out = tmp_path / 'cli_export'
   assert export_main(['--workdir', str(workdir), '--out', str(out)]) == 0
-  assert 'exported step 20' in capsys.readouterr().out
+  assert 'exported step 20 (validation loss 1.0)' in capsys.readouterr().out
+  config = json.loads((workdir / 'config.json').read_text())
+  (workdir / 'config.json').write_text(
+    json.dumps({**config, 'early_stopping': {'monitor': 'error'}})
+  )
+  assert export_main(['--workdir', str(workdir), '--out', str(tmp_path / 'error_export')]) == 0
+  assert 'exported step 20 (validation error 1.0)' in capsys.readouterr().out
   assert export_main(['--workdir', str(workdir), '--out', str(out)]) == 2
   err = capsys.readouterr().err
   assert err.startswith('error: ') and 'already exists' in err and err.count('\n') == 1

@@ -7,6 +7,7 @@ import pytest
 from jaxformer.configs import genre_scratch
 
 from jaxformer import inference
+from jaxformer.config import TASKS
 from jaxformer.data import export, sources
 from jaxformer.data.files import FilesSource
 
@@ -27,6 +28,19 @@ def test_numbers_tsv_and_genre_jsonl_round_trip(tmp_path):
     if task == 'classify':  # ids follow the sorted names, which are the shipped order
       assert mine.label_names == shipped.label_names
     assert got == want
+
+
+def test_each_task_has_one_field_list_that_sources_hand_out_and_exports_write(tmp_path):
+  """sources.EXAMPLE_FIELDS is what a source's examples hold and the header an export writes."""
+  assert tuple(sources.EXAMPLE_FIELDS) == TASKS
+  for name in ('jaxformer_shakespeare', 'jaxformer_genre', 'jaxformer_numbers/en_de'):
+    task = sources.KNOWN[name].task
+    source = sources.open_source({'name': name}, task)
+    assert set(source.example('validation', 0)) == set(sources.EXAMPLE_FIELDS[task])
+    path = tmp_path / f'{task}.csv'
+    assert export.main([name, 'validation', '--output', str(path)]) == 0
+    header = path.read_text(encoding='utf-8').splitlines()[0]
+    assert tuple(header.split(',')) == sources.EXAMPLE_FIELDS[task]
 
 
 def test_bad_export_requests_exit_2_and_write_nothing(tmp_path, capsys):

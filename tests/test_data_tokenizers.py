@@ -3,6 +3,7 @@
 import os
 import time
 
+import numpy as np
 import pytest
 
 from jaxformer.data import (
@@ -12,6 +13,7 @@ from jaxformer.data import (
   shakespeare,
   train_sentencepiece,
 )
+from jaxformer.data.tokenizers import decode_rows, until_eos
 
 
 @pytest.fixture(scope='module')
@@ -86,3 +88,10 @@ def test_byte_tokenizer_round_trip_and_ids(tmp_path):
 def test_vocab_size_out_of_range_is_a_clear_error(vocab_size, match):
   with pytest.raises(DataError, match=match):
     train_sentencepiece(['a small corpus\nof two lines\n'] * 5, vocab_size)
+
+
+def test_decode_rows_cuts_each_row_at_its_first_eos():
+  tok = ByteTokenizer()
+  rows = np.array([tok.encode('ab') + [tok.eos_id] + tok.encode('cd'), tok.encode('abcde')])
+  assert decode_rows(tok, rows) == ['ab', 'abcde']
+  assert until_eos(np.array([5, tok.eos_id, 7, tok.eos_id]), tok.eos_id) == [5]

@@ -10,6 +10,7 @@ from jaxformer.configs import tiny
 
 from jaxformer import inference, predict
 from jaxformer.data import DataError
+from jaxformer.data.tokenizers import decode_rows
 from jaxformer.training import train_and_evaluate
 
 WORDS = {'alpha': 'sun moon star sky', 'beta': 'fish sea wave salt', 'gamma': 'tree leaf root moss'}
@@ -165,7 +166,7 @@ def test_predict_translate_greedy_and_lm_continuation(runs, tmp_path):
     bos_id=tok.bos_id,
     eos_id=tok.eos_id,
   )
-  assert [r['translation'] for r in rows] == inference.decode_rows(tok, np.asarray(greedy))
+  assert [r['translation'] for r in rows] == decode_rows(tok, np.asarray(greedy))
   prompts = ['sun', 'fish sea', 'tree']
   code, out = run_predict(
     tmp_path,

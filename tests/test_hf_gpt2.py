@@ -17,6 +17,7 @@ from hf_fixtures import SAMPLE_TEXTS, make_reference, reference_logits  # noqa: 
 from jaxformer import hf  # noqa: E402
 from jaxformer.checkpoint import load_pretrained  # noqa: E402
 from jaxformer.data.bpe import ID_OFFSET  # noqa: E402
+from jaxformer.data.tokenizers import until_eos  # noqa: E402
 from jaxformer.model.transformer import DecoderLM  # noqa: E402
 
 
@@ -104,7 +105,7 @@ def test_greedy_generation_with_cache_matches_transformers(ref, imported, capsys
   expected = np.asarray(
     ref.model.generate(prompt, max_new_tokens=new, do_sample=False, pad_token_id=eot).sequences
   )[0, prompt.shape[1] :]
-  expected = inference.until_eos(expected + ID_OFFSET, loaded.tokenizer.eos_id)
+  expected = until_eos(expected + ID_OFFSET, loaded.tokenizer.eos_id)
   assert text == 'ROMEO: But soft' + loaded.tokenizer.decode(expected)
 
 

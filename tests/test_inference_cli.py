@@ -149,6 +149,30 @@ def test_evaluate_errors_are_one_line_and_write_nothing(runs, capsys):
   assert code == 2 and "'lm' model" in err
   code, _, err = _run(evaluate.main, ['--workdir', os.path.join(workdir, 'missing')], capsys)
   assert code == 2 and err.count('\n') == 1
+  os.mkdir(os.path.join(workdir, 'eval_train.json'))  # the result file cannot be written
+  try:
+    code, _, err = _run(
+      evaluate.main, ['--workdir', workdir, '--split', 'train', '--limit', '8'], capsys
+    )
+  finally:
+    os.rmdir(os.path.join(workdir, 'eval_train.json'))
+  assert code == 2 and err.count('\n') == 1 and err.startswith('error: could not write ')
+  assert 'eval_train.json' in err and not [f for f in os.listdir(workdir) if 'tmp' in f]
+
+
+def test_names_moved_out_of_inference_are_still_importable_from_it():
+  """decode_rows and the command-line plumbing moved to data.tokenizers and cli; old code works."""
+  from jaxformer import cli, inference
+  from jaxformer.data import tokenizers
+  from jaxformer.training import writers
+
+  assert inference.decode_rows is tokenizers.decode_rows
+  assert inference.until_eos is tokenizers.until_eos
+  assert (inference.Parser, inference.UsageError) == (cli.Parser, cli.UsageError)
+  assert inference.run_cli is cli.run_cli
+  assert inference.write_json_atomic is writers.write_json_atomic
+  with pytest.raises(AttributeError, match='no attribute'):
+    _ = inference.no_such_name
 
 
 # ----- translation --------------------------------------------------------------------------

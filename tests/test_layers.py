@@ -4,6 +4,9 @@ Every module of the package (and every script of the repository that imports it)
 layer below; a module may import its own layer or lower ones, never a higher one, and never a
 private (`_name`) helper of another module. Imports inside functions count too: a late import
 still ties the layers together. A new module fails here until it is given a layer.
+
+The command lines' shared helpers (jaxformer.cli, jaxformer.inference) are in the top layer, so
+the library (training included) never imports command-line code.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ LAYERS = (
   ),
   ('data', 2, ('jaxformer.data',)),
   ('checkpoint', 2, ('jaxformer.checkpoint',)),
-  # Loading a trained run (checkpoint + tokenizer + model), shared by training's report and CLIs.
-  ('run loading', 3, ('jaxformer.inference',)),
-  ('training', 4, ('jaxformer.training',)),
+  ('training', 3, ('jaxformer.training',)),
   (
     'command lines and experiments',
-    5,
+    4,
     (
       'jaxformer.training.main',
+      # What the command lines share: argument parsing and one-line errors (cli), loading a
+      # trained run for inference (inference). Training never imports either.
+      'jaxformer.cli',
+      'jaxformer.inference',
       'jaxformer.generate',
       'jaxformer.translate',
       'jaxformer.evaluate',
@@ -136,17 +141,28 @@ def test_no_module_imports_a_higher_layer_or_a_private_helper():
   [
     ('jaxformer.model.fake', 'from jaxformer.training import loop\n', 'imports'),
     ('jaxformer.data.fake', 'def f():\n  from jaxformer.checkpoint import manager\n', 'imports'),
-    ('jaxformer.inference', 'from jaxformer.training.loop import prepare\n', 'imports'),
+    ('jaxformer.training.report', 'from jaxformer import cli\n', 'imports jaxformer.cli'),
+    ('jaxformer.training.fake', 'from jaxformer.cli import Parser\n', 'imports jaxformer.cli'),
+    ('jaxformer.training.fake', 'from jaxformer import inference\n', 'imports jaxformer.infer'),
     ('jaxformer.checkpoint.fake', 'from .manager import _short\n', 'private _short'),
     ('jaxformer.nowhere', 'import os\n', 'has no layer'),
-    ('jaxformer.training.fake', 'from jaxformer import inference, models\n', None),
+    (
+      'jaxformer.training.fake',
+      'from jaxformer import models\nfrom jaxformer.data import x\n',
+      None,
+    ),
+    (
+      'jaxformer.generate',
+      'from jaxformer import cli, inference\nimport jaxformer.training\n',
+      None,
+    ),
   ],
 )
 def test_the_checker_catches_upward_and_private_imports(tmp_path, module, source, expected):
   """The checker itself: each bad import is reported, a good one is not."""
   for package in ('jaxformer/training', 'jaxformer/checkpoint'):
     os.makedirs(tmp_path / package, exist_ok=True)
-  for name in ('inference.py', 'models.py', 'training/loop.py', 'checkpoint/manager.py'):
+  for name in ('cli.py', 'inference.py', 'models.py', 'training/loop.py', 'checkpoint/manager.py'):
     (tmp_path / 'jaxformer' / name).write_text('')
   path = tmp_path / 'fake.py'
   path.write_text(source)

@@ -29,7 +29,7 @@ from jaxformer.checkpoint.abstract import nested_target
 from jaxformer.checkpoint.errors import CheckpointError
 from jaxformer.checkpoint.manager import Checkpointer
 from jaxformer.checkpoint.processes import everywhere, jaxformer_version, short_error, sync
-from jaxformer.config import early_stopping_monitor
+from jaxformer.config import TASKS, early_stopping_monitor
 
 EXPORT_FILE = 'jaxformer_pretrained.json'
 EXPORT_FORMAT = 'jaxformer-pretrained'
@@ -209,8 +209,8 @@ def _load_export(root: epath.Path) -> Pretrained:
     _refuse_escape(root, root / name)
   try:
     records, task, model = manifest['arrays'], manifest['task'], manifest['model']
-    if task not in ('lm', 'translate', 'classify'):
-      raise ValueError(f'unknown task {task!r}')
+    if task not in TASKS:
+      raise ValueError(f'unknown task {task!r}; expected one of {", ".join(TASKS)}')
     # The manifest lists every parameter with its shape: that is the restore target, so no
     # orbax metadata (or pickle) is needed to know the tree.
     target = nested_target(records, 'params', jf_sharding.unplaced_default())

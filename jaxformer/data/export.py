@@ -21,8 +21,6 @@ import tempfile
 from jaxformer.data import sources
 from jaxformer.data.errors import DataError
 
-COLUMNS = {'lm': ('text',), 'translate': ('source', 'target'), 'classify': ('text', 'label')}
-
 
 def export_split(name: str, split: str, output: str, data_dir: str = '') -> int:
   """Writes split `split` of the shipped dataset `name` to `output`; returns the row count."""
@@ -35,7 +33,7 @@ def export_split(name: str, split: str, output: str, data_dir: str = '') -> int:
     raise DataError(f'--output {output!r}: use a .csv, .tsv or .jsonl file name')
   source = sources.open_source({'name': name, 'data_dir': data_dir}, known.task)
   source.check_split(split)
-  columns = COLUMNS[known.task]
+  columns = sources.EXAMPLE_FIELDS[known.task]
   rows = []
   for i in range(source.num_examples(split)):
     example = source.example(split, i)

@@ -28,10 +28,9 @@ import numpy as np
 
 from jaxformer.data import readers
 from jaxformer.data.errors import DataError
-from jaxformer.data.sources import Source, get
+from jaxformer.data.sources import EXAMPLE_FIELDS, Source, get
 
 RECORD_VERSION = 1
-_KEYS = {'lm': ('text',), 'translate': ('source', 'target'), 'classify': ('text', 'label')}
 _ROLES = (('train', 'train_files'), ('validation', 'eval_files'), ('test', 'test_files'))
 
 
@@ -45,7 +44,7 @@ def settings(dataset_cfg, task: str, legacy: bool = False) -> dict:
     'val_fraction': float(get(dataset_cfg, 'val_fraction', 0.1)),
     'test_fraction': 0.0 if legacy else float(get(dataset_cfg, 'test_fraction', 0.0)),
     'split_seed': int(get(dataset_cfg, 'split_seed', 0)),
-    'keys': {k: get(dataset_cfg, f'{k}_key', '') or k for k in _KEYS[task]},
+    'keys': {k: get(dataset_cfg, f'{k}_key', '') or k for k in EXAMPLE_FIELDS[task]},
   }
   if not train:
     field = 'dataset.files' if legacy else 'dataset.train_files'
@@ -131,7 +130,7 @@ class FilesSource(Source):
       ext = readers.file_format(path)
       if ext == '.txt' and self.task != 'lm':
         raise DataError(f'{path}: a .txt file has no {self.task} fields; use .csv, .tsv or .jsonl')
-      columns = {name: keys[name] for name in _KEYS[self.task]}
+      columns = {name: keys[name] for name in EXAMPLE_FIELDS[self.task]}
       default_pair = self.task == 'translate' and keys == {'source': 'source', 'target': 'target'}
       for row in readers.read_rows(path, columns, pair_default=default_pair):
         out.append((path, row))

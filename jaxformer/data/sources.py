@@ -25,6 +25,13 @@ from jaxformer.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
+# The fields of a normalised example of each task (see above), in the order a file's columns have.
+EXAMPLE_FIELDS = {
+  'lm': ('text',),
+  'translate': ('source', 'target'),
+  'classify': ('text', 'label'),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Known:
@@ -231,8 +238,9 @@ def open_source(dataset_cfg, task: str, split_record: dict | None = None) -> Sou
 
     return FilesSource(dataset_cfg, task, split_record, legacy=name == 'text_files')
   known = known or Known(task)
-  keys = {'lm': ('text',), 'translate': ('source', 'target'), 'classify': ('text', 'label')}[task]
-  keys = {k: get(dataset_cfg, f'{k}_key', '') or getattr(known, f'{k}_key') for k in keys}
+  keys = {
+    k: get(dataset_cfg, f'{k}_key', '') or getattr(known, f'{k}_key') for k in EXAMPLE_FIELDS[task]
+  }
   return TfdsSource(
     name,
     task,

@@ -13,6 +13,7 @@ takes identity normalisation, no whitespace collapsing, no dummy-prefix space, '
 symbol (so newlines survive) and byte fallback (so unseen characters become bytes, not <unk>).
 
 encode() adds no special tokens; the pipelines add BOS/EOS where the task needs them.
+decode_rows(tokenizer, rows) turns a batch of generated ids back into text, each row cut at EOS.
 """
 
 import hashlib
@@ -142,6 +143,17 @@ def load_tokenizer(directory: str):
 
     return load_bpe(directory, meta)
   raise DataError(f'unknown tokenizer type {kind!r} in {path}')
+
+
+def until_eos(row, eos_id: int) -> list[int]:
+  """Token ids before the first EOS (the whole row if there is none)."""
+  row = [int(t) for t in np.asarray(row).tolist()]
+  return row[: row.index(eos_id)] if eos_id in row else row
+
+
+def decode_rows(tokenizer, rows) -> list[str]:
+  """int[B, T] decoder outputs -> B strings, each cut at its EOS."""
+  return [tokenizer.decode(until_eos(row, tokenizer.eos_id)) for row in np.asarray(rows)]
 
 
 def _read_inside(directory: str, name: str) -> bytes:

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxformer import decode, inference, metrics
+from jaxformer import decode, metrics
+from jaxformer.data.tokenizers import decode_rows
 from jaxformer.training import steps
 
 
@@ -62,7 +63,7 @@ def translate_texts(s, params, sources: list[str], batch_size: int = 64) -> list
   """Greedy translations of source strings, decoded to text.
 
   Over-length sources are cut (as the data pipeline does for training and evaluation) rather
-  than refused like inference.encode_sources, so the report covers every test example.
+  than refused like jaxformer.inference.encode_sources, so the report covers every test example.
   """
   tok, max_len = s.data.tokenizer, s.model_cfg.max_len
   outputs = []
@@ -75,7 +76,7 @@ def translate_texts(s, params, sources: list[str], batch_size: int = 64) -> list
     out = decode.translate_greedy(
       s.model, params, jnp.asarray(src), max_len=max_len, bos_id=tok.bos_id, eos_id=tok.eos_id
     )
-    outputs += inference.decode_rows(tok, np.asarray(out)[: len(chunk)])
+    outputs += decode_rows(tok, np.asarray(out)[: len(chunk)])
   return outputs
 
 
