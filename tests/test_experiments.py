@@ -150,6 +150,19 @@ def test_corpus_slice_validation_is_exactly_the_held_out_text(quick):
   assert data.examples('train')[0]['text'] + data.examples('validation')[0]['text'] == text
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
+def test_overfitting_says_how_much_of_the_held_out_text_each_evaluation_scores(quick):
+  """The answer names the scored tokens, not the whole held-out slice, when evaluations read a
+  prefix of it (eval_steps > 0 at default settings)."""
+  payload = json.loads((quick / 'out' / 'overfitting.json').read_text())
+  sizes = payload['settings']['sizes']
+  assert 0 < sizes['scored_tokens'] <= sizes['validation_tokens']
+  assert f'validated on {overfitting._scored(sizes)} tokens' in payload['answer']
+  assert overfitting._scored({'scored_tokens': 16384, 'validation_tokens': 57000}) == (
+    'the first 16,384 of the 57,000'
+  )
+
+
 def test_number_words_give_their_value_and_digits():
   from num2words import num2words
 

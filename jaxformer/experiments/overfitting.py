@@ -147,7 +147,15 @@ def run(opts: Options) -> Result:
       }
     )
   base = small_lm_config(opts.quick)
-  sizes['train_tokens'] = _train_tokens(trained.workdir, corpus, sizes['train_lines'])
+  sizes['train_tokens'], sizes['validation_tokens'] = _tokens(
+    trained.workdir, corpus, sizes['train_lines']
+  )
+  evaluated = arm_config(s['arms'][0], s, opts.quick, corpus, val_fraction)
+  sizes['scored_tokens'] = min(  # an evaluation reads the first eval_steps batches (0: all)
+    sizes['validation_tokens'],
+    evaluated.eval_steps * evaluated.batch_size * evaluated.model.max_len
+    or sizes['validation_tokens'],
+  )
   sizes['epochs'] = (
     s['num_train_steps'] * base.batch_size * base.model.max_len / sizes['train_tokens']
   )
@@ -169,13 +177,21 @@ def run(opts: Options) -> Result:
   )
 
 
-def _train_tokens(workdir: str, corpus: str, train_lines: int) -> int:
-  """Tokens in the training slice, with the runs' own tokenizer."""
+def _tokens(workdir: str, corpus: str, train_lines: int) -> tuple[int, int]:
+  """Tokens in the training slice and in the held-out text after it, with the runs' tokenizer."""
   from jaxformer.data import load_tokenizer
 
   with open(corpus, encoding='utf-8') as f:
-    text = ''.join(f.read().splitlines(keepends=True)[:train_lines])
-  return len(load_tokenizer(os.path.join(workdir, 'tokenizer')).encode(text))
+    lines = f.read().splitlines(keepends=True)
+  tokenizer = load_tokenizer(os.path.join(workdir, 'tokenizer'))
+  return tuple(
+    len(tokenizer.encode(''.join(part))) for part in (lines[:train_lines], lines[train_lines:])
+  )
+
+
+def _scored(sizes) -> str:
+  scored, total = sizes['scored_tokens'], sizes['validation_tokens']
+  return f'all {total:,}' if scored >= total else f'the first {scored:,} of the {total:,}'
 
 
 def _answer(s, sizes, rows) -> str:
@@ -194,7 +210,8 @@ def _answer(s, sizes, rows) -> str:
   early = [r for r in rows if r['arm'] == 'both + early stopping']
   text = (
     f'Training on {sizes["train_chars"]:,} characters ({100 * s["fraction"]:.0f}% of the training '
-    f'plays), validated on {sizes["validation_chars"]:,} characters of held-out plays, '
+    f'plays), validated on {_scored(sizes)} tokens ({sizes["validation_chars"]:,} characters) '
+    'of held-out plays, '
     f'{s["num_train_steps"]} steps at most (up to {sizes["epochs"]:.1f} epochs of its '
     f'{sizes["train_tokens"]:,} tokens).\n\n{header}{table}\nWithout regularisation the validation '
     f'loss bottoms out at step {none["best_step"]} ({none["best_val_loss"]:.3f}) and ends at '
