@@ -140,6 +140,39 @@ def test_tokenizer_encodes_and_decodes_like_transformers(ref, imported):
     assert int(sizes[ours.encode(text)].sum()) == expected, text
 
 
+def test_import_reads_a_directory_with_only_tokenizer_json(ref, tmp_path):
+  """A GPT-2 directory whose tokenizer is only the fast tokenizer's tokenizer.json (no vocab.json,
+  no merges.txt) imports, and its tokenizer encodes and decodes as transformers' does."""
+  from transformers import GPT2TokenizerFast
+
+  from jaxformer.data import load_tokenizer
+
+  source = str(tmp_path / 'source')
+  shutil.copytree(ref.dirs['pt'], source)
+  GPT2TokenizerFast.from_pretrained(source).save_pretrained(source)
+  for name in ('vocab.json', 'merges.txt'):
+    os.remove(os.path.join(source, name))
+  assert os.path.isfile(os.path.join(source, 'tokenizer.json'))
+  out = str(tmp_path / 'gpt2')
+  assert hf.main(['import', source, '--output', out]) == 0
+  ours = load_tokenizer(os.path.join(out, 'tokenizer'))
+  assert ours.kind == 'gpt2_bpe'
+  eot, vocab = ref.config['eos_token_id'] + ID_OFFSET, ref.config['vocab_size'] + ID_OFFSET
+  assert (ours.pad_id, ours.bos_id, ours.eos_id, ours.vocab_size) == (0, eot, eot, vocab)
+  # transformers' tokenizer from the same tokenizer.json, and from the original vocab + merges
+  for theirs in (
+    GPT2TokenizerFast.from_pretrained(source),
+    GPT2TokenizerFast.from_pretrained(ref.dirs['pt']),
+  ):
+    for text in SAMPLE_TEXTS:
+      ids = ours.encode(text)
+      assert ids == [i + ID_OFFSET for i in theirs.encode(text)], text
+      assert ours.decode(ids) == theirs.decode(
+        [i - ID_OFFSET for i in ids], skip_special_tokens=True
+      )
+      assert ours.decode(ids) == text.replace('<|endoftext|>', '')
+
+
 def test_import_then_export_gives_back_the_same_tensors_bit_for_bit(ref, imported, tmp_path):
   out = str(tmp_path / 'hf')
   assert hf.main(['export', imported, '--output', out]) == 0
