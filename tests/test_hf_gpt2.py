@@ -13,6 +13,7 @@ pytest.importorskip('transformers')
 
 from helpers import run_train  # noqa: E402
 from hf_fixtures import SAMPLE_TEXTS, make_reference, reference_logits  # noqa: E402
+from lora_checks import assert_base_frozen_and_adapters_moved  # noqa: E402
 
 from jaxformer import hf  # noqa: E402
 from jaxformer.checkpoint import load_pretrained  # noqa: E402
@@ -236,6 +237,44 @@ def test_a_jaxformer_trained_model_exports_to_transformers(ref, imported, tmp_pa
   )
   for text in SAMPLE_TEXTS:
     assert [i + ID_OFFSET for i in fast.encode(text)] == ours.encode(text)
+
+
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
+def test_lora_classifier_on_a_users_csv_from_the_imported_gpt2(imported, tmp_path):
+  """The README's "Start from GPT-2" path for your own CSV: configs/gpt2_lora_genre.py with
+  dataset.name=files on examples/tickets.csv, init_from the import (here the small reference
+  GPT-2, so the model fields are its sizes). GPT-2's tokenizer is reused, the base stays frozen
+  and the adapters train."""
+  from jaxformer.data import load_label_names, load_tokenizer
+
+  run = str(tmp_path / 'run')
+  result = run_train(
+    '--config=configs/gpt2_lora_genre.py',
+    f'--workdir={run}',
+    f'--config.init_from={imported}',
+    '--config.dataset.name=files',
+    '--config.dataset.train_files=examples/tickets.csv',
+    '--config.dataset.text_key=text',
+    '--config.dataset.label_key=label',
+    '--config.model.d_model=32',
+    '--config.model.num_heads=4',
+    '--config.model.num_layers=2',
+    '--config.model.max_len=64',
+    '--config.lora.rank=2',
+    '--config.num_train_steps=3',
+    '--config.eval_every_steps=3',
+    '--config.checkpoint_every_steps=3',
+    '--config.warmup_steps=1',
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  ours, theirs = (
+    load_tokenizer(os.path.join(run, 'tokenizer')),
+    load_tokenizer(os.path.join(imported, 'tokenizer')),
+  )
+  assert ours.kind == 'gpt2_bpe' and ours.to_json() == theirs.to_json()
+  assert load_label_names(run) == ['account', 'billing', 'bug']
+  tuned = assert_base_frozen_and_adapters_moved(run, imported, rank=2)
+  assert tuned.task == 'classify' and tuned.num_classes == 3
 
 
 def llama_config(directory):
