@@ -66,6 +66,9 @@ def runs(tmp_path_factory):
   with open(root / 'pairs.tsv', 'w') as f:
     f.writelines(f'{s}\t{t}\n' for s, t in pairs)
   tr = tiny_config('translate', train_files=str(root / 'pairs.tsv'))
+  # Trained past emitting only spaces, so that beam search and greedy decoding differ on its rows.
+  tr.num_train_steps, tr.eval_every_steps, tr.checkpoint_every_steps = 30, 15, 15
+  tr.learning_rate = 1e-2
   train_and_evaluate(tr, str(root / 'tr'))
   return root, cls, cls_summary
 
@@ -183,6 +186,28 @@ def test_predict_translate_greedy_and_lm_continuation(runs, tmp_path):
   for p, r in zip(prompts, rows):
     (expected,) = generate.sample(lm, p, max_new_tokens=8, temperature=0.0)
     assert r['prompt'] == p and p + r['continuation'] == expected
+
+
+def test_predict_translate_defaults_to_beam_search(runs, tmp_path):
+  """Without --beam_size, predict translates with beam search (width 4, alpha 0.6): each output
+  is decode.beam_search's on the row, decoded as predict decodes rows."""
+  from jaxformer import decode
+
+  root = runs[0]
+  sources = [f'{n} {WORDS["alpha"]}' for n in (3, 17, 200, 41, 9)]
+  code, out = run_predict(tmp_path, root / 'tr', ''.join(s + '\n' for s in sources), 'new.txt')
+  assert code == 0
+  rows = [json.loads(line) for line in open(out)]
+  assert [r['source'] for r in rows] == sources
+  loaded = inference.load(str(root / 'tr'))
+  tok, length = loaded.tokenizer, loaded.model_config.max_len
+  src = inference.encode_sources(tok, sources, length)
+  common = dict(max_len=length, bos_id=tok.bos_id, eos_id=tok.eos_id)
+  beam, _ = decode.beam_search(loaded.model, loaded.params, src, beam_size=4, alpha=0.6, **common)
+  assert [r['translation'] for r in rows] == inference.decode_rows(tok, np.asarray(beam))
+  # On these rows beam search and greedy disagree, so a predict that decoded greedily fails here.
+  greedy = decode.translate_greedy(loaded.model, loaded.params, src, **common)
+  assert inference.decode_rows(tok, np.asarray(greedy)) != [r['translation'] for r in rows]
 
 
 def test_predict_bad_row_exits_2_and_keeps_the_old_output(runs, tmp_path, capsys):

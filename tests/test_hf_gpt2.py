@@ -13,6 +13,7 @@ pytest.importorskip('transformers')
 
 from helpers import run_train  # noqa: E402
 from hf_fixtures import SAMPLE_TEXTS, make_reference, reference_logits  # noqa: E402
+from lora_checks import assert_base_frozen_and_adapters_moved  # noqa: E402
 
 from jaxformer import hf  # noqa: E402
 from jaxformer.checkpoint import load_pretrained  # noqa: E402
@@ -141,6 +142,39 @@ def test_tokenizer_encodes_and_decodes_like_transformers(ref, imported):
     assert int(sizes[ours.encode(text)].sum()) == expected, text
 
 
+def test_import_reads_a_directory_with_only_tokenizer_json(ref, tmp_path):
+  """A GPT-2 directory whose tokenizer is only the fast tokenizer's tokenizer.json (no vocab.json,
+  no merges.txt) imports, and its tokenizer encodes and decodes as transformers' does."""
+  from transformers import GPT2TokenizerFast
+
+  from jaxformer.data import load_tokenizer
+
+  source = str(tmp_path / 'source')
+  shutil.copytree(ref.dirs['pt'], source)
+  GPT2TokenizerFast.from_pretrained(source).save_pretrained(source)
+  for name in ('vocab.json', 'merges.txt'):
+    os.remove(os.path.join(source, name))
+  assert os.path.isfile(os.path.join(source, 'tokenizer.json'))
+  out = str(tmp_path / 'gpt2')
+  assert hf.main(['import', source, '--output', out]) == 0
+  ours = load_tokenizer(os.path.join(out, 'tokenizer'))
+  assert ours.kind == 'gpt2_bpe'
+  eot, vocab = ref.config['eos_token_id'] + ID_OFFSET, ref.config['vocab_size'] + ID_OFFSET
+  assert (ours.pad_id, ours.bos_id, ours.eos_id, ours.vocab_size) == (0, eot, eot, vocab)
+  # transformers' tokenizer from the same tokenizer.json, and from the original vocab + merges
+  for theirs in (
+    GPT2TokenizerFast.from_pretrained(source),
+    GPT2TokenizerFast.from_pretrained(ref.dirs['pt']),
+  ):
+    for text in SAMPLE_TEXTS:
+      ids = ours.encode(text)
+      assert ids == [i + ID_OFFSET for i in theirs.encode(text)], text
+      assert ours.decode(ids) == theirs.decode(
+        [i - ID_OFFSET for i in ids], skip_special_tokens=True
+      )
+      assert ours.decode(ids) == text.replace('<|endoftext|>', '')
+
+
 def test_import_then_export_gives_back_the_same_tensors_bit_for_bit(ref, imported, tmp_path):
   out = str(tmp_path / 'hf')
   assert hf.main(['export', imported, '--output', out]) == 0
@@ -204,6 +238,44 @@ def test_a_jaxformer_trained_model_exports_to_transformers(ref, imported, tmp_pa
   )
   for text in SAMPLE_TEXTS:
     assert [i + ID_OFFSET for i in fast.encode(text)] == ours.encode(text)
+
+
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
+def test_lora_classifier_on_a_users_csv_from_the_imported_gpt2(imported, tmp_path):
+  """The README's "Start from GPT-2" path for your own CSV: configs/gpt2_lora_genre.py with
+  dataset.name=files on examples/tickets.csv, init_from the import (here the small reference
+  GPT-2, so the model fields are its sizes). GPT-2's tokenizer is reused, the base stays frozen
+  and the adapters train."""
+  from jaxformer.data import load_label_names, load_tokenizer
+
+  run = str(tmp_path / 'run')
+  result = run_train(
+    '--config=configs/gpt2_lora_genre.py',
+    f'--workdir={run}',
+    f'--config.init_from={imported}',
+    '--config.dataset.name=files',
+    '--config.dataset.train_files=examples/tickets.csv',
+    '--config.dataset.text_key=text',
+    '--config.dataset.label_key=label',
+    '--config.model.d_model=32',
+    '--config.model.num_heads=4',
+    '--config.model.num_layers=2',
+    '--config.model.max_len=64',
+    '--config.lora.rank=2',
+    '--config.num_train_steps=3',
+    '--config.eval_every_steps=3',
+    '--config.checkpoint_every_steps=3',
+    '--config.warmup_steps=1',
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  ours, theirs = (
+    load_tokenizer(os.path.join(run, 'tokenizer')),
+    load_tokenizer(os.path.join(imported, 'tokenizer')),
+  )
+  assert ours.kind == 'gpt2_bpe' and ours.to_json() == theirs.to_json()
+  assert load_label_names(run) == ['account', 'billing', 'bug']
+  tuned = assert_base_frozen_and_adapters_moved(run, imported, rank=2)
+  assert tuned.task == 'classify' and tuned.num_classes == 3
 
 
 def llama_config(directory):

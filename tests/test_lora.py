@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from helpers import run_train
 from jaxformer.configs import default
+from lora_checks import assert_base_frozen_and_adapters_moved
 from model_fixtures import KEY, random_params, tiny, tokens
 
 from jaxformer.checkpoint import load_pretrained
 from jaxformer.model import lora
-from jaxformer.model.blocks import loop_to_scan, scan_to_loop
 from jaxformer.model.transformer import Classifier, DecoderLM
 from jaxformer.training.optim import make_optimizer
 
@@ -195,22 +195,6 @@ def base_run(tmp_path_factory):
   result = run_train(*COMMON, f'--workdir={base}', '--config.model.scan_layers=True')
   assert result.returncode == 0, result.stderr[-2000:]
   return base
-
-
-def assert_base_frozen_and_adapters_moved(run, base):
-  source, tuned = load_pretrained(base), load_pretrained(run)
-  assert tuned.model_config.lora_rank == 2 and lora.has_factors(tuned.params)
-  frozen = lora.without_factors(tuned.params)['backbone']
-  pretrained = source.params['backbone']
-  if tuned.model_config.scan_layers != source.model_config.scan_layers:
-    # The fine-tuning run picks its own layer layout (scan_layers='auto'); compare in that one.
-    convert = scan_to_loop if source.model_config.scan_layers else loop_to_scan
-    pretrained = convert(pretrained)
-  for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(pretrained), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  b_factors = [x for p, x in _leaves(tuned.params) if 'lora_b' in jax.tree_util.keystr(p)]
-  assert b_factors and all(np.abs(np.asarray(x)).max() > 0 for x in b_factors)
-  return tuned
 
 
 @pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`

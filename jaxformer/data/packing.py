@@ -4,7 +4,7 @@ A packed row holds several examples one after another; `*_segmentation` numbers 
 (0 = padding) and `*_position` restarts at 0 in each, so the model (segment-id attention mask,
 per-row positions) computes every example as if it were alone. configs/numbers_translate.py
 (SentencePiece, max_len 32): 31% of the train positions (source + target) are real tokens
-unpacked, 65% packed (9,561 rows for 20,000 pairs); docs/results.md has the measurement.
+unpacked, 65% packed (9,561 rows for 20,000 pairs); docs/packing.md has the measurement.
 """
 
 import numpy as np
