@@ -6,8 +6,11 @@ A config whose activations dominate (d_model 512, 8 heads, length 512, batch 8, 
 compiled on meshes (1, m) for m = 1, 2, 4, 8: the batch stays whole, so only tensor
 parallelism changes; a last row is FSDP on (4, 2). XLA's `compiled.memory_analysis()` gives the
 per-device temporary bytes; the optimized HLO (per-device shapes after SPMD partitioning) gives
-the attention part: the bytes of the buffers shaped like attention scores and probabilities
-[..., length, length]. Both are deterministic, so they can be measured on a loaded machine.
+the attention part: the bytes of the buffers shaped like attention scores and probabilities.
+On CPU at length 512 those are the four query blocks' [batch, heads, 128, 128 .. 512] of the
+blocked causal kernel (model/attention.py), not a [length, length] square, which here would
+also match the residual stream [batch, length, d_model] (d_model = length = 512). Both numbers
+are deterministic, so they can be measured on a loaded machine.
 Each mesh is compiled twice: as the trainer does it (steps traced under the mesh and the
 logical rules), and with the model's activation constraints inert (propagation from the
 parameter shardings only).
@@ -24,6 +27,7 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 import jax  # noqa: E402
 from jaxformer.configs import tiny  # noqa: E402
 
+from jaxformer.model.attention import query_blocks, select_kernel  # noqa: E402
 from jaxformer.training.prepare import compiled_steps, prepare  # noqa: E402
 
 MESHES = [((1, 1), False), ((1, 2), False), ((1, 4), False), ((1, 8), False), ((4, 2), True)]
@@ -61,9 +65,26 @@ def compiled_train_step(config, constraints: bool = True):
     return train_step.lower(s.abstract_state, batch).compile()
 
 
-def attention_buffers(hlo: str, length: int) -> list[tuple[str, tuple[int, ...]]]:
+def score_tails(model) -> set[tuple[int, int]]:
+  """[queries, keys], the last two axes of the train step's attention scores for `model` (the
+  run config's model section): the query blocks of the blocked causal kernel where the model
+  picks it, else the whole [length, length] square."""
+  length = model.max_len
+  kernel = select_kernel(
+    model.attention_impl,
+    causal_self=True,
+    q_len=length,
+    needs_dropout=model.attention_dropout_rate > 0,
+  )
+  if kernel == 'causal_blocks':
+    return {(end - start, end) for start, end in query_blocks(length)}
+  return {(length, length)}
+
+
+def attention_buffers(hlo: str, tails: set[tuple[int, int]]) -> list[tuple[str, tuple[int, ...]]]:
   """(dtype, per-device shape) of every buffer of the optimized HLO `hlo` shaped like attention
-  scores or probabilities: floating point, rank >= 3, ending in [length, length].
+  scores or probabilities: floating point, rank >= 3, its last two axes one of `tails`
+  (score_tails).
 
   Buffers are the results of the instructions that XLA materializes: those of the entry
   computation, loop bodies and called computations. The insides of fusions are not buffers,
@@ -89,14 +110,14 @@ def attention_buffers(hlo: str, length: int) -> list[tuple[str, tuple[int, ...]]
         continue
       for dtype, dims in re.findall(r'\b(f64|f32|bf16|f16)\[([\d,]+)\]', match.group(1)):
         shape = tuple(int(d) for d in dims.split(','))
-        if len(shape) >= 3 and shape[-2:] == (length, length):
+        if len(shape) >= 3 and shape[-2:] in tails:
           found.append((dtype, shape))
   return found
 
 
-def attention_bytes(hlo: str, length: int) -> int:
-  """Per-device bytes of `attention_buffers(hlo, length)`."""
-  return sum(FLOAT_BYTES[t] * math.prod(shape) for t, shape in attention_buffers(hlo, length))
+def buffer_bytes(buffers: list[tuple[str, tuple[int, ...]]]) -> int:
+  """Total bytes of (dtype, shape) buffers, e.g. attention_buffers'."""
+  return sum(FLOAT_BYTES[dtype] * math.prod(shape) for dtype, shape in buffers)
 
 
 def main():
@@ -117,8 +138,8 @@ def main():
     live = compiled_train_step(config)
     inert = compiled_train_step(config, constraints=False).memory_analysis().temp_size_in_bytes
     temp = live.memory_analysis().temp_size_in_bytes
-    buffers = attention_buffers(live.as_text(), cfg.max_len)
-    attention = attention_bytes(live.as_text(), cfg.max_len)
+    buffers = attention_buffers(live.as_text(), score_tails(config.model))
+    attention = buffer_bytes(buffers)
     base, base_attention = base or temp, base_attention or attention
     name = f'{mesh_shape}' + (' FSDP' if fsdp else '')
     shapes[name] = sorted({f'{t}{list(s)}' for t, s in buffers})
