@@ -219,8 +219,16 @@ def logical_shard_shape(
 ) -> tuple[int, ...]:
   """The per-device shape of an array `shape` whose axes have these logical names, e.g. an
   activation [batch, length, heads, kv] on mesh (2, 4): (batch / 2, length, heads / 4, kv)."""
-  spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)
-  return tuple(NamedSharding(mesh, spec).shard_shape(tuple(shape)))
+  return tuple(logical_sharding(logical_axes, mesh, rules).shard_shape(tuple(shape)))
+
+
+def logical_sharding(
+  logical_axes: Sequence[str | None], mesh: Mesh, rules=LOGICAL_AXIS_RULES
+) -> NamedSharding:
+  """Where an array whose axes have these logical names lives on `mesh`, e.g. a query kernel
+  [embed, heads, kv] on (2, 4): heads split over 'model', replicated over 'data'. Its
+  `devices_indices_map(shape)` tells which slice each device holds."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(tuple(logical_axes), rules))
 
 
 def _mesh_axis_for(logical: str, rules) -> str | None:

@@ -1,5 +1,13 @@
 """model.dtype='bfloat16' on CPU: which arrays of the train step are bfloat16, and how far its
-losses stay from float32's. CI has no accelerator, where dtype='auto' picks bfloat16."""
+losses stay from float32's. CI has no accelerator, where dtype='auto' picks bfloat16.
+
+The dtypes are read from the traced program (the jaxpr) and from the lowered StableHLO, what a
+TPU or GPU compiler receives, not from the compiled CPU program: XLA:CPU converts bfloat16 dots
+to float32 (all 51 dots of this tiny step's optimised CPU HLO are f32[...] = dot(f32, f32)), so
+the compiled program here says nothing about what an accelerator multiplies in.
+"""
+
+import re
 
 import flax.linen as nn
 import jax
@@ -47,6 +55,38 @@ def equations(jaxpr):
 
 def dtypes(values) -> list[str]:
   return [str(v.aval.dtype) for v in values]
+
+
+def stablehlo_dots(text: str) -> list[tuple[tuple[int, ...], str, tuple[int, ...], str]]:
+  """(lhs shape, lhs dtype, rhs shape, rhs dtype) of every stablehlo.dot_general in `text`."""
+  operand = r'tensor<((?:\d+x)*)(\w+)>'
+  signature = re.compile(rf'stablehlo\.dot_general .*: \({operand}, {operand}\) ->')
+  dots = []
+  for line in text.splitlines():
+    if 'stablehlo.dot_general' in line:
+      found = signature.search(line)
+      assert found, line
+      lhs, lhs_dtype, rhs, rhs_dtype = found.groups()
+      shape = lambda dims: tuple(int(d) for d in dims.split('x') if d)
+      dots.append((shape(lhs), lhs_dtype, shape(rhs), rhs_dtype))
+  return dots
+
+
+def test_bfloat16_step_lowers_to_bfloat16_matmuls_in_stablehlo():
+  """What an accelerator's compiler receives: the jitted step's StableHLO multiplies bf16 x bf16,
+  apart from dot_product_attention's backward pass (float32 probabilities [B, H, Lq, Lk], under
+  a head-group axis, times bfloat16 values), at most two such products per layer."""
+  model, step, state, batch = setup('bfloat16')
+  dots = stablehlo_dots(jax.jit(step).lower(state, batch).as_text())
+  assert len(dots) >= 20
+  bf16 = [d for d in dots if (d[1], d[3]) == ('bf16', 'bf16')]
+  mixed = [d for d in dots if d not in bf16]
+  assert len(mixed) <= 2 * model.cfg.num_layers, mixed
+  for lhs, lhs_dtype, rhs, rhs_dtype in mixed:
+    assert {lhs_dtype, rhs_dtype} == {'f32', 'bf16'}, (lhs, lhs_dtype, rhs, rhs_dtype)
+    probabilities = lhs if lhs_dtype == 'f32' else rhs
+    assert probabilities[-1] == LENGTH
+    assert np.prod(probabilities) == BATCH * HEADS * LENGTH * LENGTH
 
 
 def test_bfloat16_step_multiplies_in_bfloat16_and_keeps_state_softmax_and_loss_in_float32():

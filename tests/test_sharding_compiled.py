@@ -8,7 +8,9 @@ the rules, every device computed attention for the whole batch (scores [8, 4, L,
 [2, 4, L, L] on (4, 2), and 3x the temporary memory).
 """
 
+import importlib.util
 import math
+import os
 import re
 
 import pytest
@@ -64,3 +66,45 @@ def test_attention_scores_of_train_and_eval_steps_are_split_over_heads_and_batch
     # ...and no [., L, L] buffer holds more rows than that share (nothing re-gathered).
     biggest = max(math.prod(shape[:-2]) for shape in shapes)
     assert biggest <= per_device[0] * per_device[1], (step, per_device, sorted(shapes))
+
+
+def _train_step_memory_bench():
+  """bench/train_step_memory.py, whose functions docs/parallelism.md's memory table comes from."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = os.path.join(root, 'bench', 'train_step_memory.py')
+  spec = importlib.util.spec_from_file_location('train_step_memory', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_train_step_memory_bench_measures_the_tokenizers_padded_vocabulary():
+  """The bench takes the byte tokenizer's 259 ids (vocab_size 0), padded to 384 rows by
+  model.vocab_multiple, as the trainer does; not a hand-rounded vocabulary from before padding."""
+  model = _train_step_memory_bench().step_config().model
+  assert model.vocab_size == 0 and model.vocab_multiple == 128
+
+
+@pytest.mark.slow  # four compiles of a one-layer train step, ~25 s on an idle core
+def test_attention_bytes_per_device_fall_as_one_over_the_model_axis():
+  """The attention part of the train step's per-device memory, summed from the buffers of the
+  compiled HLO shaped like scores and probabilities, falls as about 1/m on meshes (1, m): every
+  such buffer holds exactly heads / m of the heads. Length 128 takes the blocked causal kernel
+  that bench/train_step_memory.py measures (scores [B, H, 32, 32 .. 128] per query block). The
+  sum is not exactly 1/m: XLA materializes a few of them more or fewer at some m."""
+  bench = _train_step_memory_bench()
+  attention = {}
+  for m in (1, 2, 4, 8):
+    config = bench.step_config((1, m))
+    config.model.update(d_model=32, max_len=128, num_layers=1)
+    config.sample_tokens = 0
+    assert config.model.num_heads == HEADS
+    tails = bench.score_tails(config.model)
+    assert tails == {(32, 32), (32, 64), (32, 96), (32, 128)}
+    buffers = bench.attention_buffers(bench.compiled_train_step(config).as_text(), tails)
+    assert {shape[-2:] for _, shape in buffers} == tails, buffers
+    assert all(math.prod(shape[:-2]) == BATCH * HEADS // m for _, shape in buffers), buffers
+    attention[m] = bench.buffer_bytes(buffers)
+  for m in (2, 4, 8):
+    assert attention[m] < attention[m // 2], attention
+    assert attention[m] <= 1.5 * attention[1] / m, attention

@@ -2,6 +2,7 @@
 
 import glob
 import importlib.util
+import json
 import os
 import re
 
@@ -187,24 +188,48 @@ def test_decoding_with_params_sharded_on_2x4_matches_one_device():
   np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
 
 
+def _python_sources(root: str) -> dict[str, list[str]]:
+  """'relative/path' -> its lines, for the package, bench/, scripts/, examples/, configs/,
+  train.py, and the code cells of notebooks/*.ipynb (named 'notebook.ipynb[cell N]')."""
+  paths = ['train.py']
+  for pattern in ('jaxformer/**/*.py', 'bench/**/*.py', 'scripts/**/*.py', 'examples/**/*.py'):
+    paths += glob.glob(pattern, root_dir=root, recursive=True)
+  paths += glob.glob('configs/*.py', root_dir=root)
+  sources = {}
+  for path in paths:
+    with open(os.path.join(root, path)) as f:
+      sources[path] = f.read().splitlines()
+  for path in glob.glob('notebooks/*.ipynb', root_dir=root):
+    with open(os.path.join(root, path)) as f:
+      cells = json.load(f)['cells']
+    for number, cell in enumerate(cells):
+      if cell['cell_type'] == 'code':
+        source = cell['source']
+        text = ''.join(source) if isinstance(source, list) else source
+        sources[f'{path}[cell {number}]'] = text.splitlines()
+  return sources
+
+
 def test_only_sharding_py_builds_meshes_and_shardings():
-  """Placement is decided in one module: no other code in the package or bench/ constructs a
-  mesh or a sharding (the checkpoint restore default and pmap's replicas included)."""
+  """Placement is decided in one module: no other code constructs a mesh or a sharding (the
+  checkpoint restore default and pmap's replicas included), neither in the package, nor in
+  bench/, scripts/, examples/, train.py or the notebooks' code cells."""
   builds = re.compile(
     r'\b(Mesh|NamedSharding|SingleDeviceSharding|PositionalSharding)\(|jax\.make_mesh\('
   )
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  sources = glob.glob(os.path.join(root, 'jaxformer', '**', '*.py'), recursive=True)
-  sources += glob.glob(os.path.join(root, 'bench', '*.py'))
-  offenders = []
-  for path in sources:
-    if os.path.relpath(path, root) == os.path.join('jaxformer', 'sharding.py'):
-      continue
-    with open(path) as f:
-      for number, line in enumerate(f, 1):
-        if builds.search(line):
-          offenders.append(f'{os.path.relpath(path, root)}:{number}: {line.strip()}')
-  assert len(sources) > 50 and offenders == []
+  sources = _python_sources(root)
+  assert len(sources) > 50 and 'train.py' in sources
+  assert any(name.startswith('notebooks/colab_tpu.ipynb[cell ') for name in sources)
+  assert any(name.startswith('scripts/') for name in sources)
+  offenders = [
+    f'{name}:{number}: {line.strip()}'
+    for name, lines in sources.items()
+    if name != os.path.join('jaxformer', 'sharding.py')
+    for number, line in enumerate(lines, 1)
+    if builds.search(line)
+  ]
+  assert offenders == []
 
 
 def test_the_documented_v5e_8_placement_of_a_1b_model():

@@ -112,6 +112,14 @@ def einsum_attention(q, k, v, mask, *, dropout, deterministic):
 MIN_BLOCKED_LENGTH = 128
 
 
+def query_blocks(length: int, num_blocks: int = 4) -> list[tuple[int, int]]:
+  """(start, end) of each query block of causal_block_attention; block i attends to keys
+  [0, end), so its scores are [B, H, end - start, end]. Block sizes differ by at most 1."""
+  n = min(num_blocks, length)
+  ends = [-(-length * (i + 1) // n) for i in range(n)]
+  return list(zip([0] + ends[:-1], ends))
+
+
 def causal_block_attention(q, k, v, mask, *, dropout, deterministic, num_blocks: int = 4):
   """einsum_attention for causal self-attention, skipping most of the masked upper triangle.
 
@@ -125,10 +133,7 @@ def causal_block_attention(q, k, v, mask, *, dropout, deterministic, num_blocks:
   Returns out [B, L, H, K], the same values as einsum_attention (dropout masks differ).
   """
   q, k, v = _heads_first(q), _heads_first(k), _heads_first(v)
-  length = q.shape[2]
-  n = min(num_blocks, length)
-  ends = [-(-length * (i + 1) // n) for i in range(n)]  # ceil: block sizes differ by <= 1
-  blocks = list(zip([0] + ends[:-1], ends))
+  blocks = query_blocks(q.shape[2], num_blocks)
   drops = dropout.split([q.shape[:2] + (end - start, end) for start, end in blocks], deterministic)
   outs = []
   for (start, end), drop in zip(blocks, drops):
