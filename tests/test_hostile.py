@@ -423,6 +423,17 @@ def _link_tokenizer_outside(path: str) -> None:
   os.symlink(outside, os.path.join(path, 'tokenizer'))
 
 
+def _fifo_split_record(path: str) -> None:
+  os.mkfifo(os.path.join(path, 'data_split.json'))
+
+
+def _link_split_record_outside(path: str) -> None:
+  outside = os.path.join(os.path.dirname(path), 'elsewhere.json')
+  with open(outside, 'w') as f:
+    json.dump({'version': 1}, f)
+  os.symlink(outside, os.path.join(path, 'data_split.json'))
+
+
 def _manifest(path: str, change) -> None:
   file = os.path.join(path, 'jaxformer_pretrained.json')
   with open(file) as f:
@@ -444,6 +455,8 @@ def _manifest(path: str, change) -> None:
     ),
     ('no arrays', lambda p: _manifest(p, lambda m: m.pop('arrays')), 'malformed'),
     ('linked out', _link_tokenizer_outside, 'points outside the export'),
+    ('fifo data_split.json', _fifo_split_record, 'not a regular file'),
+    ('linked-out data_split.json', _link_split_record_outside, 'points outside'),
     ('changed model', lambda p: _manifest(p, lambda m: m['model'].update(d_model=64)), 'not fit'),
     (
       'missing array',
