@@ -329,6 +329,48 @@ def test_a_resume_with_a_broken_tokenizer_json_exits_2_naming_the_file(trained, 
   assert snapshot(workdir) == before
 
 
+MALFORMED_CONFIGS = [
+  ('[]', 'JSON array, not an object'),
+  ('{"model": 5, "dataset": {}}', "'model' is a JSON number"),
+  ('{"model": {}, "task": "lm", "dataset": {"name": 5}}', "'dataset.name' is 5"),
+  ('{"model": {}, "task": "lm", "dataset": {}, "seed": [1]}', "'seed' is [1]"),
+]
+
+
+def _with_config_json(trained: str, tmp_path, text: str) -> str:
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(text)
+  return workdir
+
+
+@pytest.mark.parametrize('text,said', MALFORMED_CONFIGS)
+def test_a_resume_from_a_malformed_config_json_exits_2_naming_the_field(
+  trained, tmp_path, text, said
+):
+  workdir = _with_config_json(trained, tmp_path, text)
+  before = snapshot(workdir)
+  proc = run_train(*TINY, f'--workdir={workdir}')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  line = error_line(proc)
+  assert os.path.join(workdir, 'config.json') in line and said in line, line
+  assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize('text,said', MALFORMED_CONFIGS)
+def test_evaluate_on_a_malformed_config_json_exits_2_naming_the_field(
+  trained, tmp_path, text, said
+):
+  workdir = _with_config_json(trained, tmp_path, text)
+  before = snapshot(workdir)
+  proc = run_module('jaxformer.evaluate', f'--workdir={workdir}', '--limit=8', timeout=60)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  line = error_line(proc)
+  assert 'config.json' in line and (said in line or "lacks 'model' or 'task'" in line), line
+  assert snapshot(workdir) == before
+
+
 def test_re_running_a_finished_run_changes_nothing_in_summary_json(trained):
   path = os.path.join(trained, 'summary.json')
   with open(path, 'rb') as f:
@@ -454,6 +496,12 @@ def _manifest(path: str, change) -> None:
       'not valid JSON',
     ),
     ('no arrays', lambda p: _manifest(p, lambda m: m.pop('arrays')), 'malformed'),
+    ('config seed', lambda p: _manifest(p, lambda m: m['config'].update(seed=[1])), "'seed'"),
+    (
+      'config dataset',
+      lambda p: _manifest(p, lambda m: m['config'].update(dataset=5)),
+      "'dataset' is a JSON number",
+    ),
     ('linked out', _link_tokenizer_outside, 'points outside the export'),
     ('fifo data_split.json', _fifo_split_record, 'not a regular file'),
     ('linked-out data_split.json', _link_split_record_outside, 'points outside'),
