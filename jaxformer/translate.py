@@ -55,6 +55,7 @@ def translate(
         max_len=max_len,
         bos_id=tok.bos_id,
         eos_id=tok.eos_id,
+        num_tokens=tok.vocab_size,
       )
     else:
       out, _ = decode.beam_search(
@@ -66,6 +67,7 @@ def translate(
         max_len=max_len,
         bos_id=tok.bos_id,
         eos_id=tok.eos_id,
+        num_tokens=tok.vocab_size,
       )
     outputs += inference.decode_rows(tok, jax.device_get(out)[: len(chunk)])
   return outputs
