@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -314,6 +315,25 @@ def test_checkpoints_without_config_json_are_not_resumed_unchecked(trained, tmp_
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert 'no config.json' in error_line(proc)
   assert snapshot(workdir) == before
+
+
+def test_overwrite_without_config_json_moves_the_run_aside_and_starts_fresh(trained, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  os.remove(os.path.join(workdir, 'config.json'))
+  old = {n: s for n, s in snapshot(workdir).items() if n != '.lock'}
+  proc = run_train(*TINY, f'--workdir={workdir}', '--config.overwrite=true')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  aside = [n for n in os.listdir(tmp_path) if n.startswith('run.old-')]
+  assert len(aside) == 1, os.listdir(tmp_path)
+  moved = {n: s for n, s in snapshot(str(tmp_path / aside[0])).items() if n != '.lock'}
+  assert moved.keys() == old.keys()  # the old run, whole, no file lost
+  assert 'resuming' not in proc.stdout + proc.stderr  # a fresh start, not a resume
+  with open(os.path.join(workdir, 'startup.txt')) as f:
+    starts = re.findall(r'^# \d{4}-\d\d-\d\d ', f.read(), flags=re.M)
+  assert len(starts) == 1  # one start recorded: the new run's own
+  assert saved_steps(workdir) == [2, 4]
+  assert os.path.exists(os.path.join(workdir, 'config.json'))
 
 
 def test_a_resume_with_a_broken_tokenizer_json_exits_2_naming_the_file(trained, tmp_path):
