@@ -105,6 +105,18 @@ def test_a_second_run_on_a_held_workdir_exits_2_naming_the_holder(trained):
   assert snapshot(trained) == before
 
 
+def test_the_divergence_message_names_the_last_good_checkpoint_only_if_one_exists():
+  from jaxformer.training.errors import Diverged
+
+  kept = str(Diverged(5, 'gradient norm', last_good=2))
+  assert 'non-finite gradient norm at step 5' in kept
+  assert 'the last good checkpoint (step 2) is kept' in kept and 'no checkpoint' not in kept
+  none = str(Diverged(1, last_good=None))
+  assert 'non-finite loss at step 1' in none
+  assert 'no checkpoint was saved' in none and 'last good' not in none
+  assert '\n' not in kept + none and Diverged(5, last_good=2).step == 5
+
+
 @pytest.mark.parametrize(
   'field',
   [
