@@ -222,15 +222,26 @@ def test_an_unusable_workdir_exits_2(tmp_path, kind):
   if kind == 'file':
     workdir = tmp_path / 'run'
     workdir.write_text('not a directory')
+  elif os.geteuid() == 0:  # root writes into a mode-0500 directory: a read-only mount stops it
+    parent = tmp_path / 'ro'
+    if not _mount_tmpfs(parent, 'ro,size=1m'):
+      pytest.skip('cannot mount a read-only tmpfs, and root writes into read-only directories')
+    workdir = parent / 'run'
   else:
-    if os.geteuid() == 0:
-      pytest.skip('root writes into read-only directories')
     parent = tmp_path / 'ro'
     parent.mkdir(mode=0o500)
     workdir = parent / 'run'
-  proc = run_train(*TINY, f'--workdir={workdir}')
+  try:
+    proc = run_train(*TINY, f'--workdir={workdir}')
+  finally:
+    if kind == 'read-only' and os.path.ismount(tmp_path / 'ro'):
+      subprocess.run(['umount', str(tmp_path / 'ro')])
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert str(workdir) in error_line(proc)
+  if kind == 'file':
+    assert workdir.read_text() == 'not a directory'
+  else:
+    assert not os.path.exists(workdir)
 
 
 def test_a_state_too_big_for_memory_exits_2_saying_how_much(tmp_path):
