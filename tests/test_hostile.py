@@ -290,6 +290,31 @@ def test_a_read_only_data_dir_exits_2_with_one_line(tmp_path):
     subprocess.run(['umount', str(data)])
 
 
+def test_a_disk_that_fills_after_one_checkpoint_keeps_it_and_resumes_from_it(trained, tmp_path):
+  """Step 2's checkpoint (~0.7 MB) fits in 1000k, step 4's does not: the run exits 2, step 2 is
+  left whole, and a resume from it on a roomy disk ends with the uninterrupted run's weights."""
+  disk = tmp_path / 'disk'
+  if not _mount_tmpfs(disk, 'size=1000k'):
+    pytest.skip('needs root to mount a small tmpfs')
+  copy = str(tmp_path / 'copy')
+  try:
+    workdir = str(disk / 'run')
+    proc = run_train(*TINY, f'--workdir={workdir}', '--config.checkpoint_every_steps=2')
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = error_line(proc)
+    assert 'could not save checkpoint step 4' in line and 'No space left' in line, line
+    assert saved_steps(workdir) == [2]
+    assert [p for p in snapshot(workdir) if 'tmp' in os.path.basename(p)] == []
+    shutil.copytree(workdir, copy)
+  finally:
+    subprocess.run(['umount', str(disk)])
+  proc = run_train(*TINY, f'--workdir={copy}', '--config.checkpoint_every_steps=2')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'resuming from step 2' in proc.stdout
+  with open(os.path.join(copy, 'summary.json')) as f, open(f'{trained}/summary.json') as g:
+    assert json.load(f)['params_fingerprint'] == json.load(g)['params_fingerprint']
+
+
 @pytest.mark.parametrize(
   'size,failed', [('4k', 'config.json'), ('300k', 'could not save checkpoint step')]
 )
