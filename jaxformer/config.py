@@ -223,3 +223,52 @@ def _is_int(x) -> bool:
 
 def _is_number(x) -> bool:
   return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def recorded_config_problem(recorded: Any) -> str | None:
+  """What makes a run's recorded config (its config.json, an export's 'config') unusable, or None.
+
+  It must be a JSON object, its 'model' and 'dataset' objects, and every field that the default
+  training config (jaxformer.configs.default) has must hold the same kind of value: a number
+  where the default is a number, a string where it is a string, ... A field the default leaves
+  None or 'auto' may hold anything. Fields the default lacks (a user config's own) are not read.
+  """
+  from jaxformer.configs import default  # the training defaults; same layer, imported late
+
+  if not isinstance(recorded, dict):
+    return f'it is a JSON {_json_kind(recorded)}, not an object'
+  for key in ('model', 'dataset'):
+    if key in recorded and not isinstance(recorded[key], dict):
+      return f'field {key!r} is a JSON {_json_kind(recorded[key])}, not an object'
+  return next(_kind_mismatches(recorded, default.get_config().to_dict(), ''), None)
+
+
+def _kind_mismatches(recorded: dict, reference: dict, prefix: str):
+  for key, expected in reference.items():
+    if key not in recorded:
+      continue
+    value, name = recorded[key], f'{prefix}{key}'
+    if isinstance(expected, dict):
+      if not isinstance(value, dict):
+        yield f'field {name!r} is a JSON {_json_kind(value)}, not an object'
+      else:
+        yield from _kind_mismatches(value, expected, f'{name}.')
+    elif expected is None or expected == 'auto' or value is None:
+      continue
+    elif _json_kind(value) != _json_kind(expected):
+      shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + '...'
+      yield f'field {name!r} is {shown}, not a JSON {_json_kind(expected)}'
+
+
+def _json_kind(value: Any) -> str:
+  if isinstance(value, bool):
+    return 'boolean'
+  if isinstance(value, (int, float)):
+    return 'number'
+  if isinstance(value, str):
+    return 'string'
+  if isinstance(value, (list, tuple)):
+    return 'array'
+  if isinstance(value, dict):
+    return 'object'
+  return 'null' if value is None else type(value).__name__

@@ -107,7 +107,13 @@ def evaluate_translate(loaded, data, split, batch_size, limit, *, beam_size, alp
     src = jnp.asarray(batch['inputs'])
     n = min(batch_size, total - start)
     g = decode.translate_greedy(
-      loaded.model, loaded.params, src, max_len=max_len, bos_id=tok.bos_id, eos_id=tok.eos_id
+      loaded.model,
+      loaded.params,
+      src,
+      max_len=max_len,
+      bos_id=tok.bos_id,
+      eos_id=tok.eos_id,
+      num_tokens=tok.vocab_size,
     )
     b, _ = decode.beam_search(
       loaded.model,
@@ -118,6 +124,7 @@ def evaluate_translate(loaded, data, split, batch_size, limit, *, beam_size, alp
       max_len=max_len,
       bos_id=tok.bos_id,
       eos_id=tok.eos_id,
+      num_tokens=tok.vocab_size,
     )
     greedy += decode_rows(tok, jax.device_get(g)[:n])
     beam += decode_rows(tok, jax.device_get(b)[:n])

@@ -119,7 +119,7 @@ def _translate(loaded, batch, args, path) -> list:
         f"model's max_len={length}; shorten it"
       )
   src = _padded(ids, args.batch_size, length)
-  common = dict(max_len=length, bos_id=tok.bos_id, eos_id=tok.eos_id)
+  common = dict(max_len=length, bos_id=tok.bos_id, eos_id=tok.eos_id, num_tokens=tok.vocab_size)
   if args.beam_size > 1:
     out, _ = decode.beam_search(
       loaded.model, loaded.params, src, beam_size=args.beam_size, alpha=args.alpha, **common

@@ -56,6 +56,7 @@ def translate(
         max_len=max_len,
         bos_id=tok.bos_id,
         eos_id=tok.eos_id,
+        num_tokens=tok.vocab_size,
       )
     else:
       out, _ = decode.beam_search(
@@ -67,6 +68,7 @@ def translate(
         max_len=max_len,
         bos_id=tok.bos_id,
         eos_id=tok.eos_id,
+        num_tokens=tok.vocab_size,
       )
     outputs += decode_rows(tok, jax.device_get(out)[: len(chunk)])
   return outputs

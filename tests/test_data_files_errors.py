@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import pytest
 from helpers import run_train
@@ -115,3 +116,53 @@ def test_bad_file_through_train_py_exits_2_and_writes_nothing(tmp_path):
     f"error: {tmp_path}/train.csv: line 3: field 'text' is empty; fill it or remove the row"
   )
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+  'change,said',
+  [
+    (lambda r: r.pop('held_out'), "no field 'held_out'"),
+    (lambda r: r.update(settings=[]), 'settings is list'),
+    (lambda r: r['files'].update(train=[5]), 'files.train[0] is int'),
+    (lambda r: r['held_out'].update(validation=['1']), 'held_out.validation[0] is str'),
+    (lambda r: r.update(label_names='ab'), 'label_names is str'),
+  ],
+)
+def test_a_malformed_split_record_is_one_data_error(tmp_path, change, said):
+  from jaxformer.data import load_split_record
+
+  (tmp_path / 'train.csv').write_text(rows_text())
+  record = FilesSource({'train_files': str(tmp_path / 'train.csv')}, 'classify').record
+  run = tmp_path / 'run'
+  run.mkdir()
+  change(record)
+  (run / 'data_split.json').write_text(json.dumps(record))
+  with pytest.raises(DataError) as e:
+    load_split_record(str(run))
+  assert str(e.value).startswith(f'{run}/data_split.json is malformed') and said in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def test_a_split_record_that_is_not_a_file_inside_the_run_is_refused(tmp_path):
+  from jaxformer.data import load_label_names, load_split_record
+
+  outside = tmp_path / 'outside.json'
+  outside.write_text('{"label_names": ["a", "b"]}')
+  run = tmp_path / 'run'
+  run.mkdir()
+  os.mkfifo(run / 'data_split.json')  # opening it would block for ever: the alarm ends that
+
+  def hung(signum, frame):
+    raise TimeoutError('load_split_record blocked on a FIFO')
+
+  previous = signal.signal(signal.SIGALRM, hung)
+  signal.alarm(10)
+  try:
+    with pytest.raises(DataError, match='not a regular file'):
+      load_split_record(str(run))
+  finally:
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+  os.symlink(outside, run / 'labels.json')
+  with pytest.raises(DataError, match='points outside the run or export'):
+    load_label_names(str(run))

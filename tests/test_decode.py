@@ -620,3 +620,38 @@ def test_prompt_lengths_are_checked(lm):
       decode.generate(
         model, params, prompt, max_new_tokens=2, rng=jax.random.key(0), prompt_lengths=bad
       )
+
+
+def test_translation_never_emits_an_id_the_tokenizer_lacks(monkeypatch):
+  """model.vocab_size 13, tokenizer 10 ids: id 11 gets the highest logit at every step, yet
+  greedy and beam search with num_tokens=10 never emit it (ByteTokenizer.decode would raise)."""
+  from jaxformer.decode import translation
+
+  cfg = ModelConfig(
+    vocab_size=13,
+    d_model=8,  # a model of its own: no compiled decoding loop of another test is reused
+    num_heads=2,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    max_len=6,
+    dropout_rate=0.0,
+    scan_layers=False,
+  )
+  model = EncoderDecoder(cfg)
+  ones = jnp.ones((1, 6), jnp.int32)
+  params = nn.unbox(model.init(jax.random.key(4), ones, ones)['params'])
+  src = jax.random.randint(jax.random.key(5), (2, 6), 3, 10)
+  planted, step = 11, translation.decoder_step
+
+  def step_with_a_planted_logit(*args, **kwargs):
+    logits, cache = step(*args, **kwargs)
+    return logits.at[..., planted].add(1e3), cache
+
+  monkeypatch.setattr(translation, 'decoder_step', step_with_a_planted_logit)
+  common = dict(max_len=6, bos_id=BOS, eos_id=EOS)
+  unmasked = decode.translate_greedy(model, params, src, **common)
+  assert (np.asarray(unmasked) == planted).all()  # the plant works: without the limit it wins
+  greedy = decode.translate_greedy(model, params, src, num_tokens=10, **common)
+  beam, _ = decode.beam_search(model, params, src, beam_size=3, num_tokens=10, **common)
+  for out in (greedy, beam):
+    assert np.asarray(out).max() < 10 and np.asarray(out).min() >= 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -102,6 +103,18 @@ def test_a_second_run_on_a_held_workdir_exits_2_naming_the_holder(trained):
   line = error_line(proc)
   assert f'pid {holder.pid}' in line and 'host' in line and 'started' in line, line
   assert snapshot(trained) == before
+
+
+def test_the_divergence_message_names_the_last_good_checkpoint_only_if_one_exists():
+  from jaxformer.training.errors import Diverged
+
+  kept = str(Diverged(5, 'gradient norm', last_good=2))
+  assert 'non-finite gradient norm at step 5' in kept
+  assert 'the last good checkpoint (step 2) is kept' in kept and 'no checkpoint' not in kept
+  none = str(Diverged(1, last_good=None))
+  assert 'non-finite loss at step 1' in none
+  assert 'no checkpoint was saved' in none and 'last good' not in none
+  assert '\n' not in kept + none and Diverged(5, last_good=2).step == 5
 
 
 @pytest.mark.parametrize(
@@ -209,15 +222,26 @@ def test_an_unusable_workdir_exits_2(tmp_path, kind):
   if kind == 'file':
     workdir = tmp_path / 'run'
     workdir.write_text('not a directory')
+  elif os.geteuid() == 0:  # root writes into a mode-0500 directory: a read-only mount stops it
+    parent = tmp_path / 'ro'
+    if not _mount_tmpfs(parent, 'ro,size=1m'):
+      pytest.skip('cannot mount a read-only tmpfs, and root writes into read-only directories')
+    workdir = parent / 'run'
   else:
-    if os.geteuid() == 0:
-      pytest.skip('root writes into read-only directories')
     parent = tmp_path / 'ro'
     parent.mkdir(mode=0o500)
     workdir = parent / 'run'
-  proc = run_train(*TINY, f'--workdir={workdir}')
+  try:
+    proc = run_train(*TINY, f'--workdir={workdir}')
+  finally:
+    if kind == 'read-only' and os.path.ismount(tmp_path / 'ro'):
+      subprocess.run(['umount', str(tmp_path / 'ro')])
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert str(workdir) in error_line(proc)
+  if kind == 'file':
+    assert workdir.read_text() == 'not a directory'
+  else:
+    assert not os.path.exists(workdir)
 
 
 def test_a_state_too_big_for_memory_exits_2_saying_how_much(tmp_path):
@@ -264,6 +288,31 @@ def test_a_read_only_data_dir_exits_2_with_one_line(tmp_path):
     assert not os.path.exists(workdir)
   finally:
     subprocess.run(['umount', str(data)])
+
+
+def test_a_disk_that_fills_after_one_checkpoint_keeps_it_and_resumes_from_it(trained, tmp_path):
+  """Step 2's checkpoint (~0.7 MB) fits in 1000k, step 4's does not: the run exits 2, step 2 is
+  left whole, and a resume from it on a roomy disk ends with the uninterrupted run's weights."""
+  disk = tmp_path / 'disk'
+  if not _mount_tmpfs(disk, 'size=1000k'):
+    pytest.skip('needs root to mount a small tmpfs')
+  copy = str(tmp_path / 'copy')
+  try:
+    workdir = str(disk / 'run')
+    proc = run_train(*TINY, f'--workdir={workdir}', '--config.checkpoint_every_steps=2')
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = error_line(proc)
+    assert 'could not save checkpoint step 4' in line and 'No space left' in line, line
+    assert saved_steps(workdir) == [2]
+    assert [p for p in snapshot(workdir) if 'tmp' in os.path.basename(p)] == []
+    shutil.copytree(workdir, copy)
+  finally:
+    subprocess.run(['umount', str(disk)])
+  proc = run_train(*TINY, f'--workdir={copy}', '--config.checkpoint_every_steps=2')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'resuming from step 2' in proc.stdout
+  with open(os.path.join(copy, 'summary.json')) as f, open(f'{trained}/summary.json') as g:
+    assert json.load(f)['params_fingerprint'] == json.load(g)['params_fingerprint']
 
 
 @pytest.mark.parametrize(
@@ -316,6 +365,25 @@ def test_checkpoints_without_config_json_are_not_resumed_unchecked(trained, tmp_
   assert snapshot(workdir) == before
 
 
+def test_overwrite_without_config_json_moves_the_run_aside_and_starts_fresh(trained, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  os.remove(os.path.join(workdir, 'config.json'))
+  old = {n: s for n, s in snapshot(workdir).items() if n != '.lock'}
+  proc = run_train(*TINY, f'--workdir={workdir}', '--config.overwrite=true')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  aside = [n for n in os.listdir(tmp_path) if n.startswith('run.old-')]
+  assert len(aside) == 1, os.listdir(tmp_path)
+  moved = {n: s for n, s in snapshot(str(tmp_path / aside[0])).items() if n != '.lock'}
+  assert moved.keys() == old.keys()  # the old run, whole, no file lost
+  assert 'resuming' not in proc.stdout + proc.stderr  # a fresh start, not a resume
+  with open(os.path.join(workdir, 'startup.txt')) as f:
+    starts = re.findall(r'^# \d{4}-\d\d-\d\d ', f.read(), flags=re.M)
+  assert len(starts) == 1  # one start recorded: the new run's own
+  assert saved_steps(workdir) == [2, 4]
+  assert os.path.exists(os.path.join(workdir, 'config.json'))
+
+
 def test_a_resume_with_a_broken_tokenizer_json_exits_2_naming_the_file(trained, tmp_path):
   workdir = str(tmp_path / 'run')
   shutil.copytree(trained, workdir)
@@ -329,14 +397,65 @@ def test_a_resume_with_a_broken_tokenizer_json_exits_2_naming_the_file(trained, 
   assert snapshot(workdir) == before
 
 
+MALFORMED_CONFIGS = [
+  ('[]', 'JSON array, not an object'),
+  ('{"model": 5, "dataset": {}}', "'model' is a JSON number"),
+  ('{"model": {}, "task": "lm", "dataset": {"name": 5}}', "'dataset.name' is 5"),
+  ('{"model": {}, "task": "lm", "dataset": {}, "seed": [1]}', "'seed' is [1]"),
+]
+
+
+def _with_config_json(trained: str, tmp_path, text: str) -> str:
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(text)
+  return workdir
+
+
+@pytest.mark.parametrize('text,said', MALFORMED_CONFIGS)
+def test_a_resume_from_a_malformed_config_json_exits_2_naming_the_field(
+  trained, tmp_path, text, said
+):
+  workdir = _with_config_json(trained, tmp_path, text)
+  before = snapshot(workdir)
+  proc = run_train(*TINY, f'--workdir={workdir}')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  line = error_line(proc)
+  assert os.path.join(workdir, 'config.json') in line and said in line, line
+  assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize('text,said', MALFORMED_CONFIGS)
+def test_evaluate_on_a_malformed_config_json_exits_2_naming_the_field(
+  trained, tmp_path, text, said
+):
+  workdir = _with_config_json(trained, tmp_path, text)
+  before = snapshot(workdir)
+  proc = run_module('jaxformer.evaluate', f'--workdir={workdir}', '--limit=8', timeout=60)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  line = error_line(proc)
+  assert 'config.json' in line and (said in line or "lacks 'model' or 'task'" in line), line
+  assert snapshot(workdir) == before
+
+
 def test_re_running_a_finished_run_changes_nothing_in_summary_json(trained):
+  """Nothing at all, in fact: every file keeps its name, size and mtime (the lock aside)."""
+
+  def without_lock(snap):
+    return {name: stat for name, stat in snap.items() if name != '.lock'}
+
   path = os.path.join(trained, 'summary.json')
   with open(path, 'rb') as f:
-    before = f.read()
+    before_summary = f.read()
+  before = without_lock(snapshot(trained))
   proc = run_train(*TINY, f'--workdir={trained}')
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(path, 'rb') as f:
-    assert f.read() == before
+    assert f.read() == before_summary
+  after = without_lock(snapshot(trained))
+  changed = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+  assert not changed, changed
 
 
 # ----- the vocabulary -----------------------------------------------------------------------
@@ -423,6 +542,17 @@ def _link_tokenizer_outside(path: str) -> None:
   os.symlink(outside, os.path.join(path, 'tokenizer'))
 
 
+def _fifo_split_record(path: str) -> None:
+  os.mkfifo(os.path.join(path, 'data_split.json'))
+
+
+def _link_split_record_outside(path: str) -> None:
+  outside = os.path.join(os.path.dirname(path), 'elsewhere.json')
+  with open(outside, 'w') as f:
+    json.dump({'version': 1}, f)
+  os.symlink(outside, os.path.join(path, 'data_split.json'))
+
+
 def _manifest(path: str, change) -> None:
   file = os.path.join(path, 'jaxformer_pretrained.json')
   with open(file) as f:
@@ -443,7 +573,15 @@ def _manifest(path: str, change) -> None:
       'not valid JSON',
     ),
     ('no arrays', lambda p: _manifest(p, lambda m: m.pop('arrays')), 'malformed'),
+    ('config seed', lambda p: _manifest(p, lambda m: m['config'].update(seed=[1])), "'seed'"),
+    (
+      'config dataset',
+      lambda p: _manifest(p, lambda m: m['config'].update(dataset=5)),
+      "'dataset' is a JSON number",
+    ),
     ('linked out', _link_tokenizer_outside, 'points outside the export'),
+    ('fifo data_split.json', _fifo_split_record, 'not a regular file'),
+    ('linked-out data_split.json', _link_split_record_outside, 'points outside'),
     ('changed model', lambda p: _manifest(p, lambda m: m['model'].update(d_model=64)), 'not fit'),
     (
       'missing array',

@@ -29,7 +29,7 @@ from jaxformer.checkpoint.abstract import nested_target
 from jaxformer.checkpoint.errors import CheckpointError
 from jaxformer.checkpoint.manager import Checkpointer
 from jaxformer.checkpoint.processes import everywhere, jaxformer_version, short_error, sync
-from jaxformer.config import TASKS, early_stopping_monitor
+from jaxformer.config import TASKS, early_stopping_monitor, recorded_config_problem
 
 EXPORT_FILE = 'jaxformer_pretrained.json'
 EXPORT_FORMAT = 'jaxformer-pretrained'
@@ -87,7 +87,14 @@ def _read_run_config(workdir: epath.Path) -> dict:
     ) from e
   if not isinstance(config, dict) or 'model' not in config or 'task' not in config:
     raise CheckpointError(f"{path} lacks 'model' or 'task'; it is not a jaxformer run config")
+  _check_recorded_config(config, path)
   return config
+
+
+def _check_recorded_config(config, where) -> None:
+  problem = recorded_config_problem(config)
+  if problem:
+    raise CheckpointError(f'{where} holds a malformed run config: {problem}; restore it')
 
 
 def _num_classes(config: dict) -> int | None:
@@ -207,6 +214,7 @@ def _load_export(root: epath.Path) -> Pretrained:
     )
   for name in ('params', 'tokenizer'):
     _refuse_escape(root, root / name)
+  _check_recorded_config(manifest.get('config', {}), root / EXPORT_FILE)
   try:
     records, task, model = manifest['arrays'], manifest['task'], manifest['model']
     if task not in TASKS:

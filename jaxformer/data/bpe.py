@@ -124,7 +124,8 @@ class BytePairTokenizer:
 
 def load_bpe(directory: str, meta: dict) -> BytePairTokenizer:
   """The tokenizer that `BytePairTokenizer.save(directory)` wrote (meta: its tokenizer.json)."""
-  from jaxformer.data.tokenizers import TOKENIZER_JSON, file_inside
+  from jaxformer.data.inside import file_inside
+  from jaxformer.data.tokenizers import TOKENIZER_DIR, TOKENIZER_JSON
 
   if meta.get('id_offset') != ID_OFFSET:
     # Saved before ids were shifted: its model's embedding rows are GPT-2's ids, unshifted.
@@ -133,7 +134,9 @@ def load_bpe(directory: str, meta: dict) -> BytePairTokenizer:
       'the GPT-2 import it belongs to predates padding id 0; import the model again with '
       'python -m jaxformer.hf import'
     )
-  return BytePairTokenizer.from_tokenizer_json(file_inside(directory, meta.get('model_file')))
+  return BytePairTokenizer.from_tokenizer_json(
+    file_inside(directory, meta.get('model_file'), TOKENIZER_DIR)
+  )
 
 
 def load_hf_tokenizer(directory: str) -> BytePairTokenizer:

@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxformer.data import readers
 from jaxformer.data.errors import DataError
+from jaxformer.data.inside import read_inside
 from jaxformer.data.sources import EXAMPLE_FIELDS, Source, get
 
 RECORD_VERSION = 1
@@ -288,24 +289,70 @@ LABELS = 'labels.json'  # classification: the class names, in class-id order
 
 
 def load_split_record(workdir: str) -> dict | None:
-  """The split record a run saved, or None (not a files run, or not started)."""
-  path = os.path.join(workdir, SPLIT_RECORD)
-  if not os.path.exists(path):
+  """The split record a run saved, or None (not a files run, or not started).
+
+  Read as any file of a run or export is: a regular file inside it, else one DataError line.
+  """
+  record = _load_run_json(workdir, SPLIT_RECORD)
+  if record is None:
     return None
-  with open(path) as f:
-    try:
-      return json.load(f)
-    except json.JSONDecodeError:
-      raise DataError(f'{path} is not valid JSON: restore it, or use a new --workdir') from None
+  path = os.path.join(workdir, SPLIT_RECORD)
+  try:
+    _check_record_structure(record)
+  except KeyError as e:
+    raise DataError(
+      f'{path} is malformed (no field {e}); restore it, or use a new --workdir'
+    ) from None
+  except (TypeError, ValueError) as e:
+    raise DataError(f'{path} is malformed ({e}); restore it, or use a new --workdir') from None
+  return record
 
 
 def load_label_names(workdir: str) -> list | None:
   """A classification run's class names (labels.json), or None if it has none."""
-  path = os.path.join(workdir, LABELS)
-  if not os.path.exists(path):
+  labels = _load_run_json(workdir, LABELS)
+  if labels is None:
     return None
-  with open(path) as f:
-    return list(json.load(f)['label_names'])
+  names = labels.get('label_names') if isinstance(labels, dict) else None
+  if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    raise DataError(
+      f"{os.path.join(workdir, LABELS)} has no list of strings 'label_names'; restore it"
+    )
+  return names
+
+
+def _load_run_json(workdir: str, name: str):
+  """The JSON of `workdir/name`, None if there is none; refuses a link out or a special file."""
+  path = os.path.join(workdir, name)
+  if not os.path.lexists(path):  # lexists: a dangling link is refused below, not ignored
+    return None
+  text = read_inside(workdir, name, 'the run or export')
+  try:
+    return json.loads(text)
+  except (ValueError, UnicodeDecodeError):
+    raise DataError(f'{path} is not valid JSON: restore it, or use a new --workdir') from None
+
+
+def _check_record_structure(record) -> None:
+  """Raises KeyError/TypeError/ValueError unless `record` has the fields FilesSource reads."""
+
+  def need(value, kind, field):
+    if not isinstance(value, kind) or isinstance(value, bool):
+      raise TypeError(f'{field} is {type(value).__name__}, not {kind.__name__}')
+    return value
+
+  need(record, dict, 'the record')
+  need(record['settings'], dict, 'settings')
+  for role, _ in _ROLES:
+    for i, entry in enumerate(need(record['files'][role], list, f'files.{role}')):
+      need(need(entry, dict, f'files.{role}[{i}]')['path'], str, f'files.{role}[{i}].path')
+      need(entry['sha256'], str, f'files.{role}[{i}].sha256')
+  for role in ('validation', 'test'):
+    for i, row in enumerate(need(record['held_out'][role], list, f'held_out.{role}')):
+      if need(row, int, f'held_out.{role}[{i}]') < 0:
+        raise ValueError(f'held_out.{role}[{i}] is negative')
+  for i, name in enumerate(need(record['label_names'], list, 'label_names')):
+    need(name, str, f'label_names[{i}]')
 
 
 def save_run_data_files(workdir: str, data) -> None:

@@ -29,8 +29,10 @@ import numpy as np
 import sentencepiece as spm
 
 from jaxformer.data.errors import DataError
+from jaxformer.data.inside import read_inside
 
 TOKENIZER_JSON = 'tokenizer.json'
+TOKENIZER_DIR = 'the tokenizer directory'  # how a refusal names it
 SPM_MODEL = 'spm.model'
 # SentencePiece skips training "sentences" over max_sentence_length (4192 bytes by default), so
 # documents are fed in newline-aligned chunks below that.
@@ -124,7 +126,7 @@ def load_tokenizer(directory: str):
       f'no tokenizer in {directory} ({TOKENIZER_JSON} missing); train one or point to a saved one'
     )
   try:
-    meta = json.loads(_read_inside(directory, TOKENIZER_JSON))
+    meta = json.loads(read_inside(directory, TOKENIZER_JSON, TOKENIZER_DIR))
   except (ValueError, UnicodeDecodeError) as e:
     raise DataError(f'{path} is not valid JSON ({e}); re-save the tokenizer') from None
   kind = meta.get('type') if isinstance(meta, dict) else None
@@ -135,7 +137,7 @@ def load_tokenizer(directory: str):
     if not isinstance(model_file, str) or not model_file:
       raise DataError(f"{path} has no 'model_file'; re-save the tokenizer")
     try:
-      return SentencePieceTokenizer(_read_inside(directory, model_file))
+      return SentencePieceTokenizer(read_inside(directory, model_file, TOKENIZER_DIR))
     except RuntimeError as e:  # sentencepiece's parse error
       raise DataError(f'{directory}/{model_file} is not a SentencePiece model ({e})') from None
   if kind == 'gpt2_bpe':
@@ -154,25 +156,6 @@ def until_eos(row, eos_id: int) -> list[int]:
 def decode_rows(tokenizer, rows) -> list[str]:
   """int[B, T] decoder outputs -> B strings, each cut at its EOS."""
   return [tokenizer.decode(until_eos(row, tokenizer.eos_id)) for row in np.asarray(rows)]
-
-
-def _read_inside(directory: str, name: str) -> bytes:
-  """Bytes of `directory/name`, refusing a path that leaves the directory or is not a file."""
-  with open(file_inside(directory, name), 'rb') as f:
-    return f.read()
-
-
-def file_inside(directory: str, name: str) -> str:
-  """The real path of `directory/name`; refuses one that leaves the directory or is not a file."""
-  if not isinstance(name, str) or not name:
-    raise DataError(f"{directory}/{TOKENIZER_JSON} names no 'model_file'; re-save the tokenizer")
-  root = os.path.realpath(directory)
-  path = os.path.realpath(os.path.join(root, name))
-  if os.path.commonpath([root, path]) != root:
-    raise DataError(f'{directory}: {name!r} points outside the tokenizer directory; refused')
-  if not os.path.isfile(path):  # follows links: a FIFO or device is not a regular file
-    raise DataError(f'{directory}: {name!r} is not a regular file; refused')
-  return path
 
 
 def train_sentencepiece(

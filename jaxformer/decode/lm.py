@@ -11,7 +11,7 @@ import numpy as np
 from jax import lax
 
 from jaxformer.decode.cache import check_prompt, check_sampling, is_eos, lm_cache, lm_step
-from jaxformer.decode.sampling import sample_logits
+from jaxformer.decode.sampling import decodable_ids, sample_logits
 
 
 def generate(
@@ -52,20 +52,8 @@ def generate(
     top_k=int(top_k),
     top_p=float(top_p),
     eos_id=-1 if eos_id is None else int(eos_id),
-    num_tokens=_sampled_ids(model, num_tokens),
+    num_tokens=decodable_ids(model, num_tokens),
   )
-
-
-def _sampled_ids(model, num_tokens: int | None) -> int | None:
-  """How many ids may be sampled: never the model's padded vocabulary (ModelConfig.vocab_multiple).
-
-  The model gives padded ids a very low logit, but a high temperature would lift it to a
-  probability; sample_logits removes them before scaling.
-  """
-  cfg = getattr(model, 'cfg', None)
-  if cfg is not None and cfg.padded_vocab_size > cfg.vocab_size:
-    num_tokens = cfg.vocab_size if num_tokens is None else min(num_tokens, cfg.vocab_size)
-  return None if num_tokens is None else int(num_tokens)
 
 
 def _check_prompt_lengths(prompt, prompt_lengths) -> np.ndarray:
@@ -172,7 +160,7 @@ def generate_recompute(
     top_k=int(top_k),
     top_p=float(top_p),
     eos_id=-1 if eos_id is None else int(eos_id),
-    num_tokens=_sampled_ids(model, None),
+    num_tokens=decodable_ids(model, None),
   )
 
 

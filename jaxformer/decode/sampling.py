@@ -40,6 +40,26 @@ def top_p_filter(logits, p: float):
   return jnp.where(keep | (p >= 1.0), logits, -jnp.inf)
 
 
+def decodable_ids(model, num_tokens: int | None) -> int | None:
+  """How many ids a decoder may emit: those below num_tokens (the tokenizer's vocabulary) and
+  never the model's padded ids (ModelConfig.vocab_multiple); None = every id of the logits.
+
+  The model gives padded ids a very low logit, but a high temperature would lift it to a
+  probability; a model.vocab_size larger than the tokenizer's has real ids it cannot decode.
+  """
+  cfg = getattr(model, 'cfg', None)
+  if cfg is not None and cfg.padded_vocab_size > cfg.vocab_size:
+    num_tokens = cfg.vocab_size if num_tokens is None else min(num_tokens, cfg.vocab_size)
+  return None if num_tokens is None else int(num_tokens)
+
+
+def only_ids_below(logits, num_tokens: int | None, fill=-jnp.inf):
+  """logits [..., V] with every id >= num_tokens set to `fill` (None keeps them all)."""
+  if num_tokens is None or num_tokens >= logits.shape[-1]:
+    return logits
+  return jnp.where(jnp.arange(logits.shape[-1]) < num_tokens, logits, fill)
+
+
 def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0, num_tokens=None):
   """logits [B, V] -> tokens int32[B]. temperature 0 is greedy (argmax).
 
@@ -52,8 +72,7 @@ def sample_logits(logits, key, *, temperature, top_k=0, top_p=1.0, num_tokens=No
   cost more than the model step, so greedy decoding and unfiltered sampling skip them.
   """
 
-  if num_tokens is not None and num_tokens < logits.shape[-1]:
-    logits = jnp.where(jnp.arange(logits.shape[-1]) < num_tokens, logits, -jnp.inf)
+  logits = only_ids_below(logits, num_tokens)
   logits = jnp.where(jnp.arange(logits.shape[-1]) == PAD_ID, -jnp.inf, logits)
 
   def greedy(logits):

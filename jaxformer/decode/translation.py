@@ -17,25 +17,35 @@ from jaxformer.decode.cache import (
   decoder_step,
   leaf_name,
 )
+from jaxformer.decode.sampling import decodable_ids, only_ids_below
 
 # A finite "minus infinity" for log-probabilities: -inf - (-inf) would be NaN.
 NEG_INF = -1.0e9
 
 
-def translate_greedy(model, params, src, *, max_len: int, bos_id: int, eos_id: int):
+def translate_greedy(
+  model, params, src, *, max_len: int, bos_id: int, eos_id: int, num_tokens: int | None = None
+):
   """Greedy translation. src int32[B, S] (0-padded) -> int32[B, max_len] tokens without BOS.
 
-  Each row ends with EOS (then zeros) unless it ran out of room.
+  Each row ends with EOS (then zeros) unless it ran out of room. num_tokens: emit only ids below
+  it (the tokenizer's vocabulary, when model.vocab_size is larger); padded ids never.
   """
   src = jnp.asarray(src, jnp.int32)
   check_translate(model, src, max_len)
   return _translate_greedy(
-    model, params, src, max_len=int(max_len), bos_id=int(bos_id), eos_id=int(eos_id)
+    model,
+    params,
+    src,
+    max_len=int(max_len),
+    bos_id=int(bos_id),
+    eos_id=int(eos_id),
+    num_tokens=decodable_ids(model, num_tokens),
   )
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_len'))
-def _translate_greedy(model, params, src, *, max_len, bos_id, eos_id):
+@functools.partial(jax.jit, static_argnames=('model', 'max_len', 'num_tokens'))
+def _translate_greedy(model, params, src, *, max_len, bos_id, eos_id, num_tokens):
   batch = src.shape[0]
   encoded = model.apply({'params': params}, src, method='encode')  # [B, S, D]
   cache = decoder_cache(model, params, encoded, src, max_len)
@@ -47,7 +57,8 @@ def _translate_greedy(model, params, src, *, max_len, bos_id, eos_id):
   def step(state):
     i, out, cache, last, done = state
     logits, cache = decoder_step(model, params, cache, None, src, last[:, None])  # [B, 1, V]
-    new = jnp.where(done, 0, jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32))  # [B]
+    logits = only_ids_below(logits[:, 0], num_tokens)  # [B, V]
+    new = jnp.where(done, 0, jnp.argmax(logits, axis=-1).astype(jnp.int32))  # [B]
     out = lax.dynamic_update_slice_in_dim(out, new[:, None], i, axis=1)
     return i + 1, out, cache, new, done | (new == eos_id)
 
@@ -79,6 +90,7 @@ def beam_search(
   max_len: int,
   bos_id: int,
   eos_id: int,
+  num_tokens: int | None = None,
 ):
   """Beam search translation. src int32[B, S] -> (tokens int32[B, max_len], scores float32[B]).
 
@@ -94,6 +106,7 @@ def beam_search(
       its best alive one (length max_len, no EOS).
   With alpha=0 and beam_size=1 this is exactly greedy decoding. With alpha > 0 even one beam
   may continue past greedy's EOS, to a longer hypothesis that the length penalty favours.
+  num_tokens: extend only with ids below it (the tokenizer's vocabulary); padded ids never.
   """
   src = jnp.asarray(src, jnp.int32)
   check_translate(model, src, max_len)
@@ -110,11 +123,12 @@ def beam_search(
     max_len=int(max_len),
     bos_id=int(bos_id),
     eos_id=int(eos_id),
+    num_tokens=decodable_ids(model, num_tokens),
   )
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'beam_size', 'max_len'))
-def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_id):
+@functools.partial(jax.jit, static_argnames=('model', 'beam_size', 'max_len', 'num_tokens'))
+def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_id, num_tokens):
   batch, k = src.shape[0], beam_size
   encoded = model.apply({'params': params}, src, method='encode')  # [B, S, D]
   # Every beam is a row of one big batch: [B, ...] -> [B * K, ...], beams of a sentence adjacent.
@@ -158,7 +172,10 @@ def _beam_search(model, params, src, *, beam_size, alpha, max_len, bos_id, eos_i
     last = jnp.where(i == 0, bos_id, prev)
     logits, cache = decoder_step(model, params, cache, None, src_k, last.reshape(batch * k, 1))
     vocab = logits.shape[-1]
-    logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32)).reshape(batch, k, vocab)
+    # Ids the tokenizer lacks get NEG_INF: the log-probabilities are over the real ids, and
+    # such an extension scores like an empty beam slot (never `real`, never kept over one).
+    logits = only_ids_below(logits[:, 0].astype(jnp.float32), num_tokens, NEG_INF)
+    logp = jax.nn.log_softmax(logits).reshape(batch, k, vocab)
     logp = logp + alive_logp[:, :, None]  # [B, K, V]
 
     # The best 2K extensions over all beams: at least K of them do not end in EOS.

@@ -75,6 +75,13 @@ def train_and_evaluate(
   lock = WorkdirLock(workdir)
   lock.acquire()  # before the first write: one run per workdir
   try:
+    finished = _finished_summary(s)
+    if finished is not None:
+      _log(
+        f'the run had already finished at step {finished["last_step"]}; nothing in '
+        f'{workdir} was changed'
+      )
+      return finished
     if config.overwrite and lock.holds_a_run():
       lock = _move_aside(workdir, lock)
     if jax.process_index() == 0:
@@ -89,6 +96,27 @@ def train_and_evaluate(
     return summary
   finally:
     lock.release()
+
+
+def _finished_summary(s: PreparedRun) -> dict | None:
+  """The summary of a run that already finished in s.workdir (re-running it changes nothing), or
+  None when there is training left: no summary.json, a newer checkpoint than the summary's last
+  step, or steps left that it neither trained nor stopped early before."""
+  path = os.path.join(s.workdir, 'summary.json')
+  checkpoints = os.path.join(s.workdir, 'checkpoints')
+  if s.config.overwrite or not os.path.isfile(path) or not os.path.isdir(checkpoints):
+    return None
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+    last_step = int(summary['last_step'])
+    done = bool(summary['stopped_early']) or last_step >= int(s.config.num_train_steps)
+  except (OSError, ValueError, TypeError, KeyError):
+    return None  # unreadable: the run goes on and writes it again
+  steps = [int(name) for name in os.listdir(checkpoints) if name.isdigit()]
+  if not done or summary.get('preempted') or max(steps, default=None) != last_step:
+    return None
+  return summary
 
 
 def _move_aside(workdir: str, lock: WorkdirLock) -> WorkdirLock:

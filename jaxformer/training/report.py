@@ -74,7 +74,13 @@ def translate_texts(s, params, sources: list[str], batch_size: int = 64) -> list
       ids = tok.encode(text)[: max_len - 1] + [tok.eos_id]
       src[j, : len(ids)] = ids
     out = decode.translate_greedy(
-      s.model, params, jnp.asarray(src), max_len=max_len, bos_id=tok.bos_id, eos_id=tok.eos_id
+      s.model,
+      params,
+      jnp.asarray(src),
+      max_len=max_len,
+      bos_id=tok.bos_id,
+      eos_id=tok.eos_id,
+      num_tokens=tok.vocab_size,  # model.vocab_size may be larger than the tokenizer's
     )
     outputs += decode_rows(tok, np.asarray(out)[: len(chunk)])
   return outputs

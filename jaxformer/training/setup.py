@@ -16,7 +16,14 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxformer.config import MONITORS, TASKS, ModelConfig, early_stopping_monitor
+from jaxformer.config import (
+  MONITORS,
+  TASKS,
+  ModelConfig,
+  early_stopping_monitor,
+  recorded_config_problem,
+)
+from jaxformer.data.inside import read_inside
 from jaxformer.training.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -198,14 +205,22 @@ def check_state_memory(abstract_state) -> None:
 
 
 def saved_config(workdir: str) -> dict | None:
+  """The run config a workdir recorded (config.json), None if it has none; checked before use."""
   path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  if not os.path.lexists(path):
     return None
-  with open(path) as f:
-    try:
-      return json.load(f)
-    except json.JSONDecodeError:
-      raise ConfigError(f'{path} is not valid JSON: fix it, or use a new --workdir') from None
+  text = read_inside(workdir, 'config.json', 'the workdir')  # a FIFO or a link out: refused
+  try:
+    saved = json.loads(text)
+  except (ValueError, UnicodeDecodeError):
+    raise ConfigError(f'{path} is not valid JSON: fix it, or use a new --workdir') from None
+  problem = recorded_config_problem(saved)
+  if problem is None:
+    missing = [key for key in ('model', 'dataset') if key not in saved]
+    problem = missing and f'field {missing[0]!r} is missing'
+  if problem:
+    raise ConfigError(f'{path} is not a run config: {problem}; restore it, or use a new --workdir')
+  return saved
 
 
 def resume_changes(old: dict, new: dict) -> list[str]:
