@@ -5,6 +5,7 @@ import contextlib
 import glob
 import importlib.util
 import io
+import json
 import os
 import re
 
@@ -91,3 +92,40 @@ def test_intra_repo_links_resolve(path):
 def test_link_checker_sees_links():
   readme = list(_links(os.path.join(REPO, 'README.md')))
   assert 'docs/configs.md' in readme
+
+
+_SECTION = re.compile(r'^## [0-9a-z]+\. ([a-z_]+)[:：]', re.M)
+
+
+def _quoted_answers(path):
+  """{experiment: the blockquote after its 'Measured answer' heading}, from one experiments page."""
+  with open(path) as f:
+    text = f.read()
+  heads = list(_SECTION.finditer(text))
+  answers = {}
+  for head, after in zip(heads, heads[1:] + [None]):
+    section = text[head.end() : after.start() if after else len(text)]
+    lines = section.splitlines()
+    starts = [
+      i for i, line in enumerate(lines) if line in ('**Measured answer.**', '**实测回答。**')
+    ]
+    if not starts:
+      continue
+    quote = []
+    for line in lines[starts[0] + 1 :]:
+      if line.startswith('>'):
+        quote.append(line[2:] if line.startswith('> ') else line[1:])
+      elif quote:
+        break
+    answers[head.group(1)] = '\n'.join(quote)
+  return answers
+
+
+@pytest.mark.parametrize('page', ['experiments.md', 'experiments.zh.md'])
+def test_experiment_answers_are_quoted_word_for_word(page):
+  """Each 'Measured answer' is its docs/experiments/NAME.json answer, unchanged."""
+  answers = _quoted_answers(os.path.join(REPO, 'docs', page))
+  assert len(answers) >= 6, sorted(answers)
+  for name, quoted in answers.items():
+    with open(os.path.join(REPO, 'docs', 'experiments', f'{name}.json')) as f:
+      assert quoted == json.load(f)['answer'].strip(), f'{page}: {name} is not its JSON answer'
