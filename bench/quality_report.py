@@ -185,9 +185,9 @@ def write_markdown(r: dict, path: str) -> None:
     if r.get('genre_history'):
       lines += [
         '',
-        'Fine-tuning settings tried at 100 per class, from the default LM (chosen by validation '
-        'accuracy, which comes from the training plays; the test column is shown for the record, '
-        'it did not choose):',
+        'Fine-tuning settings tried at 100 per class, from the default LM, 2026-11-29, before the '
+        'issue 16 fixes (chosen by validation accuracy, which comes from the training plays; the '
+        'test column is shown for the record, it did not choose):',
         '',
         '| fine-tuning settings | best validation accuracy | test balanced accuracy |',
         '|---|---|---|',
