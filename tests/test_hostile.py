@@ -365,10 +365,17 @@ def test_checkpoints_without_config_json_are_not_resumed_unchecked(trained, tmp_
   assert snapshot(workdir) == before
 
 
-def test_overwrite_without_config_json_moves_the_run_aside_and_starts_fresh(trained, tmp_path):
+@pytest.mark.parametrize('config_json', [None, '[]'], ids=['missing', 'malformed'])
+def test_overwrite_moves_aside_a_run_whose_config_json_is_missing_or_malformed(
+  trained, tmp_path, config_json
+):
+  """overwrite=true replaces the run whatever its config.json holds: nothing is resumed from it."""
   workdir = str(tmp_path / 'run')
   shutil.copytree(trained, workdir)
   os.remove(os.path.join(workdir, 'config.json'))
+  if config_json is not None:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config_json)
   old = {n: s for n, s in snapshot(workdir).items() if n != '.lock'}
   proc = run_train(*TINY, f'--workdir={workdir}', '--config.overwrite=true')
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -57,7 +57,8 @@ def prepare(config, workdir: str) -> PreparedRun:
   runtime = make_runtime(config)
   budget.check(config)
   setup.check_workdir(config, workdir)
-  saved = setup.saved_config(workdir)
+  # overwrite=true replaces the run whatever its config.json holds, so it is not even read.
+  saved = None if config.overwrite else setup.saved_config(workdir)
   config, budget_record = budget.resumed(config, saved)
   tokenizer = _reused_tokenizer(config, workdir, saved)
   resuming = saved is not None and not config.overwrite
