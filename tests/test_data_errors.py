@@ -59,6 +59,20 @@ def test_a_wheel_install_is_told_the_prepare_extras_pinned_packages_for_its_plat
   )
 
 
+def test_the_install_hint_takes_only_the_prepare_extras_requirements(monkeypatch):
+  """A core dependency with a platform marker is not part of the extra."""
+  from jaxformer.data import prepare
+
+  requires = [
+    'numpy>=1.26',
+    'importlib_resources>=6.0; python_version >= "3.0"',
+    'pytest>=8; extra == "test"',
+    'tensorflow-cpu<2.22,>=2.21; python_version >= "3.0" and extra == "prepare"',
+  ]
+  monkeypatch.setattr(prepare.importlib.metadata, 'requires', lambda name: requires)
+  assert prepare.prepare_requirements() == ['tensorflow-cpu<2.22,>=2.21']
+
+
 @pytest.mark.parametrize(
   'dataset_cfg,task,match',
   [

@@ -68,7 +68,14 @@ def prepare_requirements() -> list[str]:
   wanted = []
   for text in texts:
     req = Requirement(text)
-    if req.marker is not None and req.marker.evaluate({'extra': 'prepare'}):
+    # In the extra and on this platform: true with extra 'prepare', false without an extra (a
+    # core dependency with a platform marker would pass the first test alone).
+    marker = req.marker
+    if (
+      marker is not None
+      and marker.evaluate({'extra': 'prepare'})
+      and not marker.evaluate({'extra': ''})
+    ):
       wanted.append(f'{req.name}{req.specifier}')
   return wanted or ['tensorflow']
 
