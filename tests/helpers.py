@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(path: str):
+  """A script of the checkout (e.g. 'bench/quality_report.py') as a module: bench/ and scripts/
+  are folders of command lines, not part of the installed package."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def run_train(*args: str, devices: int = 1, timeout: float = 300, env: dict | None = None):

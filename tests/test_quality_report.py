@@ -4,9 +4,9 @@ import copy
 import json
 import os
 
-from bench.quality_report import write_markdown
+from helpers import REPO, load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+write_markdown = load_script('bench/quality_report.py').write_markdown
 
 
 def _render(results, tmp_path) -> str:

@@ -64,7 +64,7 @@ def test_rerunning_a_finished_run_changes_nothing(tiny_run):
     *TINY, f'--workdir={workdir}', '--config.num_train_steps=30', '--config.eval_every_steps=10'
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert 'resuming from step 30' in proc.stdout
+  assert 'the run had already finished at step 30; nothing in' in proc.stdout
   assert json.load(open(os.path.join(workdir, 'summary.json')))['params_fingerprint'] == before
 
 
