@@ -6,8 +6,9 @@ old path that projects the encoder output again at every decoding step (issue 16
 Both paths run in one process on the same run, on the test split's sources, through
 jaxformer.translate's `translate` (the `python -m jaxformer.translate` code path), greedy and beam
 search. The old path is today's decoding with the step function handed the encoder output each
-time, which is exactly what the decoder did before the cache: project it to keys and values in
-every cross-attention layer at every step. Rounds alternate between the paths, so a machine that
+time, so that every step projects it to keys and values in every cross-attention layer, as the
+decoder did before the cache (it also keeps today's one projection before the loop: one more
+per batch, next to one per step). Rounds alternate between the paths, so a machine that
 slows down or speeds up affects both; the ratio is the median of the per-round ratios. Both paths
 must give the same translations, or the script stops.
 """
