@@ -3,9 +3,9 @@
 as it does with no route to the host. What a user with the 'prepare' extra sees offline.
 """
 
-import runpy
 import socket
-import sys
+
+from run_target import run_target
 
 
 def _unreachable(*args, **kwargs):
@@ -15,9 +15,4 @@ def _unreachable(*args, **kwargs):
 if __name__ == '__main__':
   socket.create_connection = _unreachable
   socket.socket.connect = _unreachable
-  target = sys.argv.pop(1)
-  sys.argv[0] = target
-  if target.endswith('.py'):
-    runpy.run_path(target, run_name='__main__')
-  else:
-    runpy.run_module(target, run_name='__main__', alter_sys=True)
+  run_target()

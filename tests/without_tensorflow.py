@@ -3,8 +3,9 @@
 tests see what a user without the 'prepare' extra sees even where the extra is installed.
 """
 
-import runpy
 import sys
+
+from run_target import run_target
 
 
 class _HideTensorFlow:
@@ -28,9 +29,4 @@ class _HideTensorFlow:
 
 if __name__ == '__main__':
   sys.meta_path[:] = [_HideTensorFlow(finder) for finder in sys.meta_path]
-  target = sys.argv.pop(1)
-  sys.argv[0] = target
-  if target.endswith('.py'):
-    runpy.run_path(target, run_name='__main__')
-  else:
-    runpy.run_module(target, run_name='__main__', alter_sys=True)
+  run_target()
