@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -66,6 +67,28 @@ def test_rerunning_a_finished_run_changes_nothing(tiny_run):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'the run had already finished at step 30; nothing in' in proc.stdout
   assert json.load(open(os.path.join(workdir, 'summary.json')))['params_fingerprint'] == before
+
+
+def test_a_finished_run_with_a_damaged_summary_writes_it_again(tiny_run, tmp_path):
+  """Nothing left to train, summary.json unreadable: the run restores its last checkpoint and
+  writes the summary again (it used to fail reading the damaged file)."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(tiny_run[0], workdir)
+  path = os.path.join(workdir, 'summary.json')
+  before = json.load(open(path))
+  with open(path, 'w') as f:
+    f.write('{"best_step": 3')  # cut off mid-write, e.g. by a full disk
+  proc = run_train(
+    *TINY, f'--workdir={workdir}', '--config.num_train_steps=30', '--config.eval_every_steps=10'
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  after = json.load(open(path))
+  assert after['last_step'] == 30
+  assert after['params_fingerprint'] == before['params_fingerprint']
+  timing = ('eval_s',)
+  assert {k: v for k, v in after['final'].items() if k not in timing} == {
+    k: v for k, v in before['final'].items() if k not in timing
+  }
 
 
 def test_diverging_run_exits_3_and_names_the_step(tmp_path):

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +26,7 @@ from jaxformer import models
 from jaxformer.config import early_stopping_monitor
 from jaxformer.metrics import perplexity
 from jaxformer.training import budget, console, optim
+from jaxformer.training import workdir as workdir_lib
 from jaxformer.training.callbacks import (
   EarlyStopping,
   load_states,
@@ -75,7 +74,7 @@ def train_and_evaluate(
   lock = WorkdirLock(workdir)
   lock.acquire()  # before the first write: one run per workdir
   try:
-    finished = _finished_summary(s)
+    finished = workdir_lib.finished_summary(workdir, config)
     if finished is not None:
       _log(
         f'the run had already finished at step {finished["last_step"]}; nothing in '
@@ -83,7 +82,7 @@ def train_and_evaluate(
       )
       return finished
     if config.overwrite and lock.holds_a_run():
-      lock = _move_aside(workdir, lock)
+      lock = workdir_lib.move_aside(workdir, lock)
     if jax.process_index() == 0:
       write_run_files(s)
     trainer = _Trainer(s, list(callbacks), on_log)
@@ -96,39 +95,6 @@ def train_and_evaluate(
     return summary
   finally:
     lock.release()
-
-
-def _finished_summary(s: PreparedRun) -> dict | None:
-  """The summary of a run that already finished in s.workdir (re-running it changes nothing), or
-  None when there is training left: no summary.json, a newer checkpoint than the summary's last
-  step, or steps left that it neither trained nor stopped early before."""
-  path = os.path.join(s.workdir, 'summary.json')
-  checkpoints = os.path.join(s.workdir, 'checkpoints')
-  if s.config.overwrite or not os.path.isfile(path) or not os.path.isdir(checkpoints):
-    return None
-  try:
-    with open(path) as f:
-      summary = json.load(f)
-    last_step = int(summary['last_step'])
-    done = bool(summary['stopped_early']) or last_step >= int(s.config.num_train_steps)
-  except (OSError, ValueError, TypeError, KeyError):
-    return None  # unreadable: the run goes on and writes it again
-  steps = [int(name) for name in os.listdir(checkpoints) if name.isdigit()]
-  if not done or summary.get('preempted') or max(steps, default=None) != last_step:
-    return None
-  return summary
-
-
-def _move_aside(workdir: str, lock: WorkdirLock) -> WorkdirLock:
-  """overwrite=true: the previous run moves to <workdir>.old-<time> (never deleted)."""
-  aside = f'{workdir.rstrip(os.sep)}.old-{time.strftime("%Y%m%d-%H%M%S")}'
-  if jax.process_index() == 0:
-    shutil.move(workdir, aside)
-    _log(f'overwrite: moved the previous run to {aside}')
-  lock.release()
-  lock = WorkdirLock(workdir)
-  lock.acquire()
-  return lock
 
 
 class _Trainer:
@@ -397,11 +363,6 @@ class _Trainer:
   # ------------------------------------------------------------------ end
   def _finish(self, state, step: int, t0: float, preempted) -> dict:
     s, config = self.s, self.config
-    summary_path = os.path.join(s.workdir, 'summary.json')
-    if step == self.start and not preempted and os.path.exists(summary_path):
-      _log(f'the run had already finished at step {step}; summary.json is unchanged')
-      with open(summary_path) as f:
-        return json.load(f)
     best_step = self.early.best_step if self.early.best_step >= 0 else None
     params = state['params']
     restored_best = False
