@@ -236,6 +236,21 @@ def bootstrap_deltas(base: np.ndarray, ablated: np.ndarray, draws: int = 1000, s
   return np.moveaxis(mean(np.asarray(ablated)) - mean(np.asarray(base)), -1, 0)
 
 
+def paired_gaps(draws: np.ndarray, top: tuple[int, ...], level: float = 90.0) -> np.ndarray:
+  """[2, ...]: the `level`% interval of (cost of head `top`) - (cost of each head), over the draws
+  of bootstrap_deltas [draws, ...].
+
+  Paired: each draw scores both heads on the same resampled windows, so what the windows have in
+  common (a hard passage raises every head's cost) cancels. A head is distinguishable from `top`
+  when its interval lies above 0; comparing the two heads' own intervals instead calls heads
+  indistinguishable whenever the windows' shared spread is wider than the gap.
+  """
+  top_cost = draws[(slice(None), *top)].reshape(-1, *[1] * (draws.ndim - 1))  # [draws, 1, ...]
+  gaps = top_cost - draws
+  tail = (100.0 - level) / 2
+  return np.percentile(gaps, [tail, 100.0 - tail], axis=0)
+
+
 def head_ablation(cfg: ModelConfig, params, batches) -> dict:
   """Loss with nothing removed, with each head alone removed [layers, H], and with each whole
   layer's attention removed; 'single_head_sums' [layers, H, 2, N] and 'baseline_sums' [2, N]

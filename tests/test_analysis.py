@@ -136,6 +136,30 @@ def test_window_losses_and_bootstrap_of_ablation_costs(model):
   )
 
 
+def test_paired_gaps_separate_heads_that_marginal_intervals_cannot():
+  """Two heads share one lumpy window (a hard passage); head 0 costs 0.5 nats/token more in every
+  window. Their own intervals overlap, yet every draw puts head 0 exactly 0.5 above head 1."""
+  base = np.array([[3.0, 5.0, 4.0, 6.0, 3.0, 5.0, 4.0, 6.0], [2.0] * 8])
+  lump = np.array([[8.0] + [0.0] * 7, [0.0] * 8])
+  steady = np.array([[1.0] * 8, [0.0] * 8])
+  draws = analysis.bootstrap_deltas(base, np.stack([base + lump + steady, base + lump]), draws=500)
+  own = np.percentile(draws, [5, 95], axis=0)
+  assert own[1, 1] > own[0, 0]  # the marginal intervals overlap: 'not distinguishable' there
+  gap = analysis.paired_gaps(draws, (0,))
+  np.testing.assert_allclose(gap[:, 0], 0.0)
+  np.testing.assert_allclose(gap[:, 1], 0.5)
+  grid = analysis.paired_gaps(draws.reshape(500, 1, 2), (0, 0))  # [draws, layers, heads]
+  np.testing.assert_allclose(grid[:, 0, 1], 0.5)
+  from jaxformer.experiments.heads import _ranking_text
+
+  heads = [
+    {'layer': 0, 'head': h, 'delta_loss': float(draws[:, h].mean()), 'most_important_share': s}
+    | {'gap_to_top_90': gap[:, h].tolist()}
+    for h, s in ((0, 1.0), (1, 0.0))
+  ]
+  assert 'every other head costs less' in _ranking_text(heads, {'bootstrap_draws': 500})
+
+
 def test_head_stats_on_known_patterns():
   length = 8
   previous = np.zeros((1, 2, 1, length, length))

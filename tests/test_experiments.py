@@ -97,6 +97,8 @@ def test_heads_and_pretraining_results_are_complete(quick):
   for h in heads['heads']:  # a bootstrap interval for every ablation cost
     assert h['delta_loss_90'][0] <= h['delta_loss_90'][1]
   assert sum(h['most_important_share'] for h in heads['heads']) == pytest.approx(1.0)
+  top = max(heads['heads'], key=lambda h: h['delta_loss'])
+  assert top['gap_to_top_90'] == [0.0, 0.0]  # the paired gap of the top head to itself
   scores = np.asarray(heads['induction']['scores'])  # [layers, heads], attention shares
   assert scores.shape == (heads['model']['num_layers'], heads['model']['num_heads'])
   assert ((scores >= 0) & (scores <= 1)).all() and heads['induction']['copy_loss_first'] > 0

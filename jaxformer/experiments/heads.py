@@ -104,6 +104,8 @@ def run(opts: Options) -> Result:
     ablation['baseline_sums'], ablation['single_head_sums'], s['bootstrap_draws']
   )  # [draws, layers, H]
   interval = np.percentile(draws, [5, 95], axis=0)  # [2, layers, H]
+  top = np.unravel_index(np.argmax(delta), delta.shape)
+  gap = analysis.paired_gaps(draws, top)  # [2, layers, H]: top's cost minus each head's
   top_share = np.bincount(draws.reshape(len(draws), -1).argmax(1), minlength=delta.size).reshape(
     delta.shape
   ) / len(draws)
@@ -123,6 +125,7 @@ def run(opts: Options) -> Result:
       'delta_loss': float(delta[l, h]),
       'delta_loss_90': [float(interval[0, l, h]), float(interval[1, l, h])],
       'most_important_share': float(top_share[l, h]),
+      'gap_to_top_90': [float(gap[0, l, h]), float(gap[1, l, h])],
       'induction_score': float(induction['scores'][l][h]),
       **{
         k: float(stats[k][l, h])
@@ -232,20 +235,19 @@ def _answer(cfg, s, r) -> str:
 
 
 def _ranking_text(heads: list[dict], s: dict) -> str:
-  """How firm the ranking is: the top head's share of bootstrap draws, and the heads whose 90%
-  intervals overlap its interval (not distinguishable from it on these windows)."""
+  """How firm the ranking is: the top head's share of bootstrap draws, and the heads whose paired
+  gap to it (90% interval over the same resampled windows) reaches 0: not distinguishable."""
   name = lambda h: f'L{h["layer"]}H{h["head"]}'  # noqa: E731
   first = max(heads, key=lambda h: h['delta_loss'])
-  rivals = [
-    name(h) for h in heads if h is not first and h['delta_loss_90'][1] >= first['delta_loss_90'][0]
-  ]
+  rivals = [name(h) for h in heads if h is not first and h['gap_to_top_90'][0] <= 0.0]
   return (
-    f'Resampling the windows ({s["bootstrap_draws"]} draws, 90% intervals): {name(first)} is the '
-    f'most important head in {100 * first["most_important_share"]:.0f}% of the draws; '
+    f'Resampling the windows ({s["bootstrap_draws"]} draws): {name(first)} is the most '
+    f'important head in {100 * first["most_important_share"]:.0f}% of the draws; '
     + (
-      f'not distinguishable from it: {", ".join(rivals)}.'
+      f'not distinguishable from it (the 90% interval of the paired gap reaches 0): '
+      f'{", ".join(rivals)}.'
       if rivals
-      else "no other head's interval reaches its interval."
+      else 'every other head costs less than it in the 90% interval of the paired gap.'
     )
   )
 
