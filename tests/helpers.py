@@ -56,3 +56,13 @@ def saved_steps(workdir: str) -> list[int]:
   if not os.path.isdir(directory):
     return []
   return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def equations(jaxpr):
+  """Every equation of `jaxpr`, inside jits, scans, remats and custom derivatives too."""
+  import jax.extend.core
+
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      yield from equations(sub)

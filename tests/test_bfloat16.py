@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import equations
 
 from jaxformer import ModelConfig
 from jaxformer.model.transformer import DecoderLM
@@ -39,18 +40,6 @@ def setup(dtype: str):
 
   state = dict(make_state(), rng=jax.random.key(1))
   return model, make_train_step(model, tx, task='lm'), state, batch
-
-
-def equations(jaxpr):
-  """Every equation of `jaxpr`, inside scans, remats and custom derivatives too."""
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for param in eqn.params.values():
-      for sub in param if isinstance(param, (list, tuple)) else [param]:
-        if isinstance(sub, jax.extend.core.ClosedJaxpr):
-          yield from equations(sub.jaxpr)
-        elif isinstance(sub, jax.extend.core.Jaxpr):
-          yield from equations(sub)
 
 
 def dtypes(values) -> list[str]:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import run_train
+from helpers import equations, run_train
 from jaxformer.configs import default
 from lora_checks import assert_base_frozen_and_adapters_moved
 from model_fixtures import KEY, random_params, tiny, tokens
@@ -174,6 +174,47 @@ def test_only_factors_and_head_change_and_optimizer_state_is_trainable_only(kind
   assert 2 * trainable <= state_bytes <= 2 * trainable + 64, (state_bytes, trainable)
   full = nbytes(lora.without_factors(params))  # what full fine-tuning's moments would take
   assert state_bytes < 2 * full
+
+
+def _dot_count(jaxpr) -> int:
+  return sum(eqn.primitive.name == 'dot_general' for eqn in equations(jaxpr))
+
+
+@pytest.mark.parametrize('kind', ['lora_lm', 'frozen_backbone_classifier'])
+def test_frozen_parameters_get_no_backward_matmuls_and_the_update_is_unchanged(kind):
+  """The train step stops frozen gradients (optim.trainable_mask): the backward pass loses their
+  weight-gradient matmuls, while every parameter ends the step exactly as when the optimizer
+  alone discarded those gradients."""
+  from jaxformer.training import optim, steps
+
+  x = tokens((4, 8))
+  if kind == 'lora_lm':
+    model, task, config = DecoderLM(tiny(**LORA)), 'lm', train_config()
+    batch = {'inputs': x, 'targets': jnp.roll(x, -1, 1), 'weights': jnp.ones((4, 8))}
+  else:
+    model, task = Classifier(tiny(), num_classes=3), 'classify'
+    config = train_config(freeze_backbone=True)
+    batch = {'inputs': x, 'targets': jnp.asarray([0, 1, 2, 1]), 'weights': jnp.ones(4)}
+  params = with_random_b(random_params(model, x))
+  tx = make_optimizer(config, params)
+  state = {
+    'step': jnp.zeros((), jnp.int32),
+    'params': params,
+    'opt_state': tx.init(params),
+    'rng': jax.random.key(1),
+  }
+  mask = optim.trainable_mask(config, params)
+  assert mask is not None and not all(jax.tree.leaves(mask))
+  stopped = steps.make_train_step(model, tx, task=task, trainable=mask)
+  discarded = steps.make_train_step(model, tx, task=task)  # every gradient computed
+  fewer = _dot_count(jax.make_jaxpr(stopped)(state, batch).jaxpr)
+  allof = _dot_count(jax.make_jaxpr(discarded)(state, batch).jaxpr)
+  assert fewer < allof, (fewer, allof)
+  new_stopped, _ = jax.jit(stopped)(state, batch)
+  new_discarded, _ = jax.jit(discarded)(state, batch)
+  learned = lambda state: jax.tree.leaves((state['params'], state['opt_state']))  # noqa: E731
+  for a, b in zip(learned(new_stopped), learned(new_discarded), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 COMMON = [

@@ -117,6 +117,20 @@ def backbone_labels(params):
   return {k: labelled(v, 'backbone' if k == 'backbone' else 'head') for k, v in params.items()}
 
 
+def trainable_mask(config, params) -> Any | None:
+  """A tree like params, True where the parameter trains; None when every parameter does.
+
+  Frozen: the backbone under `freeze_backbone`, and everything but the adapters and the head when
+  the model has LoRA factors (the optimizer discards those updates: make_optimizer). The train
+  step stops their gradients, so the backward pass never computes them.
+  """
+  if lora.has_factors(params):
+    return jax.tree.map(lambda label: label == 'trainable', lora.trainable_labels(params))
+  if config.freeze_backbone and 'backbone' in params:
+    return jax.tree.map(lambda label: label == 'head', backbone_labels(params))
+  return None
+
+
 def make_optimizer(config, params: Any) -> optax.GradientTransformation:
   """clip_by_global_norm -> adamw (masked decay) -> optional plateau scaling, per the config.
 

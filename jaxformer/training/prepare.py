@@ -138,6 +138,7 @@ def compiled_steps(s: PreparedRun):
       label_smoothing=config.label_smoothing,
       axis_name=rt.axis_name,
       learning_rates=optim.applied_learning_rates(config, nn.unbox(s.boxed_params)),
+      trainable=optim.trainable_mask(config, nn.unbox(s.boxed_params)),
     ),
     s.shardings,
   )

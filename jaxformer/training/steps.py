@@ -114,16 +114,21 @@ def make_train_step(
   label_smoothing: float = 0.0,
   axis_name: str | None = None,
   learning_rates: Callable[[jax.Array, Any], dict] | None = None,
+  trainable: Any | None = None,
 ) -> Callable[[State, Batch], tuple[State, dict]]:
   """Builds `train_step(state, batch) -> (state, metrics)`; metrics stay on the device as sums.
 
   `learning_rates(step, opt_state)` (optim.applied_learning_rates) adds the rates this update
-  applies to the metrics.
+  applies to the metrics. `trainable` (optim.trainable_mask: a tree of bools like the params, or
+  None for all) stops the gradients of frozen parameters: their gradients are zeros and the
+  backward pass skips the matmuls that would compute them (head-only and LoRA fine-tuning).
   """
   num_classes = real_classes(model, task)
 
   def sums_and_grads(params, batch, key):
     def loss_fn(p):
+      if trainable is not None:
+        p = jax.tree.map(lambda x, t: x if t else jax.lax.stop_gradient(x), p, trainable)
       logits = apply_model(model, p, batch, task=task, deterministic=False, rng=key)
       loss_sum, w, correct = loss_sums(
         logits, batch['targets'], batch['weights'], label_smoothing, num_classes
