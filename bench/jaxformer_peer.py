@@ -41,10 +41,10 @@ class JaxformerPeer:
     import jax
 
     import jaxformer
-    from jaxformer.bench import build_train, lm_batch, synthetic_batches
+    from jaxformer.bench_models import build_train, lm_batch, synthetic_batches
     from jaxformer.models import count_params
 
-    # jaxformer.bench holds the shared pieces: the ModelConfig of this shape (dropout 0.1 on
+    # jaxformer.bench_models holds the shared pieces: the ModelConfig of this shape (dropout 0.1 on
     # embeddings, residuals and attention probabilities), peers_bench's AdamW as a
     # make_optimizer config, make_train_step jitted with the state donated, and
     # peers_bench's synthetic batches (same generator, same seed).

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxformer import bench
+from jaxformer import bench, bench_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS_BENCH = os.path.join(os.path.dirname(ROOT), 'shared', 'bench', 'peers_bench.py')
@@ -79,7 +79,7 @@ def test_peer_plugin_trains_without_peers_bench():
 
 
 def test_synthetic_batches_are_the_peers_batches():
-  from jaxformer.bench import synthetic_batches
+  from jaxformer.bench_models import synthetic_batches
 
   ours = synthetic_batches(XS)
   assert len(ours) == 4 and ours[0].shape == (4, 65) and ours[0].dtype == np.int32
@@ -108,7 +108,7 @@ def test_accelerator_scripts_ask_the_bench_for_m350_bf16_at_sequence_1024(script
   assert len(commands) == 1
   args = bench.parse_args(commands[0])
   assert args.config == 'M350' and args.only == 'train' and args.steps == 10
-  cfg = bench.model_config(bench.CONFIGS[args.config], **args.overrides)
+  cfg = bench_models.model_config(bench_models.CONFIGS[args.config], **args.overrides)
   assert cfg.compute_dtype == jnp.bfloat16 and cfg.max_len == 1024 and cfg.num_layers == 24
 
 

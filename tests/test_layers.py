@@ -45,6 +45,7 @@ LAYERS = (
       'jaxformer.hf',
       'jaxformer.predict',
       'jaxformer.bench',
+      'jaxformer.bench_models',
       'jaxformer.experiments',
       'train',
       'scripts',
