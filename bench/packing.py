@@ -92,6 +92,7 @@ class TestExactMatch:
         max_len=self.cfg.max_len,
         bos_id=self.tok.bos_id,
         eos_id=self.tok.eos_id,
+        num_tokens=self.tok.vocab_size,  # never a padding id of the sharded vocabulary
       )
       hyps += decode_rows(self.tok, jax.device_get(out))
     exact = metrics.exact_match(hyps[: len(self.references)], self.references)
