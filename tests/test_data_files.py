@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -63,6 +64,18 @@ def test_csv_labels_sorted_stratified_split_and_record(tmp_path):
   record['held_out']['validation'] = record['held_out']['validation'][:3]
   replayed = build(cfg, 'classify', tmp_path, split_record=record)
   assert replayed.source.num_examples('validation') == 3
+  # A hand-edited record that names a row twice or past the end is refused, not half applied.
+  for bad, said in (
+    ([10**6], 'held_out.test[0] = 1000000 is not one of the'),
+    (record['held_out']['validation'][:1], 'is also held_out.validation[0]'),
+  ):
+    with pytest.raises(DataError, match=re.escape(said)):
+      build(
+        cfg,
+        'classify',
+        tmp_path,
+        split_record=dict(record, held_out=dict(record['held_out'], test=bad)),
+      )
   with pytest.raises(DataError, match='dataset.val_fraction changed'):
     build(dict(cfg, val_fraction=0.3), 'classify', tmp_path, split_record=record)
   with open(path, 'a') as f:

@@ -96,10 +96,11 @@ class FilesSource(Source):
       self.label_names = tuple(names)
       for role in ('validation', 'test'):
         _check_known_labels(rows[role], names, keys['label'])
+    rows_to_carve = [i for i, (p, _) in enumerate(rows['train']) if not self._is_document(p)]
     if record is not None:
       held = {role: list(record['held_out'][role]) for role in fractions}
+      _check_held_out(held, rows_to_carve)
     else:
-      rows_to_carve = [i for i, (p, _) in enumerate(rows['train']) if not self._is_document(p)]
       held = _carve(rows['train'], rows_to_carve, fractions, self.settings, task)
     self.examples = self._split(rows, held, fractions)
     if not self.examples['validation'] and not legacy:
@@ -353,6 +354,23 @@ def _check_record_structure(record) -> None:
         raise ValueError(f'held_out.{role}[{i}] is negative')
   for i, name in enumerate(need(record['label_names'], list, 'label_names')):
     need(name, str, f'label_names[{i}]')
+
+
+def _check_held_out(held: dict, carvable: list[int]) -> None:
+  """A recorded split names each held-out row once, and only rows that can be held out (a row of
+  a table file, not a .txt document): otherwise the resumed run would train on other data."""
+  seen, allowed = {}, set(carvable)
+  for role, indices in held.items():
+    for i, row in enumerate(indices):
+      where = f'{SPLIT_RECORD}: held_out.{role}[{i}] = {row}'
+      if row not in allowed:
+        raise DataError(
+          f'{where} is not one of the {len(allowed)} table rows of the training files; '
+          'restore it, or use a new --workdir'
+        )
+      if row in seen:
+        raise DataError(f'{where} is also held_out.{seen[row]}; restore it, or use a new --workdir')
+      seen[row] = f'{role}[{i}]'
 
 
 def save_run_data_files(workdir: str, data) -> None:
