@@ -1,7 +1,6 @@
 """Smoke tests for the benchmark (jaxformer.bench) and the peers_bench plug-in
 (bench/jaxformer_peer.py)."""
 
-import importlib.util
 import json
 import math
 import os
@@ -13,6 +12,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import load_script
 
 from jaxformer import bench, bench_models
 
@@ -62,11 +62,7 @@ def test_bench_cli_prints_json_lines_with_throughput_and_mfu():
 
 
 def test_peer_plugin_trains_without_peers_bench():
-  spec = importlib.util.spec_from_file_location(
-    'jaxformer_peer', os.path.join(ROOT, 'bench', 'jaxformer_peer.py')
-  )
-  plugin = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(plugin)
+  plugin = load_script('bench/jaxformer_peer.py')
   peer = plugin.make_peer(XS, 0)
   assert peer.kind == 'train' and peer.tokens_per_step == 4 * 64
   peer.setup()
@@ -84,9 +80,7 @@ def test_synthetic_batches_are_the_peers_batches():
   ours = synthetic_batches(XS)
   assert len(ours) == 4 and ours[0].shape == (4, 65) and ours[0].dtype == np.int32
   if os.path.exists(PEERS_BENCH):  # the shared script imports only the standard library at the top
-    spec = importlib.util.spec_from_file_location('peers_bench', PEERS_BENCH)
-    pb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pb)
+    pb = load_script(PEERS_BENCH)
     for a, b in zip(ours, pb.make_batches(XS)):
       np.testing.assert_array_equal(a, b)
 

@@ -3,13 +3,13 @@ and every link between the repository's markdown files points at a file that exi
 
 import contextlib
 import glob
-import importlib.util
 import io
 import json
 import os
 import re
 
 import pytest
+from helpers import load_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKDOWN = [os.path.join(REPO, 'README.md')] + sorted(glob.glob(os.path.join(REPO, 'docs', '*.md')))
@@ -18,12 +18,7 @@ _LINK = re.compile(r'!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)')
 
 
 def _gen_config_docs():
-  spec = importlib.util.spec_from_file_location(
-    'gen_config_docs', os.path.join(REPO, 'scripts', 'gen_config_docs.py')
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script('scripts/gen_config_docs.py')
 
 
 def test_configs_md_is_up_to_date():

@@ -8,12 +8,11 @@ the rules, every device computed attention for the whole batch (scores [8, 4, L,
 [2, 4, L, L] on (4, 2), and 3x the temporary memory).
 """
 
-import importlib.util
 import math
-import os
 import re
 
 import pytest
+from helpers import load_script
 from test_parallel import _config
 
 from jaxformer.training.prepare import compiled_steps, prepare
@@ -70,12 +69,7 @@ def test_attention_scores_of_train_and_eval_steps_are_split_over_heads_and_batch
 
 def _train_step_memory_bench():
   """bench/train_step_memory.py, whose functions docs/parallelism.md's memory table comes from."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  path = os.path.join(root, 'bench', 'train_step_memory.py')
-  spec = importlib.util.spec_from_file_location('train_step_memory', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script('bench/train_step_memory.py')
 
 
 def test_train_step_memory_bench_measures_the_tokenizers_padded_vocabulary():

@@ -1,7 +1,6 @@
 """Sharding on an 8-device CPU mesh (data=4, model=2): heads split across 'model', same numbers."""
 
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -11,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import load_script
 from jax.sharding import PartitionSpec as P
 from model_fixtures import KEY, tiny
 
@@ -234,13 +234,7 @@ def test_only_sharding_py_builds_meshes_and_shardings():
 
 def test_the_documented_v5e_8_placement_of_a_1b_model():
   """bench/v5e_placement.py (quoted in docs/parallelism.md) from abstract shapes only."""
-  spec = importlib.util.spec_from_file_location(
-    'v5e_placement',
-    os.path.join(os.path.dirname(os.path.dirname(__file__)), 'bench', 'v5e_placement.py'),
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  result = module.placement()
+  result = load_script('bench/v5e_placement.py').placement()
   assert result['num_params'] == 1_011_572_736
   mib = {name: round(size, 1) for name, _, _, _, size in result['rows']}
   assert mib == {
