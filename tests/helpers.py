@@ -66,3 +66,24 @@ def equations(jaxpr):
     yield eqn
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       yield from equations(sub)
+
+
+def error_line(proc) -> str:
+  """The one `error:` line a refused run prints last; fails on tracebacks."""
+  lines = proc.stderr.strip().splitlines()
+  assert lines and lines[-1].startswith('error: '), proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr.split('error: ')[-1]
+  assert sum(line.startswith('error: ') for line in lines) == 1, proc.stderr[-3000:]
+  return lines[-1]
+
+
+def run_module(module: str, *args: str, timeout: float = 120):
+  """`python -m MODULE ARGS` on one CPU device, from the checkout; returns the CompletedProcess."""
+  return subprocess.run(
+    [sys.executable, '-m', module, *args],
+    cwd=REPO,
+    env=dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1'),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
