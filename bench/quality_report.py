@@ -311,7 +311,10 @@ def _peft_section(r: dict) -> list[str]:
     'fine-tuning keeps its own settings (learning rate 3e-4, backbone at 0.3x, 20 head-only '
     'steps); head-only and LoRA (adapters on query, key, value, out, wi, wo; alpha = 2 x rank) '
     'use learning rate 1e-3, fixed before any run. Test balanced accuracy, one seed each; step '
-    'time is the median training step (batch 32 x 256 positions) on this loaded machine.',
+    "time is the median training step (batch 32 x 256 positions) of the run's log windows. "
+    'Frozen parameters get no gradients (the train step stops them), so head-only training '
+    'skips the backward pass through the backbone and LoRA the weight-gradient matmuls of the '
+    'frozen kernels; both still run the whole forward pass.',
     '',
     '| method | ' + ' | '.join(f'{n} per class' for n in sizes) + ' | trainable parameters '
     '| step time |',
