@@ -49,7 +49,7 @@ def _saved(workdir):
 
 
 @pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
-def test_decided_steps_are_recorded_kept_on_resume_and_reproduce_the_run(tmp_path):
+def test_decided_steps_are_recorded_kept_on_resume_and_reproduce_the_run(tmp_path, capsys):
   workdir = str(tmp_path / 'budget')
   with pytest.raises(_Killed):
     train_and_evaluate(_config(train_minutes=0.75), workdir, callbacks=[_SlowThenKilled(9)])
@@ -62,6 +62,15 @@ def test_decided_steps_are_recorded_kept_on_resume_and_reproduce_the_run(tmp_pat
   config, summary = _saved(workdir)
   assert config['num_train_steps'] == decided and config['train_budget'] == record
   assert summary['last_step'] == decided
+  # The user's command again: a finished run is left as it is (its recorded count, not the
+  # config's num_train_steps, says it is finished).
+  with open(os.path.join(workdir, 'summary.json'), 'rb') as f:
+    before = f.read()
+  again = train_and_evaluate(_config(train_minutes=0.75), workdir)
+  assert f'the run had already finished at step {decided}' in capsys.readouterr().out
+  with open(os.path.join(workdir, 'summary.json'), 'rb') as f:
+    assert f.read() == before
+  assert again['params_fingerprint'] == summary['params_fingerprint']
 
   reference = str(tmp_path / 'reference')
   train_and_evaluate(_config(num_train_steps=decided), reference)

@@ -99,6 +99,11 @@ def test_heads_and_pretraining_results_are_complete(quick):
   assert sum(h['most_important_share'] for h in heads['heads']) == pytest.approx(1.0)
   top = max(heads['heads'], key=lambda h: h['delta_loss'])
   assert top['gap_to_top_90'] == [0.0, 0.0]  # the paired gap of the top head to itself
+  for h in heads[
+    'heads'
+  ]:  # paired gap = top's cost - this head's: its interval holds the point gap
+    low, high = h['gap_to_top_90']
+    assert low <= high and low <= top['delta_loss'] - h['delta_loss'] + 1e-6
   scores = np.asarray(heads['induction']['scores'])  # [layers, heads], attention shares
   assert scores.shape == (heads['model']['num_layers'], heads['model']['num_heads'])
   assert ((scores >= 0) & (scores <= 1)).all() and heads['induction']['copy_loss_first'] > 0

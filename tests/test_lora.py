@@ -239,6 +239,32 @@ def base_run(tmp_path_factory):
 
 
 @pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
+def test_a_lora_run_compiles_its_train_step_with_the_frozen_mask(base_run, tmp_path, monkeypatch):
+  """The training loop's own train step (prepare -> compiled_steps) stops the base weights'
+  gradients: it is built with the mask that marks only the adapters and the head trainable."""
+  from jaxformer.configs import tiny as tiny_config
+
+  from jaxformer.training import prepare, steps
+
+  built = {}
+  make = steps.make_train_step
+
+  def spy(*args, **kwargs):
+    built.update(kwargs)
+    return make(*args, **kwargs)
+
+  monkeypatch.setattr(steps, 'make_train_step', spy)
+  config = tiny_config.get_config()
+  config.model.vocab_size, config.model.scan_layers = 260, True
+  config.init_from, config.lora.rank, config.mesh_shape = base_run, 2, (1, 1)
+  prepare.compiled_steps(prepare.prepare(config, str(tmp_path / 'run')))
+  mask = built['trainable']
+  for path, trains in jax.tree_util.tree_leaves_with_path(mask):
+    assert trains == (lora.is_factor(path) or 'lm_head' in jax.tree_util.keystr(path)), path
+  assert any(jax.tree.leaves(mask)) and not all(jax.tree.leaves(mask))
+
+
+@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_lora_lm_run_fine_tunes_resumes_and_merges(base_run, tmp_path):
   run = str(tmp_path / 'lora')
   lora_args = [

@@ -74,7 +74,7 @@ def train_and_evaluate(
   lock = WorkdirLock(workdir)
   lock.acquire()  # before the first write: one run per workdir
   try:
-    finished = workdir_lib.finished_summary(workdir, config)
+    finished = workdir_lib.finished_summary(workdir, s.config)  # s.config: a budget's decided steps
     if finished is not None:
       _log(
         f'the run had already finished at step {finished["last_step"]}; nothing in '

@@ -19,7 +19,8 @@ from jaxformer.training.lock import WorkdirLock
 def finished_summary(workdir: str, config) -> dict | None:
   """The summary of a run that already finished in `workdir`, or None when there is something to
   do: overwrite, no readable summary.json, a newer checkpoint than the summary's last step, a
-  preempted run, or steps left that it neither trained nor stopped early before."""
+  preempted run, or steps left that it neither trained nor stopped early before. `config` is the
+  prepared run's: with a time budget, its num_train_steps is the recorded decision."""
   path = os.path.join(workdir, 'summary.json')
   checkpoints = os.path.join(workdir, 'checkpoints')
   if config.overwrite or not os.path.isfile(path) or not os.path.isdir(checkpoints):
