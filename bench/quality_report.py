@@ -328,6 +328,6 @@ def _peft_section(r: dict) -> list[str]:
     step = f'{1000 * steps[len(steps) // 2]:.0f} ms' if steps else '—'
     lines.append(
       f'| {PEFT_LABELS.get(method, method)} | {accs} | {any_row["trainable_params"]:,} '
-      f'({100 * share:.2g}%) | {step} |'
+      f'({100 * share:.3g}%) | {step} |'
     )
   return lines + ['']
