@@ -1,7 +1,9 @@
 """Trains and evaluates the three embedded tasks and writes docs/results.{json,md}.
 
     python -m bench.quality                    # everything (about 4 hours on a 2-core CPU)
-    python -m bench.quality --only numbers     # one part: numbers | systematic | lm | genre | peft
+    python -m bench.quality --only numbers     # one part (or several, comma-separated):
+                                               # numbers | systematic | unseen_pairs | lm |
+                                               # genre | peft
 
 Each part trains through train.py (a subprocess, exactly what a user runs), scores with
 jaxformer.evaluate, and records wall time. Baselines: a unigram LM (bits per byte) and
@@ -108,26 +110,32 @@ def numbers(runs: str, pairs=('en_de', 'en_fr'), out=None) -> dict:
   return out
 
 
-# ----------------------------------------------------------------------------- systematic split
+# ----------------------------------------------------------------------------- systematic splits
 # The shipped config and two variants, one change each (slug: label, overrides).
 SYSTEMATIC_VARIANTS = {
-  'shipped': ('configs/numbers_systematic.py (3+3 layers, dropout 0.1)', ()),
+  'shipped': ('{config} (3+3 layers, dropout 0.1)', ()),
   'depth_1': (
     'one encoder and one decoder layer',
     ('--config.model.num_encoder_layers=1', '--config.model.num_decoder_layers=1'),
   ),
   'dropout_0.3': ('dropout 0.3', ('--config.model.dropout_rate=0.3',)),
 }
+# results.json key: (config, workdir prefix); the holdouts are jaxformer.data.numbers.HOLDOUTS.
+SYSTEMATIC_SPLITS = {
+  'numbers_systematic': ('configs/numbers_systematic.py', 'numbers_systematic'),
+  'numbers_unseen_pairs': ('configs/numbers_unseen_pairs.py', 'numbers_unseen_pairs'),
+}
 
 
-def systematic_numbers(runs: str, out=None) -> dict:
-  """en_de with 50 thousands parts held out: exact match on them (test) and on numbers like the
-  training ones (test_iid), per variant."""
+def systematic_numbers(runs: str, key: str = 'numbers_systematic', out=None) -> dict:
+  """en_de with a systematic holdout (SYSTEMATIC_SPLITS): exact match on the held-out numbers
+  (test) and on numbers like the training ones (test_iid), per variant."""
+  config, prefix = SYSTEMATIC_SPLITS[key]
   out = dict(out or {})
   for slug, (label, overrides) in SYSTEMATIC_VARIANTS.items():
-    workdir = os.path.join(runs, f'numbers_systematic_{slug}')
-    summary = train(workdir, 'configs/numbers_systematic.py', *overrides, fresh=False)
-    row = {'label': label, 'overrides': list(overrides)}
+    workdir = os.path.join(runs, f'{prefix}_{slug}')
+    summary = train(workdir, config, *overrides, fresh=False)
+    row = {'label': label.format(config=config), 'overrides': list(overrides)}
     for split in ('test', 'test_iid'):
       result = evaluate(workdir, split, beam_size=4)
       row[split] = {
@@ -408,7 +416,7 @@ def main() -> None:
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument('--only', default='numbers,systematic,lm,genre,peft')
+  p.add_argument('--only', default='numbers,systematic,unseen_pairs,lm,genre,peft')
   p.add_argument('--runs', default='runs/quality')
   p.add_argument(
     '--pretrained', default='runs/shakespeare_lm', help='the default LM run (trained if missing)'
@@ -439,9 +447,10 @@ def main() -> None:
   if 'numbers' in parts:
     results['numbers'] = numbers(args.runs, args.pairs.split(','), results.get('numbers'))
     results['measured']['numbers'] = measured
-  if 'systematic' in parts:
-    results['numbers_systematic'] = systematic_numbers(args.runs, results.get('numbers_systematic'))
-    results['measured']['numbers_systematic'] = measured
+  for key in SYSTEMATIC_SPLITS:
+    if key.removeprefix('numbers_') in parts:
+      results[key] = systematic_numbers(args.runs, key, results.get(key))
+      results['measured'][key] = measured
   if 'lm' in parts:
     before = measured_before(results, 'lm')
     previous = results.get('lm', {}).get('long_run')

@@ -168,7 +168,7 @@ def test_systematic_numbers_never_show_a_held_out_thousand_form_in_training():
   from num2words import num2words
 
   plain = numbers.split_numbers()
-  splits = numbers.split_numbers(systematic=True)
+  splits = numbers.split_numbers(holdout='thousands')
   assert {s: len(v) for s, v in splits.items()} == {
     'train': 20_000,
     'validation': 1_000,
@@ -192,11 +192,56 @@ def test_systematic_numbers_never_show_a_held_out_thousand_form_in_training():
     assert any(lo <= n <= hi for n in splits['test']), lo
   # The usual splits are untouched, and the systematic ones are the same on every call.
   assert numbers.split_numbers() == plain and 'test_iid' not in plain
-  assert numbers.split_numbers(systematic=True) == splits
+  assert numbers.split_numbers(holdout='thousands') == splits
   builder = tfds.builder(
     'jaxformer_numbers/en_de_systematic', data_dir='/nonexistent-never-written'
   )
-  assert builder.builder_config.systematic and builder.builder_config.language == 'de'
+  assert builder.builder_config.holdout == 'thousands' and builder.builder_config.language == 'de'
+
+
+def test_unseen_pairs_never_show_a_held_out_pair_anywhere_but_show_its_parts():
+  from num2words import num2words
+
+  splits = numbers.split_numbers(holdout='pairs')
+  assert {s: len(v) for s, v in splits.items()} == {
+    'train': 19_950,  # 0..999 less the 50 that end in a held-out pair
+    'validation': 1_000,
+    'test_iid': 1_000,
+    'test': 1_000,
+  }
+  assert numbers.HELD_OUT_PAIRS == (24, 39, 48, 62, 86)  # results.md names them
+  every = [n for v in splits.values() for n in v]
+  assert len(every) == len(set(every))
+  seen = [numbers.number_pair(n, 'de') for n in splits['train'] + splits['validation']]
+  seen += [numbers.number_pair(n, 'de') for n in splits['test_iid']]
+  novel = [numbers.number_pair(n, 'de') for n in splits['test']]
+  for pair in numbers.HELD_OUT_PAIRS:
+    german, english = num2words(pair, lang='de'), num2words(pair, lang='en')
+    units, tens = num2words(pair % 10, lang='de'), num2words(pair // 10 * 10, lang='de')
+    # The pair is never shown, as the last two digits or in the thousands part...
+    assert not any(german in p['target'] or english in p['source'] for p in seen), pair
+    assert sum(german in p['target'] for p in novel) >= 100, pair
+    # ...but its units word before 'und' and its tens word after it are, with other partners.
+    assert sum(f'{units}und' in p['target'] for p in seen) > 1_000, pair
+    assert sum(f'und{tens}' in p['target'] for p in seen) > 1_000, pair
+  # Every test number holds a pair, in each place it can be; the numbers below 1,000 are there.
+  assert all(
+    any(num2words(q, lang='en') in p['source'] for q in numbers.HELD_OUT_PAIRS) for p in novel
+  )
+  assert {n % 100 for n in splits['test'] if n // 1_000 % 100 not in numbers.HELD_OUT_PAIRS} == set(
+    numbers.HELD_OUT_PAIRS
+  )
+  assert any(n % 100 not in numbers.HELD_OUT_PAIRS for n in splits['test'])  # thousands part only
+  assert [n for n in splits['test'] if n < 1_000] == [
+    n for n in range(1_000) if n % 100 in numbers.HELD_OUT_PAIRS
+  ]
+  assert numbers.split_numbers(holdout='pairs') == splits
+  builder = tfds.builder(
+    'jaxformer_numbers/en_fr_unseen_pairs', data_dir='/nonexistent-never-written'
+  )
+  assert builder.builder_config.holdout == 'pairs' and builder.builder_config.language == 'fr'
+  with pytest.raises(ValueError, match='holdout must be one of'):
+    numbers.split_numbers(holdout='tens')
 
 
 def test_a_dataset_prepared_again_gets_new_cache_keys(data_dir, tmp_path):

@@ -1,5 +1,5 @@
 """TFDS builders for the datasets the project ships: jaxformer_shakespeare, jaxformer_genre,
-jaxformer_numbers/{en_de,en_fr} (and their _systematic variants).
+jaxformer_numbers/{en_de,en_fr} (and their _systematic and _unseen_pairs variants).
 
 Defining a `tfds.core.GeneratorBasedBuilder` subclass registers it under its snake_case class
 name, so `import jaxformer.data` is enough for `tfds.builder('jaxformer_genre')` or
@@ -100,18 +100,24 @@ class JaxformerGenre(tfds.core.GeneratorBasedBuilder):
 
 
 class JaxformerNumbersConfig(tfds.core.BuilderConfig):
-  """One target language for the number-word translation task, with the usual splits or the
-  systematic ones (test numbers whose thousands part training never showed before 'thousand')."""
+  """One target language for the number-word translation task, with the usual splits or those
+  of a systematic holdout (`numbers.HOLDOUTS`: test numbers training never showed a part of)."""
 
-  def __init__(self, *, language: str, systematic: bool = False, **kwargs):
+  SUFFIXES = {'none': '', 'thousands': '_systematic', 'pairs': '_unseen_pairs'}
+  DESCRIPTIONS = {
+    'none': '',
+    'thousands': ', thousands parts held out for test',
+    'pairs': ', tens-units pairs held out for test',
+  }
+
+  def __init__(self, *, language: str, holdout: str = 'none', **kwargs):
     super().__init__(
-      name=f'en_{language}' + ('_systematic' if systematic else ''),
-      description=f'English number words -> {language} number words'
-      + (', thousands parts held out for test' if systematic else ''),
+      name=f'en_{language}{self.SUFFIXES[holdout]}',
+      description=f'English number words -> {language} number words' + self.DESCRIPTIONS[holdout],
       **kwargs,
     )
     self.language = language
-    self.systematic = systematic
+    self.holdout = holdout
 
 
 class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
@@ -119,9 +125,16 @@ class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  HOLDOUT_INFO = {
+    'none': '',
+    'thousands': ' Systematic: no train or validation number has a thousands part ending in one '
+    'of five held-out two-digit values; test is drawn from those, test_iid as the usual test.',
+    'pairs': ' Unseen pairs: five tens-units pairs occur in no train or validation number, in any '
+    'position; test is drawn from the numbers that hold one, test_iid as the usual test.',
+  }
   BUILDER_CONFIGS = [
-    JaxformerNumbersConfig(language=lang, systematic=systematic)
-    for systematic in (False, True)
+    JaxformerNumbersConfig(language=lang, holdout=holdout)
+    for holdout in numbers.HOLDOUTS
     for lang in numbers.LANGUAGES
   ]
 
@@ -131,13 +144,7 @@ class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
       description=(
         'Pairs (English words, target-language words) for numbers 0..999,999. '
         '~20k train / 1k validation / 1k test, no number in two splits; all of '
-        '0..999 and every magnitude in train.'
-        + (
-          ' Systematic: no train or validation number has a thousands part ending in one of '
-          'five held-out two-digit values; test is drawn from those, test_iid as the usual test.'
-          if self.builder_config.systematic
-          else ''
-        )
+        '0..999 and every magnitude in train.' + self.HOLDOUT_INFO[self.builder_config.holdout]
       ),
       features=tfds.features.FeaturesDict(
         {
@@ -152,7 +159,7 @@ class JaxformerNumbers(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    splits = numbers.split_numbers(systematic=self.builder_config.systematic)
+    splits = numbers.split_numbers(holdout=self.builder_config.holdout)
     return {split: self._generate_examples(nums) for split, nums in splits.items()}
 
   def _generate_examples(self, nums):

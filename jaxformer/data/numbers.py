@@ -11,14 +11,19 @@ Splits (no number appears in two splits):
               10,000..99,999 and 100,000..999,999, so every magnitude is seen in training;
   validation  and test: drawn the same way from 1,000..999,999.
 
-The systematic variant (en_de_systematic, en_fr_systematic) asks for composition instead of
-interpolation. Five two-digit endings (HELD_OUT_ENDINGS, say 23) are chosen; every number whose
-thousands part ends in one of them (23,xxx, 123,xxx, ..., 923,xxx: the 50 thousands parts in
-HELD_OUT_THOUSANDS) is kept out of train and validation. So "twenty-three thousand" and
-"dreiundzwanzigtausend" never occur in training, in any number, while "dreiundzwanzig" occurs
-as units (1,023) and "tausend" after every other value. `test` is drawn from exactly those
-numbers, `test_iid` the old way: to write 123,456 the model must put together two forms it
-learned apart.
+Two systematic variants ask for composition instead of interpolation; `test` is drawn from the
+numbers they hold out of train and validation, `test_iid` the old way.
+
+  thousands (en_de_systematic, en_fr_systematic): five two-digit endings (HELD_OUT_ENDINGS,
+      say 23) are chosen; every number whose thousands part ends in one of them (23,xxx,
+      123,xxx, ..., 923,xxx: the 50 thousands parts in HELD_OUT_THOUSANDS) is held out. So
+      "dreiundzwanzigtausend" never occurs in training, while "dreiundzwanzig" occurs as units
+      (1,023) and "tausend" after every other value: the model joins two forms it learned apart.
+  pairs (en_de_unseen_pairs, en_fr_unseen_pairs): five tens-units pairs (HELD_OUT_PAIRS, say 73)
+      never occur anywhere in training, neither as the last two digits nor in the thousands
+      part. "seventy-three" and "dreiundsiebzig" are new words; "drei" and "siebzig" are not
+      ("dreiundsechzig", "zweiundsiebzig"). The model must apply the units-before-tens rule to
+      a pair it has never seen, the harder test: the thousands split is solved perfectly.
 """
 
 import random
@@ -27,6 +32,7 @@ from num2words import num2words
 
 LANGUAGES = ('de', 'fr')
 MAGNITUDES = ((1_000, 9_999), (10_000, 99_999), (100_000, 999_999))  # inclusive ranges
+HOLDOUTS = ('none', 'thousands', 'pairs')
 
 
 def _held_out_endings(seed: int = 2026) -> tuple[int, ...]:
@@ -39,6 +45,29 @@ HELD_OUT_ENDINGS = _held_out_endings()
 HELD_OUT_THOUSANDS = tuple(h * 100 + e for e in HELD_OUT_ENDINGS for h in range(10))  # 50 values
 
 
+def _held_out_pairs(seed: int = 2027) -> tuple[int, ...]:
+  """Five tens-units pairs in 21..99 with five different tens and five different units digits,
+  so every tens word and every units word still occurs in training beside most other partners.
+  Teens are excluded: 'thirteen' -> 'dreizehn' is a word to learn, not a rule to apply."""
+  rng = random.Random(seed)
+  while True:
+    pairs = rng.sample([n for n in range(21, 100) if n % 10], 5)
+    if len({n // 10 for n in pairs}) == len({n % 10 for n in pairs}) == 5:
+      return tuple(sorted(pairs))
+
+
+HELD_OUT_PAIRS = _held_out_pairs()
+
+
+def is_held_out(n: int, holdout: str) -> bool:
+  """Whether `holdout` keeps n out of train, validation and test_iid (HOLDOUTS)."""
+  if holdout == 'thousands':
+    return n // 1_000 in HELD_OUT_THOUSANDS
+  if holdout == 'pairs':
+    return n % 100 in HELD_OUT_PAIRS or n // 1_000 % 100 in HELD_OUT_PAIRS
+  return False
+
+
 def _share(total: int, m: int) -> int:
   """Magnitude m's part of `total`, split evenly; the first magnitudes take the remainder."""
   return total // len(MAGNITUDES) + (m < total % len(MAGNITUDES))
@@ -49,38 +78,47 @@ def split_numbers(
   train_size: int = 20_000,
   validation_size: int = 1_000,
   test_size: int = 1_000,
-  systematic: bool = False,
+  holdout: str = 'none',
 ) -> dict[str, list[int]]:
   """Disjoint sorted lists of numbers per split; every magnitude up to 999,999 is in train.
 
-  With `systematic`, train, validation and test_iid avoid the numbers whose thousands part is in
-  HELD_OUT_THOUSANDS and `test` is drawn from them (see the module docstring). Without it the
-  splits are those the results were measured on, draw for draw.
+  With a `holdout` other than 'none', train, validation and test_iid avoid the numbers it holds
+  out (`is_held_out`) and `test` is drawn from them: all those below 1,000 (none for
+  'thousands', 50 for 'pairs'), the rest evenly over the magnitudes that hold such numbers.
+  train_size counts 0..999 as 1,000 either way, so 'pairs' trains on 50 numbers fewer. Without a
+  holdout the splits are those the results were measured on, draw for draw; 'thousands' too.
   """
+  if holdout not in HOLDOUTS:
+    raise ValueError(f'holdout must be one of {HOLDOUTS}, got {holdout!r}')
   if train_size < 1_000 + len(MAGNITUDES):
     raise ValueError(
       f'train_size must be at least {1_000 + len(MAGNITUDES)} (all of 0..999 plus each magnitude)'
     )
   rng = random.Random(seed)
-  in_distribution = 'test_iid' if systematic else 'test'
+  held = holdout != 'none'
+  in_distribution = 'test_iid' if held else 'test'
   sizes = {'train': train_size - 1_000, 'validation': validation_size, in_distribution: test_size}
-  out = {'train': list(range(1_000)), **{split: [] for split in sizes if split != 'train'}}
-  held = set(HELD_OUT_THOUSANDS) if systematic else set()
+  out = {split: [] for split in sizes}
+  out['train'] = [n for n in range(1_000) if not is_held_out(n, holdout)]
   for m, (lo, hi) in enumerate(MAGNITUDES):
     share = {split: _share(n, m) for split, n in sizes.items()}
-    pool = [n for n in range(lo, hi + 1) if n // 1_000 not in held] if held else range(lo, hi + 1)
+    pool = (
+      [n for n in range(lo, hi + 1) if not is_held_out(n, holdout)] if held else range(lo, hi + 1)
+    )
     drawn = rng.sample(pool, sum(share.values()))  # without replacement: disjoint
     start = 0
     for split in sizes:
       out[split] += drawn[start : start + share[split]]
       start += share[split]
-  if held:  # test: split evenly over the magnitudes that hold such numbers (10,000 and up)
-    novel = [[n for n in range(lo, hi + 1) if n // 1_000 in held] for lo, hi in MAGNITUDES]
+  if held:
+    out['test'] = [n for n in range(1_000) if is_held_out(n, holdout)]
+    rest = test_size - len(out['test'])
+    novel = [[n for n in range(lo, hi + 1) if is_held_out(n, holdout)] for lo, hi in MAGNITUDES]
     novel = [numbers for numbers in novel if numbers]
-    out['test'] = [
+    out['test'] += [
       n
       for m, numbers in enumerate(novel)
-      for n in rng.sample(numbers, test_size // len(novel) + (m < test_size % len(novel)))
+      for n in rng.sample(numbers, rest // len(novel) + (m < rest % len(novel)))
     ]
   return {split: sorted(numbers) for split, numbers in out.items()}
 

@@ -56,6 +56,8 @@ KNOWN = {
   'jaxformer_numbers/en_fr': Known('translate', tokenizer='byte'),
   'jaxformer_numbers/en_de_systematic': Known('translate', tokenizer='byte'),
   'jaxformer_numbers/en_fr_systematic': Known('translate', tokenizer='byte'),
+  'jaxformer_numbers/en_de_unseen_pairs': Known('translate', tokenizer='byte'),
+  'jaxformer_numbers/en_fr_unseen_pairs': Known('translate', tokenizer='byte'),
   'text_files': Known('lm', test_split=''),
   'lm1b': Known('lm', eval_split='test', test_split=''),
   'tiny_shakespeare': Known('lm'),
