@@ -217,6 +217,42 @@ def test_frozen_parameters_get_no_backward_matmuls_and_the_update_is_unchanged(k
     np.testing.assert_array_equal(a, b)
 
 
+def test_under_pmap_only_trainable_gradients_are_summed_across_devices():
+  """A frozen gradient is zero on every device: the pmapped step all-reduces only the trainable
+  ones, and still ends the step exactly where the step that sums every gradient does."""
+  from jaxformer.training import optim, steps
+
+  model, config = Classifier(tiny(), num_classes=3), train_config(freeze_backbone=True)
+  x = tokens((4, 8))
+  params = random_params(model, x)
+  tx = make_optimizer(config, params)
+  state = {
+    'step': jnp.zeros((), jnp.int32),
+    'params': params,
+    'opt_state': tx.init(params),
+    'rng': jax.random.key(1),
+  }
+  batch = {'inputs': x, 'targets': jnp.asarray([0, 1, 2, 1]), 'weights': jnp.ones(4)}
+  mask = optim.trainable_mask(config, params)
+  build = lambda trainable: steps.make_train_step(  # noqa: E731
+    model, tx, task='classify', axis_name='data', trainable=trainable
+  )
+  jaxpr = jax.make_jaxpr(build(mask), axis_env=[('data', 2)])(state, batch).jaxpr
+  summed = sum(len(e.invars) for e in equations(jaxpr) if e.primitive.name == 'psum')
+  # The head's kernel and bias, the loss/weight/correct sums, and the real-token count.
+  assert summed == sum(jax.tree.leaves(mask)) + 2, summed
+  assert 0 < sum(jax.tree.leaves(mask)) < len(jax.tree.leaves(mask))
+  replicate = lambda tree: jax.tree.map(lambda a: jnp.stack([a, a]), tree)  # noqa: E731
+  split = jax.tree.map(lambda a: a.reshape((2, -1) + a.shape[1:]), batch)
+  results = [
+    jax.pmap(build(t), axis_name='data', devices=jax.devices()[:2])(replicate(state), split)[0]
+    for t in (mask, None)
+  ]
+  learned = lambda s: jax.tree.leaves((s['params'], s['opt_state']))  # noqa: E731
+  for a, b in zip(*map(learned, results), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
 COMMON = [
   '--config=configs/tiny.py',
   '--config.num_train_steps=4',

@@ -160,7 +160,11 @@ def make_train_step(
       (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum_steps), micro))
 
     if axis_name is not None:
-      grads, sums = jax.lax.psum((grads, sums), axis_name)
+      sums = jax.lax.psum(sums, axis_name)
+      if trainable is None:
+        grads = jax.lax.psum(grads, axis_name)
+      else:  # a frozen gradient is zero on every device: summing it would only move bytes
+        grads = jax.tree.map(lambda g, t: jax.lax.psum(g, axis_name) if t else g, grads, trainable)
     loss_sum, weight_sum, correct_sum = sums[0], sums[1], sums[2]
     denom = jnp.maximum(weight_sum, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
