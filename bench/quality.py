@@ -1,9 +1,9 @@
 """Trains and evaluates the three embedded tasks and writes docs/results.{json,md}.
 
-    python -m bench.quality                    # everything (about 4 hours on a 2-core CPU)
+    python -m bench.quality                    # everything (about 5 hours on a 2-core CPU)
     python -m bench.quality --only numbers     # one part (or several, comma-separated):
                                                # numbers | systematic | unseen_pairs | lm |
-                                               # genre | peft
+                                               # genre | genre_seeds | peft
 
 Each part trains through train.py (a subprocess, exactly what a user runs), scores with
 jaxformer.evaluate, and records wall time. Baselines: a unigram LM (bits per byte) and
@@ -170,6 +170,12 @@ def bpb_at(rows: list[dict], seconds: float) -> float | None:
   return done[-1]['bits_per_byte'] if done else None
 
 
+# The default LM (`python train.py`), keeping a checkpoint every 100 steps so that
+# `python -m jaxformer.experiments heads_dynamics --workdir runs/shakespeare_lm` can follow its
+# heads through training; the kept history changes no weight or metric.
+DEFAULT_LM = ('configs/shakespeare_lm.py', '--config.keep_every_steps=100')
+
+
 def long_language_model(runs: str) -> tuple[str, dict]:
   """The default LM config at twice its steps (about 30 minutes): trained once, then reused."""
   from jaxformer.configs import shakespeare_lm
@@ -204,7 +210,7 @@ def language_model(runs: str, default_workdir: str, long_run: bool = True) -> di
       'curve': [(r['step'], r['elapsed_s'], r['bits_per_byte']) for r in rows],
     }
 
-  summary = train(default_workdir, 'configs/shakespeare_lm.py', fresh=False)
+  summary = train(default_workdir, *DEFAULT_LM, fresh=False)
   out = {'default_run': run_record(default_workdir, summary)}
   if long_run:
     long_dir, long_summary = long_language_model(runs)
@@ -274,6 +280,31 @@ def last_step_accuracy(workdir: str) -> float:
   ]
 
 
+def _genre_split(n: int) -> str:
+  """'train' holds exactly 100 per class; bigger samples come from train_full."""
+  return 'train' if n and n <= 100 else 'train_full'
+
+
+def genre_run(kind: str, n: int, workdir: str, init_from: str | None = None, *extra: str) -> dict:
+  """configs/genre_{kind}.py on n labelled passages per class (0 = all), scored on test."""
+  overrides = [
+    f'--config.dataset.examples_per_class={n}',
+    f'--config.dataset.train_split={_genre_split(n)}',
+  ]
+  overrides += [f'--config.init_from={init_from}'] if init_from else []
+  summary = train(workdir, f'configs/genre_{kind}.py', *overrides, *extra, fresh=False)
+  result = evaluate(workdir, 'test')
+  return {
+    'balanced_accuracy': result['balanced_accuracy'],
+    'accuracy': result['accuracy'],
+    'stopped_early': summary['stopped_early'],
+    'best_step': summary['best_step'],
+    'last_step': summary['last_step'],
+    'wall_s': summary['wall_s'],
+    'load': summary['load'],
+  }
+
+
 def genre(
   runs: str,
   pretrained: str,
@@ -289,36 +320,15 @@ def genre(
   out.setdefault('tfidf', {})
   out['init_from'] = pretrained
 
-  def split(n):  # 'train' holds exactly 100 per class; bigger samples come from train_full
-    return 'train' if n and n <= 100 else 'train_full'
-
-  def run(kind, n, workdir, init_from=None):
-    overrides = [
-      f'--config.dataset.examples_per_class={n}',
-      f'--config.dataset.train_split={split(n)}',
-    ]
-    overrides += [f'--config.init_from={init_from}'] if init_from else []
-    summary = train(
-      workdir, f'configs/genre_{kind}.py', *overrides, fresh=False
-    )  # same config: reuse
-    result = evaluate(workdir, 'test')
-    return {
-      'balanced_accuracy': result['balanced_accuracy'],
-      'accuracy': result['accuracy'],
-      'stopped_early': summary['stopped_early'],
-      'best_step': summary['best_step'],
-      'last_step': summary['last_step'],
-      'wall_s': summary['wall_s'],
-      'load': summary['load'],
-    }
-
   for n in sizes:
     name = str(n or 'all')
     row = dict(out['learning_curve'].get(name, {}))  # keeps a scratch result not re-run
-    row['finetune'] = run('finetune', n, os.path.join(runs, f'genre_finetune_{name}'), pretrained)
+    row['finetune'] = genre_run(
+      'finetune', n, os.path.join(runs, f'genre_finetune_{name}'), pretrained
+    )
     if n in scratch_sizes:
       workdir = os.path.join(runs, f'genre_scratch_{name}')
-      row['scratch'] = run('scratch', n, workdir)
+      row['scratch'] = genre_run('scratch', n, workdir)
       if n == 100:
         row['scratch']['last_step_balanced_accuracy'] = last_step_accuracy(workdir)
         shutil.copy(
@@ -326,14 +336,45 @@ def genre(
           os.path.join(DOCS, 'genre_scratch_loss_curve.png'),
         )
     out['learning_curve'][name] = row
-    out['tfidf'][name] = tfidf_baseline(n, split(n))
+    out['tfidf'][name] = tfidf_baseline(n, _genre_split(n))
   out['finetune_from_default_lm'] = dict(
-    run('finetune', 100, os.path.join(runs, 'genre_finetune_100_default_lm'), default_lm),
+    genre_run('finetune', 100, os.path.join(runs, 'genre_finetune_100_default_lm'), default_lm),
     init_from=default_lm,
   )
   out.pop(
     'finetune_from_30min_lm', None
   )  # the layout before the curve started from the 30-minute LM
+  return out
+
+
+GENRE_SEEDS = (0, 1, 2)
+
+
+def genre_seeds(runs: str, default_lm: str, seeds=GENRE_SEEDS, n: int = 100) -> dict:
+  """n per class fine-tuned from the default LM and trained from scratch, once per seed
+  (config.seed: the head's init, dropout and data order): is the gap above seed noise?"""
+  import statistics
+
+  out = {'init_from': default_lm, 'examples_per_class': n}
+  for kind, init_from in (('finetune', default_lm), ('scratch', None)):
+    rows = {
+      str(seed): genre_run(
+        kind,
+        n,
+        os.path.join(runs, f'genre_{kind}_{n}_seed{seed}'),
+        init_from,
+        f'--config.seed={seed}',
+      )
+      for seed in seeds
+    }
+    accuracy = [r['balanced_accuracy'] for r in rows.values()]
+    out[kind] = {
+      'per_seed': rows,
+      'mean': statistics.mean(accuracy),
+      'std': statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+      'min': min(accuracy),
+      'max': max(accuracy),
+    }
   return out
 
 
@@ -416,7 +457,7 @@ def main() -> None:
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument('--only', default='numbers,systematic,unseen_pairs,lm,genre,peft')
+  p.add_argument('--only', default='numbers,systematic,unseen_pairs,lm,genre,genre_seeds,peft')
   p.add_argument('--runs', default='runs/quality')
   p.add_argument(
     '--pretrained', default='runs/shakespeare_lm', help='the default LM run (trained if missing)'
@@ -465,7 +506,7 @@ def main() -> None:
       os.path.join(DOCS, 'shakespeare_lm_loss_curve.png'),
     )
   if 'genre' in parts:
-    train(args.pretrained, 'configs/shakespeare_lm.py', fresh=False)
+    train(args.pretrained, *DEFAULT_LM, fresh=False)
     long_dir, _ = long_language_model(args.runs)
     results['genre'] = genre(
       args.runs,
@@ -476,6 +517,10 @@ def main() -> None:
       results.get('genre'),
     )
     results['measured']['genre'] = measured
+  if 'genre_seeds' in parts:
+    train(args.pretrained, *DEFAULT_LM, fresh=False)
+    results['genre_seeds'] = genre_seeds(args.runs, args.pretrained)
+    results['measured']['genre_seeds'] = measured
   if 'peft' in parts:
     long_dir, _ = long_language_model(args.runs)
     results['peft'] = peft(args.runs, long_dir, out=results.get('peft'))

@@ -242,6 +242,8 @@ def write_markdown(r: dict, path: str) -> None:
         f'--genre_sizes ...`); a dash in the table is a run that was not made.',
         '',
       ]
+  if 'genre_seeds' in r:
+    lines += _genre_seeds_section(r)
   if 'peft' in r:
     lines += _peft_section(r)
   lines += [
@@ -309,6 +311,46 @@ def _systematic_section(r: dict, key: str) -> list[str]:
       for e in shipped['test']['errors']
     ]
   return lines + ['']
+
+
+def _genre_seeds_section(r: dict) -> list[str]:
+  g = r['genre_seeds']
+  n, seeds = g['examples_per_class'], list(g['finetune']['per_seed'])
+  lines = [
+    f'## Genre at {n} per class over {len(seeds)} seeds (default 15-minute LM)',
+    '',
+    *_provenance(r, 'genre_seeds'),
+    'Test balanced accuracy, fine-tuned from the default LM '
+    f'(`--config.init_from={g["init_from"]}`, `configs/genre_finetune.py`) and trained from '
+    "scratch (`configs/genre_scratch.py`), once per `--config.seed` (the head's initialization, "
+    'dropout and the order of the examples; the labelled passages and the pretrained weights are '
+    'the same in every run). Spread = sample standard deviation over the seeds.',
+    '',
+    '| run | ' + ' | '.join(f'seed {seed}' for seed in seeds) + ' | mean ± spread | range |',
+    '|---|' + '---|' * (len(seeds) + 2),
+  ]
+  for kind, label in (('finetune', 'pretrained + fine-tuned'), ('scratch', 'from scratch')):
+    v = g[kind]
+    lines.append(
+      f'| {label} | '
+      + ' | '.join(_f(v['per_seed'][seed]['balanced_accuracy']) for seed in seeds)
+      + f' | {_f(v["mean"])} ± {_f(v["std"])} | {_f(v["min"])}–{_f(v["max"])} |'
+    )
+  ft, sc = g['finetune'], g['scratch']
+  apart = ft['min'] > sc['max']
+  lines += [
+    '',
+    f'Fine-tuning minus scratch: {ft["mean"] - sc["mean"]:+.3f} on the mean; the ranges '
+    + (
+      'do not overlap (every fine-tuned seed beats every scratch seed).'
+      if apart
+      else 'overlap: not distinguishable at this number of seeds.'
+    ),
+    f'Target >= 0.65 from the default LM, on the mean: {"met" if ft["mean"] >= 0.65 else "missed"} '
+    f'({_f(ft["mean"])}).',
+    '',
+  ]
+  return lines
 
 
 PEFT_LABELS = {
