@@ -57,14 +57,15 @@ def _held_out_pairs(seed: int = 2027) -> tuple[int, ...]:
 
 
 HELD_OUT_PAIRS = _held_out_pairs()
+_THOUSANDS, _PAIRS = frozenset(HELD_OUT_THOUSANDS), frozenset(HELD_OUT_PAIRS)  # fast lookups
 
 
 def is_held_out(n: int, holdout: str) -> bool:
   """Whether `holdout` keeps n out of train, validation and test_iid (HOLDOUTS)."""
   if holdout == 'thousands':
-    return n // 1_000 in HELD_OUT_THOUSANDS
+    return n // 1_000 in _THOUSANDS
   if holdout == 'pairs':
-    return n % 100 in HELD_OUT_PAIRS or n // 1_000 % 100 in HELD_OUT_PAIRS
+    return n % 100 in _PAIRS or n // 1_000 % 100 in _PAIRS
   return False
 
 
