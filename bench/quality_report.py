@@ -392,4 +392,22 @@ def _peft_section(r: dict) -> list[str]:
       f'| {PEFT_LABELS.get(method, method)} | {accs} | {any_row["trainable_params"]:,} '
       f'({100 * share:.3g}%) | {step} |'
     )
+  lines.append('')
+  for n in sizes:
+    scores = {m: rows[n]['balanced_accuracy'] for m, rows in peft.items() if n in rows}
+    top, low = max(scores, key=scores.get), min(scores, key=scores.get)
+    lines.append(
+      f'- {n} per class: highest {PEFT_LABELS.get(top, top).split(" (")[0]} '
+      f'({_f(scores[top])}), lowest {PEFT_LABELS.get(low, low).split(" (")[0]} '
+      f'({_f(scores[low])}): a spread of {scores[top] - scores[low]:.3f}.'
+    )
+  seeds = r.get('genre_seeds', {}).get('finetune')
+  if seeds:
+    lines += [
+      '',
+      f'For scale: full fine-tuning at {r["genre_seeds"]["examples_per_class"]} per class varies '
+      f'by {_f(seeds["std"])} (sample spread) and {seeds["max"] - seeds["min"]:.3f} (range) over '
+      f'{len(seeds["per_seed"])} seeds alone (the section above), so a gap within that range '
+      'between two single runs is not evidence of a difference.',
+    ]
   return lines + ['']

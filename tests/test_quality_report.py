@@ -49,3 +49,24 @@ def test_the_seed_table_gives_mean_spread_and_says_whether_the_runs_are_apart(tm
   close = dict(seeds, finetune=kind(0.62, 0.66, 0.67), scratch=kind(0.60, 0.63, 0.64))
   md = _render({'genre_seeds': close, 'measured': {}}, tmp_path)
   assert 'overlap: not distinguishable' in md and 'on the mean: met (0.650)' in md
+
+
+def test_the_fine_tuning_table_names_the_best_and_worst_method_per_size(tmp_path):
+  def row(accuracy, trainable):
+    return {'balanced_accuracy': accuracy, 'trainable_params': trainable, 'total_params': 1000}
+
+  peft = {
+    'full': {'30': dict(row(0.65, 1000), step_s=3.7), '100': dict(row(0.66, 1000), step_s=3.8)},
+    'head_only': {'30': dict(row(0.64, 1), step_s=1.1), '100': dict(row(0.70, 1), step_s=1.1)},
+  }
+  md = _render({'peft': peft, 'measured': {}}, tmp_path)
+  assert (
+    '| full fine-tuning (`configs/genre_finetune.py`) | 0.650 | 0.660 | 1,000 (100%) | 3800 ms |'
+    in md
+  )
+  assert (
+    '- 30 per class: highest full fine-tuning (0.650), lowest head only (0.640): a spread of 0.010.'
+    in md
+  )
+  assert '- 100 per class: highest head only (0.700), lowest full fine-tuning (0.660)' in md
+  assert 'For scale' not in md  # no seed runs to compare with
