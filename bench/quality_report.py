@@ -278,7 +278,11 @@ SYSTEMATIC_INTROS = {
     'never shown, while "zwei", "sechzig" and the units-before-tens order are, in other pairs. '
     '`test` is 1,000 numbers holding such a pair (all 50 below 1,000, the rest from each '
     'magnitude), `test_iid` 1,000 numbers like the training ones; validation is in-distribution. '
-    'The split was added because the one above is solved perfectly by every variant.',
+    'The split was added because the one above is solved perfectly by every variant. The '
+    "shipped config's SentencePiece vocabulary (400 pieces, trained on the training split) still "
+    'cuts an unseen word into seen pieces: "zweiundsechzig" is "zwei" + "undsech" + "zig", and '
+    '"undsech" occurs in "dreiundsechzig"; so the model recombines known pieces in a new order '
+    '(a byte-level tokenizer would make it spell the new word letter by letter; not measured).',
   ),
 }
 
