@@ -130,13 +130,19 @@ def genre(
 GENRE_SEEDS = (0, 1, 2)
 
 
-def genre_seeds(runs: str, default_lm: str, seeds=GENRE_SEEDS, n: int = 100) -> dict:
+def genre_seeds(
+  runs: str, default_lm: str, seeds=GENRE_SEEDS, scratch_seeds=None, n: int = 100
+) -> dict:
   """n per class fine-tuned from the default LM and trained from scratch, once per seed
-  (config.seed: the head's init, dropout and data order): is the gap above seed noise?"""
+  (config.seed: the head's init, dropout and data order): is the gap above seed noise?
+  `scratch_seeds` (default: `seeds`) lets the slower scratch runs cover fewer seeds."""
   import statistics
 
   out = {'init_from': default_lm, 'examples_per_class': n}
-  for kind, init_from in (('finetune', default_lm), ('scratch', None)):
+  for kind, init_from, kind_seeds in (
+    ('finetune', default_lm, seeds),
+    ('scratch', None, seeds if scratch_seeds is None else scratch_seeds),
+  ):
     rows = {
       str(seed): genre_run(
         kind,
@@ -145,13 +151,13 @@ def genre_seeds(runs: str, default_lm: str, seeds=GENRE_SEEDS, n: int = 100) -> 
         init_from,
         f'--config.seed={seed}',
       )
-      for seed in seeds
+      for seed in kind_seeds
     }
     accuracy = [r['balanced_accuracy'] for r in rows.values()]
     out[kind] = {
       'per_seed': rows,
       'mean': statistics.mean(accuracy),
-      'std': statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+      'std': statistics.stdev(accuracy) if len(accuracy) > 1 else None,
       'min': min(accuracy),
       'max': max(accuracy),
     }

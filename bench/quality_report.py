@@ -335,13 +335,21 @@ def _genre_seeds_section(r: dict) -> list[str]:
   ]
   for kind, label in (('finetune', 'pretrained + fine-tuned'), ('scratch', 'from scratch')):
     v = g[kind]
+    runs = len(v['per_seed'])
+    spread = f'{_f(v["mean"])} ± {_f(v["std"])}' if runs > 1 else f'{_f(v["mean"])} (1 seed)'
     lines.append(
       f'| {label} | '
-      + ' | '.join(_f(v['per_seed'][seed]['balanced_accuracy']) for seed in seeds)
-      + f' | {_f(v["mean"])} ± {_f(v["std"])} | {_f(v["min"])}–{_f(v["max"])} |'
+      + ' | '.join(_f(v['per_seed'].get(seed, {}).get('balanced_accuracy')) for seed in seeds)
+      + f' | {spread} | {_f(v["min"])}–{_f(v["max"])} |'
     )
   ft, sc = g['finetune'], g['scratch']
   apart = ft['min'] > sc['max']
+  if len(sc['per_seed']) < len(ft['per_seed']):
+    lines += [
+      '',
+      f'Scratch ran {len(sc["per_seed"])} of the {len(seeds)} seeds (a dash: not run); its '
+      'spread is not measured, and the comparison below is with the scratch runs that exist.',
+    ]
   lines += [
     '',
     f'Fine-tuning minus scratch: {ft["mean"] - sc["mean"]:+.3f} on the mean; the ranges '

@@ -31,7 +31,7 @@ def test_the_seed_table_gives_mean_spread_and_says_whether_the_runs_are_apart(tm
   def kind(*accuracy):
     per_seed = {str(i): {'balanced_accuracy': a} for i, a in enumerate(accuracy)}
     mean = sum(accuracy) / len(accuracy)
-    std = (sum((a - mean) ** 2 for a in accuracy) / (len(accuracy) - 1)) ** 0.5
+    std = (sum((a - mean) ** 2 for a in accuracy) / max(len(accuracy) - 1, 1)) ** 0.5
     return {
       'per_seed': per_seed,
       'mean': mean,
@@ -49,6 +49,10 @@ def test_the_seed_table_gives_mean_spread_and_says_whether_the_runs_are_apart(tm
   close = dict(seeds, finetune=kind(0.62, 0.66, 0.67), scratch=kind(0.60, 0.63, 0.64))
   md = _render({'genre_seeds': close, 'measured': {}}, tmp_path)
   assert 'overlap: not distinguishable' in md and 'on the mean: met (0.650)' in md
+  one = dict(seeds, finetune=kind(0.62, 0.64, 0.66), scratch=dict(kind(0.45), std=None))
+  md = _render({'genre_seeds': one, 'measured': {}}, tmp_path)
+  assert '| from scratch | 0.450 | — | — | 0.450 (1 seed) | 0.450–0.450 |' in md
+  assert 'Scratch ran 1 of the 3 seeds' in md
 
 
 def test_the_fine_tuning_table_names_the_best_and_worst_method_per_size(tmp_path):
