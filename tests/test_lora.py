@@ -176,6 +176,23 @@ def test_only_factors_and_head_change_and_optimizer_state_is_trainable_only(kind
   assert state_bytes < 2 * full
 
 
+def _fresh_state(params, tx) -> dict:
+  """A train state at step 0, as steps.make_train_step takes it."""
+  return {
+    'step': jnp.zeros((), jnp.int32),
+    'params': params,
+    'opt_state': tx.init(params),
+    'rng': jax.random.key(1),
+  }
+
+
+def _assert_same_learned_state(a: dict, b: dict) -> None:
+  """Parameters and optimizer state equal, bit for bit."""
+  learned = lambda s: jax.tree.leaves((s['params'], s['opt_state']))  # noqa: E731
+  for x, y in zip(learned(a), learned(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
 def _dot_count(jaxpr) -> int:
   return sum(eqn.primitive.name == 'dot_general' for eqn in equations(jaxpr))
 
@@ -197,12 +214,7 @@ def test_frozen_parameters_get_no_backward_matmuls_and_the_update_is_unchanged(k
     batch = {'inputs': x, 'targets': jnp.asarray([0, 1, 2, 1]), 'weights': jnp.ones(4)}
   params = with_random_b(random_params(model, x))
   tx = make_optimizer(config, params)
-  state = {
-    'step': jnp.zeros((), jnp.int32),
-    'params': params,
-    'opt_state': tx.init(params),
-    'rng': jax.random.key(1),
-  }
+  state = _fresh_state(params, tx)
   mask = optim.trainable_mask(config, params)
   assert mask is not None and not all(jax.tree.leaves(mask))
   stopped = steps.make_train_step(model, tx, task=task, trainable=mask)
@@ -212,9 +224,7 @@ def test_frozen_parameters_get_no_backward_matmuls_and_the_update_is_unchanged(k
   assert fewer < allof, (fewer, allof)
   new_stopped, _ = jax.jit(stopped)(state, batch)
   new_discarded, _ = jax.jit(discarded)(state, batch)
-  learned = lambda state: jax.tree.leaves((state['params'], state['opt_state']))  # noqa: E731
-  for a, b in zip(learned(new_stopped), learned(new_discarded), strict=True):
-    np.testing.assert_array_equal(a, b)
+  _assert_same_learned_state(new_stopped, new_discarded)
 
 
 def test_under_pmap_only_trainable_gradients_are_summed_across_devices():
@@ -226,12 +236,7 @@ def test_under_pmap_only_trainable_gradients_are_summed_across_devices():
   x = tokens((4, 8))
   params = random_params(model, x)
   tx = make_optimizer(config, params)
-  state = {
-    'step': jnp.zeros((), jnp.int32),
-    'params': params,
-    'opt_state': tx.init(params),
-    'rng': jax.random.key(1),
-  }
+  state = _fresh_state(params, tx)
   batch = {'inputs': x, 'targets': jnp.asarray([0, 1, 2, 1]), 'weights': jnp.ones(4)}
   mask = optim.trainable_mask(config, params)
   build = lambda trainable: steps.make_train_step(  # noqa: E731
@@ -248,9 +253,7 @@ def test_under_pmap_only_trainable_gradients_are_summed_across_devices():
     jax.pmap(build(t), axis_name='data', devices=jax.devices()[:2])(replicate(state), split)[0]
     for t in (mask, None)
   ]
-  learned = lambda s: jax.tree.leaves((s['params'], s['opt_state']))  # noqa: E731
-  for a, b in zip(*map(learned, results), strict=True):
-    np.testing.assert_array_equal(a, b)
+  _assert_same_learned_state(*results)
 
 
 COMMON = [
