@@ -1,9 +1,10 @@
 """Trains and evaluates the three embedded tasks and writes docs/results.{json,md}.
 
-    python -m bench.quality                    # everything (about 5 hours on a 2-core CPU)
+    python -m bench.quality                    # everything (about 6 hours on a 2-core CPU)
     python -m bench.quality --only numbers     # one part (or several, comma-separated):
-                                               # numbers | systematic | unseen_pairs | lm |
-                                               # genre | genre_seeds | peft
+                                               # numbers | systematic | unseen_pairs |
+                                               # unseen_pairs_bytes | lm | genre |
+                                               # genre_seeds | peft
 
 Each part trains through train.py (a subprocess, exactly what a user runs), scores with
 jaxformer.evaluate, and records wall time. Baselines: a unigram LM (bits per byte) and
@@ -65,6 +66,10 @@ SYSTEMATIC_VARIANTS = {
 SYSTEMATIC_SPLITS = {
   'numbers_systematic': ('configs/numbers_systematic.py', 'numbers_systematic'),
   'numbers_unseen_pairs': ('configs/numbers_unseen_pairs.py', 'numbers_unseen_pairs'),
+  'numbers_unseen_pairs_bytes': (
+    'configs/numbers_unseen_pairs_bytes.py',
+    'numbers_unseen_pairs_bytes',
+  ),
 }
 
 
@@ -175,7 +180,9 @@ def main() -> None:
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument('--only', default='numbers,systematic,unseen_pairs,lm,genre,genre_seeds,peft')
+  p.add_argument(
+    '--only', default='numbers,systematic,unseen_pairs,unseen_pairs_bytes,lm,genre,genre_seeds,peft'
+  )
   p.add_argument('--runs', default='runs/quality')
   p.add_argument(
     '--pretrained', default='runs/shakespeare_lm', help='the default LM run (trained if missing)'
