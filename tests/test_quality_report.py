@@ -74,3 +74,16 @@ def test_the_fine_tuning_table_names_the_best_and_worst_method_per_size(tmp_path
   )
   assert '- 100 per class: highest head only (0.700), lowest full fine-tuning (0.660)' in md
   assert 'For scale' not in md  # no seed runs to compare with
+
+
+def test_a_systematic_split_states_the_steps_its_rows_trained(tmp_path):
+  def row(steps):
+    scores = {'exact_match_greedy': 1.0, 'exact_match_beam': 1.0, 'errors': []}
+    return {'label': 'x', 'test': scores, 'test_iid': scores, 'train_wall_s': 1.0, 'steps': steps}
+
+  same = {'shipped': row(1200), 'depth_1': row(1200)}
+  md = _render({'numbers_unseen_pairs_bytes': same, 'measured': {}}, tmp_path)
+  assert 'Same data, tokenizer and 1200-step schedule for every row' in md
+  mixed = {'shipped': row(1200), 'depth_1': row(700)}
+  md = _render({'numbers_unseen_pairs_bytes': mixed, 'measured': {}}, tmp_path)
+  assert 'Same data, tokenizer and schedule for every row' in md and '700-step' not in md
