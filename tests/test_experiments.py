@@ -292,8 +292,11 @@ def test_heads_dynamics_needs_a_history_of_checkpoints(tmp_path):
 @pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
 def test_heads_dynamics_follows_every_kept_step(quick):
   r = json.loads((quick / 'out' / 'heads_dynamics.json').read_text())['results']
-  assert r['steps'] == [10, 20, 30]  # the quick LM keeps a checkpoint every 10 steps
+  # Step 0 (untrained weights), then the quick LM's checkpoint every 10 steps.
+  assert r['steps'] == [0, 10, 20, 30]
   layers, heads = r['model']['num_layers'], r['model']['num_heads']
   for row in r['per_step']:
     for key in ('entropy', 'previous_token', 'delta_loss', 'induction'):
       assert np.asarray(row[key]).shape == (layers, heads), key
+  # Untrained heads attend uniformly: their entropy is that of uniform causal attention.
+  np.testing.assert_allclose(r['per_step'][0]['entropy'], r['uniform_entropy'], rtol=0.02)

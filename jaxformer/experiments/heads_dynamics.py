@@ -9,8 +9,9 @@ kept every 100 steps, the run `heads` analyses too), or the checkpoints a --work
   delta_loss      the validation loss increase when the head alone is removed (head_ablation);
   induction       the induction score on random tokens repeated once (induction_scores).
 "Differentiate" is measured as the spread of the heads' entropies (their standard deviation):
-at initialization every head attends almost uniformly, so the spread starts near zero; the first
-kept step (the first multiple of keep_every_steps) shows how far it has moved by then.
+at initialization every head attends almost uniformly, so the spread starts near zero. Step 0 is
+measured, not assumed: no checkpoint holds it, so weights drawn at the model's initialization
+scale (numpy_init) stand in for it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import os
 import numpy as np
 
 from jaxformer import analysis, plotting
-from jaxformer.experiments.common import Options, Result, eval_batches, lm_data, pretrained_lm
+from jaxformer.experiments.common import (
+  Options,
+  Result,
+  eval_batches,
+  lm_data,
+  numpy_init,
+  pretrained_lm,
+)
 
 QUESTION = 'Heads over training: do they differentiate, and when?'
 STATS = ('entropy', 'previous_token', 'first_token', 'mean_distance')
@@ -69,12 +77,13 @@ def kept_steps(workdir: str) -> list[int]:
 
 def run(opts: Options) -> Result:
   from jaxformer.checkpoint import Checkpointer
+  from jaxformer.models import DecoderLM
 
   s = _settings(opts.quick)
   pre = pretrained_lm(opts, full_size=True)
   cfg = pre.model_config
   workdir = opts.lm_workdir(full_size=True)
-  steps = kept_steps(workdir)
+  steps = [0, *kept_steps(workdir)]
   data = lm_data(pre, s['batch_size'])
   tok = data.tokenizer
   windows = np.concatenate(
@@ -92,7 +101,10 @@ def run(opts: Options) -> Result:
   per_step = []
   with Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True) as ckpt:
     for step in steps:
-      _, params = ckpt.restore_params(step)
+      if step == 0:
+        params = numpy_init(DecoderLM(cfg), windows[:1])
+      else:
+        _, params = ckpt.restore_params(step)
       stats = analysis.head_stats(analysis.capture(cfg, params, windows).attention)
       ablation = analysis.head_ablation(cfg, params, batches)
       induction = analysis.induction_scores(
@@ -154,14 +166,15 @@ def _answer(r: dict) -> str:
     else 'none'
   )
   return (
-    f"Kept steps: {', '.join(map(str, steps))}. Spread of the heads' attention entropy (standard "
-    f'deviation over heads): {spread[0]:.2f} nats at step {steps[0]}, {spread[-1]:.2f} at step '
+    f'Steps: 0 (untrained weights), then the kept {", ".join(map(str, steps[1:]))}. Spread of '
+    "the heads' attention entropy (standard deviation over heads): "
+    f'{spread[0]:.2f} nats at step 0, {spread[-1]:.2f} at step '
     f'{steps[-1]} (uniform attention: {r["uniform_entropy"]:.2f}); it first reaches half of its '
-    f'largest value ({spread.max():.2f}) at step {steps[half]}. Entropy range at the first kept '
-    f'step {entropy[0].min():.2f}-{entropy[0].max():.2f}, at the last '
+    f'largest value ({spread.max():.2f}) at step {steps[half]}. Entropy range at step 0 '
+    f'{entropy[0].min():.2f}-{entropy[0].max():.2f}, at the last '
     f'{entropy[-1].min():.2f}-{entropy[-1].max():.2f}.\n\n'
     f'Previous-token heads at the end (over {PREVIOUS_TOKEN_HEAD:.0%} of their attention on the '
-    f'previous token), with the first kept step above that line: {prev_text}.\n\n'
+    f'previous token), with the first step above that line: {prev_text}.\n\n'
     f'Ablation: the most important head is {_name(int(top[-1]), heads)} at the end '
     f'({delta[-1].max():+.3f} nats), and has been since step {steps[settled]}; the loss increase '
     f'of the most important head went {delta[0].max():+.3f} -> {delta[-1].max():+.3f}.\n\n'
