@@ -322,6 +322,11 @@ def _systematic_section(r: dict, key: str) -> list[str]:
       f'{_f(seen["exact_match_greedy"])} / {_f(seen["exact_match_beam"])} | '
       f'{v["train_wall_s"]:.0f} s | {_f(v.get("load"), 1)} |'
     )
+  gaps = [
+    f'{v["label"]} {v["test"]["exact_match_beam"] - v["test_iid"]["exact_match_beam"]:+.3f}'
+    for v in rows.values()
+  ]
+  lines += ['', f'{held.capitalize()} minus like training (beam 4): ' + '; '.join(gaps) + '.']
   shipped = rows.get('shipped')
   if shipped and shipped['test']['errors']:
     lines += ['', f'Mistakes of the shipped config on {held} (beam 4):', '']

@@ -84,6 +84,7 @@ def test_a_systematic_split_states_the_steps_its_rows_trained(tmp_path):
   same = {'shipped': row(1200), 'depth_1': row(1200)}
   md = _render({'numbers_unseen_pairs_bytes': same, 'measured': {}}, tmp_path)
   assert 'Same data, tokenizer and 1200-step schedule for every row' in md
+  assert 'Unseen pairs minus like training (beam 4): x +0.000; x +0.000.' in md
   mixed = {'shipped': row(1200), 'depth_1': row(700)}
   md = _render({'numbers_unseen_pairs_bytes': mixed, 'measured': {}}, tmp_path)
   assert 'Same data, tokenizer and schedule for every row' in md and '700-step' not in md
