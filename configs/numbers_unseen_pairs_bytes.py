@@ -20,7 +20,7 @@ def get_config():
   c.dataset.tokenizer = 'byte'  # no vocabulary: the model must spell every word
   c.model.max_len = 80  # longest of 1-999,999 in bytes, with EOS: 74 English, 68 German
   c.batch_size = 64
-  c.num_train_steps = 1200  # about 17 minutes on one core of a 2-vCPU VM (docs/results.md)
+  c.num_train_steps = 1200  # 1,775 s on one core of a 2-vCPU VM, the other busy (results.md)
   c.warmup_steps = 80
   c.eval_every_steps = 300
   c.checkpoint_every_steps = 300
