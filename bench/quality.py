@@ -1,10 +1,10 @@
 """Trains and evaluates the three embedded tasks and writes docs/results.{json,md}.
 
-    python -m bench.quality                    # everything (about 6 hours on a 2-core CPU)
+    python -m bench.quality                    # everything (about 7 hours on a 2-core CPU)
     python -m bench.quality --only numbers     # one part (or several, comma-separated):
                                                # numbers | systematic | unseen_pairs |
                                                # unseen_pairs_bytes | lm | genre |
-                                               # genre_seeds | peft
+                                               # genre_seeds | peft | levers
 
 Each part trains through train.py (a subprocess, exactly what a user runs), scores with
 jaxformer.evaluate, and records wall time. Baselines: a unigram LM (bits per byte) and
@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import time
 
+from bench import quality_levers
 from bench.quality_genre import genre, genre_seeds, peft
 from bench.quality_report import measured_before, write_markdown
 from bench.quality_runs import DOCS, REPO, evaluate, train, val_rows
@@ -181,7 +182,8 @@ def main() -> None:
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   p.add_argument(
-    '--only', default='numbers,systematic,unseen_pairs,unseen_pairs_bytes,lm,genre,genre_seeds,peft'
+    '--only',
+    default='numbers,systematic,unseen_pairs,unseen_pairs_bytes,lm,levers,genre,genre_seeds,peft',
   )
   p.add_argument('--runs', default='runs/quality')
   p.add_argument(
@@ -230,6 +232,9 @@ def main() -> None:
       os.path.join(args.pretrained, 'loss_curve.png'),
       os.path.join(DOCS, 'shakespeare_lm_loss_curve.png'),
     )
+  if 'levers' in parts:
+    results['lm_levers'] = quality_levers.measure(args.runs, out=results.get('lm_levers'))
+    results['measured']['lm_levers'] = measured
   if 'genre' in parts:
     train(args.pretrained, *DEFAULT_LM, fresh=False)
     long_dir, _ = long_language_model(args.runs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from bench import quality_levers
+
 # Parts measured before bench/quality.py recorded a date and commit per part.
 _UNRECORDED = {'date': '2026-11-29', 'note': 'before the issue 16 fixes'}
 
@@ -146,6 +148,8 @@ def write_markdown(r: dict, path: str) -> None:
         '```',
         '',
       ]
+  if 'lm_levers' in r:
+    lines += quality_levers.section(r['lm_levers'], _provenance(r, 'lm_levers'))
   if 'genre' in r:
     g = r['genre']
     default_ft = g.get('finetune_from_default_lm')

@@ -12,7 +12,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_script(path: str):
   """A script of the checkout (e.g. 'bench/quality_report.py') as a module: bench/ and scripts/
-  are folders of command lines, not part of the installed package."""
+  are folders of command lines, not part of the installed package. They run from the checkout's
+  root (`python -m bench.quality`), so the root goes on sys.path for their own imports."""
+  if REPO not in sys.path:
+    sys.path.append(REPO)
   name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
   module = importlib.util.module_from_spec(spec)
