@@ -104,8 +104,8 @@ def write_markdown(r: dict, path: str) -> None:
       '## Shakespeare language model (validation = 8 held-out plays)',
       '',
       *_provenance(r, 'lm'),
-      'Bits per byte of the validation text (lower is better). The default config '
-      f'(`configs/shakespeare_lm.py`, {d["steps"]} steps) is sized for about 15 minutes; the '
+      'Bits per byte of the validation text (lower is better). The default config at that commit '
+      f'(`configs/shakespeare_lm.py`, {d["steps"]} steps) was sized for about 15 minutes; the '
       f'30-minute run is the same config with {l.get("steps") or "twice the"} steps. Points at '
       '5/15/30 minutes are the last evaluation finished by then, on a prefix of the validation '
       'split (its first 20 batches: 320 windows, 22% of its tokens); "end of run" is the whole '
@@ -149,7 +149,7 @@ def write_markdown(r: dict, path: str) -> None:
         '',
       ]
   if 'lm_levers' in r:
-    lines += quality_levers.section(r['lm_levers'], _provenance(r, 'lm_levers'))
+    lines += quality_levers.section(r['lm_levers'], _provenance(r, 'lm_levers'), r.get('lm'))
   if 'genre' in r:
     g = r['genre']
     default_ft = g.get('finetune_from_default_lm')

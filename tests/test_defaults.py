@@ -69,3 +69,23 @@ def test_a_sentencepiece_vocab_size_of_0_is_the_base_configs(monkeypatch, tmp_pa
   dataset = ml_collections.ConfigDict({'tokenizer': 'sentencepiece', 'vocab_size': vocab_size})
   pipeline._make_tokenizer(dataset, _OneLine(), 'train', str(tmp_path))
   assert asked == [vocab_size or default.get_dataset_config().vocab_size]
+
+
+def test_genre_fine_tuning_has_the_backbone_shape_the_default_lm_pretrains():
+  """`python train.py` then `--config=configs/genre_finetune.py` must load without a mismatch."""
+  import jax
+  from jaxformer.configs import genre_finetune, shakespeare_lm
+
+  from jaxformer.models import build_model, init_inputs
+
+  def backbone_shapes(config, task):
+    fields = {k: v for k, v in config.model.to_dict().items() if not k.startswith('lora_')}
+    cfg = ModelConfig(**dict(fields, vocab_size=config.dataset.vocab_size))
+    model = build_model(task, cfg, num_classes=3)
+    params = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), *init_inputs(task, cfg))['params']
+    )
+    return jax.tree.map(lambda x: x.shape, params['backbone'])
+
+  lm, tuned = shakespeare_lm.get_config(), genre_finetune.get_config()
+  assert backbone_shapes(tuned, 'classify') == backbone_shapes(lm, 'lm')

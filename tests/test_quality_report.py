@@ -88,3 +88,33 @@ def test_a_systematic_split_states_the_steps_its_rows_trained(tmp_path):
   mixed = {'shipped': row(1200), 'depth_1': row(700)}
   md = _render({'numbers_unseen_pairs_bytes': mixed, 'measured': {}}, tmp_path)
   assert 'Same data, tokenizer and schedule for every row' in md and '700-step' not in md
+
+
+def test_the_levers_table_compares_with_the_previous_default_and_says_what_it_measured(tmp_path):
+  def row(label, bits, steps, beside=None):
+    return {
+      'label': label,
+      'overrides': ['--config.batch_size=16'] if label == 'old' else [],
+      'bits_per_byte': bits,
+      'steps': steps,
+      'wall_s': 2000.0,
+      'tokens_per_s': 1700.0,
+      'ran_beside': beside,
+    }
+
+  levers = {
+    'previous_default': row('old', 2.035, 850, 'default'),
+    'default': row('new', 1.971, 2535, 'previous_default'),
+  }
+  lm = {'default_run': {'steps': 850}}
+  md = _render({'lm_levers': levers, 'measured': {}}, tmp_path)
+  assert '| new | none | 1.971 | -0.064 | 2535 | 2000 s | 1700 | previous_default |' in md
+  assert 'Lowest: new, 1.971. Target missed.' in md
+  assert 'section above measured the previous default' not in md  # no LM part to speak of
+  section = load_script('bench/quality_levers.py').section  # with an LM part, on its own
+  lines = section(levers, [], lm)
+  assert any('section above measured the previous default (850 steps)' in x for x in lines)
+  same = section(levers, [], {'default_run': {'steps': 2535}})  # it measured this default
+  assert not any('section above measured' in x for x in same)
+  levers['default']['bits_per_byte'] = 1.94
+  assert 'Lowest: new, 1.940. Target met.' in section(levers, [], lm)

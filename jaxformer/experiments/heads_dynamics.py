@@ -2,7 +2,7 @@
 
 `heads` looks at one finished model. This follows every head through training: the default LM
 (configs/shakespeare_lm.py, trained once into runs/experiments/shakespeare_lm with a checkpoint
-kept every 100 steps, the run `heads` analyses too), or the checkpoints a --workdir run kept
+kept every 400 steps, the run `heads` analyses too), or the checkpoints a --workdir run kept
 (train it with --config.keep_every_steps=N). At each kept step, per head:
   entropy, previous_token, first_token, mean_distance
                   jaxformer.analysis.head_stats on the same validation windows every time;
@@ -70,7 +70,7 @@ def kept_steps(workdir: str) -> list[int]:
   if len(history) < 2:
     raise ValueError(
       f'{workdir} kept no history of checkpoints (keep_every_steps={every}, steps {steps}); '
-      'train it with --config.keep_every_steps=100 (or another interval) for heads_dynamics'
+      'train it with --config.keep_every_steps=400 (or another interval) for heads_dynamics'
     )
   return sorted(set(history) | {steps[-1]})
 
