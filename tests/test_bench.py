@@ -21,6 +21,7 @@ PEERS_BENCH = os.path.join(os.path.dirname(ROOT), 'shared', 'bench', 'peers_benc
 XS = dict(vocab=512, n_layer=2, n_head=2, n_embd=64, block_size=64, batch=4, dropout=0.1)
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_bench_cli_prints_json_lines_with_throughput_and_mfu():
   proc = subprocess.run(
     [

@@ -437,6 +437,7 @@ def test_prompt_lengths_are_checked(lm):
       )
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_translation_never_emits_an_id_the_tokenizer_lacks(monkeypatch):
   """model.vocab_size 13, tokenizer 10 ids: id 11 gets the highest logit at every step, yet
   greedy and beam search with num_tokens=10 never emit it (ByteTokenizer.decode would raise)."""

@@ -53,7 +53,7 @@ def quick(tmp_path_factory):
   return root
 
 
-@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
+@pytest.mark.slow  # `quick` runs every experiment (2-4 min): in `pytest -m slow` only
 @pytest.mark.parametrize('name', NAMES)
 def test_quick_mode_writes_png_json_and_answer(quick, name):
   out = quick / 'out'
@@ -67,7 +67,7 @@ def test_quick_mode_writes_png_json_and_answer(quick, name):
   assert payload['answer'] in snippet and '--quick' in snippet
 
 
-@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
+@pytest.mark.slow  # `quick` runs every experiment (2-4 min): in `pytest -m slow` only
 def test_heads_cost_flops_are_identical_across_head_counts(quick):
   for length in (128, 512):
     costs = [heads_cost.analytic_cost(256, length, 4, h, num_layers=2) for h in (1, 2, 4, 8, 16)]
@@ -88,6 +88,7 @@ def test_heads_cost_flops_are_identical_across_head_counts(quick):
     heads_cost.analytic_cost(256, 128, 1, 3)
 
 
+@pytest.mark.slow  # `quick` runs every experiment (2-4 min): in `pytest -m slow` only
 def test_heads_and_pretraining_results_are_complete(quick):
   heads = json.loads((quick / 'out' / 'heads.json').read_text())['results']
   n = heads['model']['num_layers'] * heads['model']['num_heads']
@@ -140,6 +141,7 @@ def test_probe_labels_follow_lines():
   assert not mask[0, -1]  # the last token has no next token
 
 
+@pytest.mark.slow  # `quick` runs every experiment (2-4 min): in `pytest -m slow` only
 def test_corpus_slice_validation_is_exactly_the_held_out_text(quick):
   from jaxformer.data import build_task_data
 
@@ -157,7 +159,7 @@ def test_corpus_slice_validation_is_exactly_the_held_out_text(quick):
   assert data.examples('train')[0]['text'] + data.examples('validation')[0]['text'] == text
 
 
-@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
+@pytest.mark.slow  # `quick` runs every experiment (2-4 min): in `pytest -m slow` only
 def test_overfitting_says_how_much_of_the_held_out_text_each_evaluation_scores(quick):
   """The answer names the scored tokens, not the whole held-out slice, when evaluations read a
   prefix of it (eval_steps > 0 at default settings)."""
@@ -184,6 +186,7 @@ def test_number_words_give_their_value_and_digits():
     depth_translation.number_value('one million')
 
 
+@pytest.mark.slow  # `quick` runs every experiment (2-4 min): in `pytest -m slow` only
 def test_depth_translation_probes_every_layer_of_both_stacks(quick):
   payload = json.loads((quick / 'out' / 'depth_translation.json').read_text())
   r = payload['results']
@@ -289,7 +292,7 @@ def test_heads_dynamics_needs_a_history_of_checkpoints(tmp_path):
   assert heads_dynamics.kept_steps(str(tmp_path)) == [2, 4, 5]
 
 
-@pytest.mark.slow  # tens of seconds on 2 cores: .ci/run runs it with `pytest -m slow`
+@pytest.mark.slow  # `quick` runs every experiment (2-4 min): in `pytest -m slow` only
 def test_heads_dynamics_follows_every_kept_step(quick):
   r = json.loads((quick / 'out' / 'heads_dynamics.json').read_text())['results']
   # Step 0 (untrained weights), then the quick LM's checkpoint every 10 steps.

@@ -145,6 +145,7 @@ def test_a_non_finite_hyperparameter_exits_2_before_any_write(tmp_path):
   assert not os.path.exists(workdir)
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_an_update_that_overflows_the_parameters_is_never_checkpointed(tmp_path):
   # lr near float32's max: the loss and gradients of step 1 are finite, the updated weights not.
   workdir = str(tmp_path / 'run')
@@ -162,6 +163,7 @@ def test_an_update_that_overflows_the_parameters_is_never_checkpointed(tmp_path)
   assert saved_steps(workdir) == []
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_metrics_log_drops_a_partial_line_and_never_duplicates_rows(trained, tmp_path):
   # Every checkpoint gone (killed before the first one, or all quarantined), and a kill cut
   # the last line short: the re-run starts at step 0 and must log exactly what the first did.
@@ -281,6 +283,7 @@ def test_a_read_only_data_dir_exits_2_with_one_line(tmp_path):
     subprocess.run(['umount', str(data)])
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_a_disk_that_fills_after_one_checkpoint_keeps_it_and_resumes_from_it(trained, tmp_path):
   """Step 2's checkpoint (~0.7 MB) fits in 1000k, step 4's does not: the run exits 2, step 2 is
   left whole, and a resume from it on a roomy disk ends with the uninterrupted run's weights."""
@@ -356,6 +359,7 @@ def test_checkpoints_without_config_json_are_not_resumed_unchecked(trained, tmp_
   assert snapshot(workdir) == before
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 @pytest.mark.parametrize('config_json', [None, '[]'], ids=['missing', 'malformed'])
 def test_overwrite_moves_aside_a_run_whose_config_json_is_missing_or_malformed(
   trained, tmp_path, config_json

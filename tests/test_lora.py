@@ -197,6 +197,7 @@ def _dot_count(jaxpr) -> int:
   return sum(eqn.primitive.name == 'dot_general' for eqn in equations(jaxpr))
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 @pytest.mark.parametrize('kind', ['lora_lm', 'frozen_backbone_classifier'])
 def test_frozen_parameters_get_no_backward_matmuls_and_the_update_is_unchanged(kind):
   """The train step stops frozen gradients (optim.trainable_mask): the backward pass loses their
@@ -227,6 +228,7 @@ def test_frozen_parameters_get_no_backward_matmuls_and_the_update_is_unchanged(k
   _assert_same_learned_state(new_stopped, new_discarded)
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_under_pmap_only_trainable_gradients_are_summed_across_devices():
   """A frozen gradient is zero on every device: the pmapped step all-reduces only the trainable
   ones, and still ends the step exactly where the step that sums every gradient does."""

@@ -280,6 +280,7 @@ def _step_temp_bytes(cfg, x):
   )
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_remat_with_scan_shrinks_the_backward_pass_memory():
   """Under scan, remat='full' stores one residual per layer instead of every activation. (In a
   Python loop XLA:CPU hoists the recomputation and nothing is saved: setup warns about that.)"""

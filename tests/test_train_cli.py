@@ -91,6 +91,7 @@ def test_a_finished_run_with_a_damaged_summary_writes_it_again(tiny_run, tmp_pat
   }
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_diverging_run_exits_3_and_names_the_step(tmp_path):
   proc = run_train(
     *TINY,

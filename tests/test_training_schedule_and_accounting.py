@@ -146,6 +146,7 @@ def test_train_step_reports_the_rate_it_applied():
   assert [x for pair in seen for x in pair] == pytest.approx(expected)
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_reduce_on_plateau_follows_the_validation_metric(tmp_path, monkeypatch):
   from jaxformer.training import loop, train_and_evaluate
 
@@ -248,6 +249,7 @@ def test_pmap_refuses_rows_per_device_that_grad_accum_cannot_split(tmp_path):
 # ----------------------------------------------------------------------------- throughput
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_tokens_per_s_counts_real_tokens_and_padding_is_reported_apart(tmp_path, monkeypatch):
   from jaxformer.training import report, train_and_evaluate
   from jaxformer.training.prepare import prepare
