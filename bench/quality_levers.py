@@ -108,7 +108,7 @@ def section(levers: dict, provenance: list[str], lm: dict | None = None) -> list
   if lm and shipped and lm['default_run']['steps'] != shipped:
     lines.append(
       'The language-model section above measured the previous default '
-      f'({lm["default_run"]["steps"]} steps), and the genre sections below fine-tune from it; '
-      'they have not been re-measured on the current one.'
+      f'({lm["default_run"]["steps"]} steps), and the genre sections below fine-tune from it '
+      '(the seed table adds what exists from the current one).'
     )
   return lines + ['']

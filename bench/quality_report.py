@@ -345,7 +345,7 @@ def _genre_seeds_section(r: dict) -> list[str]:
   g = r['genre_seeds']
   n, seeds = g['examples_per_class'], list(g['finetune']['per_seed'])
   lines = [
-    f'## Genre at {n} per class over {len(seeds)} seeds (default 15-minute LM)',
+    f'## Genre at {n} per class over {len(seeds)} seeds (fine-tuned from the default LM)',
     '',
     *_provenance(r, 'genre_seeds'),
     'Test balanced accuracy, fine-tuned from the default LM '
@@ -386,6 +386,16 @@ def _genre_seeds_section(r: dict) -> list[str]:
     f'({_f(ft["mean"])}).',
     '',
   ]
+  new = g.get('finetune_current_default')
+  if new:  # the default LM changed after the table above was measured
+    per_seed = ', '.join(
+      f'seed {k} {_f(v["balanced_accuracy"])}' for k, v in new['per_seed'].items()
+    )
+    lines += [
+      f'The table fine-tuned the previous default LM. From the current one ({new["lm"]}): '
+      f'{per_seed} ({len(new["per_seed"])} of the seeds), measured {_when(new["measured"])}.',
+      '',
+    ]
   return lines
 
 

@@ -53,6 +53,17 @@ def test_the_seed_table_gives_mean_spread_and_says_whether_the_runs_are_apart(tm
   md = _render({'genre_seeds': one, 'measured': {}}, tmp_path)
   assert '| from scratch | 0.450 | — | — | 0.450 (1 seed) | 0.450–0.450 |' in md
   assert 'Scratch ran 1 of the 3 seeds' in md
+  assert 'From the current one' not in md
+  current = {
+    'per_seed': {'0': {'balanced_accuracy': 0.633}},
+    'lm': '192 wide, 2,535 steps',
+    'measured': {'date': '2026-12-03', 'commit': '944a1fe'},
+  }
+  md = _render({'genre_seeds': dict(apart, finetune_current_default=current)}, tmp_path)
+  assert (
+    'The table fine-tuned the previous default LM. From the current one (192 wide, 2,535 '
+    'steps): seed 0 0.633 (1 of the seeds), measured 2026-12-03 at commit 944a1fe.' in md
+  )
 
 
 def test_the_fine_tuning_table_names_the_best_and_worst_method_per_size(tmp_path):
