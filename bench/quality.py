@@ -1,6 +1,6 @@
 """Trains and evaluates the three embedded tasks and writes docs/results.{json,md}.
 
-    python -m bench.quality                    # everything (about 7 hours on a 2-core CPU)
+    python -m bench.quality                    # everything (about 10 hours on a 2-core CPU)
     python -m bench.quality --only numbers     # one part (or several, comma-separated):
                                                # numbers | systematic | unseen_pairs |
                                                # unseen_pairs_bytes | lm | genre |

@@ -60,6 +60,8 @@ def measure(runs: str, slugs=tuple(LEVERS), out: dict | None = None) -> dict:
   for slug in slugs:
     label, overrides = LEVERS[slug]
     summary = train(os.path.join(runs, 'levers', slug), BASE, *overrides, fresh=False)
+    old = rows.get(slug, {})
+    reused = old.get('wall_s') == summary['wall_s'] and old.get('steps') == summary['last_step']
     rows[slug] = {
       'label': label,
       'overrides': list(overrides),
@@ -68,7 +70,8 @@ def measure(runs: str, slugs=tuple(LEVERS), out: dict | None = None) -> dict:
       'wall_s': summary['wall_s'],
       'tokens_per_s': summary['tokens_per_s'],
       'load': summary['load'],
-      'ran_beside': rows.get(slug, {}).get('ran_beside'),
+      # Who shared the machine is recorded by hand; a retrained run has not been paired yet.
+      'ran_beside': old.get('ran_beside') if reused else None,
     }
   return rows
 
@@ -108,7 +111,7 @@ def section(levers: dict, provenance: list[str], lm: dict | None = None) -> list
   if lm and shipped and lm['default_run']['steps'] != shipped:
     lines.append(
       'The language-model section above measured the previous default '
-      f'({lm["default_run"]["steps"]} steps), and the genre sections below fine-tune from it '
-      '(the seed table adds what exists from the current one).'
+      f'({lm["default_run"]["steps"]} steps); the genre sections below fine-tune from it or train '
+      'its 256-wide shape from scratch (the seed table adds what exists from the current one).'
     )
   return lines + ['']

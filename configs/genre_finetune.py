@@ -3,18 +3,12 @@
 `init_from` loads the LM's backbone; its tokenizer is reused so token ids mean the same thing.
 """
 
-from jaxformer.configs import genre_scratch, shakespeare_lm
-
-# The backbone's shape is the one `python train.py` pretrains, so init_from loads it unchanged.
-BACKBONE = ('d_model', 'num_heads', 'num_layers', 'mlp_ratio', 'd_ff', 'max_len', 'position')
+from jaxformer.configs import genre_scratch
 
 
 def get_config():
-  c = genre_scratch.get_config()
+  c = genre_scratch.get_config()  # the backbone shape of configs/shakespeare_lm.py
   c.init_from = 'runs/shakespeare_lm'  # a run workdir, a checkpoint dir or an export
-  lm = shakespeare_lm.get_config().model
-  for field in BACKBONE:
-    c.model[field] = lm[field]
   c.learning_rate = 3e-4  # gentler than from scratch: keep what pretraining learned
   c.backbone_lr_multiplier = 0.3  # the backbone moves slower than the new head
   c.head_only_steps = 20  # let the fresh head settle before touching the backbone

@@ -3,7 +3,11 @@
 Validation is 50 per class from the training plays; test is 200 per class from held-out plays.
 """
 
-from jaxformer.configs import default
+from jaxformer.configs import default, shakespeare_lm
+
+# The default LM's backbone shape: genre_finetune.py loads that LM's weights into it, and from
+# scratch compares with fine-tuning only if the architecture is the same.
+BACKBONE = ('d_model', 'num_heads', 'num_layers', 'mlp_ratio', 'd_ff', 'max_len', 'position')
 
 
 def get_config():
@@ -13,11 +17,9 @@ def get_config():
   c.dataset.tokenizer = 'sentencepiece'
   c.dataset.vocab_size = 4096
   c.dataset.test_split = 'test'
-  c.model.d_model = 256
-  c.model.num_heads = 4
-  c.model.num_layers = 4
-  c.model.max_len = 256  # passages are 300-700 characters (<= ~200 tokens): none is cut
-  c.model.position = 'rope'  # as the Shakespeare LM, so its backbone loads unchanged
+  lm = shakespeare_lm.get_config().model  # max_len 256: passages (<= ~200 tokens) fit whole
+  for field in BACKBONE:
+    c.model[field] = lm[field]
   c.model.scan_layers = False  # as the Shakespeare LM (and faster on CPU at 4 layers)
   c.model.dropout_rate = 0.1
   c.pooling = 'mean'

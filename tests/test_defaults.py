@@ -74,7 +74,7 @@ def test_a_sentencepiece_vocab_size_of_0_is_the_base_configs(monkeypatch, tmp_pa
 def test_genre_fine_tuning_has_the_backbone_shape_the_default_lm_pretrains():
   """`python train.py` then `--config=configs/genre_finetune.py` must load without a mismatch."""
   import jax
-  from jaxformer.configs import genre_finetune, shakespeare_lm
+  from jaxformer.configs import genre_finetune, genre_scratch, shakespeare_lm
 
   from jaxformer.models import build_model, init_inputs
 
@@ -89,3 +89,5 @@ def test_genre_fine_tuning_has_the_backbone_shape_the_default_lm_pretrains():
 
   lm, tuned = shakespeare_lm.get_config(), genre_finetune.get_config()
   assert backbone_shapes(tuned, 'classify') == backbone_shapes(lm, 'lm')
+  # From scratch is the same architecture, so the two compare pretraining and nothing else.
+  assert backbone_shapes(genre_scratch.get_config(), 'classify') == backbone_shapes(lm, 'lm')

@@ -303,3 +303,15 @@ def test_heads_dynamics_follows_every_kept_step(quick):
       assert np.asarray(row[key]).shape == (layers, heads), key
   # Untrained heads attend uniformly: their entropy is that of uniform causal attention.
   np.testing.assert_allclose(r['per_step'][0]['entropy'], r['uniform_entropy'], rtol=0.02)
+
+
+def test_the_analysed_and_swept_lms_stay_the_ones_the_page_measured():
+  """common.lm_config and small_lm_config start from configs/shakespeare_lm.py; when the default
+  LM changed (no dropout, cosine to zero), the models docs/experiments.md measured must not."""
+  from jaxformer.experiments import common
+
+  analysed, swept = common.lm_config(quick=False), common.small_lm_config(quick=False)
+  assert (analysed.model.dropout_rate, analysed.min_lr_ratio) == (0.1, 0.1)
+  assert (analysed.model.d_model, analysed.batch_size, analysed.num_train_steps) == (128, 16, 800)
+  assert (swept.model.dropout_rate, swept.min_lr_ratio) == (0.0, 0.1)
+  assert (swept.model.d_model, swept.batch_size, swept.num_train_steps) == (96, 16, 250)

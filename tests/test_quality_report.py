@@ -129,3 +129,16 @@ def test_the_levers_table_compares_with_the_previous_default_and_says_what_it_me
   assert not any('section above measured' in x for x in same)
   levers['default']['bits_per_byte'] = 1.94
   assert 'Lowest: new, 1.940. Target met.' in section(levers, [], lm)
+
+
+def test_a_retrained_lever_loses_its_hand_recorded_pairing(monkeypatch):
+  levers = load_script('bench/quality_levers.py')
+  summary = {'final': {'bits_per_byte': 2.0}, 'last_step': 850, 'wall_s': 2197.0}
+  summary.update(tokens_per_s=1692.0, load=2.1)
+  monkeypatch.setattr(levers, 'train', lambda *a, **k: dict(summary))
+  old = {'previous_default': {'wall_s': 2197.0, 'steps': 850, 'ran_beside': 'default'}}
+  rows = levers.measure('runs', slugs=('previous_default',), out=old)
+  assert rows['previous_default']['ran_beside'] == 'default'  # the same run, reused
+  summary['wall_s'] = 2300.0  # trained again: nobody has recorded what ran beside it
+  rows = levers.measure('runs', slugs=('previous_default',), out=old)
+  assert rows['previous_default']['ran_beside'] is None

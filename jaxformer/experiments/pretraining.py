@@ -12,7 +12,7 @@ initialisation and the data order. The neural runs train a fixed number of steps
 stopping on the 150 validation passages and keep the best weights.
 
 The LM is the --workdir run (default: the small LM of common.lm_config, trained once and
-cached): fine-tuning the 256-wide runs/shakespeare_lm 30 times would not fit the time budget of
+cached): fine-tuning the full-size runs/shakespeare_lm 30 times would not fit the time budget of
 a 2-core CPU.
 """
 
