@@ -224,7 +224,7 @@ def default_lm_config():
   of its 2,535 steps, six kept points besides step 0 and the last, as many as heads_dynamics can
   analyse in about 15 minutes."""
   config = quiet(load_config('shakespeare_lm'))
-  config.keep_every_steps = 400  # a multiple of checkpoint_every_steps: kept steps are saved
+  config.keep_every_steps = 400  # any interval works: a kept step is always saved
   return config
 
 
