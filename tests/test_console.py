@@ -83,6 +83,7 @@ def test_startup_summary_eval_lines_and_final_metric(workdir, capfd):
   )
 
 
+@pytest.mark.slow  # moved out of the README suite to keep it under 10 minutes on 2 cores
 def test_resumed_run_says_so_and_appends_to_startup_txt(workdir, capfd):
   if not os.path.exists(os.path.join(workdir, 'summary.json')):  # run alone: train first
     train_and_evaluate(_tiny_config(), workdir)

@@ -133,7 +133,10 @@ def nbytes(tree):
   return sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize('kind', ['classifier', 'lm_untied'])
+@pytest.mark.parametrize(
+  'kind',
+  [pytest.param('classifier', marks=pytest.mark.slow), 'lm_untied'],  # classifier: ~20 s
+)
 def test_only_factors_and_head_change_and_optimizer_state_is_trainable_only(kind):
   x = tokens((4, 8))
   if kind == 'classifier':
