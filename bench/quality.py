@@ -124,7 +124,7 @@ DEFAULT_LM = ('configs/shakespeare_lm.py', '--config.keep_every_steps=400')
 
 
 def long_language_model(runs: str) -> tuple[str, dict]:
-  """The default LM config at twice its steps (about 30 minutes): trained once, then reused."""
+  """The long LM: the default LM config at twice its steps, trained once, then reused."""
   from jaxformer.configs import shakespeare_lm
 
   workdir = os.path.join(runs, 'shakespeare_lm_30min')
@@ -135,7 +135,7 @@ def long_language_model(runs: str) -> tuple[str, dict]:
 
 
 def language_model(runs: str, default_workdir: str, long_run: bool = True) -> dict:
-  """The default config's run, and the same config at twice the steps (about 30 minutes)."""
+  """The default config's run, and the long run: the same config at twice the steps."""
   from jaxformer.configs import shakespeare_lm
 
   from jaxformer.data import build_task_data
@@ -196,7 +196,7 @@ def main() -> None:
   p.add_argument(
     '--no_long_lm',
     action='store_true',
-    help="skip the 30-minute LM's row (the genre part still trains it: it fine-tunes from it)",
+    help="skip the long LM's row (the genre part still trains it: it fine-tunes from it)",
   )
   p.add_argument('--pairs', default='en_de,en_fr', help='number-word language pairs')
   args = p.parse_args()
@@ -226,7 +226,7 @@ def main() -> None:
     results['measured']['lm'] = measured
     if 'long_run' in results['lm']:
       results['lm']['long_run']['measured'] = measured
-    elif previous:  # --no_long_lm keeps the last 30-minute run, with the date it was measured on
+    elif previous:  # --no_long_lm keeps the last long run, with the date it was measured on
       results['lm']['long_run'] = dict(previous, measured=previous.get('measured', before))
     shutil.copy(
       os.path.join(args.pretrained, 'loss_curve.png'),

@@ -121,9 +121,7 @@ def genre(
     genre_run('finetune', 100, os.path.join(runs, 'genre_finetune_100_default_lm'), default_lm),
     init_from=default_lm,
   )
-  out.pop(
-    'finetune_from_30min_lm', None
-  )  # the layout before the curve started from the 30-minute LM
+  out.pop('finetune_from_30min_lm', None)  # the layout before the curve started from the long LM
   return out
 
 
@@ -165,7 +163,7 @@ def genre_seeds(
 
 
 # ----------------------------------------------------------------------------- LoRA vs full
-# Fewer trainable parameters on few labels (issue 20): each method fine-tunes the 30-minute LM with
+# Fewer trainable parameters on few labels (issue 20): each method fine-tunes the long LM with
 # configs/genre_finetune.py's data, model, dropout and early stopping. Full fine-tuning is the genre
 # part's curve. The learning rate of the other two was fixed before any run (1e-3, the usual for
 # adapters and linear heads), not tuned on these numbers.

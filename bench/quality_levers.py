@@ -51,6 +51,11 @@ LEVERS = {
       '--config.train_minutes=32',
     ),
   ),
+  'lr3e-3': ('the default at peak learning rate 3e-3 (not 2e-3)', ('--config.learning_rate=3e-3',)),
+  'untied': (
+    'the default with its own output projection (untied from the token embedding)',
+    ('--config.model.tie_embeddings=false',),
+  ),
 }
 
 

@@ -21,10 +21,10 @@ def test_the_30_minute_lm_is_called_older_only_when_measured_at_another_date_or_
   lm_measured = results['measured']['lm']
   same = copy.deepcopy(results)  # same date and commit, another note: measured together
   same['lm']['long_run']['measured'] = dict(lm_measured, note='a different note')
-  assert 'The 30-minute column is older' not in _render(same, tmp_path)
+  assert 'The long-run column is older' not in _render(same, tmp_path)
   older = copy.deepcopy(results)
   older['lm']['long_run']['measured'] = dict(lm_measured, commit='0000000')
-  assert 'The 30-minute column is older: measured' in _render(older, tmp_path)
+  assert 'The long-run column is older: measured' in _render(older, tmp_path)
 
 
 def test_the_seed_table_gives_mean_spread_and_says_whether_the_runs_are_apart(tmp_path):
