@@ -387,14 +387,13 @@ def _genre_seeds_section(r: dict) -> list[str]:
     f'({_f(ft["mean"])}).',
     '',
   ]
-  new = g.get('finetune_current_default')
-  if new:  # the default LM changed after the table above was measured
-    per_seed = ', '.join(
-      f'seed {k} {_f(v["balanced_accuracy"])}' for k, v in new['per_seed'].items()
-    )
+  old = g.get('previous_default')
+  if old:  # the same table on the LM that was the default before
     lines += [
-      f'The table fine-tuned the previous default LM. From the current one ({new["lm"]}): '
-      f'{per_seed} ({len(new["per_seed"])} of the seeds), measured {_when(new["measured"])}.',
+      f'Before, on the previous default LM ({old["lm"]}), measured {_when(old["measured"])}: '
+      f'fine-tuned {_f(old["finetune"]["mean"])} ± {_f(old["finetune"]["std"])}, from scratch '
+      f'{_f(old["scratch"]["mean"])} ± {_f(old["scratch"]["std"])} (its shape), over seeds '
+      f'{", ".join(old["finetune"]["per_seed"])}.',
       '',
     ]
   return lines

@@ -53,16 +53,18 @@ def test_the_seed_table_gives_mean_spread_and_says_whether_the_runs_are_apart(tm
   md = _render({'genre_seeds': one, 'measured': {}}, tmp_path)
   assert '| from scratch | 0.450 | — | — | 0.450 (1 seed) | 0.450–0.450 |' in md
   assert 'Scratch ran 1 of the 3 seeds' in md
-  assert 'From the current one' not in md
-  current = {
-    'per_seed': {'0': {'balanced_accuracy': 0.633}},
-    'lm': '192 wide, 2,535 steps',
-    'measured': {'date': '2026-12-03', 'commit': '944a1fe'},
+  assert 'previous default LM' not in md
+  before = {
+    'lm': '256 wide, 850 steps',
+    'finetune': kind(0.61, 0.605, 0.59),
+    'scratch': kind(0.45, 0.47, 0.48),
+    'measured': {'date': '2026-12-02', 'commit': '58ae27d'},
   }
-  md = _render({'genre_seeds': dict(apart, finetune_current_default=current)}, tmp_path)
+  md = _render({'genre_seeds': dict(apart, previous_default=before)}, tmp_path)
   assert (
-    'The table fine-tuned the previous default LM. From the current one (192 wide, 2,535 '
-    'steps): seed 0 0.633 (1 of the seeds), measured 2026-12-03 at commit 944a1fe.' in md
+    'Before, on the previous default LM (256 wide, 850 steps), measured 2026-12-02 at commit '
+    '58ae27d: fine-tuned 0.602 ± 0.010, from scratch 0.467 ± 0.015 (its shape), over seeds '
+    '0, 1, 2.' in md
   )
 
 
@@ -116,10 +118,13 @@ def test_the_levers_table_compares_with_the_previous_default_and_says_what_it_me
   levers = {
     'previous_default': row('old', 2.035, 850, 'default'),
     'default': row('new', 1.971, 2535, 'previous_default'),
+    'lr3e-3': row('one change', 1.979, 2535),
   }
   lm = {'default_run': {'steps': 850}}
   md = _render({'lm_levers': levers, 'measured': {}}, tmp_path)
-  assert '| new | none | 1.971 | -0.064 | 2535 | 2000 s | 1700 | previous_default |' in md
+  assert '| new | none | 1.971 | -0.064 | +0.000 | 2535 | 2000 s | 1700 | previous_default |' in md
+  # A row after the default changes one thing in it: the default is what it is compared with.
+  assert '| one change | none | 1.979 | -0.056 | +0.008 | 2535 | 2000 s | 1700 | — |' in md
   assert 'Lowest: new, 1.971. Target missed.' in md
   assert 'section above measured the previous default' not in md  # no LM part to speak of
   section = load_script('bench/quality_levers.py').section  # with an LM part, on its own
