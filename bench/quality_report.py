@@ -5,33 +5,8 @@ from __future__ import annotations
 
 import os
 
-from bench import quality_levers
-
-# Parts measured before bench/quality.py recorded a date and commit per part.
-_UNRECORDED = {'date': '2026-11-29', 'note': 'before the issue 16 fixes'}
-
-
-def measured_before(results: dict, part: str) -> dict:
-  return results.get('measured', {}).get(part, _UNRECORDED)
-
-
-def _when(m: dict) -> str:
-  """'2026-12-02 at commit abc1234', or the date and a note for older records."""
-  text = m['date'] + (f' at commit {m["commit"]}' if m.get('commit') else '')
-  return text + (f', {m["note"]}' if m.get('note') else '')
-
-
-def _stamp(m: dict) -> tuple:
-  """When and at which commit: two records with the same stamp differ only in their notes."""
-  return m.get('date'), m.get('commit')
-
-
-def _provenance(r: dict, part: str) -> list[str]:
-  return [f'Measured {_when(measured_before(r, part))}.', '']
-
-
-def _f(x, digits=3):
-  return '—' if x is None else f'{x:.{digits}f}'
+from bench import quality_levers, quality_report_genre
+from bench.quality_format import measured_before, num, provenance, stamp, when
 
 
 def write_markdown(r: dict, path: str) -> None:
@@ -51,7 +26,7 @@ def write_markdown(r: dict, path: str) -> None:
     lines += [
       '## Number words (encoder-decoder, SentencePiece pieces)',
       '',
-      *_provenance(r, 'numbers'),
+      *provenance(r, 'numbers'),
       '| pair | exact match, greedy | exact match, beam 4 | BLEU (beam) | train wall time | load '
       '| steps | target |',
       '|---|---|---|---|---|---|---|---|',
@@ -64,8 +39,8 @@ def write_markdown(r: dict, path: str) -> None:
         else 'reported'
       )
       lines.append(
-        f'| {pair} | {_f(v["exact_match_greedy"])} | {_f(v["exact_match_beam"])} | '
-        f'{_f(v["bleu_beam"], 1)} | {v["train_wall_s"]:.0f} s | {_f(v.get("load"), 1)} | '
+        f'| {pair} | {num(v["exact_match_greedy"])} | {num(v["exact_match_beam"])} | '
+        f'{num(v["bleu_beam"], 1)} | {v["train_wall_s"]:.0f} s | {num(v.get("load"), 1)} | '
         f'{v["steps"]} | {target} |'
       )
     lines += [
@@ -86,7 +61,7 @@ def write_markdown(r: dict, path: str) -> None:
         '|---|---|---|---|---|',
       ]
       lines += [
-        f'| {h["config"]} | {_f(h["exact_match_greedy"])} | {_f(h["exact_match_beam"])} | '
+        f'| {h["config"]} | {num(h["exact_match_greedy"])} | {num(h["exact_match_beam"])} | '
         f'{h["wall_s"]:.0f} s | {h["note"]} |'
         for h in r['numbers_history']
       ]
@@ -103,7 +78,7 @@ def write_markdown(r: dict, path: str) -> None:
     lines += [
       '## Shakespeare language model (validation = 8 held-out plays)',
       '',
-      *_provenance(r, 'lm'),
+      *provenance(r, 'lm'),
       'Bits per byte of the validation text (lower is better). The default config at that commit '
       f'(`configs/shakespeare_lm.py`, {d["steps"]} steps) was sized for about 15 minutes; the '
       f'long run is the same config with {l.get("steps") or "twice the"} steps (about 30 minutes '
@@ -117,24 +92,25 @@ def write_markdown(r: dict, path: str) -> None:
     ]
     for label, key in (('5 min', '5min'), ('15 min', '15min'), ('30 min', '30min')):
       lines.append(
-        f'| {label} | {_f(d.get("bpb_at", {}).get(key))} | {_f(l.get("bpb_at", {}).get(key))} |'
+        f'| {label} | {num(d.get("bpb_at", {}).get(key))} | {num(l.get("bpb_at", {}).get(key))} |'
       )
     lines += [
-      f'| end of run, full validation split | {_f(d["val_bits_per_byte_full_split"])} '
-      f'({d["wall_s"]:.0f} s) | {_f(l.get("val_bits_per_byte_full_split"))} '
-      f'({_f(l.get("wall_s"), 0)} s) |',
-      f'| unigram baseline (train-split token frequencies) | {_f(lm["unigram_bits_per_byte"])} | |',
+      f'| end of run, full validation split | {num(d["val_bits_per_byte_full_split"])} '
+      f'({d["wall_s"]:.0f} s) | {num(l.get("val_bits_per_byte_full_split"))} '
+      f'({num(l.get("wall_s"), 0)} s) |',
+      '| unigram baseline (train-split token frequencies) | '
+      f'{num(lm["unigram_bits_per_byte"])} | |',
       '',
-      f'Training throughput (median over log windows): default run {_f(d["tokens_per_s"], 0)} '
-      f'tokens/s (load {_f(d.get("load"), 1)}), long run {_f(l.get("tokens_per_s"), 0)} '
-      f'tokens/s (load {_f(l.get("load"), 1)}).',
+      f'Training throughput (median over log windows): default run {num(d["tokens_per_s"], 0)} '
+      f'tokens/s (load {num(d.get("load"), 1)}), long run {num(l.get("tokens_per_s"), 0)} '
+      f'tokens/s (load {num(l.get("load"), 1)}).',
       '',
       *(
         [
-          f'The long-run column is older: measured {_when(l["measured"])}.',
+          f'The long-run column is older: measured {when(l["measured"])}.',
           '',
         ]
-        if l.get('measured') and _stamp(l['measured']) != _stamp(measured_before(r, 'lm'))
+        if l.get('measured') and stamp(l['measured']) != stamp(measured_before(r, 'lm'))
         else []
       ),
       '![loss curves of the default run](results/shakespeare_lm_loss_curve.png)',
@@ -150,107 +126,13 @@ def write_markdown(r: dict, path: str) -> None:
         '',
       ]
   if 'lm_levers' in r:
-    lines += quality_levers.section(r['lm_levers'], _provenance(r, 'lm_levers'), r.get('lm'))
+    lines += quality_levers.section(r['lm_levers'], provenance(r, 'lm_levers'), r.get('lm'))
   if 'genre' in r:
-    g = r['genre']
-    default_ft = g.get('finetune_from_default_lm')
-    lines += [
-      '## Genre classification (comedy / history / tragedy)',
-      '',
-      *_provenance(r, 'genre'),
-      'Balanced accuracy on the test split: 200 passages per class from plays that no training or '
-      'validation passage comes from. Fine-tuned = `configs/genre_finetune.py` started from the '
-      f'long LM run (`--config.init_from={g.get("init_from")}`: the default LM config at '
-      'twice its steps); scratch = `configs/genre_scratch.py`, the same architecture from random '
-      'weights; both keep the checkpoint with the lowest validation error (early stopping, '
-      'patience 6). Sizes above 100 per class sample from `train_full` (all 6,085 training-play '
-      'passages).',
-      '',
-      '| labelled passages per class | pretrained + fine-tuned | from scratch | TF-IDF + logistic '
-      'regression | fine-tuning steps (best / stopped) |',
-      '|---|---|---|---|---|',
-    ]
-    order = ('30', '100', '300', 'all')
-    for n in sorted(g['learning_curve'], key=lambda n: order.index(n) if n in order else 9):
-      row = g['learning_curve'][n]
-      ft = row['finetune']
-      lines.append(
-        f'| {n} | {_f(ft["balanced_accuracy"])} | '
-        f'{_f(row.get("scratch", {}).get("balanced_accuracy"))} | {_f(g["tfidf"].get(n))} | '
-        f'{ft["best_step"]} / {ft["last_step"]} |'
-      )
-    if default_ft:
-      lines += [
-        '',
-        'Fine-tuned from the default LM (of the commit above) instead '
-        f'(`--config.init_from={default_ft["init_from"]}`, same settings, 100 per class): '
-        f'{_f(default_ft["balanced_accuracy"])} balanced accuracy (best step '
-        f'{default_ft["best_step"]}, stopped at {default_ft["last_step"]}). One seed each, but the '
-        'longer pretraining moved this number more than any fine-tuning setting did.',
-      ]
-    if r.get('genre_history'):
-      lines += [
-        '',
-        'Fine-tuning settings tried at 100 per class, from the default LM, 2026-11-29, before the '
-        'issue 16 fixes (chosen by validation accuracy, which comes from the training plays; the '
-        'test column is shown for the record, it did not choose):',
-        '',
-        '| fine-tuning settings | best validation accuracy | test balanced accuracy |',
-        '|---|---|---|',
-      ]
-      lines += [
-        f'| {h["config"]} | {_f(h["val_accuracy"])} | {_f(h["test_balanced_accuracy"])} |'
-        for h in r['genre_history']
-      ]
-    hundred = g['learning_curve'].get('100')
-    if hundred and 'scratch' in hundred:
-      ft, sc = hundred['finetune']['balanced_accuracy'], hundred['scratch']['balanced_accuracy']
-      tfidf = g['tfidf'].get('100') or 1
-      default_value = default_ft['balanced_accuracy'] if default_ft else None
-      for label, value in (('long LM', ft), ('default LM', default_value)):
-        if value is None:
-          continue
-        met = [
-          ('>= 0.65', value >= 0.65),
-          ('>= scratch + 0.10', value >= sc + 0.10),
-          ('> TF-IDF', value > tfidf),
-        ]
-        lines += [
-          '',
-          f'Targets at 100 per class, fine-tuned from the {label} ({_f(value)}): '
-          + ', '.join(f'{name}: {"met" if ok else "missed"}' for name, ok in met)
-          + '.',
-        ]
-      lines.append('')
-      s = hundred['scratch']
-      if 'last_step_balanced_accuracy' in s:
-        better = s['balanced_accuracy'] > s['last_step_balanced_accuracy']
-        lines += [
-          '### Early stopping on the scratch run (100 per class = 300 examples)',
-          '',
-          f'Stopped early: {"yes" if s["stopped_early"] else "no"}, at step {s["last_step"]} of '
-          'the '
-          f'600-step budget. The kept checkpoint (step {s["best_step"]}, lowest validation error) '
-          'scores '
-          f"{_f(s['balanced_accuracy'])} balanced accuracy on the test split; the last step's "
-          'weights '
-          f'score {_f(s["last_step_balanced_accuracy"])}: the best checkpoint is '
-          f'{"better" if better else "not better"}.',
-          '',
-          '![scratch genre loss curves](results/genre_scratch_loss_curve.png)',
-          '',
-        ]
-    missing = [n for n in order if n not in g['learning_curve']]
-    if missing:
-      lines += [
-        f'Not measured yet: {", ".join(missing)} per class (`python -m bench.quality --only genre '
-        f'--genre_sizes ...`); a dash in the table is a run that was not made.',
-        '',
-      ]
+    lines += quality_report_genre.genre_section(r)
   if 'genre_seeds' in r:
-    lines += _genre_seeds_section(r)
+    lines += quality_report_genre.seeds_section(r)
   if 'peft' in r:
-    lines += _peft_section(r)
+    lines += quality_report_genre.peft_section(r)
   lines += [
     '## Measured elsewhere',
     '',
@@ -313,7 +195,7 @@ def _systematic_section(r: dict, key: str) -> list[str]:
   lines = [
     f'## {title}',
     '',
-    *_provenance(r, key),
+    *provenance(r, key),
     intro + f' Same data, tokenizer and {_schedule(rows)} for every row; one seed each.',
     '',
     f'| model | {held} (`test`), greedy / beam 4 | like training (`test_iid`), greedy / '
@@ -323,9 +205,9 @@ def _systematic_section(r: dict, key: str) -> list[str]:
   for v in rows.values():
     novel, seen = v['test'], v['test_iid']
     lines.append(
-      f'| {v["label"]} | {_f(novel["exact_match_greedy"])} / {_f(novel["exact_match_beam"])} | '
-      f'{_f(seen["exact_match_greedy"])} / {_f(seen["exact_match_beam"])} | '
-      f'{v["train_wall_s"]:.0f} s | {_f(v.get("load"), 1)} |'
+      f'| {v["label"]} | {num(novel["exact_match_greedy"])} / {num(novel["exact_match_beam"])} | '
+      f'{num(seen["exact_match_greedy"])} / {num(seen["exact_match_beam"])} | '
+      f'{v["train_wall_s"]:.0f} s | {num(v.get("load"), 1)} |'
     )
   gaps = [
     f'{v["label"]} {v["test"]["exact_match_beam"] - v["test_iid"]["exact_match_beam"]:+.3f}'
@@ -338,122 +220,5 @@ def _systematic_section(r: dict, key: str) -> list[str]:
     lines += [
       f'- "{e["source"]}" -> "{e["beam"]}" (reference "{e["target"]}")'
       for e in shipped['test']['errors']
-    ]
-  return lines + ['']
-
-
-def _genre_seeds_section(r: dict) -> list[str]:
-  g = r['genre_seeds']
-  n, seeds = g['examples_per_class'], list(g['finetune']['per_seed'])
-  lines = [
-    f'## Genre at {n} per class over {len(seeds)} seeds (fine-tuned from the default LM)',
-    '',
-    *_provenance(r, 'genre_seeds'),
-    'Test balanced accuracy, fine-tuned from the default LM '
-    f'(`--config.init_from={g["init_from"]}`, `configs/genre_finetune.py`) and trained from '
-    "scratch (`configs/genre_scratch.py`), once per `--config.seed` (the head's initialization, "
-    'dropout and the order of the examples; the labelled passages and the pretrained weights are '
-    'the same in every run). Spread = sample standard deviation over the seeds.',
-    '',
-    '| run | ' + ' | '.join(f'seed {seed}' for seed in seeds) + ' | mean ± spread | range |',
-    '|---|' + '---|' * (len(seeds) + 2),
-  ]
-  for kind, label in (('finetune', 'pretrained + fine-tuned'), ('scratch', 'from scratch')):
-    v = g[kind]
-    runs = len(v['per_seed'])
-    spread = f'{_f(v["mean"])} ± {_f(v["std"])}' if runs > 1 else f'{_f(v["mean"])} (1 seed)'
-    lines.append(
-      f'| {label} | '
-      + ' | '.join(_f(v['per_seed'].get(seed, {}).get('balanced_accuracy')) for seed in seeds)
-      + f' | {spread} | {_f(v["min"])}–{_f(v["max"])} |'
-    )
-  ft, sc = g['finetune'], g['scratch']
-  apart = ft['min'] > sc['max']
-  if len(sc['per_seed']) < len(ft['per_seed']):
-    lines += [
-      '',
-      f'Scratch ran {len(sc["per_seed"])} of the {len(seeds)} seeds (a dash: not run); its '
-      'spread is not measured, and the comparison below is with the scratch runs that exist.',
-    ]
-  lines += [
-    '',
-    f'Fine-tuning minus scratch: {ft["mean"] - sc["mean"]:+.3f} on the mean; the ranges '
-    + (
-      'do not overlap (every fine-tuned seed beats every scratch seed).'
-      if apart
-      else 'overlap: not distinguishable at this number of seeds.'
-    ),
-    f'Target >= 0.65 from the default LM, on the mean: {"met" if ft["mean"] >= 0.65 else "missed"} '
-    f'({_f(ft["mean"])}).',
-    '',
-  ]
-  old = g.get('previous_default')
-  if old:  # the same table on the LM that was the default before
-    lines += [
-      f'Before, on the previous default LM ({old["lm"]}), measured {_when(old["measured"])}: '
-      f'fine-tuned {_f(old["finetune"]["mean"])} ± {_f(old["finetune"]["std"])}, from scratch '
-      f'{_f(old["scratch"]["mean"])} ± {_f(old["scratch"]["std"])} (its shape), over seeds '
-      f'{", ".join(old["finetune"]["per_seed"])}.',
-      '',
-    ]
-  return lines
-
-
-PEFT_LABELS = {
-  'full': 'full fine-tuning (`configs/genre_finetune.py`)',
-  'head_only': 'head only (`freeze_backbone`)',
-  'lora_r4': 'LoRA rank 4, all projections',
-  'lora_r16': 'LoRA rank 16, all projections',
-}
-
-
-def _peft_section(r: dict) -> list[str]:
-  peft = r['peft']
-  sizes = sorted({n for rows in peft.values() for n in rows}, key=int)
-  lines = [
-    '## Fine-tuning fewer parameters on few labels (genre)',
-    '',
-    *_provenance(r, 'peft'),
-    'Every method starts from the long LM and uses the genre fine-tuning config: data, '
-    'dropout 0.2, label smoothing 0.1, early stopping on validation error (patience 6). Full '
-    'fine-tuning keeps its own settings (learning rate 3e-4, backbone at 0.3x, 20 head-only '
-    'steps); head-only and LoRA (adapters on query, key, value, out, wi, wo; alpha = 2 x rank) '
-    'use learning rate 1e-3, fixed before any run. Test balanced accuracy, one seed each; step '
-    "time is the median training step (batch 32 x 256 positions) of the run's log windows. "
-    'Frozen parameters get no gradients (the train step stops them), so head-only training '
-    'skips the backward pass through the backbone and LoRA the weight-gradient matmuls of the '
-    'frozen kernels; both still run the whole forward pass.',
-    '',
-    '| method | ' + ' | '.join(f'{n} per class' for n in sizes) + ' | trainable parameters '
-    '| step time |',
-    '|---|' + '---|' * len(sizes) + '---|---|',
-  ]
-  for method, rows in peft.items():
-    any_row = next(iter(rows.values()))
-    share = any_row['trainable_params'] / any_row['total_params']
-    accs = ' | '.join(_f(rows.get(n, {}).get('balanced_accuracy')) for n in sizes)
-    steps = sorted(row['step_s'] for row in rows.values() if row['step_s'])
-    step = f'{1000 * steps[len(steps) // 2]:.0f} ms' if steps else '—'
-    lines.append(
-      f'| {PEFT_LABELS.get(method, method)} | {accs} | {any_row["trainable_params"]:,} '
-      f'({100 * share:.3g}%) | {step} |'
-    )
-  lines.append('')
-  for n in sizes:
-    scores = {m: rows[n]['balanced_accuracy'] for m, rows in peft.items() if n in rows}
-    top, low = max(scores, key=scores.get), min(scores, key=scores.get)
-    lines.append(
-      f'- {n} per class: highest {PEFT_LABELS.get(top, top).split(" (")[0]} '
-      f'({_f(scores[top])}), lowest {PEFT_LABELS.get(low, low).split(" (")[0]} '
-      f'({_f(scores[low])}): a spread of {scores[top] - scores[low]:.3f}.'
-    )
-  seeds = r.get('genre_seeds', {}).get('finetune')
-  if seeds:
-    lines += [
-      '',
-      f'For scale: full fine-tuning at {r["genre_seeds"]["examples_per_class"]} per class varies '
-      f'by {_f(seeds["std"])} (sample spread) and {seeds["max"] - seeds["min"]:.3f} (range) over '
-      f'{len(seeds["per_seed"])} seeds alone (the section above), so a gap within that range '
-      'between two single runs is not evidence of a difference.',
     ]
   return lines + ['']
