@@ -23,8 +23,9 @@ import subprocess
 import time
 
 from bench import quality_levers
+from bench.quality_format import measured_before
 from bench.quality_genre import genre, genre_seeds, peft
-from bench.quality_report import measured_before, write_markdown
+from bench.quality_report import write_markdown
 from bench.quality_runs import DOCS, REPO, evaluate, train, val_rows
 
 
@@ -249,7 +250,10 @@ def main() -> None:
     results['measured']['genre'] = measured
   if 'genre_seeds' in parts:
     train(args.pretrained, *DEFAULT_LM, fresh=False)
+    history = results.get('genre_seeds', {}).get('previous_default')
     results['genre_seeds'] = genre_seeds(args.runs, args.pretrained)
+    if history:  # the same table on the LM that was the default before, kept by hand
+      results['genre_seeds']['previous_default'] = history
     results['measured']['genre_seeds'] = measured
   if 'peft' in parts:
     long_dir, _ = long_language_model(args.runs)

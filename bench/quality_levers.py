@@ -45,7 +45,7 @@ LEVERS = {
     (),
   ),
   'nodrop_cos0_b8_d128_32min': (
-    'the same at width 128 (0.8M non-embedding parameters) for a 32-minute budget',
+    'the default at width 128 (0.8M non-embedding parameters) for a 32-minute budget',
     (
       '--config.model.d_model=128',
       '--config.train_minutes=32',
@@ -100,7 +100,7 @@ def section(levers: dict, provenance: list[str], lm: dict | None = None) -> list
     '--config=configs/shakespeare_lm.py` with the overrides named (relative to the config as it '
     'is now), one seed (0), each run pinned to one core; wall times compare only between runs '
     'that ran beside each other (last column). The rows up to the default are cumulative: each '
-    'keeps the changes above it. The rows after it each change one thing in the default.',
+    'keeps the changes above it. The rows after it change the default by their overrides alone.',
     '',
     '| change | overrides | bits/byte | vs previous default | vs default | steps | wall time '
     '| tokens/s | ran beside |',

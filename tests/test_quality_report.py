@@ -15,7 +15,7 @@ def _render(results, tmp_path) -> str:
   return path.read_text()
 
 
-def test_the_30_minute_lm_is_called_older_only_when_measured_at_another_date_or_commit(tmp_path):
+def test_the_long_run_is_called_older_only_when_measured_at_another_date_or_commit(tmp_path):
   with open(os.path.join(REPO, 'docs', 'results', 'results.json')) as f:
     results = json.load(f)
   lm_measured = results['measured']['lm']
