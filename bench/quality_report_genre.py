@@ -8,10 +8,9 @@ from bench.quality_format import num, provenance, when
 
 def genre_section(r: dict) -> list[str]:
   """The genre learning curve: fine-tuned, scratch and TF-IDF per size, and the targets."""
-  lines = []
   g = r['genre']
   default_ft = g.get('finetune_from_default_lm')
-  lines += [
+  lines = [
     '## Genre classification (comedy / history / tragedy)',
     '',
     *provenance(r, 'genre'),
