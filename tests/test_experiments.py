@@ -18,6 +18,7 @@ from jaxformer.experiments import (
   ffn_width,
   heads_cost,
   overfitting,
+  seeds,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,6 +171,66 @@ def test_overfitting_says_how_much_of_the_held_out_text_each_evaluation_scores(q
   assert overfitting._scored({'scored_tokens': 16384, 'validation_tokens': 57000}) == (
     'the first 16,384 of the 57,000'
   )
+
+
+def test_seed_spread_is_the_sample_deviation_and_overlapping_ranges_are_not_distinguishable():
+  fine_tuned = seeds.spread([0.633, 0.607, 0.615])
+  assert fine_tuned['std'] == pytest.approx(np.std([0.633, 0.607, 0.615], ddof=1))
+  assert seeds.mean_std(fine_tuned) == '0.618 ± 0.013'
+  scratch = seeds.spread([0.482, 0.427, 0.442])
+  assert seeds.distinguishable(fine_tuned, scratch) and seeds.difference(fine_tuned, scratch) == (
+    '+0.168'
+  )
+  close = seeds.spread([0.600, 0.640, 0.620])  # its range, 0.600-0.640, covers 0.618's
+  assert seeds.distinguishable(close, fine_tuned) is False
+  assert seeds.difference(close, fine_tuned).endswith(
+    'not distinguishable (the mean ± std ranges overlap)'
+  )
+  one = seeds.spread([0.5])
+  assert one['std'] == 0.0 and seeds.mean_std(one) == '0.500 (1 seed)'
+  assert seeds.distinguishable(one, fine_tuned) is None
+  assert 'one seed' in seeds.difference(one, fine_tuned)
+
+
+def test_overfitting_answer_gives_each_arm_over_its_seeds_and_says_which_gaps_are_noise():
+  def arm(name, kept, stopped_early=False):
+    runs = [
+      {
+        'kept_val_loss': k,
+        'best_val_loss': k - 0.1,
+        'final_val_loss': k,
+        'final_train_loss': 1.0,
+        'kept_step': 600 - 100 * stopped_early,
+        'best_step': 400 + i,
+        'last_step': 500 if stopped_early else 600,
+        'stopped_early': stopped_early,
+      }
+      for i, k in enumerate(kept)
+    ]
+    return overfitting._arm_row(name, runs)
+
+  rows = [
+    arm('none', [3.00, 3.02, 3.04]),
+    arm('dropout', [2.80, 2.81, 2.82]),  # clearly better than none
+    arm('weight decay', [2.99, 3.01, 3.03]),  # within none's spread
+    arm('both + early stopping', [2.79, 2.83, 2.87], stopped_early=True),
+  ]
+  s = {'fraction': 0.02, 'num_train_steps': 600, 'seeds': [0, 1, 2]}
+  sizes = {
+    'train_chars': 1000,
+    'validation_chars': 500,
+    'scored_tokens': 100,
+    'validation_tokens': 100,
+    'epochs': 20.0,
+    'train_tokens': 300,
+  }
+  answer = overfitting._answer(s, sizes, rows)
+  assert '| none | last (600, 600, 600) -> 3.020 ± 0.020 |' in answer
+  assert 'dropout -0.210;' in answer
+  assert 'weight decay -0.010, not distinguishable' in answer
+  assert 'Best weights kept: dropout (2.810 ± 0.010)' in answer
+  assert 'both + early stopping, is +0.020, not distinguishable' in answer
+  assert 'Early stopping stopped 3 of 3 runs (at step 500, 500, 500)' in answer
 
 
 def test_number_words_give_their_value_and_digits():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 
+from jaxformer.experiments import seeds
 from jaxformer.experiments.common import Options, Result, small_lm_config, train_cached
 
 QUESTION = 'Dropout in every layer, regularization, early stopping.'
@@ -29,6 +30,7 @@ def _settings(quick: bool) -> dict:
     return {
       'fraction': 0.05,
       'arms': ['none', 'both + early stopping'],
+      'seeds': [0, 1],  # two, so the quick path takes the spread too
       'dropout': 0.2,
       'weight_decay': 1.0,
       'patience': 2,
@@ -41,6 +43,7 @@ def _settings(quick: bool) -> dict:
   return {
     'fraction': 0.02,
     'arms': list(ARMS),
+    'seeds': [0, 1, 2],
     'dropout': 0.2,
     'weight_decay': 1.0,
     'patience': 3,
@@ -84,8 +87,9 @@ def write_slice(directory: str, fraction: float, validation_chars: int) -> tuple
   return path, len(held_out) / total, sizes
 
 
-def arm_config(arm: str, s: dict, quick: bool, corpus: str, val_fraction: float):
+def arm_config(arm: str, s: dict, quick: bool, corpus: str, val_fraction: float, seed: int = 0):
   config = small_lm_config(quick)
+  config.seed = seed  # initialization, data order and dropout masks
   config.dataset.name = 'text_files'
   config.dataset.files = corpus
   config.dataset.val_fraction = val_fraction
@@ -115,37 +119,15 @@ def run(opts: Options) -> Result:
   )
   rows = []
   for arm in s['arms']:
-    trained = train_cached(
-      arm_config(arm, s, opts.quick, corpus, val_fraction),
-      root,
-      arm.replace(' ', '_').replace('+', 'and'),
-    )
-    train_steps, train_loss = trained.curve('train')
-    val_steps, val_loss = trained.curve('val')
-    summary = trained.summary
-    rows.append(
-      {
-        'arm': arm,
-        'train_steps': train_steps,
-        'train_loss': train_loss,
-        'val_steps': val_steps,
-        'val_loss': val_loss,
-        'best_val_loss': summary['best_val_loss'],
-        'best_step': summary['best_step'],
-        'final_val_loss': val_loss[-1],
-        'final_train_loss': train_loss[-1],
-        'last_step': summary['last_step'],
-        'stopped_early': summary['stopped_early'],
-        'kept_weights': f'best (step {summary["best_step"]})'
-        if arm == 'both + early stopping'
-        else f'last (step {summary["last_step"]})',
-        'kept_val_loss': summary['best_val_loss']
-        if arm == 'both + early stopping'
-        else val_loss[-1],
-        'run_wall_s': summary['wall_s'],
-        'cached': trained.cached,
-      }
-    )
+    per_seed = []
+    for seed in s['seeds']:
+      trained = train_cached(
+        arm_config(arm, s, opts.quick, corpus, val_fraction, seed),
+        root,
+        f'{arm.replace(" ", "_").replace("+", "and")}-seed{seed}',
+      )
+      per_seed.append(_seed_row(arm, seed, trained))
+    rows.append(_arm_row(arm, per_seed))
   base = small_lm_config(opts.quick)
   sizes['train_tokens'], sizes['validation_tokens'] = _tokens(
     trained.workdir, corpus, sizes['train_lines']
@@ -194,38 +176,87 @@ def _scored(sizes) -> str:
   return f'all {total:,}' if scored >= total else f'the first {scored:,} of the {total:,}'
 
 
+def _seed_row(arm: str, seed: int, trained) -> dict:
+  train_steps, train_loss = trained.curve('train')
+  val_steps, val_loss = trained.curve('val')
+  summary = trained.summary
+  early = arm == 'both + early stopping'
+  return {
+    'seed': seed,
+    'train_steps': train_steps,
+    'train_loss': train_loss,
+    'val_steps': val_steps,
+    'val_loss': val_loss,
+    'best_val_loss': summary['best_val_loss'],
+    'best_step': summary['best_step'],
+    'final_val_loss': val_loss[-1],
+    'final_train_loss': train_loss[-1],
+    'last_step': summary['last_step'],
+    'stopped_early': summary['stopped_early'],
+    # Early stopping restores its best weights; every other arm keeps its last ones.
+    'kept_step': summary['best_step'] if early else summary['last_step'],
+    'kept_val_loss': summary['best_val_loss'] if early else val_loss[-1],
+    'run_wall_s': summary['wall_s'],
+    'cached': trained.cached,
+  }
+
+
+def _arm_row(arm: str, per_seed: list[dict]) -> dict:
+  """One arm over its seeds: the spread of each final number, and every seed's run."""
+  keys = ('kept_val_loss', 'best_val_loss', 'final_val_loss', 'final_train_loss')
+  return {
+    'arm': arm,
+    **{key: seeds.spread([r[key] for r in per_seed]) for key in keys},
+    'runs': per_seed,
+  }
+
+
 def _answer(s, sizes, rows) -> str:
+  steps = lambda rows, key: ', '.join(str(r[key]) for r in rows)  # noqa: E731
   header = (
-    '| arm | best val loss (step) | final val loss | final train loss '
-    '| weights kept -> val loss |\n'
+    '| arm | weights kept (steps) -> val loss | best val loss (steps) | final val loss '
+    '| final train loss |\n'
     '|---|---|---|---|---|\n'
   )
   table = ''.join(
-    f'| {r["arm"]} | {r["best_val_loss"]:.3f} ({r["best_step"]}) | {r["final_val_loss"]:.3f} | '
-    f'{r["final_train_loss"]:.3f} | {r["kept_weights"]} -> {r["kept_val_loss"]:.3f} |\n'
+    f'| {r["arm"]} | {"best" if r["arm"] == "both + early stopping" else "last"} '
+    f'({steps(r["runs"], "kept_step")}) -> {seeds.mean_std(r["kept_val_loss"])} '
+    f'| {seeds.mean_std(r["best_val_loss"])} ({steps(r["runs"], "best_step")}) '
+    f'| {seeds.mean_std(r["final_val_loss"])} | {seeds.mean_std(r["final_train_loss"])} |\n'
     for r in rows
   )
   none = next(r for r in rows if r['arm'] == 'none')
-  best = min(rows, key=lambda r: r['kept_val_loss'])
-  early = [r for r in rows if r['arm'] == 'both + early stopping']
+  ranked = sorted(rows, key=lambda r: r['kept_val_loss']['mean'])
+  best, runner_up = ranked[0], ranked[1]
   text = (
     f'Training on {sizes["train_chars"]:,} characters ({100 * s["fraction"]:.0f}% of the training '
     f'plays), validated on {_scored(sizes)} tokens ({sizes["validation_chars"]:,} characters) '
     'of held-out plays, '
     f'{s["num_train_steps"]} steps at most (up to {sizes["epochs"]:.1f} epochs of its '
-    f'{sizes["train_tokens"]:,} tokens).\n\n{header}{table}\nWithout regularisation the validation '
-    f'loss bottoms out at step {none["best_step"]} ({none["best_val_loss"]:.3f}) and ends at '
-    f'{none["final_val_loss"]:.3f} while the training loss falls to '
-    f'{none["final_train_loss"]:.3f}. Best weights kept: {best["arm"]} '
-    f'({best["kept_val_loss"]:.3f}).'
-  )
-  if early:
-    e = early[0]
-    text += (
-      ' Early stopping '
-      f'{"stopped at step " + str(e["last_step"]) if e["stopped_early"] else "never triggered"} '
-      f'and restored step {e["best_step"]}.'
+    f'{sizes["train_tokens"]:,} tokens), each arm with seeds {", ".join(map(str, s["seeds"]))}; '
+    f'losses are mean ± std over the seeds, steps are per seed.\n\n{header}{table}\n'
+    'Without regularisation the validation loss bottoms out at step '
+    f'{steps(none["runs"], "best_step")} ({seeds.mean_std(none["best_val_loss"])}) and ends at '
+    f'{seeds.mean_std(none["final_val_loss"])} while the training loss falls to '
+    f'{seeds.mean_std(none["final_train_loss"])}. Val loss of the weights kept, against no '
+    'regularisation: '
+    + '; '.join(
+      f'{r["arm"]} {seeds.difference(r["kept_val_loss"], none["kept_val_loss"])}'
+      for r in rows
+      if r is not none
     )
+    + f'. Best weights kept: {best["arm"]} ({seeds.mean_std(best["kept_val_loss"])}); the next, '
+    f'{runner_up["arm"]}, is '
+    f'{seeds.difference(runner_up["kept_val_loss"], best["kept_val_loss"])} behind it.'
+  )
+  for r in rows:
+    if r['arm'] == 'both + early stopping':
+      stopped = [x['last_step'] for x in r['runs'] if x['stopped_early']]
+      text += (
+        f' Early stopping stopped {len(stopped)} of {len(r["runs"])} runs'
+        + (f' (at step {", ".join(map(str, stopped))})' if stopped else '')
+        + f' and restored step {steps(r["runs"], "best_step")}.'
+      )
   return text
 
 
@@ -236,21 +267,34 @@ def _figure(rows):
   ax = fig.subplots()
   colors = plotting.default_colors()
   for color, r in zip(colors, rows):
-    ax.plot(r['train_steps'], r['train_loss'], ls='--', color=color, alpha=0.7)
-    ax.plot(r['val_steps'], r['val_loss'], marker='.', color=color, label=f'{r["arm"]} (val)')
-    if r['arm'] == 'both + early stopping':
-      ax.axvline(r['last_step'], color=color, ls=':', alpha=0.8)
+    for k, run in enumerate(r['runs']):  # the first seed labelled and drawn full, the rest faint
+      alpha = 1.0 if k == 0 else 0.35
+      ax.plot(run['train_steps'], run['train_loss'], ls='--', color=color, alpha=0.7 * alpha)
       ax.plot(
-        [r['best_step']],
-        [r['best_val_loss']],
-        marker='*',
-        ms=14,
+        run['val_steps'],
+        run['val_loss'],
+        marker='.' if k == 0 else None,
         color=color,
-        label='restored best',
+        alpha=alpha,
+        label=f'{r["arm"]} (val)' if k == 0 else None,
       )
+      if r['arm'] == 'both + early stopping':
+        ax.plot(
+          [run['best_step']],
+          [run['best_val_loss']],
+          marker='*',
+          ms=12,
+          color=color,
+          alpha=alpha,
+          label='restored best' if k == 0 else None,
+        )
   ax.set_xlabel('step (dashed: train, solid: validation)')
   ax.set_ylabel('loss (nats/token)')
-  ax.set_title('small corpus: train vs validation', fontsize=10)
+  seed_count = len(rows[0]['runs'])
+  ax.set_title(
+    f'small corpus: train vs validation, {seed_count} seed(s) per arm (faint: later seeds)',
+    fontsize=10,
+  )
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   return fig

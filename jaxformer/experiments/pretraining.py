@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from jaxformer import metrics, plotting
+from jaxformer.experiments import seeds
 from jaxformer.experiments.common import (
   Options,
   Result,
@@ -231,15 +232,7 @@ def _aggregate(s, rows) -> list[dict]:
         and r['test_balanced_accuracy'] is not None
       ]
       if vals:
-        out.append(
-          {
-            'approach': approach,
-            'per_class': size,
-            'mean': float(np.mean(vals)),
-            'std': float(np.std(vals)),
-            'seeds': len(vals),
-          }
-        )
+        out.append({'approach': approach, 'per_class': size, **seeds.spread(vals)})
   return out
 
 
@@ -258,11 +251,11 @@ def _answer(s, table, results) -> str:
     + ' |\n'
     for n in s['sizes']
   )
-  gaps = [get[('fine-tuned', n)]['mean'] - get[('scratch', n)]['mean'] for n in s['sizes']]
+  gaps = [seeds.difference(get[('fine-tuned', n)], get[('scratch', n)]) for n in s['sizes']]
   text = (
     f'Test balanced accuracy on held-out plays (chance 0.333), mean ± std over {len(s["seeds"])} '
     f'seed(s):\n\n{header}{lines}\nFine-tuned minus scratch: '
-    + ', '.join(f'{label(n)}/class {g:+.3f}' for n, g in zip(s['sizes'], gaps))
+    + '; '.join(f'{label(n)}/class {g}' for n, g in zip(s['sizes'], gaps))
     + '.'
   )
   if results['tfidf_note']:
