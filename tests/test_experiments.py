@@ -233,6 +233,78 @@ def test_overfitting_answer_gives_each_arm_over_its_seeds_and_says_which_gaps_ar
   assert 'Early stopping stopped 3 of 3 runs (at step 500, 500, 500)' in answer
 
 
+def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_depth_reuses(
+  monkeypatch,
+):
+  from jaxformer.experiments import depth
+
+  trained = []
+
+  def train(config, root, label):
+    trained.append((label, config.seed))
+    return config
+
+  def describe(config):
+    ratio, layers = config.model.mlp_ratio, config.model.num_layers
+    bpb = 3.0 - 0.05 * ratio + 0.001 * config.seed  # seeds 0.001 apart: the ratios separate
+    return {
+      'num_layers': layers,
+      'non_embedding_params': layers * (4 + 2 * ratio) * 1000,
+      'train_seconds': 10.0 * layers,
+      'best_val_bits_per_byte': bpb,
+      'cached': False,
+      'val_steps': [6, 12],
+      'val_bits_per_byte': [bpb + 0.1, bpb],
+    }
+
+  monkeypatch.setattr(ffn_width, 'train_cached', train)
+  monkeypatch.setattr(ffn_width, 'describe_lm_run', describe)
+  result = ffn_width.run(Options(quick=True))
+  # quick: ratios 0 and 4 at 2 layers, and ratio 0 at the 6 layers that match ratio 4's parameters
+  assert trained == [
+    ('layers2-ratio0-d32', 0),
+    ('layers2-ratio0-d32-seed1', 1),
+    ('layers2-ratio4-d32', 0),
+    ('layers2-ratio4-d32-seed1', 1),
+    ('layers6-ratio0-d32', 0),
+    ('layers6-ratio0-d32-seed1', 1),
+  ]
+  # depth's sweep names its seed-0 runs the same way, so the two experiments share them
+  assert "label = f'layers{layers}-ratio{config.model.mlp_ratio:g}-d{config.model.d_model}'" in (
+    open(depth.__file__).read()
+  )
+  rows = result.results['runs']
+  assert [r['bits_per_byte']['seeds'] for r in rows] == [2, 2, 2]
+  assert rows[0]['bits_per_byte']['mean'] == pytest.approx(3.0005)
+  assert 'Each step up in mlp_ratio: 0 -> 4 -0.200.' in result.answer
+  assert 'mlp_ratio 4 x 2 layers (24k params, 20 s): 2.800 ± 0.001' in result.answer
+
+
+def test_ffn_width_answer_calls_a_gap_inside_the_seed_spread_not_distinguishable():
+  def row(ratio, layers, values, series='fixed depth'):
+    return {
+      'series': series,
+      'mlp_ratio': ratio,
+      'num_layers': layers,
+      'non_embedding_params': 1000 * layers * (4 + 2 * ratio),
+      'train_seconds': 10.0,
+      'bits_per_byte': seeds.spread(values),
+    }
+
+  s = {'base_layers': 4, 'base_ratio': 4, 'seeds': [0, 1, 2]}
+  rows = [
+    row(0, 4, [3.10, 3.11, 3.12]),
+    row(4, 4, [2.90, 2.91, 2.92]),
+    row(8, 4, [2.905, 2.915, 2.925]),
+    row(0, 12, [3.15, 3.16, 3.17], 'fixed params'),
+  ]
+  answer = ffn_width._answer(s, rows)
+  assert '0 -> 4 -0.200;' in answer
+  assert '4 -> 8 +0.005, not distinguishable' in answer
+  assert 'costs +0.200 bits/byte against mlp_ratio 4' in answer
+  assert 'Best at this budget: mlp_ratio 4 with 4 layers; the next, mlp_ratio 0 with 12' in answer
+
+
 def test_number_words_give_their_value_and_digits():
   from num2words import num2words
 

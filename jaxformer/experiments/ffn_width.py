@@ -7,10 +7,13 @@ from-scratch LM (common.small_lm_config), each run the same number of steps on t
                  mlp_ratio 4 model: mlp_ratio 0 gets 12 attention-only layers, 1 gets 8, 2 gets 6
                  (mlp_ratio 8 would need 2.4 layers: 2 is the nearest, about 17% fewer parameters).
 Validation bits per byte is compared against non-embedding parameters and against training time.
+Every setting runs with seeds 0, 1, 2 (initialization and data order); the answer gives the mean
+± std of the best validation bits per byte and says which gaps the seeds cannot tell apart.
 """
 
 from __future__ import annotations
 
+from jaxformer.experiments import seeds
 from jaxformer.experiments.common import (
   Options,
   Result,
@@ -25,8 +28,20 @@ QUESTION = 'Why expand the FFN and project back?'
 
 def _settings(quick: bool) -> dict:
   if quick:
-    return {'ratios': [0, 4], 'base_layers': 2, 'base_ratio': 4, 'param_matched': True}
-  return {'ratios': [0, 1, 2, 4, 8], 'base_layers': 4, 'base_ratio': 4, 'param_matched': True}
+    return {
+      'ratios': [0, 4],
+      'base_layers': 2,
+      'base_ratio': 4,
+      'param_matched': True,
+      'seeds': [0, 1],  # two, so the quick path takes the spread too
+    }
+  return {
+    'ratios': [0, 1, 2, 4, 8],
+    'base_layers': 4,
+    'base_ratio': 4,
+    'param_matched': True,
+    'seeds': [0, 1, 2],
+  }
 
 
 def layers_for_budget(base_layers: int, base_ratio: float, ratio: float) -> int:
@@ -35,42 +50,39 @@ def layers_for_budget(base_layers: int, base_ratio: float, ratio: float) -> int:
   return max(1, round(base_layers * (4 + 2 * base_ratio) / (4 + 2 * ratio)))
 
 
-def _describe(run, ratio: float, series: str) -> dict:
-  return {'series': series, 'mlp_ratio': ratio, **describe_lm_run(run)}
+def _setting(opts: Options, s: dict, layers: int, ratio: float, series: str) -> dict:
+  """One (layers, mlp_ratio) over the seeds: seed 0's run in full (its curve and timing, shared
+  with depth, which trains the same seed-0 configs), and the spread of all seeds' best bits/byte."""
+  per_seed = []
+  for seed in s['seeds']:
+    config = small_lm_config(opts.quick)
+    config.model.num_layers = layers
+    config.model.mlp_ratio = float(ratio)
+    config.seed = seed
+    label = f'layers{layers}-ratio{ratio:g}-d{config.model.d_model}'
+    label += f'-seed{seed}' if seed else ''
+    per_seed.append(describe_lm_run(train_cached(config, opts.runs_dir('small_lm'), label)))
+  return {
+    'series': series,
+    'mlp_ratio': ratio,
+    **per_seed[0],
+    'bits_per_byte': seeds.spread([r['best_val_bits_per_byte'] for r in per_seed]),
+    'seed_runs': [
+      {'seed': seed, **{k: r[k] for k in ('best_val_bits_per_byte', 'train_seconds', 'cached')}}
+      for seed, r in zip(s['seeds'], per_seed)
+    ],
+  }
 
 
 def run(opts: Options) -> Result:
   s = _settings(opts.quick)
-  root = opts.runs_dir('small_lm')  # shared with depth: an identical config is trained once
-  rows = []
-  for ratio in s['ratios']:
-    config = small_lm_config(opts.quick)
-    config.model.num_layers = s['base_layers']
-    config.model.mlp_ratio = float(ratio)
-    rows.append(
-      _describe(
-        train_cached(
-          config, root, f'layers{s["base_layers"]}-ratio{ratio:g}-d{config.model.d_model}'
-        ),
-        ratio,
-        'fixed depth',
-      )
-    )
+  rows = [_setting(opts, s, s['base_layers'], ratio, 'fixed depth') for ratio in s['ratios']]
   if s['param_matched']:
     for ratio in s['ratios']:
-      layers = layers_for_budget(s['base_layers'], s['base_ratio'], ratio)
       if ratio == s['base_ratio']:
         continue  # the fixed-depth run already is this model
-      config = small_lm_config(opts.quick)
-      config.model.num_layers = layers
-      config.model.mlp_ratio = float(ratio)
-      rows.append(
-        _describe(
-          train_cached(config, root, f'layers{layers}-ratio{ratio:g}-d{config.model.d_model}'),
-          ratio,
-          'fixed params',
-        )
-      )
+      layers = layers_for_budget(s['base_layers'], s['base_ratio'], ratio)
+      rows.append(_setting(opts, s, layers, ratio, 'fixed params'))
   base = small_lm_config(opts.quick)
   settings = dict(
     s,
@@ -99,13 +111,20 @@ def _answer(s, rows) -> str:
   fmt = lambda r: (
     f'mlp_ratio {r["mlp_ratio"]:g} x {r["num_layers"]} layers '
     f'({r["non_embedding_params"] / 1e3:,.0f}k params, '
-    f'{r["train_seconds"]:.0f} s): {r["best_val_bits_per_byte"]:.3f}'
+    f'{r["train_seconds"]:.0f} s): {seeds.mean_std(r["bits_per_byte"])}'
   )
   text = (
-    f'Validation bits per byte after the same number of steps (lower is better).\n\n'
+    'Best validation bits per byte after the same number of steps (lower is better), mean ± std '
+    f"over seeds {', '.join(map(str, s['seeds']))}; training time is seed 0's.\n\n"
     f'Fixed depth ({s["base_layers"]} layers): ' + '; '.join(fmt(r) for r in depth) + '.\n'
-    'Removing the FFN entirely costs '
-    f'{none["best_val_bits_per_byte"] - base["best_val_bits_per_byte"]:+.3f} bits/byte against '
+    'Each step up in mlp_ratio: '
+    + '; '.join(
+      f'{a["mlp_ratio"]:g} -> {b["mlp_ratio"]:g} '
+      f'{seeds.difference(b["bits_per_byte"], a["bits_per_byte"])}'
+      for a, b in zip(depth, depth[1:])
+    )
+    + '.\nRemoving the FFN entirely costs '
+    f'{seeds.difference(none["bits_per_byte"], base["bits_per_byte"])} bits/byte against '
     f'mlp_ratio {s["base_ratio"]}, with '
     f'{pct(none["non_embedding_params"], base["non_embedding_params"])} parameters and '
     f'{pct(none["train_seconds"], base["train_seconds"])} training time.'
@@ -113,11 +132,14 @@ def _answer(s, rows) -> str:
   matched = [r for r in rows if r['series'] == 'fixed params'] + [base]
   if len(matched) > 1:
     matched.sort(key=lambda r: r['mlp_ratio'])
-    best = min(matched, key=lambda r: r['best_val_bits_per_byte'])
+    ranked = sorted(matched, key=lambda r: r['bits_per_byte']['mean'])
+    best, runner_up = ranked[0], ranked[1]
     text += (
       '\n\nFixed parameters (depth traded for width): '
       + '; '.join(fmt(r) for r in matched)
-      + f'. Best at this budget: mlp_ratio {best["mlp_ratio"]:g} with {best["num_layers"]} layers.'
+      + f'. Best at this budget: mlp_ratio {best["mlp_ratio"]:g} with {best["num_layers"]} layers; '
+      f'the next, mlp_ratio {runner_up["mlp_ratio"]:g} with {runner_up["num_layers"]} layers, is '
+      f'{seeds.difference(runner_up["bits_per_byte"], best["bits_per_byte"])} behind it.'
     )
   return text
 
@@ -144,13 +166,18 @@ def _figure(s, rows):
     if len(rs) < 2:
       continue
     for ax, key in ((axes[0], 'non_embedding_params'), (axes[1], 'train_seconds')):
-      ax.plot(
-        [r[key] for r in rs], [r['best_val_bits_per_byte'] for r in rs], marker=marker, label=series
+      ax.errorbar(
+        [r[key] for r in rs],
+        [r['bits_per_byte']['mean'] for r in rs],
+        yerr=[r['bits_per_byte']['std'] for r in rs],
+        marker=marker,
+        capsize=3,
+        label=series,
       )
       for r in rs:
         ax.annotate(
           f'r={r["mlp_ratio"]:g},L={r["num_layers"]}',
-          (r[key], r['best_val_bits_per_byte']),
+          (r[key], r['bits_per_byte']['mean']),
           fontsize=7,
           textcoords='offset points',
           xytext=(3, 3),
@@ -163,7 +190,9 @@ def _figure(s, rows):
   axes[0].set_xlabel('non-embedding parameters')
   axes[1].set_xlabel('training time (s, this machine)')
   axes[2].set_xlabel('step')
-  axes[2].set_title(f'validation curves, {s["base_layers"]} layers', fontsize=10)
+  axes[2].set_title(f'validation curves, {s["base_layers"]} layers, seed 0', fontsize=10)
+  for ax in axes[:2]:
+    ax.set_title(f'best of each run, mean ± std over {len(s["seeds"])} seed(s)', fontsize=10)
   for ax in axes:
     ax.set_ylabel('validation bits per byte')
     ax.grid(alpha=0.3)
