@@ -17,6 +17,7 @@ from jaxformer.experiments import (
   depth_translation,
   ffn_width,
   heads_cost,
+  number_words,
   overfitting,
   seeds,
 )
@@ -310,13 +311,13 @@ def test_number_words_give_their_value_and_digits():
 
   rng = np.random.default_rng(0)
   numbers = [0, 5, 15, 40, 105, 1000, 1015, 20_001, 100_000, 999_999, *rng.integers(0, 10**6, 200)]
-  values = [depth_translation.number_value(num2words(int(n), lang='en')) for n in numbers]
+  values = [number_words.number_value(num2words(int(n), lang='en')) for n in numbers]
   assert values == [int(n) for n in numbers]
-  labels = depth_translation.number_labels([23_405, 999, 7])
+  labels = number_words.number_labels([23_405, 999, 7])
   assert labels['units'].tolist() == [5, 9, 7] and labels['tens'].tolist() == [0, 9, 0]
   assert labels['hundreds'].tolist() == [4, 9, 0] and labels['thousands'].tolist() == [1, 0, 0]
   with pytest.raises(ValueError, match="'million'"):
-    depth_translation.number_value('one million')
+    number_words.number_value('one million')
 
 
 @pytest.mark.slow  # `quick` runs every experiment (2-4 min): in `pytest -m slow` only

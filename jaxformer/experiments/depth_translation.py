@@ -40,6 +40,7 @@ from jaxformer.experiments.common import (
   quiet,
   train_cached,
 )
+from jaxformer.experiments.number_words import number_labels, number_value
 
 QUESTION = (
   'On a translation model: do lower layers hold lexical patterns, middle layers semantics, '
@@ -51,16 +52,11 @@ PROPERTIES = {
   'decoder': ('token', 'next_token', *DIGITS, 'thousands'),
 }
 PER_POSITION = ('token', 'next_token')
-SMALL = tuple(
-  'zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen '
-  'fifteen sixteen seventeen eighteen nineteen'.split()
-)
 # A layer counts as reaching a probe's best when within TOLERANCE of it: about two standard
 # errors of a difference of two balanced accuracies near 0.8 on 1000 test numbers. Training adds
 # something when the trained model beats the random-weights control by LEARNED.
 TOLERANCE = 0.03
 LEARNED = 0.05
-TENS = ('', '', *'twenty thirty forty fifty sixty seventy eighty ninety'.split())
 
 
 def _settings(quick: bool) -> dict:
@@ -118,34 +114,6 @@ def translation_run(opts: Options):
 
 
 # ----------------------------------------------------------------------------- labels
-
-
-def number_value(words: str) -> int:
-  """The integer that English number words name: 'three hundred and six thousand, two' -> 306002."""
-  total, part = 0, 0
-  for word in words.replace(',', ' ').replace('-', ' ').split():
-    if word in SMALL:
-      part += SMALL.index(word)
-    elif word in TENS:
-      part += 10 * TENS.index(word)
-    elif word == 'hundred':
-      part *= 100
-    elif word == 'thousand':
-      total, part = total + 1000 * part, 0
-    elif word != 'and':
-      raise ValueError(f'{word!r} in {words!r} is not an English number word below a million')
-  return total + part
-
-
-def number_labels(numbers) -> dict:
-  """{'units', 'tens', 'hundreds' (digits 0-9), 'thousands' (1 if >= 1000)}, each int [N]."""
-  n = np.asarray(numbers, np.int64)
-  return {
-    'units': n % 10,
-    'tens': n // 10 % 10,
-    'hundreds': n // 100 % 10,
-    'thousands': (n >= 1000).astype(np.int64),
-  }
 
 
 def _rows(data, split: str, indices) -> dict:
