@@ -230,7 +230,7 @@ def test_overfitting_answer_gives_each_arm_over_its_seeds_and_says_which_gaps_ar
   assert 'dropout -0.210;' in answer
   assert 'weight decay -0.010, not distinguishable' in answer
   assert 'Best weights kept: dropout (2.810 ± 0.010)' in answer
-  assert 'both + early stopping, is +0.020, not distinguishable' in answer
+  assert 'both + early stopping, is behind it by +0.020, not distinguishable' in answer
   assert 'Early stopping stopped 3 of 3 runs (at step 500, 500, 500)' in answer
 
 
@@ -303,7 +303,10 @@ def test_ffn_width_answer_calls_a_gap_inside_the_seed_spread_not_distinguishable
   assert '0 -> 4 -0.200;' in answer
   assert '4 -> 8 +0.005, not distinguishable' in answer
   assert 'costs +0.200 bits/byte against mlp_ratio 4' in answer
-  assert 'Best at this budget: mlp_ratio 4 with 4 layers; the next, mlp_ratio 0 with 12' in answer
+  assert (
+    'Best at this budget: mlp_ratio 4 with 4 layers; the next, mlp_ratio 0 with 12 layers, is '
+    'behind it by +0.250.'
+  ) in answer
 
 
 def test_number_words_give_their_value_and_digits():

@@ -138,8 +138,9 @@ def _answer(s, rows) -> str:
       '\n\nFixed parameters (depth traded for width): '
       + '; '.join(fmt(r) for r in matched)
       + f'. Best at this budget: mlp_ratio {best["mlp_ratio"]:g} with {best["num_layers"]} layers; '
-      f'the next, mlp_ratio {runner_up["mlp_ratio"]:g} with {runner_up["num_layers"]} layers, is '
-      f'{seeds.difference(runner_up["bits_per_byte"], best["bits_per_byte"])} behind it.'
+      f'the next, mlp_ratio {runner_up["mlp_ratio"]:g} with {runner_up["num_layers"]} layers, '
+      'is behind it by '
+      f'{seeds.difference(runner_up["bits_per_byte"], best["bits_per_byte"])}.'
     )
   return text
 

@@ -246,8 +246,8 @@ def _answer(s, sizes, rows) -> str:
       if r is not none
     )
     + f'. Best weights kept: {best["arm"]} ({seeds.mean_std(best["kept_val_loss"])}); the next, '
-    f'{runner_up["arm"]}, is '
-    f'{seeds.difference(runner_up["kept_val_loss"], best["kept_val_loss"])} behind it.'
+    f'{runner_up["arm"]}, is behind it by '
+    f'{seeds.difference(runner_up["kept_val_loss"], best["kept_val_loss"])}.'
   )
   for r in rows:
     if r['arm'] == 'both + early stopping':
