@@ -6,8 +6,9 @@ time instead. Validation is the 8 held-out plays. The width, batch, dropout and 
 chosen at a fixed time against the previous default (256 wide, batch 16, 850 steps, dropout 0.1):
 1.971 against 2.035 bits/byte in 0.95x its time, side by side (docs/results.md, "Levers"). Each
 of peak learning rate 3e-3, an untied output projection, dropout 0.1 and weight decay 0.5 did
-worse there (1.978 to 1.989), and so did a 512-token context (2.006) and a 2,048-piece
-vocabulary (1.987), each given the default's time rather than its steps.
+worse there (1.978 to 1.989). On an Intel Xeon VM beside a retrain of the default, given its
+time rather than its steps, so did a 512-token context (2.006) and a 2,048-piece vocabulary
+(1.987).
 """
 
 from jaxformer.configs import default

@@ -123,9 +123,8 @@ def _answer(s, rows) -> str:
       f'{seeds.difference(b["bits_per_byte"], a["bits_per_byte"])}'
       for a, b in zip(depth, depth[1:])
     )
-    + '.\nRemoving the FFN entirely costs '
-    f'{seeds.difference(none["bits_per_byte"], base["bits_per_byte"])} bits/byte against '
-    f'mlp_ratio {s["base_ratio"]}, with '
+    + f'.\nRemoving the FFN entirely, against mlp_ratio {s["base_ratio"]}: bits/byte '
+    f'{seeds.difference(none["bits_per_byte"], base["bits_per_byte"])}, with '
     f'{pct(none["non_embedding_params"], base["non_embedding_params"])} parameters and '
     f'{pct(none["train_seconds"], base["train_seconds"])} training time.'
   )

@@ -245,9 +245,7 @@ def _answer(s, table, results) -> str:
   header += '|---' * (header.count('|') - 1) + '|\n'
   lines = ''.join(
     f'| {label(n)} | '
-    + ' | '.join(
-      f'{get[(a, n)]["mean"]:.3f} ± {get[(a, n)]["std"]:.3f}' for a in APPROACHES if (a, n) in get
-    )
+    + ' | '.join(seeds.mean_std(get[(a, n)]) for a in APPROACHES if (a, n) in get)
     + ' |\n'
     for n in s['sizes']
   )
