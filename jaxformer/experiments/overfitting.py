@@ -7,6 +7,8 @@ The small LM (common.small_lm_config) trains on a small slice of the training pl
     weight decay  decoupled (AdamW) decay of the weight matrices
     both          both
     both + early  both, plus early stopping on validation loss, restoring the best weights
+Each arm runs with seeds 0, 1, 2 (initialization, data order, dropout masks): the answer gives
+mean ± std over them and says which gaps the seeds cannot tell apart (experiments.seeds).
 Validation is the held-out plays, as in every Shakespeare run. The train curve is the training
 loss as the loop logs it (with dropout active in the dropout arms).
 
