@@ -254,6 +254,7 @@ def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_dept
       'non_embedding_params': layers * (4 + 2 * ratio) * 1000,
       'train_seconds': 10.0 * layers,
       'best_val_bits_per_byte': bpb,
+      'whole_split_bits_per_byte': bpb + 0.0312,
       'cached': False,
       'val_steps': [6, 12],
       'val_bits_per_byte': [bpb + 0.1, bpb],
@@ -280,6 +281,11 @@ def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_dept
   assert rows[0]['bits_per_byte']['mean'] == pytest.approx(3.0005)
   assert 'Each step up in mlp_ratio: 0 -> 4 -0.200.' in result.answer
   assert 'mlp_ratio 4 x 2 layers (24k params, 20 s): 2.800 ± 0.001' in result.answer
+  # the prefix the curves score, then every run's last evaluation on the whole split
+  assert result.answer.endswith(
+    "On the whole validation split (each run's last step, mean ± std): mlp_ratio 0 x 2 layers "
+    '3.032 ± 0.001; mlp_ratio 4 x 2 layers 2.832 ± 0.001; mlp_ratio 0 x 6 layers 3.032 ± 0.001.'
+  )
 
 
 def test_ffn_width_answer_calls_a_gap_inside_the_seed_spread_not_distinguishable():

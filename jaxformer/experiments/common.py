@@ -120,6 +120,8 @@ def describe_lm_run(run: Run) -> dict:
     'train_flops_per_token': flops_per_token(cfg, cfg.max_len),
     'best_val_bits_per_byte': min(bpb),
     'final_val_bits_per_byte': bpb[-1],
+    # the run's last evaluation, on the whole validation split, not the prefix the curve scores
+    'whole_split_bits_per_byte': (summary.get('final') or {}).get('bits_per_byte'),
     'best_val_loss': summary['best_val_loss'],
     'val_steps': steps,
     'val_bits_per_byte': bpb,

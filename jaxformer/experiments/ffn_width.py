@@ -8,7 +8,9 @@ from-scratch LM (common.small_lm_config), each run the same number of steps on t
                  (mlp_ratio 8 would need 2.4 layers: 2 is the nearest, about 17% fewer parameters).
 Validation bits per byte is compared against non-embedding parameters and against training time.
 Every setting runs with seeds 0, 1, 2 (initialization and data order); the answer gives the mean
-± std of the best validation bits per byte and says which gaps the seeds cannot tell apart.
+± std of the best validation bits per byte and says which gaps the seeds cannot tell apart. Those
+evaluations score a fixed prefix of the held-out plays (eval_steps batches); the answer also gives
+each run's last evaluation, which scores the whole validation split.
 """
 
 from __future__ import annotations
@@ -67,8 +69,22 @@ def _setting(opts: Options, s: dict, layers: int, ratio: float, series: str) -> 
     'mlp_ratio': ratio,
     **per_seed[0],
     'bits_per_byte': seeds.spread([r['best_val_bits_per_byte'] for r in per_seed]),
+    'whole_split': seeds.spread([r['whole_split_bits_per_byte'] for r in per_seed])
+    if all(r['whole_split_bits_per_byte'] is not None for r in per_seed)
+    else None,
     'seed_runs': [
-      {'seed': seed, **{k: r[k] for k in ('best_val_bits_per_byte', 'train_seconds', 'cached')}}
+      {
+        'seed': seed,
+        **{
+          k: r[k]
+          for k in (
+            'best_val_bits_per_byte',
+            'whole_split_bits_per_byte',
+            'train_seconds',
+            'cached',
+          )
+        },
+      }
       for seed, r in zip(s['seeds'], per_seed)
     ],
   }
@@ -140,6 +156,16 @@ def _answer(s, rows) -> str:
       f'the next, mlp_ratio {runner_up["mlp_ratio"]:g} with {runner_up["num_layers"]} layers, '
       'is behind it by '
       f'{seeds.difference(runner_up["bits_per_byte"], best["bits_per_byte"])}.'
+    )
+  if all(r.get('whole_split') for r in rows):  # each run's last evaluation, on every held-out token
+    text += (
+      "\n\nOn the whole validation split (each run's last step, mean ± std): "
+      + '; '.join(
+        f'mlp_ratio {r["mlp_ratio"]:g} x {r["num_layers"]} layers '
+        f'{seeds.mean_std(r["whole_split"])}'
+        for r in sorted(rows, key=lambda r: (r['series'] != 'fixed depth', r['mlp_ratio']))
+      )
+      + '.'
     )
   return text
 
