@@ -198,6 +198,8 @@ def _seed_row(arm: str, seed: int, trained) -> dict:
     # Early stopping restores its best weights; every other arm keeps its last ones.
     'kept_step': summary['best_step'] if early else summary['last_step'],
     'kept_val_loss': summary['best_val_loss'] if early else val_loss[-1],
+    # the run's last evaluation: the kept weights on the whole held-out text, not the prefix
+    'whole_split_val_loss': (summary.get('final') or {}).get('loss'),
     'run_wall_s': summary['wall_s'],
     'cached': trained.cached,
   }
@@ -206,9 +208,11 @@ def _seed_row(arm: str, seed: int, trained) -> dict:
 def _arm_row(arm: str, per_seed: list[dict]) -> dict:
   """One arm over its seeds: the spread of each final number, and every seed's run."""
   keys = ('kept_val_loss', 'best_val_loss', 'final_val_loss', 'final_train_loss')
+  whole = [r.get('whole_split_val_loss') for r in per_seed]
   return {
     'arm': arm,
     **{key: seeds.spread([r[key] for r in per_seed]) for key in keys},
+    'whole_split_val_loss': seeds.spread(whole) if None not in whole else None,
     'runs': per_seed,
   }
 
@@ -251,6 +255,19 @@ def _answer(s, sizes, rows) -> str:
     f'{runner_up["arm"]}, is behind it by '
     f'{seeds.difference(runner_up["kept_val_loss"], best["kept_val_loss"])}.'
   )
+  if all(r.get('whole_split_val_loss') for r in rows):
+    whole = lambda r: r['whole_split_val_loss']  # noqa: E731
+    text += (
+      f" On all {sizes['validation_tokens']:,} held-out tokens (each run's last evaluation, of "
+      f'the weights kept): none {seeds.mean_std(whole(none))}; '
+      + '; '.join(
+        f'{r["arm"]} {seeds.mean_std(whole(r))}, {seeds.difference(whole(r), whole(none))} '
+        'against none'
+        for r in rows
+        if r is not none
+      )
+      + '.'
+    )
   for r in rows:
     if r['arm'] == 'both + early stopping':
       stopped = [x['last_step'] for x in r['runs'] if x['stopped_early']]
