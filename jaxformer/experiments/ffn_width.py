@@ -69,9 +69,7 @@ def _setting(opts: Options, s: dict, layers: int, ratio: float, series: str) -> 
     'mlp_ratio': ratio,
     **per_seed[0],
     'bits_per_byte': seeds.spread([r['best_val_bits_per_byte'] for r in per_seed]),
-    'whole_split': seeds.spread([r['whole_split_bits_per_byte'] for r in per_seed])
-    if all(r['whole_split_bits_per_byte'] is not None for r in per_seed)
-    else None,
+    'whole_split': seeds.spread_if_complete(r['whole_split_bits_per_byte'] for r in per_seed),
     'seed_runs': [
       {
         'seed': seed,

@@ -208,11 +208,10 @@ def _seed_row(arm: str, seed: int, trained) -> dict:
 def _arm_row(arm: str, per_seed: list[dict]) -> dict:
   """One arm over its seeds: the spread of each final number, and every seed's run."""
   keys = ('kept_val_loss', 'best_val_loss', 'final_val_loss', 'final_train_loss')
-  whole = [r.get('whole_split_val_loss') for r in per_seed]
   return {
     'arm': arm,
     **{key: seeds.spread([r[key] for r in per_seed]) for key in keys},
-    'whole_split_val_loss': seeds.spread(whole) if None not in whole else None,
+    'whole_split_val_loss': seeds.spread_if_complete(r['whole_split_val_loss'] for r in per_seed),
     'runs': per_seed,
   }
 

@@ -22,6 +22,12 @@ def spread(values) -> dict:
   return {'mean': float(np.mean(values)), 'std': std, 'seeds': len(values), 'values': values}
 
 
+def spread_if_complete(values) -> dict | None:
+  """spread(values), or None when some run lacks the number (a run whose summary predates it)."""
+  values = list(values)
+  return None if any(v is None for v in values) else spread(values)
+
+
 def mean_std(s: dict, digits: int = 3) -> str:
   """'2.345 ± 0.012', or '2.345 (1 seed)' when there is no spread to show."""
   if s['seeds'] < 2:
