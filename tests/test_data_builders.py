@@ -164,6 +164,31 @@ def test_fresh_preparation_prints_one_line_and_no_download_wording(tmp_path):
   assert 'splits train validation' in proc.stdout
 
 
+def test_a_run_that_loses_the_race_to_prepare_a_dataset_reads_the_winners(
+  tmp_path, capsys, monkeypatch
+):
+  """Two runs started together both find the dataset unprepared. Here the second one starts
+  preparing, and the first one's complete dataset lands in place before the second renames its
+  own: the second must read the finished dataset, not fail with FileExistsError."""
+  from jaxformer.data import offline, sources
+
+  data_dir = str(tmp_path / 'data')
+  make_builder = sources.tfds_builder
+  loser = make_builder('jaxformer_genre', data_dir)
+  generate = loser._download_and_prepare  # runs inside TFDS's temporary folder
+
+  def finished_first_elsewhere(*args, **kwargs):
+    offline.prepare_offline(make_builder('jaxformer_genre', data_dir), 'jaxformer_genre')
+    return generate(*args, **kwargs)
+
+  loser._download_and_prepare = finished_first_elsewhere
+  builders = iter([loser])  # the run's first builder loses; any later one is fresh
+  monkeypatch.setattr(sources, 'tfds_builder', lambda *a: next(builders, None) or make_builder(*a))
+  source = sources.open_source({'name': 'jaxformer_genre', 'data_dir': data_dir}, 'classify')
+  assert 'done by another process' in capsys.readouterr().out
+  assert source.num_examples('test') == 600
+
+
 def test_systematic_numbers_never_show_a_held_out_thousand_form_in_training():
   from num2words import num2words
 

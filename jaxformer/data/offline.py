@@ -4,10 +4,15 @@ TFDS prints "Downloading and preparing dataset Unknown size ..." for every build
 is generated from files inside this package, and `is_prepared()` logs an absl warning ("Variant
 folder ... has no dataset_info.json") whenever a dataset has simply not been prepared yet. A new
 user reads both as a network access that failed, so the shipped datasets are prepared here.
+
+Two runs started together (two experiments, one per core) may both find a dataset unprepared.
+TFDS writes into a temporary folder and renames it into place, so the slower one's rename fails;
+the dataset the faster one wrote is complete, and the slower run reads it.
 """
 
 import contextlib
 import io
+import os
 import time
 
 
@@ -24,6 +29,10 @@ def prepare_offline(builder, name: str) -> float:
     with contextlib.redirect_stdout(io.StringIO()):
       builder.download_and_prepare()
     outcome = f'{time.perf_counter() - start:.1f} s'
+  except FileExistsError:
+    if not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json')):
+      raise
+    outcome = 'done by another process, which finished first'
   finally:
     print(outcome, flush=True)
   return time.perf_counter() - start
