@@ -266,8 +266,10 @@ def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_dept
       'val_bits_per_byte': [bpb + 0.1, bpb],
     }
 
-  monkeypatch.setattr(ffn_width, 'train_cached', train)
-  monkeypatch.setattr(ffn_width, 'describe_lm_run', describe)
+  from jaxformer.experiments import common
+
+  monkeypatch.setattr(common, 'train_cached', train)
+  monkeypatch.setattr(common, 'describe_lm_run', describe)
   result = ffn_width.run(Options(quick=True))
   # quick: ratios 0 and 4 at 2 layers, and ratio 0 at the 6 layers that match ratio 4's parameters
   assert trained == [
@@ -278,10 +280,8 @@ def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_dept
     ('layers6-ratio0-d32', 0),
     ('layers6-ratio0-d32-seed1', 1),
   ]
-  # depth's sweep names its seed-0 runs the same way, so the two experiments share them
-  assert "label = f'layers{layers}-ratio{config.model.mlp_ratio:g}-d{config.model.d_model}'" in (
-    open(depth.__file__).read()
-  )
+  # depth's sweep trains its runs through the same helper, so the two experiments share them
+  assert 'small_lm_over_seeds(' in open(depth.__file__).read()
   rows = result.results['runs']
   assert [r['bits_per_byte']['seeds'] for r in rows] == [2, 2, 2]
   assert rows[0]['bits_per_byte']['mean'] == pytest.approx(3.0005)
@@ -292,6 +292,50 @@ def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_dept
     "On the whole validation split (each run's last step, mean ± std): mlp_ratio 0 x 2 layers "
     '3.032 ± 0.001; mlp_ratio 4 x 2 layers 2.832 ± 0.001; mlp_ratio 0 x 6 layers 3.032 ± 0.001.'
   )
+
+
+def test_depth_sweep_runs_every_depth_per_seed_and_says_which_gaps_are_noise(monkeypatch):
+  from jaxformer.experiments import common, depth
+
+  trained = []
+
+  def describe(config):
+    layers, seed = config.model.num_layers, config.seed
+    trained.append((layers, config.model.d_model, seed))
+    bpb = {1: 3.1, 2: 3.0, 4: 2.99}[layers] + 0.02 * seed  # 2 vs 4 layers: inside the spread
+    return {
+      'num_layers': layers,
+      'd_model': config.model.d_model,
+      'non_embedding_params': 12 * layers * config.model.d_model**2,
+      'steps': 12,
+      'best_val_bits_per_byte': bpb,
+      'whole_split_bits_per_byte': bpb + 0.5,
+      'train_seconds': 1.0,
+      'cached': False,
+    }
+
+  monkeypatch.setattr(common, 'train_cached', lambda config, root, label: config)
+  monkeypatch.setattr(common, 'describe_lm_run', describe)
+  s = dict(depth._settings(quick=True), depths=[1, 2, 4], seeds=[0, 1, 2])
+  sweep = depth._depth_sweep(common.Options(quick=True), s)
+  assert [(t[0], t[2]) for t in trained] == [(d, seed) for d in (1, 2, 4) for seed in (0, 1, 2)]
+  assert [r['bits_per_byte']['seeds'] for r in sweep] == [3, 3, 3]
+  assert sweep[0]['bits_per_byte']['mean'] == pytest.approx(3.12)
+  probes = {k: [0.5, 0.6] for k in depth.PROPERTIES}
+  answer = depth._answer(
+    {
+      'model': {'whole_split_bits_per_byte': 1.971},
+      'probes': {'trained': probes, 'random_init': probes},
+      'chance_balanced': {k: 0.1 for k in depth.PROPERTIES},
+      'depth_sweep': sweep,
+    }
+  )
+  assert 'it reached 1.971 bits per byte on the validation split' in answer
+  d1, d2, d4 = (
+    f'{n} x d={r["d_model"]}' for n, r in zip(('1 layer', '2 layers', '4 layers'), sweep)
+  )
+  assert f'Best: {d4}; against it: {d1} +0.110; {d2} +0.010, not distinguishable' in answer
+  assert answer.endswith(f'{d1} 3.620 ± 0.020; {d2} 3.520 ± 0.020; {d4} 3.510 ± 0.020.')
 
 
 def test_ffn_width_answer_calls_a_gap_inside_the_seed_spread_not_distinguishable():
@@ -381,11 +425,12 @@ def test_unknown_experiment_is_a_clear_error():
   assert proc.returncode == 2 and "unknown experiment 'nope'" in proc.stderr
 
 
-def test_heads_analyses_the_default_lm_and_pretraining_the_small_one(tmp_path, monkeypatch):
-  """Which LM each experiment trains when no --workdir is given (training itself is stubbed)."""
+def test_heads_depth_and_pretraining_analyse_the_default_lm(tmp_path, monkeypatch):
+  """Which LM the experiments train when no --workdir is given (training itself is stubbed): the
+  default LM, the tiny one with --quick, and never the old small LM (d_model 128)."""
   import types
 
-  from jaxformer.experiments import common
+  from jaxformer.experiments import common, depth, heads, heads_dynamics, pretraining
 
   trained = []
   monkeypatch.setattr(
@@ -394,16 +439,22 @@ def test_heads_analyses_the_default_lm_and_pretraining_the_small_one(tmp_path, m
   monkeypatch.setattr(
     'jaxformer.checkpoint.load_pretrained', lambda w: types.SimpleNamespace(task='lm', path=w)
   )
-  default_width = common.load_config('shakespeare_lm').model.d_model
+  default = common.load_config('shakespeare_lm')
   opts = common.Options(runs=str(tmp_path))
-  assert common.pretrained_lm(opts, full_size=True).path == str(tmp_path / 'shakespeare_lm')
-  assert trained[-1][0].model.d_model == default_width  # configs/shakespeare_lm.py as shipped
-  assert common.pretrained_lm(opts).path == str(tmp_path / 'lm')
-  assert trained[-1][0].model.d_model == 128  # the small LM
+  assert opts.lm_workdir() == str(tmp_path / 'shakespeare_lm')
+  assert common.pretrained_lm(opts).path == str(tmp_path / 'shakespeare_lm')
+  shipped = trained[-1][0]  # configs/shakespeare_lm.py as shipped, plus kept checkpoints
+  assert (shipped.model.d_model, shipped.num_train_steps) == (
+    default.model.d_model,
+    default.num_train_steps,
+  )
   quick = common.Options(runs=str(tmp_path), quick=True)
-  assert common.pretrained_lm(quick, full_size=True).path == str(tmp_path / 'lm')  # tiny
+  assert common.pretrained_lm(quick).path == str(tmp_path / 'lm')
+  assert trained[-1][0].model.d_model == common.load_config('tiny').model.d_model
   mine = common.Options(workdir=str(tmp_path / 'mine'))
-  assert common.pretrained_lm(mine, full_size=True).path == str(tmp_path / 'mine')
+  assert common.pretrained_lm(mine).path == str(tmp_path / 'mine')
+  for module in (heads, heads_dynamics, depth, pretraining):  # each asks for the same LM
+    assert 'pretrained_lm(opts)' in open(module.__file__).read()
 
 
 def test_the_written_command_names_the_analysed_run(tmp_path):
@@ -455,13 +506,11 @@ def test_heads_dynamics_follows_every_kept_step(quick):
   np.testing.assert_allclose(r['per_step'][0]['entropy'], r['uniform_entropy'], rtol=0.02)
 
 
-def test_the_analysed_and_swept_lms_stay_the_ones_the_page_measured():
-  """common.lm_config and small_lm_config start from configs/shakespeare_lm.py; when the default
-  LM changed (no dropout, cosine to zero), the models docs/experiments.md measured must not."""
+def test_the_swept_lm_stays_the_one_the_page_measured():
+  """small_lm_config starts from configs/shakespeare_lm.py; when the default LM changed (no
+  dropout, cosine to zero), the model docs/experiments.md's sweeps measured must not."""
   from jaxformer.experiments import common
 
-  analysed, swept = common.lm_config(quick=False), common.small_lm_config(quick=False)
-  assert (analysed.model.dropout_rate, analysed.min_lr_ratio) == (0.1, 0.1)
-  assert (analysed.model.d_model, analysed.batch_size, analysed.num_train_steps) == (128, 16, 800)
+  swept = common.small_lm_config(quick=False)
   assert (swept.model.dropout_rate, swept.min_lr_ratio) == (0.0, 0.1)
   assert (swept.model.d_model, swept.batch_size, swept.num_train_steps) == (96, 16, 250)

@@ -25,10 +25,10 @@ def parse(argv):
   p.add_argument(
     '--workdir',
     default=None,
-    help='run to analyse: a language model for heads, depth, pretraining (e.g. '
-    'runs/shakespeare_lm; default: heads RUNS/shakespeare_lm from configs/shakespeare_lm.py, '
-    'depth and pretraining RUNS/lm, a small LM; each trained there first if it holds no finished '
-    'run); a jaxformer_numbers translate run for depth_translation (default: '
+    help='run to analyse: a language model for heads, heads_dynamics, depth, pretraining (e.g. '
+    'runs/shakespeare_lm; default: RUNS/shakespeare_lm, configs/shakespeare_lm.py trained there '
+    'first if it holds no finished run; --quick: a tiny LM in RUNS/lm); a jaxformer_numbers '
+    'translate run for depth_translation (default: '
     'configs/numbers_translate.py trained once under RUNS/translate)',
   )
   p.add_argument(

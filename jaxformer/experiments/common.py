@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.experiments import seeds
+
 
 @dataclasses.dataclass
 class Options:
@@ -33,11 +35,11 @@ class Options:
     root = self.runs or os.path.join('runs', 'experiments-quick' if self.quick else 'experiments')
     return os.path.join(root, name)
 
-  def lm_workdir(self, full_size: bool = False) -> str:
-    """--workdir, else the cached default LM (`full_size`) or small LM (see pretrained_lm)."""
+  def lm_workdir(self) -> str:
+    """--workdir, else the cached default LM (with --quick: the tiny LM; see pretrained_lm)."""
     if self.workdir:
       return self.workdir
-    return self.runs_dir('shakespeare_lm' if full_size and not self.quick else 'lm')
+    return self.runs_dir('lm' if self.quick else 'shakespeare_lm')
 
 
 @dataclasses.dataclass
@@ -179,67 +181,66 @@ def small_lm_config(quick: bool):
   return quiet(config)
 
 
-def lm_config(quick: bool):
-  """The language model heads / depth / pretraining analyse when --workdir holds no run.
+def small_lm_over_seeds(opts: Options, seed_list, layers: int, ratio: float, d_model: int) -> dict:
+  """One shape of the small LM (small_lm_config with these layers, mlp_ratio and d_model), trained
+  once per seed (cached): seed 0's run in full (describe_lm_run: its curve and timing), with the
+  spread over all seeds of the best bits/byte on the evaluation prefix and of the whole-split
+  bits/byte (seeds.spread). ffn_width and depth label runs alike, so they share the runs they
+  both train; seed 0 keeps the label those runs had before seeds were added."""
+  per_seed = []
+  for seed in seed_list:
+    config = small_lm_config(opts.quick)
+    config.model.num_layers = layers
+    config.model.mlp_ratio = float(ratio)
+    config.model.d_model = d_model
+    config.seed = seed
+    label = f'layers{layers}-ratio{ratio:g}-d{d_model}' + (f'-seed{seed}' if seed else '')
+    per_seed.append(describe_lm_run(train_cached(config, opts.runs_dir('small_lm'), label)))
+  kept = ('best_val_bits_per_byte', 'whole_split_bits_per_byte', 'train_seconds', 'cached')
+  return {
+    **per_seed[0],
+    'bits_per_byte': seeds.spread([r['best_val_bits_per_byte'] for r in per_seed]),
+    'whole_split': seeds.spread_if_complete(r['whole_split_bits_per_byte'] for r in per_seed),
+    'seed_runs': [
+      {'seed': seed, **{k: r[k] for k in kept}} for seed, r in zip(seed_list, per_seed)
+    ],
+  }
 
-  A smaller sibling of configs/shakespeare_lm.py (d_model 128 instead of 192, a 2048-token
-  vocabulary, 800 steps of 16 windows: about one epoch), so that it trains in minutes on a
-  shared 2-core CPU and pretraining can fine-tune it 30 times. Pass --workdir runs/shakespeare_lm
-  to analyse the full-size default run instead.
-  """
-  if quick:
-    config = load_config('tiny')
-    config.num_train_steps = 30
-    # A history for heads_dynamics at 10, 20, 30, off the evaluation and checkpoint grid: the
-    # quick test then also checks that kept steps are saved whatever the other intervals are.
-    config.eval_every_steps, config.checkpoint_every_steps, config.keep_every_steps = 15, 1000, 10
-    config.model.num_heads = 4
-    config.model.mlp_ratio = 2.0
-    config = quiet(config)
-    config.sample_tokens = 0  # as in small_lm_config: no one reads the sample
-    return config
-  config = load_config('shakespeare_lm')
-  config.dataset.vocab_size = 2048
-  config.model.d_model = 128
+
+def quick_lm_config():
+  """The tiny LM that heads, heads_dynamics, depth and pretraining analyse with --quick."""
+  config = load_config('tiny')
+  config.num_train_steps = 30
+  # A history for heads_dynamics at 10, 20, 30, off the evaluation and checkpoint grid: the
+  # quick test then also checks that kept steps are saved whatever the other intervals are.
+  config.eval_every_steps, config.checkpoint_every_steps, config.keep_every_steps = 15, 1000, 10
   config.model.num_heads = 4
-  config.model.num_layers = 4
-  config.model.max_len = 128
-  config.batch_size = 16
-  config.num_train_steps = 800
-  config.warmup_steps = 50
-  config.eval_every_steps = 200
-  config.checkpoint_every_steps = 200
-  config.eval_steps = 10
-  config.model.position = (
-    'learned'  # as measured in docs/experiments.md (the default LM now uses rope)
-  )
-  config.model.scan_layers = True
-  # As docs/experiments.md measured it, pinned: the default LM later dropped both.
-  config.model.dropout_rate = 0.1
-  config.min_lr_ratio = 0.1
-  return quiet(config)
+  config.model.mlp_ratio = 2.0
+  config = quiet(config)
+  config.sample_tokens = 0  # as in small_lm_config: no one reads the sample
+  return config
 
 
 def default_lm_config():
   """configs/shakespeare_lm.py (one device, quiet): the model `python train.py` trains, with a
-  checkpoint kept every 400 steps for heads_dynamics (the weights and metrics are unchanged):
-  of its 2,535 steps, six kept points besides step 0 and the last, as many as heads_dynamics can
-  analyse in about 15 minutes."""
+  checkpoint kept every 100 steps for heads_dynamics (the weights and metrics are unchanged). Of
+  its 2,535 steps that keeps 25 points besides the last: fine enough to see when heads split,
+  which happens within the first few hundred steps."""
   config = quiet(load_config('shakespeare_lm'))
-  config.keep_every_steps = 400  # any interval works: a kept step is always saved
+  config.keep_every_steps = 100  # any interval works: a kept step is always saved
   return config
 
 
-def pretrained_lm(opts: Options, full_size: bool = False):
-  """The trained language model at opts.lm_workdir(full_size), trained there first if it holds no
-  finished run: the default LM (default_lm_config) when `full_size`, else the small lm_config.
+def pretrained_lm(opts: Options):
+  """The trained language model at opts.lm_workdir(), trained there first if it holds no
+  finished run: the default LM (default_lm_config), or with --quick the tiny quick_lm_config.
 
-  heads analyses the default LM: a model too weak to need attention cannot show what heads do.
-  pretraining fine-tunes its LM 30 times, which the small one keeps within minutes.
+  heads, heads_dynamics, depth and pretraining all analyse the default LM: a model too weak to
+  need attention cannot show what heads or layers do (docs/experiments.md's weak-model note).
   """
   from jaxformer.checkpoint import load_pretrained
 
-  workdir = opts.lm_workdir(full_size)
+  workdir = opts.lm_workdir()
   if not os.path.exists(os.path.join(workdir, 'summary.json')):
     if os.path.exists(os.path.join(workdir, 'config.json')) and opts.workdir:
       raise ValueError(
@@ -252,7 +253,7 @@ def pretrained_lm(opts: Options, full_size: bool = False):
     )
     from jaxformer.training.loop import train_and_evaluate
 
-    config = default_lm_config() if full_size and not opts.quick else lm_config(opts.quick)
+    config = quick_lm_config() if opts.quick else default_lm_config()
     train_and_evaluate(config, workdir)
   pre = load_pretrained(workdir)
   if pre.task != 'lm':

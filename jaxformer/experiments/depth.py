@@ -1,7 +1,8 @@
 """depth: what does each layer of a trained LM represent, and is depth worth its parameters?
 
 1. Linear probes (jaxformer.analysis.train_probe) on the residual stream after every layer of
-   the --workdir LM (layer 0 = embeddings), for
+   the --workdir LM (default: the default LM of configs/shakespeare_lm.py, trained once and
+   cached; layer 0 = embeddings), for
      token        the current token's identity (its K most frequent values)
      line_start   whether a line starts at this token
      line_pos     the token's position within its line (0, 1, 2, 3-4, 5-7, 8+)
@@ -11,27 +12,32 @@
    Token probes train on the first 2/3 of the validation windows and test on the rest. The same
    probes on the same architecture with random weights are the control: what a probe reads from
    an untrained network is not something the LM learned.
-2. Validation loss against depth at a fixed non-embedding parameter budget: num_layers in
-   DEPTHS, d_model chosen so 12 * layers * d_model^2 stays (about) constant, trained from scratch.
+2. Validation loss against depth at a fixed non-embedding parameter budget: the small LM of the
+   sweeps (common.small_lm_config) with num_layers in `depths`, d_model chosen so
+   12 * layers * d_model^2 stays (about) constant, trained from scratch with seeds 0, 1, 2. The
+   answer gives each depth's mean ± std and says which gaps the seeds cannot tell apart; the
+   4-layer runs are ffn_width's mlp_ratio 4 runs, shared through their labels.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 
 from jaxformer import analysis, plotting
+from jaxformer.experiments import seeds
 from jaxformer.experiments.common import (
   Options,
   Result,
-  describe_lm_run,
   eval_batches,
   lm_data,
   numpy_init,
   pretrained_lm,
   small_lm_config,
-  train_cached,
+  small_lm_over_seeds,
 )
 
 QUESTION = (
@@ -50,6 +56,7 @@ def _settings(quick: bool) -> dict:
       'batch_size': 8,
       'probe_steps': 100,
       'depths': [1, 2],
+      'seeds': [0, 1],  # two, so the quick path takes the spread too
     }
   return {
     'probe_windows': 48,
@@ -58,6 +65,7 @@ def _settings(quick: bool) -> dict:
     'batch_size': 32,
     'probe_steps': 300,
     'depths': [1, 2, 4, 8],
+    'seeds': [0, 1, 2],
   }
 
 
@@ -189,6 +197,7 @@ def run(opts: Options) -> Result:
       'workdir': opts.lm_workdir(),
       'step': pre.step,
       'val_loss': pre.val_loss,
+      'whole_split_bits_per_byte': _final_bits_per_byte(opts.lm_workdir()),
       'num_layers': cfg.num_layers,
       'd_model': cfg.d_model,
     },
@@ -202,18 +211,20 @@ def run(opts: Options) -> Result:
   )
 
 
+def _final_bits_per_byte(workdir: str) -> float | None:
+  """The run's last evaluation on the whole validation split (summary.json's 'final')."""
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    return json.load(f).get('final', {}).get('bits_per_byte')
+
+
 def _depth_sweep(opts: Options, s: dict) -> list[dict]:
   base = small_lm_config(opts.quick)  # the budget: its layers x d_model, mlp_ratio 4
-  heads = base.model.num_heads
+  heads, ratio = base.model.num_heads, base.model.mlp_ratio
   budget = 12 * base.model.num_layers * base.model.d_model**2
-  rows = []
-  for layers in s['depths']:
-    config = small_lm_config(opts.quick)
-    config.model.num_layers = layers
-    config.model.d_model = width_for_budget(budget, layers, heads)
-    label = f'layers{layers}-ratio{config.model.mlp_ratio:g}-d{config.model.d_model}'
-    rows.append(describe_lm_run(train_cached(config, opts.runs_dir('small_lm'), label)))
-  return rows
+  return [
+    small_lm_over_seeds(opts, s['seeds'], layers, ratio, width_for_budget(budget, layers, heads))
+    for layers in s['depths']
+  ]
 
 
 def _best(values) -> int:
@@ -239,19 +250,38 @@ def _answer(r) -> str:
       f'chance {r["chance_balanced"][key]:.2f}.'
     )
   sweep = r['depth_sweep']
-  best = min(sweep, key=lambda row: row['best_val_bits_per_byte'])
-  sweep_text = ', '.join(
-    f'{row["num_layers"]} layers x d={row["d_model"]} ({row["non_embedding_params"] / 1e3:,.0f}k): '
-    f'{row["best_val_bits_per_byte"]:.3f}'
+  best = min(sweep, key=lambda row: row['bits_per_byte']['mean'])
+  shape = lambda row: (  # noqa: E731
+    f'{row["num_layers"]} layer{"s" * (row["num_layers"] > 1)} x d={row["d_model"]}'
+  )
+  sweep_text = '; '.join(
+    f'{shape(row)} ({row["non_embedding_params"] / 1e3:,.0f}k): '
+    f'{seeds.mean_std(row["bits_per_byte"])}'
     for row in sweep
   )
-  return (
-    f'Balanced test accuracy of linear probes on the {n}-layer LM (layer 0 = embeddings):\n\n'
+  gaps = '; '.join(
+    f'{shape(row)} {seeds.difference(row["bits_per_byte"], best["bits_per_byte"])}'
+    for row in sweep
+    if row is not best
+  )
+  lm_bpb = r['model'].get('whole_split_bits_per_byte')
+  reached = f'; it reached {lm_bpb:.3f} bits per byte on the validation split' if lm_bpb else ''
+  text = (
+    f'Balanced test accuracy of linear probes on the {n}-layer LM (layer 0 = embeddings{reached}):'
+    '\n\n'
     + '\n'.join(parts)
     + f'\n\nAt a fixed non-embedding budget (~{sweep[0]["non_embedding_params"] / 1e6:.2f}M '
-    f'parameters, {sweep[0]["steps"]} steps each), validation bits per byte: {sweep_text}; best: '
-    f'{best["num_layers"]} layers.'
+    f'parameters, {sweep[0]["steps"]} steps each), best validation bits per byte, mean ± std over '
+    f'seeds {", ".join(str(x["seed"]) for x in sweep[0]["seed_runs"])}: {sweep_text}. Best: '
+    f'{shape(best)}; against it: {gaps}.'
   )
+  if all(row.get('whole_split') for row in sweep):  # each run's last evaluation, all held-out text
+    text += (
+      "\n\nOn the whole validation split (each run's last step, mean ± std): "
+      + '; '.join(f'{shape(row)} {seeds.mean_std(row["whole_split"])}' for row in sweep)
+      + '.'
+    )
+  return text
 
 
 def _figure(r):
@@ -269,15 +299,17 @@ def _figure(r):
   axes[0].legend(fontsize=8)
   axes[0].set_title('what a linear probe can read from each layer', fontsize=10)
   sweep = r['depth_sweep']
-  axes[1].plot(
+  axes[1].errorbar(
     [row['num_layers'] for row in sweep],
-    [row['best_val_bits_per_byte'] for row in sweep],
+    [row['bits_per_byte']['mean'] for row in sweep],
+    yerr=[row['bits_per_byte']['std'] for row in sweep],
     marker='o',
+    capsize=3,
   )
   for row in sweep:
     axes[1].annotate(
       f'd={row["d_model"]}',
-      (row['num_layers'], row['best_val_bits_per_byte']),
+      (row['num_layers'], row['bits_per_byte']['mean']),
       fontsize=8,
       textcoords='offset points',
       xytext=(4, 4),
@@ -287,7 +319,9 @@ def _figure(r):
     [row['num_layers'] for row in sweep], [str(row['num_layers']) for row in sweep]
   )
   axes[1].set_xlabel('layers (d_model shrinks to keep the parameter count)')
-  axes[1].set_ylabel('validation bits per byte (best)')
+  axes[1].set_ylabel(
+    f'validation bits per byte (best; mean ± std, {len(sweep[0]["seed_runs"])} seeds)'
+  )
   axes[1].set_title(
     f'fixed budget: ~{sweep[0]["non_embedding_params"] / 1e6:.2f}M non-embedding parameters',
     fontsize=10,

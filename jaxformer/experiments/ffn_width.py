@@ -19,10 +19,9 @@ from jaxformer.experiments import seeds
 from jaxformer.experiments.common import (
   Options,
   Result,
-  describe_lm_run,
   pct,
   small_lm_config,
-  train_cached,
+  small_lm_over_seeds,
 )
 
 QUESTION = 'Why expand the FFN and project back?'
@@ -53,38 +52,11 @@ def layers_for_budget(base_layers: int, base_ratio: float, ratio: float) -> int:
 
 
 def _setting(opts: Options, s: dict, layers: int, ratio: float, series: str) -> dict:
-  """One (layers, mlp_ratio) over the seeds: seed 0's run in full (its curve and timing, shared
-  with depth, which trains the same seed-0 configs), and the spread of all seeds' best bits/byte."""
-  per_seed = []
-  for seed in s['seeds']:
-    config = small_lm_config(opts.quick)
-    config.model.num_layers = layers
-    config.model.mlp_ratio = float(ratio)
-    config.seed = seed
-    label = f'layers{layers}-ratio{ratio:g}-d{config.model.d_model}'
-    label += f'-seed{seed}' if seed else ''
-    per_seed.append(describe_lm_run(train_cached(config, opts.runs_dir('small_lm'), label)))
+  d_model = small_lm_config(opts.quick).model.d_model
   return {
     'series': series,
     'mlp_ratio': ratio,
-    **per_seed[0],
-    'bits_per_byte': seeds.spread([r['best_val_bits_per_byte'] for r in per_seed]),
-    'whole_split': seeds.spread_if_complete(r['whole_split_bits_per_byte'] for r in per_seed),
-    'seed_runs': [
-      {
-        'seed': seed,
-        **{
-          k: r[k]
-          for k in (
-            'best_val_bits_per_byte',
-            'whole_split_bits_per_byte',
-            'train_seconds',
-            'cached',
-          )
-        },
-      }
-      for seed, r in zip(s['seeds'], per_seed)
-    ],
+    **small_lm_over_seeds(opts, s['seeds'], layers, ratio, d_model),
   }
 
 

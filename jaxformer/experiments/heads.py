@@ -75,7 +75,7 @@ def _kind(stats, layer: int, head: int) -> str:
 
 def run(opts: Options) -> Result:
   s = _settings(opts.quick)
-  pre = pretrained_lm(opts, full_size=True)
+  pre = pretrained_lm(opts)
   cfg, params = pre.model_config, pre.params
   data = lm_data(pre, s['batch_size'])
   tok = data.tokenizer
@@ -141,7 +141,7 @@ def run(opts: Options) -> Result:
   )
   results = {
     'model': {
-      'workdir': opts.lm_workdir(full_size=True),
+      'workdir': opts.lm_workdir(),
       'step': pre.step,
       'val_loss': pre.val_loss,
       'num_layers': cfg.num_layers,

@@ -2,7 +2,7 @@
 
 `heads` looks at one finished model. This follows every head through training: the default LM
 (configs/shakespeare_lm.py, trained once into runs/experiments/shakespeare_lm with a checkpoint
-kept every 400 steps, the run `heads` analyses too), or the checkpoints a --workdir run kept
+kept every 100 steps, the run `heads` analyses too), or the checkpoints a --workdir run kept
 (train it with --config.keep_every_steps=N). At each kept step, per head:
   entropy, previous_token, first_token, mean_distance
                   jaxformer.analysis.head_stats on the same validation windows every time;
@@ -80,9 +80,9 @@ def run(opts: Options) -> Result:
   from jaxformer.models import DecoderLM
 
   s = _settings(opts.quick)
-  pre = pretrained_lm(opts, full_size=True)
+  pre = pretrained_lm(opts)
   cfg = pre.model_config
-  workdir = opts.lm_workdir(full_size=True)
+  workdir = opts.lm_workdir()
   steps = [0, *kept_steps(workdir)]
   data = lm_data(pre, s['batch_size'])
   tok = data.tokenizer

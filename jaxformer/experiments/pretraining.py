@@ -11,9 +11,9 @@ Each (approach, n) runs with several seeds; a seed changes the labelled subset, 
 initialisation and the data order. The neural runs train a fixed number of steps with early
 stopping on the 150 validation passages and keep the best weights.
 
-The LM is the --workdir run (default: the small LM of common.lm_config, trained once and
-cached): fine-tuning the full-size runs/shakespeare_lm 30 times would not fit the time budget of
-a 2-core CPU.
+The LM is the --workdir run (default: the default LM of configs/shakespeare_lm.py, the one heads
+and depth analyse, trained once and cached); scratch gets its architecture. Each of the 30
+neural runs is 40 steps, so the experiment fits its ~15 minutes with the full-size LM.
 """
 
 from __future__ import annotations
