@@ -338,6 +338,25 @@ def test_depth_sweep_runs_every_depth_per_seed_and_says_which_gaps_are_noise(mon
   assert answer.endswith(f'{d1} 3.620 ± 0.020; {d2} 3.520 ± 0.020; {d4} 3.510 ± 0.020.')
 
 
+def test_pretraining_answer_sets_fine_tuning_against_scratch_and_word_counts_over_seeds():
+  from jaxformer.experiments import pretraining
+
+  def row(approach, n, values):
+    return {'approach': approach, 'per_class': n, **seeds.spread(values)}
+
+  table = [
+    row('fine-tuned', 10, [0.58, 0.60, 0.62]),
+    row('scratch', 10, [0.34, 0.35, 0.36]),
+    row('tf-idf', 10, [0.59, 0.61, 0.63]),  # ranges overlap fine-tuning's
+  ]
+  answer = pretraining._answer({'sizes': [10], 'seeds': [0, 1, 2]}, table, {'tfidf_note': None})
+  assert '| 10 | 0.600 ± 0.020 | 0.350 ± 0.010 | 0.610 ± 0.020 |' in answer
+  assert answer.endswith(
+    'Fine-tuned minus scratch: 10/class +0.250. Fine-tuned minus TF-IDF: 10/class -0.010, not '
+    'distinguishable (the mean ± std ranges overlap).'
+  )
+
+
 def test_ffn_width_answer_calls_a_gap_inside_the_seed_spread_not_distinguishable():
   def row(ratio, layers, values, series='fixed depth'):
     return {
