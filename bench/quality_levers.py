@@ -70,6 +70,12 @@ LEVERS = {
     'the default with a 2,048-piece vocabulary (not 4,096) for its time, 22 minutes',
     ('--config.dataset.vocab_size=2048', '--config.train_minutes=22'),
   ),
+  # Width against depth at about the default's 1.8M non-embedding parameters and its time (the
+  # depth experiment's fixed-budget sweep favoured 2 wide layers, but over 250 steps, not 2,535).
+  'layers3_d224_22min': (
+    'the default as 3 layers of width 224 (1.8M non-embedding parameters) for its time, 22 minutes',
+    ('--config.model.num_layers=3', '--config.model.d_model=224', '--config.train_minutes=22'),
+  ),
 }
 
 

@@ -7,8 +7,8 @@ chosen at a fixed time against the previous default (256 wide, batch 16, 850 ste
 1.971 against 2.035 bits/byte in 0.95x its time, side by side (docs/results.md, "Levers"). Each
 of peak learning rate 3e-3, an untied output projection, dropout 0.1 and weight decay 0.5 did
 worse there (1.978 to 1.989). On an Intel Xeon VM beside a retrain of the default, given its
-time rather than its steps, so did a 512-token context (2.006) and a 2,048-piece vocabulary
-(1.987).
+time rather than its steps, so did a 512-token context (2.006), a 2,048-piece vocabulary
+(1.987) and 3 layers of width 224 at the same parameters (1.981).
 """
 
 from jaxformer.configs import default
