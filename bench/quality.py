@@ -118,10 +118,10 @@ def bpb_at(rows: list[dict], seconds: float) -> float | None:
   return done[-1]['bits_per_byte'] if done else None
 
 
-# The default LM (`python train.py`), keeping a checkpoint every 400 steps so that
+# The default LM (`python train.py`), keeping a checkpoint every 100 steps so that
 # `python -m jaxformer.experiments heads_dynamics --workdir runs/shakespeare_lm` can follow its
 # heads through training; the kept history changes no weight or metric.
-DEFAULT_LM = ('configs/shakespeare_lm.py', '--config.keep_every_steps=400')
+DEFAULT_LM = ('configs/shakespeare_lm.py', '--config.keep_every_steps=100')
 
 
 def long_language_model(runs: str) -> tuple[str, dict]:

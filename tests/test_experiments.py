@@ -242,7 +242,7 @@ def test_overfitting_answer_gives_each_arm_over_its_seeds_and_says_which_gaps_ar
 
 
 def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_depth_reuses(
-  monkeypatch,
+  monkeypatch, tmp_path
 ):
   from jaxformer.experiments import depth
 
@@ -270,7 +270,7 @@ def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_dept
 
   monkeypatch.setattr(common, 'train_cached', train)
   monkeypatch.setattr(common, 'describe_lm_run', describe)
-  result = ffn_width.run(Options(quick=True))
+  result = ffn_width.run(Options(quick=True, runs=str(tmp_path)))
   # quick: ratios 0 and 4 at 2 layers, and ratio 0 at the 6 layers that match ratio 4's parameters
   assert trained == [
     ('layers2-ratio0-d32', 0),
@@ -294,10 +294,10 @@ def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_dept
   )
 
 
-def test_depth_sweep_runs_every_depth_per_seed_and_says_which_gaps_are_noise(monkeypatch):
+def test_depth_sweep_runs_every_depth_per_seed_and_says_which_gaps_are_noise(monkeypatch, tmp_path):
   from jaxformer.experiments import common, depth
 
-  trained = []
+  trained, labels = [], []
 
   def describe(config):
     layers, seed = config.model.num_layers, config.seed
@@ -314,11 +314,19 @@ def test_depth_sweep_runs_every_depth_per_seed_and_says_which_gaps_are_noise(mon
       'cached': False,
     }
 
-  monkeypatch.setattr(common, 'train_cached', lambda config, root, label: config)
+  monkeypatch.setattr(
+    common, 'train_cached', lambda config, root, label: labels.append(label) or config
+  )
   monkeypatch.setattr(common, 'describe_lm_run', describe)
   s = dict(depth._settings(quick=True), depths=[1, 2, 4], seeds=[0, 1, 2])
-  sweep = depth._depth_sweep(common.Options(quick=True), s)
+  sweep = depth._depth_sweep(common.Options(quick=True, runs=str(tmp_path)), s)
   assert [(t[0], t[2]) for t in trained] == [(d, seed) for d in (1, 2, 4) for seed in (0, 1, 2)]
+  # the quick budget's own shape (2 layers x d=32) is the run ffn_width's quick sweep trains
+  assert labels[3:6] == [
+    'layers2-ratio4-d32',
+    'layers2-ratio4-d32-seed1',
+    'layers2-ratio4-d32-seed2',
+  ]
   assert [r['bits_per_byte']['seeds'] for r in sweep] == [3, 3, 3]
   assert sweep[0]['bits_per_byte']['mean'] == pytest.approx(3.12)
   probes = {k: [0.5, 0.6] for k in depth.PROPERTIES}
@@ -494,6 +502,17 @@ def test_the_written_command_names_the_analysed_run(tmp_path):
     '`python -m jaxformer.experiments probe --workdir runs/mine`'
     in (tmp_path / 'probe.md').read_text()
   )
+
+
+def test_heads_dynamics_says_when_the_cached_default_lm_kept_a_coarser_history(tmp_path):
+  from jaxformer.experiments import heads_dynamics
+
+  def hint(every):
+    (tmp_path / 'config.json').write_text(json.dumps({'keep_every_steps': every}))
+    return heads_dynamics.coarse_history_hint(str(tmp_path))
+
+  assert hint(100) is None  # what default_lm_config keeps now
+  assert 'kept a checkpoint every 400 steps, the default LM now every 100' in hint(400)
 
 
 def test_heads_dynamics_needs_a_history_of_checkpoints(tmp_path):

@@ -27,7 +27,7 @@ from jaxformer.experiments import seeds
 @dataclasses.dataclass
 class Options:
   quick: bool = False  # tiny sizes: the same code in well under a minute
-  workdir: str | None = None  # the language-model run to analyse (heads, depth, pretraining)
+  workdir: str | None = None  # the run to analyse: an LM (heads*, depth), or a translate run
   runs: str | None = None  # where this experiment caches the models it trains
   out: str = 'docs/experiments'
 

@@ -212,9 +212,11 @@ def run(opts: Options) -> Result:
 
 
 def _final_bits_per_byte(workdir: str) -> float | None:
-  """The run's last evaluation on the whole validation split (summary.json's 'final')."""
+  """The run's last evaluation on the whole validation split (summary.json's 'final'), or None
+  when it has none (a run that predates it, or one whose final split is another)."""
   with open(os.path.join(workdir, 'summary.json')) as f:
-    return json.load(f).get('final', {}).get('bits_per_byte')
+    final = json.load(f).get('final') or {}
+  return final.get('bits_per_byte') if final.get('split') == 'validation' else None
 
 
 def _depth_sweep(opts: Options, s: dict) -> list[dict]:

@@ -52,6 +52,7 @@ def layers_for_budget(base_layers: int, base_ratio: float, ratio: float) -> int:
 
 
 def _setting(opts: Options, s: dict, layers: int, ratio: float, series: str) -> dict:
+  """One (layers, mlp_ratio) of a series over the seeds (common.small_lm_over_seeds)."""
   d_model = small_lm_config(opts.quick).model.d_model
   return {
     'series': series,

@@ -24,6 +24,7 @@ from jaxformer import analysis, plotting
 from jaxformer.experiments.common import (
   Options,
   Result,
+  default_lm_config,
   eval_batches,
   lm_data,
   numpy_init,
@@ -70,9 +71,25 @@ def kept_steps(workdir: str) -> list[int]:
   if len(history) < 2:
     raise ValueError(
       f'{workdir} kept no history of checkpoints (keep_every_steps={every}, steps {steps}); '
-      'train it with --config.keep_every_steps=400 (or another interval) for heads_dynamics'
+      'train it with --config.keep_every_steps=100 (or another interval) for heads_dynamics'
     )
   return sorted(set(history) | {steps[-1]})
+
+
+def coarse_history_hint(workdir: str) -> str | None:
+  """What to do when the cached default LM kept fewer checkpoints than default_lm_config does
+  now (a run cached before the interval went from 400 to 100 steps); None when it matches."""
+  import json
+
+  with open(os.path.join(workdir, 'config.json')) as f:
+    every = json.load(f).get('keep_every_steps')
+  wanted = default_lm_config().keep_every_steps
+  if every == wanted:
+    return None
+  return (
+    f'{workdir} kept a checkpoint every {every} steps, the default LM now every {wanted}: move '
+    'it away (or pass another --runs) to retrain it and follow the heads at the finer interval'
+  )
 
 
 def run(opts: Options) -> Result:
@@ -84,6 +101,8 @@ def run(opts: Options) -> Result:
   cfg = pre.model_config
   workdir = opts.lm_workdir()
   steps = [0, *kept_steps(workdir)]
+  if not (opts.workdir or opts.quick) and (hint := coarse_history_hint(workdir)):
+    print(f'[experiments] {hint}', flush=True)
   data = lm_data(pre, s['batch_size'])
   tok = data.tokenizer
   windows = np.concatenate(
