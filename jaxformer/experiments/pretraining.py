@@ -13,7 +13,8 @@ stopping on the 150 validation passages and keep the best weights.
 
 The LM is the --workdir run (default: the default LM of configs/shakespeare_lm.py, the one heads
 and depth analyse, trained once and cached); scratch gets its architecture. Each of the 30
-neural runs is 40 steps of 8 passages, so the 30 runs take about half an hour on one CPU core.
+neural runs is 40 steps of 8 passages: the experiment took 27 minutes on one core of a 2-vCPU
+VM, 16 on both.
 """
 
 from __future__ import annotations
