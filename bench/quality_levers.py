@@ -76,6 +76,10 @@ LEVERS = {
     'the default as 3 layers of width 224 (1.8M non-embedding parameters) for its time, 22 minutes',
     ('--config.model.num_layers=3', '--config.model.d_model=224', '--config.train_minutes=22'),
   ),
+  'layers6_d160_22min': (
+    'the default as 6 layers of width 160 (1.8M non-embedding parameters) for its time, 22 minutes',
+    ('--config.model.num_layers=6', '--config.model.d_model=160', '--config.train_minutes=22'),
+  ),
 }
 
 
