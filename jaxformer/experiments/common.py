@@ -100,6 +100,13 @@ def train_cached(config, root: str, label: str) -> Run:
   return Run(workdir, summary, read_metrics(workdir), cached)
 
 
+def whole_split_bits_per_byte(summary: dict) -> float | None:
+  """A run's last evaluation (summary.json's 'final'): every validation token, not the prefix its
+  curve scores. None for a run that predates it or whose final split is another."""
+  final = summary.get('final') or {}
+  return final.get('bits_per_byte') if final.get('split') == 'validation' else None
+
+
 def describe_lm_run(run: Run) -> dict:
   """A language-model run's size (library formulas), validation bits per byte and timing."""
   from jaxformer.config import ModelConfig
@@ -122,8 +129,7 @@ def describe_lm_run(run: Run) -> dict:
     'train_flops_per_token': flops_per_token(cfg, cfg.max_len),
     'best_val_bits_per_byte': min(bpb),
     'final_val_bits_per_byte': bpb[-1],
-    # the run's last evaluation, on the whole validation split, not the prefix the curve scores
-    'whole_split_bits_per_byte': (summary.get('final') or {}).get('bits_per_byte'),
+    'whole_split_bits_per_byte': whole_split_bits_per_byte(summary),
     'best_val_loss': summary['best_val_loss'],
     'val_steps': steps,
     'val_bits_per_byte': bpb,

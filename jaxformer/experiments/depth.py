@@ -38,6 +38,7 @@ from jaxformer.experiments.common import (
   pretrained_lm,
   small_lm_config,
   small_lm_over_seeds,
+  whole_split_bits_per_byte,
 )
 
 QUESTION = (
@@ -197,7 +198,7 @@ def run(opts: Options) -> Result:
       'workdir': opts.lm_workdir(),
       'step': pre.step,
       'val_loss': pre.val_loss,
-      'whole_split_bits_per_byte': _final_bits_per_byte(opts.lm_workdir()),
+      'whole_split_bits_per_byte': whole_split_bits_per_byte(_summary(opts.lm_workdir())),
       'num_layers': cfg.num_layers,
       'd_model': cfg.d_model,
     },
@@ -211,12 +212,9 @@ def run(opts: Options) -> Result:
   )
 
 
-def _final_bits_per_byte(workdir: str) -> float | None:
-  """The run's last evaluation on the whole validation split (summary.json's 'final'), or None
-  when it has none (a run that predates it, or one whose final split is another)."""
+def _summary(workdir: str) -> dict:
   with open(os.path.join(workdir, 'summary.json')) as f:
-    final = json.load(f).get('final') or {}
-  return final.get('bits_per_byte') if final.get('split') == 'validation' else None
+    return json.load(f)
 
 
 def _depth_sweep(opts: Options, s: dict) -> list[dict]:
