@@ -100,11 +100,11 @@ def train_cached(config, root: str, label: str) -> Run:
   return Run(workdir, summary, read_metrics(workdir), cached)
 
 
-def whole_split_bits_per_byte(summary: dict) -> float | None:
-  """A run's last evaluation (summary.json's 'final'): every validation token, not the prefix its
-  curve scores. None for a run that predates it or whose final split is another."""
+def whole_split(summary: dict, key: str = 'bits_per_byte') -> float | None:
+  """A metric of a run's last evaluation (summary.json's 'final'): every validation token, not the
+  prefix its curve scores. None for a run that predates it or whose final split is another."""
   final = summary.get('final') or {}
-  return final.get('bits_per_byte') if final.get('split') == 'validation' else None
+  return final.get(key) if final.get('split') == 'validation' else None
 
 
 def describe_lm_run(run: Run) -> dict:
@@ -129,7 +129,7 @@ def describe_lm_run(run: Run) -> dict:
     'train_flops_per_token': flops_per_token(cfg, cfg.max_len),
     'best_val_bits_per_byte': min(bpb),
     'final_val_bits_per_byte': bpb[-1],
-    'whole_split_bits_per_byte': whole_split_bits_per_byte(summary),
+    'whole_split_bits_per_byte': whole_split(summary),
     'best_val_loss': summary['best_val_loss'],
     'val_steps': steps,
     'val_bits_per_byte': bpb,

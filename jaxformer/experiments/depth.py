@@ -38,7 +38,7 @@ from jaxformer.experiments.common import (
   pretrained_lm,
   small_lm_config,
   small_lm_over_seeds,
-  whole_split_bits_per_byte,
+  whole_split,
 )
 
 QUESTION = (
@@ -198,7 +198,7 @@ def run(opts: Options) -> Result:
       'workdir': opts.lm_workdir(),
       'step': pre.step,
       'val_loss': pre.val_loss,
-      'whole_split_bits_per_byte': whole_split_bits_per_byte(_summary(opts.lm_workdir())),
+      'whole_split_bits_per_byte': whole_split(_summary(opts.lm_workdir())),
       'num_layers': cfg.num_layers,
       'd_model': cfg.d_model,
     },

@@ -16,6 +16,7 @@ scale (numpy_init) stand in for it.
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -59,12 +60,9 @@ def _settings(quick: bool) -> dict:
 def kept_steps(workdir: str) -> list[int]:
   """The steps of the history a run kept (keep_every_steps), oldest first, plus its last step;
   an error if the run kept no history (its best and newest checkpoints alone are not one)."""
-  import json
-
   from jaxformer.checkpoint import Checkpointer
 
-  with open(os.path.join(workdir, 'config.json')) as f:
-    every = int(json.load(f).get('keep_every_steps') or 0)
+  every = kept_interval(workdir)
   with Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True) as ckpt:
     steps = sorted(ckpt.all_steps())
   history = [step for step in steps if every and step % every == 0]
@@ -76,13 +74,16 @@ def kept_steps(workdir: str) -> list[int]:
   return sorted(set(history) | {steps[-1]})
 
 
+def kept_interval(workdir: str) -> int:
+  """The run's keep_every_steps (0: it kept no history)."""
+  with open(os.path.join(workdir, 'config.json')) as f:
+    return int(json.load(f).get('keep_every_steps') or 0)
+
+
 def coarse_history_hint(workdir: str) -> str | None:
   """What to do when the cached default LM kept fewer checkpoints than default_lm_config does
   now (a run cached before the interval went from 400 to 100 steps); None when it matches."""
-  import json
-
-  with open(os.path.join(workdir, 'config.json')) as f:
-    every = json.load(f).get('keep_every_steps')
+  every = kept_interval(workdir)
   wanted = default_lm_config().keep_every_steps
   if every == wanted:
     return None

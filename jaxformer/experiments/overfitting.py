@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from jaxformer.experiments import seeds
-from jaxformer.experiments.common import Options, Result, small_lm_config, train_cached
+from jaxformer.experiments.common import Options, Result, small_lm_config, train_cached, whole_split
 
 QUESTION = 'Dropout in every layer, regularization, early stopping.'
 ARMS = ('none', 'dropout', 'weight decay', 'both', 'both + early stopping')
@@ -198,8 +198,7 @@ def _seed_row(arm: str, seed: int, trained) -> dict:
     # Early stopping restores its best weights; every other arm keeps its last ones.
     'kept_step': summary['best_step'] if early else summary['last_step'],
     'kept_val_loss': summary['best_val_loss'] if early else val_loss[-1],
-    # the run's last evaluation: the kept weights on the whole held-out text, not the prefix
-    'whole_split_val_loss': (summary.get('final') or {}).get('loss'),
+    'whole_split_val_loss': whole_split(summary, 'loss'),  # the kept weights, all held-out text
     'run_wall_s': summary['wall_s'],
     'cached': trained.cached,
   }
