@@ -50,6 +50,7 @@ def get_dataset_config() -> ml_collections.ConfigDict:
   d.test_fraction = 0.0  # 'files': share of training rows held out for test (by label)
   d.split_seed = 0  # 'files': seed that picks the held-out rows (not the training seed)
   d.pack = False  # translate, lm: several examples/documents a train row (eval unpacked)
+  d.shift_windows = False  # lm: train windows start at a new seeded offset every epoch
   d.examples_per_class = 0  # classification: labelled examples per class (0 = all)
   d.download = False  # allow TFDS to download (never without asking)
   return d

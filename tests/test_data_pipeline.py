@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 from data_fixtures import cfg
 
-from jaxformer.data import ByteTokenizer, build_task_data
+from jaxformer.data import ByteTokenizer, DataError, build_task_data
 
 
 def build(
@@ -142,6 +142,39 @@ def test_same_seed_same_batches_and_other_seed_differs(numbered_files):
   a, b, c = first(1), first(1), first(2)
   assert all((x['inputs'] == y['inputs']).all() for x, y in zip(a, b))
   assert not all((x['inputs'] == y['inputs']).all() for x, y in zip(a, c))
+
+
+def test_shifted_lm_windows_move_every_epoch_cover_it_once_and_resume_exactly(numbered_files):
+  """dataset.shift_windows: epoch e's rows are the windows starting at offset_e + i * max_len,
+  each once, with a different offset in different epochs; a resume replays the same rows."""
+  dataset_cfg = {'name': 'text_files', 'files': numbered_files, 'tokenizer': 'byte'}
+  L, B = 32, 8
+  data = build(dict(dataset_cfg, shift_windows=True), 'lm', max_len=L, batch_size=B)
+  stream = np.asarray(data.encoded('train').tokens.values)
+  start_of = {stream[s : s + L + 1].tobytes(): s for s in range(len(stream) - L)}  # lines unique
+  n = len(data.train_indices())
+  batches = take(data.train_iterator(), 3 * n // B)
+  rows = [np.append(b['inputs'][r], b['targets'][r, -1]) for b in batches for r in range(B)]
+  assert all(b['weights'].all() for b in batches)
+  starts = np.array([start_of[row.astype(stream.dtype).tobytes()] for row in rows])
+  offsets = []
+  for epoch in range(2):
+    epoch_starts = np.sort(starts[epoch * n : (epoch + 1) * n])
+    offsets.append(int(epoch_starts[0]))
+    assert offsets[-1] == data.window_offset(epoch) < L
+    np.testing.assert_array_equal(epoch_starts, offsets[-1] + L * np.arange(n))
+  assert len({*offsets, data.window_offset(2)}) > 1  # not one fixed cut, as without the option
+  assert n == (len(stream) - 1 - (L - 1)) // L  # every offset leaves n whole windows
+
+  it = data.train_iterator()
+  take(it, n // B + 2)  # past the first epoch boundary
+  resumed = build(dict(dataset_cfg, shift_windows=True), 'lm', max_len=L, batch_size=B)
+  resumed = resumed.train_iterator()
+  resumed.set_state(json.loads(json.dumps(it.get_state())))
+  for expected, got in zip(batches[n // B + 2 :], take(resumed, 5)):
+    np.testing.assert_array_equal(expected['inputs'], got['inputs'])
+  with pytest.raises(DataError, match='shift_windows'):
+    build(dict(dataset_cfg, shift_windows=True, pack=True), 'lm', max_len=L, batch_size=B)
 
 
 @pytest.mark.parametrize('name,task', [('text_files', 'lm'), ('jaxformer_genre', 'classify')])

@@ -6,6 +6,8 @@ One pipeline per task, all on grain, all with fixed shapes (nothing recompiles):
              windows of max_len+1 tokens starting every max_len tokens (window i predicts tokens
              i*max_len+1 .. (i+1)*max_len, so in evaluation every token is a target exactly once).
              inputs = window[:-1], targets = window[1:]                      [B, max_len]
+             With dataset.shift_windows, each epoch's train windows start at a seeded offset in
+             0..max_len-1: a token is seen after a different context in each pass over the data.
   translate  inputs = source + EOS, decoder_inputs = BOS + target, targets = target + EOS, each
              cut to max_len and padded; over-length examples are truncated and counted.
   classify   inputs = text + EOS cut to max_len and padded; targets = label   [B, max_len], [B]
@@ -51,9 +53,10 @@ def build_task_data(
 
   dataset_cfg keys (dict or ConfigDict; missing/None = default): name, data_dir, train_split,
   eval_split, test_split, tokenizer, vocab_size, text_key, source_key, target_key, label_key,
-  files, val_fraction, examples_per_class, download, and for name='files' train_files,
-  eval_files, test_files, test_fraction, split_seed (see jaxformer/data/files.py). batch_size is
-  global. split_record: a files source's saved record (a resume or an evaluation sees its rows).
+  files, val_fraction, examples_per_class, pack, shift_windows, download, and for name='files'
+  train_files, eval_files, test_files, test_fraction, split_seed (see jaxformer/data/files.py).
+  batch_size is global. split_record: a files source's saved record (a resume or an evaluation
+  sees its rows).
   """
   if int(max_len) < 2:
     raise DataError(f'max_len must be >= 2 (an input and a target token), got {max_len}')
@@ -85,6 +88,7 @@ def build_task_data(
     cache_dir=cache_dir,
     examples_per_class=int(sources.get(dataset_cfg, 'examples_per_class', 0)),
     pack=bool(sources.get(dataset_cfg, 'pack', False)),
+    shift_windows=bool(sources.get(dataset_cfg, 'shift_windows', False)),
   )
 
 
@@ -137,10 +141,16 @@ class TaskData:
   cache_dir: str
   examples_per_class: int = 0
   pack: bool = False  # translate, lm: train rows hold several examples (see packed_row)
+  shift_windows: bool = False  # lm: each epoch's train windows start at a new offset
 
   def __post_init__(self):
     if self.pack and self.task == 'classify':
       raise DataError("dataset.pack is for 'translate' and 'lm' (a label per row); set it False")
+    if self.shift_windows and (self.task != 'lm' or self.pack):
+      raise DataError(
+        "dataset.shift_windows moves the windows of an unpacked 'lm' stream; set it False, "
+        'or dataset.pack False'
+      )
     self._encoded = {}
     self._token_bytes = None  # UTF-8 bytes per token id, built on first use
     self.truncated = {}  # split -> number of over-length examples that were truncated
@@ -188,11 +198,13 @@ class TaskData:
 
   def num_rows(self, split: str, train: bool = False) -> int:
     """Examples (translate, classify) or windows (lm) in a split; train LM counts full windows
-    only."""
+    only (with shift_windows, those that stay whole at any offset)."""
     enc = self.encoded(split)
     if self.task == 'lm':
       n_targets = len(enc.tokens.values) - 1
-      return n_targets // self.max_len if train else math.ceil(n_targets / self.max_len)
+      if not train:
+        return math.ceil(n_targets / self.max_len)
+      return (n_targets - (self.max_len - 1 if self.shift_windows else 0)) // self.max_len
     return enc.num_examples
 
   def scored_bytes(self, split: str, num_rows: int | None = None) -> int:
@@ -214,11 +226,12 @@ class TaskData:
     return int(sum(np.sum(sizes[enc.targets[i][:L]]) for i in range(rows)))
 
   # ---- rows ----------------------------------------------------------------------------------
-  def _row(self, split: str, i: int) -> dict:
-    """One example as fixed-shape arrays (see module docstring)."""
+  def _row(self, split: str, i: int, offset: int = 0) -> dict:
+    """One example as fixed-shape arrays (see module docstring); `offset` shifts LM windows."""
     enc, L = self.encoded(split), self.max_len
     if self.task == 'lm':
-      window = np.asarray(enc.tokens.values[i * L : i * L + L + 1], dtype=np.int32)
+      start = offset + i * L
+      window = np.asarray(enc.tokens.values[start : start + L + 1], dtype=np.int32)
       n = len(window) - 1  # < L only for the last window of an eval split
       inputs, targets = np.zeros(L, np.int32), np.zeros(L, np.int32)
       inputs[:n], targets[:n] = window[:-1], window[1:]
@@ -356,21 +369,28 @@ class TaskData:
     hi = lo + self.per_process_batch_size
 
     bins = self.packed_bins() if self.pack else None
+    n = len(indices)
 
     def rows(global_batch):
       if bins is not None:
         rows = [self.packed_row(bins[int(i)]) for i in global_batch[lo:hi]]
+      elif self.shift_windows:  # entries are epoch * n + window (see below)
+        rows = [
+          self._row(split, int(v) % n, self.window_offset(int(v) // n)) for v in global_batch[lo:hi]
+        ]
       else:
         rows = [self._row(split, int(i)) for i in global_batch[lo:hi]]
       return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
-    return (
-      grain.MapDataset.source(indices)
-      .shuffle(seed=self.seed)
-      .repeat()  # grain reseeds the shuffle every epoch
-      .batch(self.batch_size, drop_remainder=True)
-      .map(rows)
-    )
+    ds = grain.MapDataset.source(indices).shuffle(seed=self.seed).repeat()  # reshuffled per epoch
+    if self.shift_windows:  # the k-th row overall is in epoch k // n; the row keeps that number
+      ds = ds.map_with_index(lambda k, i: int(i) + (k // n) * n)
+    return ds.batch(self.batch_size, drop_remainder=True).map(rows)
+
+  def window_offset(self, epoch: int) -> int:
+    """Where epoch `epoch`'s LM train windows start (shift_windows): a function of the seed and
+    the epoch only, so a resume, or any process count, cuts the same windows."""
+    return int(np.random.default_rng((self.seed, epoch)).integers(self.max_len))
 
   def train_iterator(self) -> grain.DatasetIterator:
     """Infinite iterator of per-process batches; get_state()/set_state() to checkpoint/resume."""
