@@ -294,6 +294,31 @@ def test_ffn_width_trains_every_setting_per_seed_and_seed_0_under_the_label_dept
   )
 
 
+def test_a_run_cached_before_a_new_config_field_is_reused_while_it_holds_its_old_value(
+  monkeypatch, tmp_path
+):
+  """dataset.shift_windows came after the cached sweeps: at its default (False) a cached run is
+  found under the key it was saved with; a run that turns it on is a new run."""
+  import copy
+  import hashlib
+
+  from jaxformer.experiments import common
+  from jaxformer.training import loop
+
+  config = common.small_lm_config(quick=True)
+  before = copy.deepcopy(config)
+  del before.dataset['shift_windows']  # the config as it was when the run was cached
+  old_key = hashlib.sha256(before.to_json(sort_keys=True).encode()).hexdigest()[:10]
+  os.makedirs(tmp_path / f'lm-{old_key}')
+  (tmp_path / f'lm-{old_key}' / 'summary.json').write_text('{"final": {"loss": 1.5}}')
+  trained = []
+  monkeypatch.setattr(loop, 'train_and_evaluate', lambda c, workdir: trained.append(workdir))
+  run = common.train_cached(config, str(tmp_path), 'lm')
+  assert run.cached and run.summary['final']['loss'] == 1.5 and not trained
+  config.dataset.shift_windows = True
+  assert common.run_key(config) != old_key
+
+
 def test_depth_sweep_runs_every_depth_per_seed_and_says_which_gaps_are_noise(monkeypatch, tmp_path):
   from jaxformer.experiments import common, depth
 

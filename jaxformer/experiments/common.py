@@ -9,6 +9,7 @@ writes three files to opts.out:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import importlib
@@ -80,16 +81,28 @@ class Run:
     return [r['step'] for r in rows], [float(r[key]) for r in rows]
 
 
-def train_cached(config, root: str, label: str) -> Run:
-  """train_and_evaluate(config) into ROOT/LABEL-<hash of config>, or reuse that run if it finished.
+# Config fields added after runs were cached, with the value those runs had: left out of the run
+# key while they hold it, so a new option does not orphan every cached run that predates it.
+KEY_NEUTRAL = {('dataset', 'shift_windows'): False}
 
-  The hash makes a changed config a new run, so a cached result always matches its settings.
+
+def run_key(config) -> str:
+  """The hash that names a config's cached run (see KEY_NEUTRAL)."""
+  config = copy.deepcopy(config)
+  for (section, field), value in KEY_NEUTRAL.items():
+    if field in config[section] and config[section][field] == value:
+      del config[section][field]
+  return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:10]
+
+
+def train_cached(config, root: str, label: str) -> Run:
+  """train_and_evaluate(config) into ROOT/LABEL-<run_key(config)>, or reuse that run if it
+  finished. The key makes a changed config a new run, so a cached result matches its settings.
   """
   from jaxformer.training.loop import train_and_evaluate
   from jaxformer.training.writers import read_metrics
 
-  key = hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:10]
-  workdir = os.path.join(root, f'{label}-{key}')
+  workdir = os.path.join(root, f'{label}-{run_key(config)}')
   summary_path = os.path.join(workdir, 'summary.json')
   cached = os.path.exists(summary_path)
   if not cached:
