@@ -7,7 +7,18 @@ from jaxformer.configs import default, shakespeare_lm
 
 # The default LM's backbone shape: genre_finetune.py loads that LM's weights into it, and from
 # scratch compares with fine-tuning only if the architecture is the same.
-BACKBONE = ('d_model', 'num_heads', 'num_layers', 'mlp_ratio', 'd_ff', 'max_len', 'position')
+BACKBONE = (
+  'd_model',
+  'num_heads',
+  'num_layers',
+  'mlp_ratio',
+  'd_ff',
+  'activation',
+  'use_bias',
+  'norm',
+  'max_len',
+  'position',
+)
 
 
 def get_config():

@@ -18,6 +18,7 @@ def get_config():
   c.model.num_heads = 12
   c.model.num_layers = 12
   c.model.mlp_ratio = 4.0
+  c.model.d_ff = 0  # 0: mlp_ratio sets it (GPT-2's 3,072), not the Shakespeare LM's 512
   c.model.max_len = 1024  # GPT-2's position table: the classifier pads passages to it
   c.model.position = 'learned'
   c.model.norm = 'pre'

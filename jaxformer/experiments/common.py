@@ -191,6 +191,7 @@ def small_lm_config(quick: bool):
     config.model.position = (
       'learned'  # as measured in docs/experiments.md (the default LM now uses rope)
     )
+    config.model.activation, config.model.d_ff = 'gelu', 0  # likewise (the default: SwiGLU)
     config.model.scan_layers = True
   config.model.dropout_rate = 0.0
   # The schedule docs/experiments.md measured, pinned: the default LM's (which this config
