@@ -250,10 +250,10 @@ def main() -> None:
     results['measured']['genre'] = measured
   if 'genre_seeds' in parts:
     train(args.pretrained, *DEFAULT_LM, fresh=False)
-    history = results.get('genre_seeds', {}).get('previous_default')
+    history = results.get('genre_seeds', {}).get('earlier_defaults')
     results['genre_seeds'] = genre_seeds(args.runs, args.pretrained)
-    if history:  # the same table on the LM that was the default before, kept by hand
-      results['genre_seeds']['previous_default'] = history
+    if history:  # the same table on the LMs that were the default before, kept by hand
+      results['genre_seeds']['earlier_defaults'] = history
     results['measured']['genre_seeds'] = measured
   if 'peft' in parts:
     long_dir, _ = long_language_model(args.runs)

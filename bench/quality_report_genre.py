@@ -151,12 +151,13 @@ def seeds_section(r: dict) -> list[str]:
     f'({num(ft["mean"])}).',
     '',
   ]
-  old = g.get('previous_default')
-  if old:  # the same table on the LM that was the default before
+  # The same table on the LMs that were the default before, newest first.
+  for i, old in enumerate(g.get('earlier_defaults', [])):
     lines += [
-      f'Before, on the previous default LM ({old["lm"]}), measured {when(old["measured"])}: '
-      f'fine-tuned {num(old["finetune"]["mean"])} ± {num(old["finetune"]["std"])}, from scratch '
-      f'{num(old["scratch"]["mean"])} ± {num(old["scratch"]["std"])} (its shape), over seeds '
+      f'Before, on {"the previous" if i == 0 else "an earlier"} default LM ({old["lm"]}), '
+      f'measured {when(old["measured"])}: fine-tuned {num(old["finetune"]["mean"])} ± '
+      f'{num(old["finetune"]["std"])}, from scratch {num(old["scratch"]["mean"])} ± '
+      f'{num(old["scratch"]["std"])} (its shape), over seeds '
       f'{", ".join(old["finetune"]["per_seed"])}.',
       '',
     ]

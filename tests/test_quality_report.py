@@ -60,12 +60,14 @@ def test_the_seed_table_gives_mean_spread_and_says_whether_the_runs_are_apart(tm
     'scratch': kind(0.45, 0.47, 0.48),
     'measured': {'date': '2026-12-02', 'commit': '58ae27d'},
   }
-  md = _render({'genre_seeds': dict(apart, previous_default=before)}, tmp_path)
+  older = dict(before, lm='128 wide', measured={'date': '2026-11-30', 'commit': '1234567'})
+  md = _render({'genre_seeds': dict(apart, earlier_defaults=[before, older])}, tmp_path)
   assert (
     'Before, on the previous default LM (256 wide, 850 steps), measured 2026-12-02 at commit '
     '58ae27d: fine-tuned 0.602 ± 0.010, from scratch 0.467 ± 0.015 (its shape), over seeds '
     '0, 1, 2.' in md
   )
+  assert md.index('(256 wide, 850 steps)') < md.index('Before, on an earlier default LM (128 wide)')
 
 
 def test_the_fine_tuning_table_names_the_best_and_worst_method_per_size(tmp_path):
@@ -134,6 +136,13 @@ def test_the_levers_table_compares_with_the_previous_default_and_says_what_it_me
   assert not any('section above measured' in x for x in same)
   levers['default']['bits_per_byte'] = 1.94
   assert 'Lowest: new, 1.940. Target met.' in section(levers, [], lm)
+  assert not any('seeds' in x for x in section(levers, [], lm))  # one seed: nothing to average
+  # A rerun of the default with another seed: the verdict on the mean may differ from the row's.
+  levers['seed1'] = dict(row('new, seed 1', 1.97, 2535), overrides=['--config.seed=1'])
+  assert (
+    'The default over 2 seeds: 1.9400, 1.9700, mean 1.955: target missed on the mean.'
+    in section(levers, [], lm)
+  )
 
 
 def test_a_retrained_lever_loses_its_hand_recorded_pairing(monkeypatch):
