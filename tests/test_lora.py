@@ -361,6 +361,8 @@ def test_lora_classifier_run_on_a_mesh_stops_early(base_run, tmp_path):
     '--config.model.num_layers=2',
     '--config.model.max_len=32',
     '--config.model.position=learned',
+    '--config.model.activation=gelu',  # the base run's block, not the default LM's SwiGLU
+    '--config.model.d_ff=0',
     '--config.model.scan_layers=True',
     '--config.lora.rank=2',
     '--config.batch_size=8',

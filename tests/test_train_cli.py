@@ -182,6 +182,8 @@ def test_tiny_translation_and_classifiers_scratch_and_finetuned(tiny_run, tmp_pa
     *TINY_MODEL,
     '--config.model.num_layers=2',
     '--config.model.position=learned',
+    '--config.model.activation=gelu',  # the tiny LM's block, not the default LM's SwiGLU
+    '--config.model.d_ff=0',
     f'--config.init_from={lm_dir}',
   )  # the tiny LM scans its layers, genre configs loop
   assert tuned.returncode == 0, tuned.stderr[-2000:]
