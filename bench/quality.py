@@ -4,7 +4,8 @@
     python -m bench.quality --only numbers     # one part (or several, comma-separated):
                                                # numbers | systematic | unseen_pairs |
                                                # unseen_pairs_bytes | lm | genre |
-                                               # genre_seeds | peft | levers
+                                               # genre_seeds | genre_settings | peft |
+                                               # levers
 
 Each part trains through train.py (a subprocess, exactly what a user runs), scores with
 jaxformer.evaluate, and records wall time. Baselines: a unigram LM (bits per byte) and
@@ -24,7 +25,7 @@ import time
 
 from bench import quality_levers
 from bench.quality_format import measured_before
-from bench.quality_genre import genre, genre_seeds, peft
+from bench.quality_genre import genre, genre_seeds, genre_settings, peft
 from bench.quality_report import write_markdown
 from bench.quality_runs import DOCS, REPO, evaluate, train, val_rows
 
@@ -184,7 +185,8 @@ def main() -> None:
   )
   p.add_argument(
     '--only',
-    default='numbers,systematic,unseen_pairs,unseen_pairs_bytes,lm,levers,genre,genre_seeds,peft',
+    default='numbers,systematic,unseen_pairs,unseen_pairs_bytes,lm,levers,genre,genre_seeds,'
+    'genre_settings,peft',
   )
   p.add_argument('--runs', default='runs/quality')
   p.add_argument(
@@ -255,6 +257,12 @@ def main() -> None:
     if history:  # the same table on the LMs that were the default before, kept by hand
       results['genre_seeds']['earlier_defaults'] = history
     results['measured']['genre_seeds'] = measured
+  if 'genre_settings' in parts:
+    train(args.pretrained, *DEFAULT_LM, fresh=False)
+    results['genre_settings'] = genre_settings(
+      args.runs, args.pretrained, out=results.get('genre_settings')
+    )
+    results['measured']['genre_settings'] = measured
   if 'peft' in parts:
     long_dir, _ = long_language_model(args.runs)
     results['peft'] = peft(args.runs, long_dir, out=results.get('peft'))

@@ -131,6 +131,8 @@ def write_markdown(r: dict, path: str) -> None:
     lines += quality_report_genre.genre_section(r)
   if 'genre_seeds' in r:
     lines += quality_report_genre.seeds_section(r)
+  if 'genre_settings' in r:
+    lines += quality_report_genre.settings_section(r)
   if 'peft' in r:
     lines += quality_report_genre.peft_section(r)
   lines += [

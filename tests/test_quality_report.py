@@ -156,3 +156,38 @@ def test_a_retrained_lever_loses_its_hand_recorded_pairing(monkeypatch):
   summary['wall_s'] = 2300.0  # trained again: nobody has recorded what ran beside it
   rows = levers.measure('runs', slugs=('previous_default',), out=old)
   assert rows['previous_default']['ran_beside'] is None
+
+
+def test_fine_tuning_settings_are_chosen_on_validation_not_on_test(monkeypatch, tmp_path):
+  genre = load_script('bench/quality_genre.py')
+  # (validation accuracies of the run's evaluations, test balanced accuracy) per workdir
+  runs = {
+    'genre_finetune_100_seed0': ([0.70, 0.74, 0.72], 0.64),
+    'genre_finetune_100_seed1': ([0.71, 0.70], 0.62),
+    'genre_finetune_100_wide_seed0': ([0.66, 0.69], 0.68),
+    'genre_finetune_100_wide_seed1': ([0.70, 0.67], 0.66),
+  }
+  calls = []
+
+  def genre_run(kind, n, workdir, init_from, *extra):
+    calls.append((os.path.basename(workdir), extra))
+    return {'balanced_accuracy': runs[os.path.basename(workdir)][1]}
+
+  def val_rows(workdir):
+    return [{'accuracy': a} for a in runs[os.path.basename(workdir)][0]]
+
+  monkeypatch.setattr(genre, 'genre_run', genre_run)
+  monkeypatch.setattr(genre, 'val_rows', val_rows)
+  settings = {'shipped': ('as shipped', ()), 'wide': ('wider', ('--config.x=1',))}
+  out = genre.genre_settings('runs', 'runs/lm', settings=settings, seeds=(0, 1))
+  # 'shipped' reuses genre_seeds' workdirs and arguments; the others add their overrides.
+  assert calls[0] == ('genre_finetune_100_seed0', ('--config.seed=0',))
+  assert calls[3] == ('genre_finetune_100_wide_seed1', ('--config.seed=1', '--config.x=1'))
+  shipped = out['settings']['shipped']
+  assert shipped['per_seed']['0']['val_accuracy'] == 0.74  # the best evaluation: what was kept
+  assert round(shipped['val']['mean'], 3) == 0.725 and round(shipped['test']['mean'], 3) == 0.63
+  md = _render({'genre_settings': out, 'measured': {}}, tmp_path)
+  assert '| wider | `--config.x=1` | 0.695 ± 0.007 | 0.670 ± 0.014 | 0.680 | 0.660 |' in md
+  # The higher test mean does not choose: validation does.
+  assert 'Highest mean validation accuracy: as shipped (0.725; its test mean 0.630)' in md
+  assert 'Target >= 0.65 on the test mean: missed.' in md
