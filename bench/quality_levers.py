@@ -50,6 +50,7 @@ LEVERS = {
     (),
   ),
   'swiglu_seed1': ('the default, seed 1 (not 0)', ('--config.seed=1',)),
+  'swiglu_seed2': ('the default, seed 2 (not 0)', ('--config.seed=2',)),
   # The rows below change the GELU default (all but the last three).
   'nodrop_cos0_b8_d128_32min': (
     'the GELU default at width 128 (0.8M non-embedding parameters) for a 32-minute budget',
