@@ -255,20 +255,26 @@ def settings_section(r: dict) -> list[str]:
   # shipped setting's seed spread: a smaller lead is what another draw of seeds could reverse.
   top = max(rows.values(), key=lambda row: row['val']['mean'])
   shipped = rows.get('shipped')
-  kept = top
   lines += ['', f'Highest mean validation accuracy: {short(top)} ({num(top["val"]["mean"])}).']
-  if shipped and top is not shipped:
-    lead, noise = top['val']['mean'] - shipped['val']['mean'], shipped['val']['std'] or 0.0
-    if lead <= noise:
-      kept = shipped
-    lines.append(
-      f'Its lead over the shipped setting, {lead:+.3f}, is '
-      + (
-        f"within the shipped setting's seed spread ({num(noise)}): the shipped setting stays."
-        if kept is shipped
-        else f"above the shipped setting's seed spread ({num(noise)}): it is the one to ship."
+  if shipped is None:
+    return lines + ['No shipped setting was run, so nothing is chosen against it.', '']
+  kept, noise = shipped, shipped['val']['std']
+  if top is not shipped:
+    lead = top['val']['mean'] - shipped['val']['mean']
+    if noise is None:
+      verdict = (
+        'cannot be weighed: the shipped setting ran one seed, so its spread is unknown; it stays.'
       )
-    )
+    elif lead > noise:
+      kept, verdict = (
+        top,
+        f"is above the shipped setting's seed spread ({num(noise)}): it is the one to ship.",
+      )
+    else:
+      verdict = (
+        f"is within the shipped setting's seed spread ({num(noise)}): the shipped setting stays."
+      )
+    lines.append(f'Its lead over the shipped setting, {lead:+.3f}, ' + verdict)
   lines += [
     f'Target >= 0.65 on the test mean of the setting kept ({short(kept)}, '
     f'{num(kept["test"]["mean"])}): {"met" if kept["test"]["mean"] >= 0.65 else "missed"}.',
@@ -278,5 +284,5 @@ def settings_section(r: dict) -> list[str]:
 
 
 def short(row: dict) -> str:
-  """A setting's label without its parenthesis or colon remark."""
-  return row['label'].split(' (')[0].split(':')[0]
+  """A setting's label without its remark in parentheses."""
+  return row['label'].split(' (')[0]

@@ -205,3 +205,12 @@ def test_fine_tuning_settings_are_chosen_on_validation_not_on_test(monkeypatch, 
   md = _render({'genre_settings': out, 'measured': {}}, tmp_path)
   assert "+0.035, is above the shipped setting's seed spread (0.021): it is the one" in md
   assert 'setting kept (wider, 0.670): met.' in md
+  # One seed gives no spread to weigh a lead against: the shipped setting stays.
+  out = genre.genre_settings('runs', 'runs/lm', settings=settings, seeds=(1,))
+  md = _render({'genre_settings': out, 'measured': {}}, tmp_path)
+  assert 'cannot be weighed: the shipped setting ran one seed' in md
+  assert 'setting kept (as shipped, 0.620): missed.' in md
+  # A slug no longer in the table is not carried over from an earlier results.json.
+  old = {'settings': {'gone': out['settings']['wide']}}
+  out = genre.genre_settings('runs', 'runs/lm', settings=settings, seeds=(1,), out=old)
+  assert set(out['settings']) == {'shipped', 'wide'}
