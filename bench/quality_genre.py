@@ -135,6 +135,8 @@ def genre_seeds(
   """n per class fine-tuned from the default LM and trained from scratch, once per seed
   (config.seed: the head's init, dropout and data order): is the gap above seed noise?
   `scratch_seeds` (default: `seeds`) lets the slower scratch runs cover fewer seeds."""
+  import statistics
+
   out = {'init_from': default_lm, 'examples_per_class': n}
   for kind, init_from, kind_seeds in (
     ('finetune', default_lm, seeds),
@@ -150,7 +152,14 @@ def genre_seeds(
       )
       for seed in kind_seeds
     }
-    out[kind] = {'per_seed': rows, **spread([r['balanced_accuracy'] for r in rows.values()])}
+    accuracy = [r['balanced_accuracy'] for r in rows.values()]
+    out[kind] = {
+      'per_seed': rows,
+      'mean': statistics.mean(accuracy),
+      'std': statistics.stdev(accuracy) if len(accuracy) > 1 else None,
+      'min': min(accuracy),
+      'max': max(accuracy),
+    }
   return out
 
 
@@ -159,18 +168,6 @@ def seed_workdir(runs: str, kind: str, n: int, seed: int, setting: str = 'shippe
   its slug, so the shipped setting's runs are genre_seeds' own."""
   tag = '' if setting == 'shipped' else f'{setting}_'
   return os.path.join(runs, f'genre_{kind}_{n}_{tag}seed{seed}')
-
-
-def spread(values: list[float]) -> dict:
-  """Mean, sample standard deviation (None for one value), min and max."""
-  import statistics
-
-  return {
-    'mean': statistics.mean(values),
-    'std': statistics.stdev(values) if len(values) > 1 else None,
-    'min': min(values),
-    'max': max(values),
-  }
 
 
 # ----------------------------------------------------------------------------- fine-tuning settings
@@ -201,6 +198,8 @@ def genre_settings(
 ) -> dict:
   """Each setting fine-tuned from the default LM once per seed: best validation accuracy (what
   early stopping kept) and test balanced accuracy per seed, and their spread over the seeds."""
+  from jaxformer.experiments.seeds import spread
+
   kept = {
     slug: row for slug, row in (out or {}).get('settings', {}).items() if slug in GENRE_SETTINGS
   }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from bench.quality_runs import train
+from jaxformer.experiments.seeds import spread
 
 BASE = 'configs/shakespeare_lm.py'
 TARGET_BITS_PER_BYTE = 1.95
@@ -196,7 +197,7 @@ def section(levers: dict, provenance: list[str], lm: dict | None = None) -> list
   ]
   if len(seeds) > 1:
     values = [row['bits_per_byte'] for row in seeds]
-    mean = sum(values) / len(values)
+    mean = spread(values)['mean']
     verdict = 'met' if mean <= TARGET_BITS_PER_BYTE else 'missed'
     lines.append(
       f'The default over {len(seeds)} seeds: {", ".join(f"{v:.4f}" for v in values)}, mean '

@@ -5,6 +5,7 @@ over seeds and fewer-parameter fine-tuning, rendered from results.json's 'genre'
 from __future__ import annotations
 
 from bench.quality_format import num, provenance, when
+from jaxformer.experiments.seeds import mean_std
 
 
 def genre_section(r: dict) -> list[str]:
@@ -248,8 +249,8 @@ def settings_section(r: dict) -> list[str]:
     overrides = ' '.join(f'`{o}`' for o in row['overrides']) or '—'
     per_seed = ' | '.join(num(row['per_seed'].get(s, {}).get('balanced_accuracy')) for s in seeds)
     lines.append(
-      f'| {row["label"]} | {overrides} | {num(row["val"]["mean"])} ± {num(row["val"]["std"])} '
-      f'| {num(row["test"]["mean"])} ± {num(row["test"]["std"])} | {per_seed} |'
+      f'| {row["label"]} | {overrides} | {mean_std(row["val"])} | {mean_std(row["test"])} '
+      f'| {per_seed} |'
     )
   # A setting replaces the shipped one only if its validation mean is ahead by more than the
   # shipped setting's seed spread: a smaller lead is what another draw of seeds could reverse.
@@ -261,7 +262,7 @@ def settings_section(r: dict) -> list[str]:
   kept, noise = shipped, shipped['val']['std']
   if top is not shipped:
     lead = top['val']['mean'] - shipped['val']['mean']
-    if noise is None:
+    if shipped['val']['seeds'] < 2:
       verdict = (
         'cannot be weighed: the shipped setting ran one seed, so its spread is unknown; it stays.'
       )
