@@ -22,6 +22,10 @@ from __future__ import annotations
 import os
 import time
 
+# Imported before anything imports jax, as train.py does: the library's malloc settings for
+# XLA:CPU (jaxformer.host_memory) must precede jax's CPU client.
+import jaxformer
+
 
 class JaxformerPeer:
   """jaxformer DecoderLM + make_optimizer + make_train_step, one jitted step per call."""
@@ -40,7 +44,6 @@ class JaxformerPeer:
   def setup(self):
     import jax
 
-    import jaxformer
     from jaxformer.bench_models import build_train, lm_batch, synthetic_batches
     from jaxformer.models import count_params
 
