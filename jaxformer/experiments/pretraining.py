@@ -13,8 +13,8 @@ stopping on the 150 validation passages and keep the best weights.
 
 The LM is the --workdir run (default: the default LM of configs/shakespeare_lm.py, the one heads
 and depth analyse, trained once and cached); scratch gets its architecture. Each of the 30
-neural runs is 40 steps of 8 passages: the experiment took 27 minutes on one core of a 2-vCPU
-VM, 16 on both.
+neural runs is 40 steps of 8 passages: the experiment took 18 minutes on one core of a 2-vCPU
+VM (the other core busy; docs/experiments.md's wall-time table).
 """
 
 from __future__ import annotations
