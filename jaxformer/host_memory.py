@@ -6,14 +6,16 @@ and hands it back with munmap, so the next step touches fresh pages: 378,511 min
 and about 0.5 s of kernel time in a 3.2 s step on one core of an Intel Xeon VM
 (docs/performance.md). Three glibc settings make malloc reuse the block instead:
 
-- one arena (M_ARENA_MAX=1): a thread-local arena is capped at 64 MB and serves bigger blocks
-  with mmap whatever the other settings say, and XLA allocates from its worker threads;
+- one arena (M_ARENA_MAX=1): a thread's own arena is capped at 64 MB and serves bigger blocks
+  with mmap whatever the other settings say (measured: without this one, the block is still
+  mapped and unmapped every step);
 - no mmap (M_MMAP_MAX=0): big blocks come from the heap; if the heap cannot grow, glibc still
   falls back to mmap, so allocation never fails for this;
 - no trimming (M_TRIM_THRESHOLD at its maximum): freed memory at the top of the heap stays.
 
-The cost: the process keeps its high-water mark of host memory until it exits (its peak is
-unchanged), and all threads share one malloc lock. That suits a training process on a CPU. It
+The cost: the process keeps its high-water mark of host memory until it exits (the peak itself
+did not grow: 2,249 MB against 2,293 MB before, in docs/performance.md's runs P4 and P3), and all
+threads share one malloc lock. That suits a training process on a CPU. It
 does not suit a host that feeds an accelerator, so the settings apply only where no jax
 accelerator plugin is installed. They must be in place before jax starts its CPU client and
 threads; `import jaxformer` applies them first thing when jax is not imported yet (train.py
