@@ -19,7 +19,9 @@ from helpers import REPO
 
 # (layer, rank, module prefixes). Same rank, different layer: neither may import the other.
 LAYERS = (
-  ('config', 0, ('jaxformer.config', 'jaxformer.configs', 'configs')),
+  # host_memory: process set-up that the package root runs before anything imports jax; it
+  # imports nothing of jaxformer.
+  ('config', 0, ('jaxformer.config', 'jaxformer.configs', 'configs', 'jaxformer.host_memory')),
   ('model', 1, ('jaxformer.model', 'jaxformer.models', 'jaxformer.sharding', 'jaxformer.decode')),
   (
     'model',
@@ -58,7 +60,7 @@ SOURCES = ('jaxformer', 'configs', 'scripts', 'bench', 'train.py')
 
 def layer_of(module: str) -> tuple[str, int] | None:
   """(layer, rank) of a dotted module name by its longest matching prefix; None if unknown."""
-  if module == 'jaxformer':  # the package root only re-exports ModelConfig
+  if module == 'jaxformer':  # the package root: host_memory's settings, then ModelConfig
     return ('config', 0)
   best = None
   for name, rank, prefixes in LAYERS:
