@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 
+from jaxformer.host_memory import ENV
+
 WORKER = """
 import json, resource, statistics, sys, time
 import jaxformer
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   for _ in range(args.rounds):
     for keep in ('1', '0'):
-      env = {**os.environ, 'JAXFORMER_KEEP_HOST_MEMORY': keep}
+      env = {**os.environ, ENV: keep}
       out = subprocess.run(
         [sys.executable, '-c', WORKER, str(args.steps)],
         env=env,

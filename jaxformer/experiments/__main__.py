@@ -7,6 +7,7 @@ import os
 import sys
 
 from jaxformer.experiments import NAMES, Options, run
+from jaxformer.training import compile_cache
 
 
 def parse(argv):
@@ -52,17 +53,8 @@ def main(argv=None) -> int:
   args, names = parse(sys.argv[1:] if argv is None else argv)
   opts = Options(quick=args.quick, workdir=args.workdir, runs=args.runs, out=args.out)
   # Sweeps train many models with the same shapes: XLA's persistent cache (the one train.py
-  # uses; JAXFORMER_COMPILATION_CACHE='' turns it off) makes every compilation after the first
-  # a file read.
-  cache = os.environ.get(
-    'JAXFORMER_COMPILATION_CACHE',
-    os.path.join(os.path.expanduser('~'), '.cache', 'jaxformer', 'xla'),
-  )
-  if cache:
-    import jax
-
-    jax.config.update('jax_compilation_cache_dir', cache)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.3)
+  # uses) makes every compilation after the first a file read.
+  compile_cache.enable()
   from absl import logging as absl_logging
 
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax notes every read-only checkpoint it opens

@@ -141,19 +141,6 @@ def _distributed_init() -> None:
     jax.distributed.initialize()  # multi-host TPU slice: everything comes from the metadata
 
 
-def _compilation_cache() -> None:
-  """A persistent XLA cache: the second run of a config skips most compilation."""
-  import jax
-
-  path = os.environ.get(
-    'JAXFORMER_COMPILATION_CACHE',
-    os.path.join(os.path.expanduser('~'), '.cache', 'jaxformer', 'xla'),
-  )
-  if path:
-    jax.config.update('jax_compilation_cache_dir', path)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.3)
-
-
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv if argv is None else argv)
   verbose = '--verbose' in argv or '--verbose=true' in argv
@@ -166,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
   from jaxformer.checkpoint import CheckpointError
   from jaxformer.data import DataError
+  from jaxformer.training import compile_cache
   from jaxformer.training.errors import ConfigError, Diverged
 
   try:
     _distributed_init()
-    _compilation_cache()
+    compile_cache.enable()
     from jaxformer.training.loop import train_and_evaluate
 
     train_and_evaluate(config, workdir)
