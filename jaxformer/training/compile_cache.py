@@ -7,10 +7,10 @@ jax keys a cached program by its HLO, the jax/XLA versions, the devices and the 
 by the CPU cores the process may use. XLA:CPU splits the work of a program across the cores it sees
 when it compiles, so a program compiled in a process pinned to one core (`taskset -c 0`) runs on
 one core's plan in every later process that finds it in the cache. Measured on a 2-vCPU Intel
-Xeon VM: the default LM loaded from a cache filled by a one-core run trained at about 6,500
-tokens/s on two cores, against about 7,800 compiled on two cores (docs/performance.md). Keying the
-directory by the core count gives each a program planned for it; the cost is one compilation per
-count a machine runs with.
+Xeon VM, over the default LM's steps 50-175 on both cores: 6,500-6,950 tokens/s with the train
+step compiled on one core, 8,480-8,730 with it compiled on two (1.24-1.30x; docs/performance.md).
+Keying the directory by the core count gives each process a program planned for its cores; the
+cost is one compilation per core count a machine runs with.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ def default_root() -> str:
 
 def usable_cores() -> int:
   """The cores this process may run on: its affinity mask where the OS has one."""
-  if hasattr(os, 'sched_getaffinity'):
+  try:
     return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
+  except (AttributeError, OSError):  # no affinity call (macOS, Windows), or a sandbox refuses it
+    return os.cpu_count() or 1
 
 
 def directory(root: str | None = None) -> str | None:
