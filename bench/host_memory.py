@@ -1,15 +1,24 @@
 """Config S's train step with and without jaxformer.host_memory's malloc settings.
 
     taskset -c 0 python -m bench.host_memory [--rounds 2] [--steps 5]
+    python -m bench.host_memory --compiled [--rounds 2] [--steps 100]
 
 Each measurement is a fresh process (the settings must precede jax), alternating on/off; it
 prints process CPU seconds, minor page faults and system seconds per step (medians over the steps
 after a warm-up) and the last loss, which must not depend on the settings.
+
+--compiled compares, with the settings on, the default LM's train step compiled in the process
+against the same program loaded from the compilation cache (a fresh cache directory per round,
+filled by the compiling process), on all the cores the process may use. Each line gives tokens/s
+(median step after 10), and per step the CPU seconds, minor page faults and voluntary context
+switches (a thread that blocks, on a lock or for want of work), summed over the process's threads,
+and the programs read from the cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -41,13 +50,78 @@ print(json.dumps(dict(
 """
 
 
+# argv: compilation cache directory, timed steps. Default LM shape, synthetic tokens.
+COMPILED_WORKER = """
+import json, resource, statistics, sys, time
+import jaxformer
+import jax
+import numpy as np
+from jaxformer.bench_models import build_train, lm_batch
+from jaxformer.configs import shakespeare_lm
+
+jax.config.update('jax_compilation_cache_dir', sys.argv[1])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.3)
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+c = shakespeare_lm.get_config()
+m = c.model
+cfg = dict(vocab=c.dataset.vocab_size, n_layer=m.num_layers, n_head=m.num_heads,
+           n_embd=m.d_model, block_size=m.max_len, batch=c.batch_size, dropout=m.dropout_rate)
+_, step, state = build_train(cfg, 0, activation=m.activation, d_ff=m.d_ff,
+                             position=m.position, scan_layers=m.scan_layers)
+rng = np.random.default_rng(0)
+data = [jax.device_put(lm_batch(rng.integers(0, cfg['vocab'], (cfg['batch'], cfg['block_size'] + 1),
+                                            dtype=np.int32))) for _ in range(4)]
+walls = []
+for i in range(int(sys.argv[2]) + 10):  # the first 10 steps warm up
+  if i == 10:
+    r0, c0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time(), time.perf_counter()
+  t = time.perf_counter()
+  state, metrics = step(state, data[i % len(data)])
+  jax.block_until_ready(state)
+  walls.append(time.perf_counter() - t)
+r1, n = resource.getrusage(resource.RUSAGE_SELF), len(walls) - 10
+print(json.dumps(dict(
+  tokens_per_s=round(cfg['batch'] * cfg['block_size'] / statistics.median(walls[10:])),
+  first_step_s=round(walls[0], 2), cpu_s_per_step=round((time.process_time() - c0) / n, 4),
+  minor_faults_per_step=round((r1.ru_minflt - r0.ru_minflt) / n),
+  voluntary_switches_per_step=round((r1.ru_nvcsw - r0.ru_nvcsw) / n),
+  cache_hits=events.count('/jax/compilation_cache/cache_hits'),
+  loss=float(metrics['loss_sum'] / metrics['weight_sum']))))
+"""
+
+
+def compiled(rounds: int, steps: int) -> None:
+  """Per round: a process that compiles into an empty cache, then one that loads from it."""
+  import tempfile
+
+  for _ in range(rounds):
+    with tempfile.TemporaryDirectory(prefix='jaxformer-xla-') as cache:
+      for where in ('compiled in the process', 'loaded from the cache'):
+        out = subprocess.run(
+          [sys.executable, '-c', COMPILED_WORKER, cache, str(steps)],
+          capture_output=True,
+          text=True,
+          check=True,
+        )
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        print(json.dumps({'program': where, **row}), flush=True)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(
     prog='python -m bench.host_memory', description=__doc__.split('\n')[0]
   )
   p.add_argument('--rounds', type=int, default=2, help='on/off pairs, each in fresh processes')
-  p.add_argument('--steps', type=int, default=5, help='timed steps per process')
+  p.add_argument('--steps', type=int, default=None, help='timed steps per process (5; 100)')
+  p.add_argument(
+    '--compiled', action='store_true', help='compiled in the process vs loaded from the cache'
+  )
   args = p.parse_args(argv)
+  if args.compiled:
+    compiled(args.rounds, args.steps or 100)
+    return 0
+  args.steps = args.steps or 5
   for _ in range(args.rounds):
     for keep in ('1', '0'):
       env = {**os.environ, ENV: keep}

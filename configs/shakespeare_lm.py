@@ -1,16 +1,16 @@
 """The default: a GPT-style language model on the embedded Shakespeare corpus.
 
 2,535 steps x 2,048 tokens (5.19M tokens, about 4.5 passes over the training plays): 1,336 s and
-1.950 bits/byte on one core of a 2-vCPU Intel Xeon VM with the other core busy (seed 1: 1.955);
-add --config.train_minutes=15 to fit a time instead. Validation is the 8 held-out plays. The
-width, batch, dropout and schedule were chosen at a fixed time against the previous default (256
-wide, batch 16, 850 steps, dropout 0.1): 1.971 against 2.035 bits/byte in 0.95x its time, side by
-side; then a SwiGLU feed-forward block of the same parameters took 1.971 to 1.950 at the same
-cost per step (docs/results.md, "Levers"). Each of peak learning rate 3e-3, an untied output
-projection, dropout 0.1, weight decay 0.5, a 512-token context, a 2,048-piece vocabulary, 3 layers
-of width 224 or 6 of width 160 did worse than the GELU model (1.978 to 2.020), and so did batch 4
-with SwiGLU (1.975); train windows cut at a new offset every epoch were within noise (-0.004 with
-GELU, +0.007 with SwiGLU).
+1.950 bits/byte on one core of a 2-vCPU Intel Xeon VM with the other core busy (seeds 1 and 2: 1.955
+and 1.957), 1.948 in 694-748 s on both of its cores; add --config.train_minutes=15 to fit a time
+instead. Validation is the 8 held-out plays. The width, batch, dropout and schedule were chosen at a
+fixed time against the previous default (256 wide, batch 16, 850 steps, dropout 0.1): 1.971 against
+2.035 bits/byte in 0.95x its time, side by side; then a SwiGLU feed-forward block of the same
+parameters took 1.971 to 1.950 at the same cost per step (docs/results.md, "Levers"). Each of peak
+learning rate 3e-3, an untied output projection, dropout 0.1, weight decay 0.5, a 512-token context,
+a 2,048-piece vocabulary, 3 layers of width 224 or 6 of width 160 did worse than the GELU model
+(1.978 to 2.020), and so did batch 4 with SwiGLU (1.975); train windows cut at a new offset every
+epoch were within noise (-0.004 with GELU, +0.007 with SwiGLU).
 """
 
 from jaxformer.configs import default

@@ -115,3 +115,21 @@ def test_bench_refuses_a_bad_command_line_before_running(argv, capsys):
   with pytest.raises(SystemExit) as info:
     bench.parse_args(['--config', 'XS', *argv])
   assert info.value.code == 2 and 'error:' in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two processes compile or load the default LM's train step (~20 s)
+def test_host_memory_bench_compares_a_compiled_step_with_the_same_step_loaded_from_the_cache():
+  proc = subprocess.run(
+    [sys.executable, '-m', 'bench.host_memory', '--compiled', '--rounds', '1', '--steps', '2'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  compiled, loaded = (json.loads(line) for line in proc.stdout.splitlines() if line.strip())
+  assert compiled['program'] == 'compiled in the process' and compiled['cache_hits'] == 0
+  # the second process runs the very program the first compiled, read back from the cache
+  assert loaded['program'] == 'loaded from the cache' and loaded['cache_hits'] >= 1
+  assert loaded['loss'] == compiled['loss'] and math.isfinite(loaded['loss'])
+  assert compiled['tokens_per_s'] > 0 and loaded['tokens_per_s'] > 0
