@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 from jaxformer.host_memory import ENV
 
@@ -58,9 +59,9 @@ import jax
 import numpy as np
 from jaxformer.bench_models import build_train, lm_batch
 from jaxformer.configs import shakespeare_lm
+from jaxformer.training import compile_cache
 
-jax.config.update('jax_compilation_cache_dir', sys.argv[1])
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.3)
+compile_cache.enable(sys.argv[1])  # as train.py does, under the given root
 events = []
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
 c = shakespeare_lm.get_config()
@@ -93,13 +94,12 @@ print(json.dumps(dict(
 
 def compiled(rounds: int, steps: int) -> None:
   """Per round: a process that compiles into an empty cache, then one that loads from it."""
-  import tempfile
-
   for _ in range(rounds):
     with tempfile.TemporaryDirectory(prefix='jaxformer-xla-') as cache:
       for where in ('compiled in the process', 'loaded from the cache'):
         out = subprocess.run(
           [sys.executable, '-c', COMPILED_WORKER, cache, str(steps)],
+          env={**os.environ, ENV: '1'},
           capture_output=True,
           text=True,
           check=True,
@@ -112,7 +112,9 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(
     prog='python -m bench.host_memory', description=__doc__.split('\n')[0]
   )
-  p.add_argument('--rounds', type=int, default=2, help='on/off pairs, each in fresh processes')
+  p.add_argument(
+    '--rounds', type=int, default=2, help='pairs of fresh processes (on/off, or compiled/loaded)'
+  )
   p.add_argument('--steps', type=int, default=None, help='timed steps per process (5; 100)')
   p.add_argument(
     '--compiled', action='store_true', help='compiled in the process vs loaded from the cache'
