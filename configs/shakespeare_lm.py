@@ -2,7 +2,7 @@
 
 2,535 steps x 2,048 tokens (5.19M tokens, about 4.5 passes over the training plays): 1,336 s and
 1.950 bits/byte on one core of a 2-vCPU Intel Xeon VM with the other core busy (seeds 1 and 2: 1.955
-and 1.957), 1.948 in 694-748 s on both of its cores; add --config.train_minutes=15 to fit a time
+and 1.957), 1.948 in 694-751 s on both of its cores; add --config.train_minutes=15 to fit a time
 instead. Validation is the 8 held-out plays. The width, batch, dropout and schedule were chosen at a
 fixed time against the previous default (256 wide, batch 16, 850 steps, dropout 0.1): 1.971 against
 2.035 bits/byte in 0.95x its time, side by side; then a SwiGLU feed-forward block of the same
