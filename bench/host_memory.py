@@ -7,12 +7,13 @@ Each measurement is a fresh process (the settings must precede jax), alternating
 prints process CPU seconds, minor page faults and system seconds per step (medians over the steps
 after a warm-up) and the last loss, which must not depend on the settings.
 
---compiled compares, with the settings on, the default LM's train step compiled in the process
-against the same program loaded from the compilation cache (a fresh cache directory per round,
-filled by the compiling process), on all the cores the process may use. Each line gives tokens/s
-(median step after 10), and per step the CPU seconds, minor page faults and voluntary context
-switches (a thread that blocks, on a lock or for want of work), summed over the process's threads,
-and the programs read from the cache.
+--compiled compares, with the settings on, the default LM's train step (its shape; the benchmark's
+optimizer) compiled in the process against the same program loaded from the compilation cache (a
+fresh cache directory per round, filled by the compiling process), on all the cores the process may
+use. Each line gives tokens/s (median step after 10), and per step the CPU seconds, minor page
+faults and voluntary context switches (a thread that blocks, on a lock or for want of work), summed
+over the process's threads and averaged over the same steps, whether the settings applied, and the
+programs read from the cache.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ print(json.dumps(dict(
 """
 
 
-# argv: compilation cache directory, timed steps. Default LM shape, synthetic tokens.
+# argv: compilation cache directory, timed steps. The default LM's shape with the benchmark's
+# optimizer (bench_models.optimizer_config), synthetic tokens.
 COMPILED_WORKER = """
 import json, resource, statistics, sys, time
 import jaxformer
@@ -76,13 +78,14 @@ data = [jax.device_put(lm_batch(rng.integers(0, cfg['vocab'], (cfg['batch'], cfg
 walls = []
 for i in range(int(sys.argv[2]) + 10):  # the first 10 steps warm up
   if i == 10:
-    r0, c0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time(), time.perf_counter()
+    r0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
   t = time.perf_counter()
   state, metrics = step(state, data[i % len(data)])
   jax.block_until_ready(state)
   walls.append(time.perf_counter() - t)
 r1, n = resource.getrusage(resource.RUSAGE_SELF), len(walls) - 10
 print(json.dumps(dict(
+  settings=jaxformer.host_memory.keep_freed_memory(),
   tokens_per_s=round(cfg['batch'] * cfg['block_size'] / statistics.median(walls[10:])),
   first_step_s=round(walls[0], 2), cpu_s_per_step=round((time.process_time() - c0) / n, 4),
   minor_faults_per_step=round((r1.ru_minflt - r0.ru_minflt) / n),
@@ -93,7 +96,8 @@ print(json.dumps(dict(
 
 
 def compiled(rounds: int, steps: int) -> None:
-  """Per round: a process that compiles into an empty cache, then one that loads from it."""
+  """Per round: a process that compiles into an empty cache, then one that loads from it (always
+  in that order, so a drift of the machine's speed within a round favours one side)."""
   for _ in range(rounds):
     with tempfile.TemporaryDirectory(prefix='jaxformer-xla-') as cache:
       for where in ('compiled in the process', 'loaded from the cache'):
@@ -102,10 +106,17 @@ def compiled(rounds: int, steps: int) -> None:
           env={**os.environ, ENV: '1'},
           capture_output=True,
           text=True,
-          check=True,
         )
+        if out.returncode != 0:
+          sys.exit(f'the {where!r} process failed:\n{out.stderr[-3000:]}')
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(json.dumps({'program': where, **row}), flush=True)
+
+
+def _positive(text: str) -> int:
+  if not text.isdigit() or int(text) < 1:
+    raise argparse.ArgumentTypeError(f'{text!r} is not a positive whole number')
+  return int(text)
 
 
 def main(argv=None) -> int:
@@ -115,7 +126,9 @@ def main(argv=None) -> int:
   p.add_argument(
     '--rounds', type=int, default=2, help='pairs of fresh processes (on/off, or compiled/loaded)'
   )
-  p.add_argument('--steps', type=int, default=None, help='timed steps per process (5; 100)')
+  p.add_argument(
+    '--steps', type=_positive, default=None, help='timed steps per process (5; --compiled: 100)'
+  )
   p.add_argument(
     '--compiled', action='store_true', help='compiled in the process vs loaded from the cache'
   )

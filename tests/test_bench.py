@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import load_script
 
-from jaxformer import bench, bench_models
+from jaxformer import bench, bench_models, host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS_BENCH = os.path.join(os.path.dirname(ROOT), 'shared', 'bench', 'peers_bench.py')
@@ -119,6 +119,8 @@ def test_bench_refuses_a_bad_command_line_before_running(argv, capsys):
 
 @pytest.mark.slow  # two processes compile or load the default LM's train step (~20 s)
 def test_host_memory_bench_compares_a_compiled_step_with_the_same_step_loaded_from_the_cache():
+  if not host_memory.glibc_linux():
+    pytest.skip('glibc malloc settings')
   proc = subprocess.run(
     [sys.executable, '-m', 'bench.host_memory', '--compiled', '--rounds', '1', '--steps', '2'],
     cwd=ROOT,
@@ -128,6 +130,7 @@ def test_host_memory_bench_compares_a_compiled_step_with_the_same_step_loaded_fr
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
   compiled, loaded = (json.loads(line) for line in proc.stdout.splitlines() if line.strip())
+  assert compiled['settings'] and loaded['settings']  # the comparison is about them
   assert compiled['program'] == 'compiled in the process' and compiled['cache_hits'] == 0
   # the second process runs the very program the first compiled, read back from the cache
   assert loaded['program'] == 'loaded from the cache' and loaded['cache_hits'] >= 1
