@@ -124,6 +124,17 @@ LEVERS = {
     'time, 22 minutes',
     ('--config.batch_size=4', '--config.train_minutes=22'),
   ),
+  # The optimizer's settings were chosen on the GELU model; these cost nothing per step.
+  'swiglu_b2_0.95': ('the default with Adam beta2 0.95 (not 0.98)', ('--config.adam_b2=0.95',)),
+  'swiglu_b2_0.99': ('the default with Adam beta2 0.99 (not 0.98)', ('--config.adam_b2=0.99',)),
+  'swiglu_lr1.5e-3': (
+    'the default at peak learning rate 1.5e-3 (not 2e-3)',
+    ('--config.learning_rate=1.5e-3',),
+  ),
+  'swiglu_lr2.5e-3': (
+    'the default at peak learning rate 2.5e-3 (not 2e-3)',
+    ('--config.learning_rate=2.5e-3',),
+  ),
 }
 
 
