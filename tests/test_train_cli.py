@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -126,6 +128,28 @@ def test_bad_command_lines_exit_2_fast_with_one_line(tmp_path, args, needle):
   assert 'Traceback' not in proc.stderr
   assert not workdir.exists()
   assert elapsed < 10, elapsed
+
+
+def test_nothing_is_printed_below_the_error_line_at_exit(tmp_path):
+  """A failed save can leave orbax's coroutines unawaited; Python warns about each one as the
+  interpreter exits (seen in CI after a full disk), below the one line the user must read."""
+  script = tmp_path / 'fail.py'
+  script.write_text(
+    'import sys\n'
+    'from jaxformer.training import main\n'
+    'async def never():\n'
+    '  pass\n'
+    'LEFT = []\n'
+    'def failing():\n'
+    '  LEFT.append(never())  # finalized only at exit\n'
+    "  print('error: the one line', file=sys.stderr, flush=True)\n"
+    '  return 2\n'
+    'main.main = failing\n'
+    'main.cli()\n'
+  )
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == ['error: the one line'], proc.stderr
 
 
 TINY_MODEL = [

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 
 import absl
 import ml_collections
@@ -181,7 +182,9 @@ def cli() -> None:
   code = main()
   if code:
     # orbax's background writes (a checkpoint save that hit a full disk) leave futures whose
-    # exceptions asyncio would log at interpreter exit, below the line the user must read.
+    # exceptions asyncio would log, and coroutines never awaited that Python warns about, at
+    # interpreter exit, below the line the user must read.
     logging.getLogger('asyncio').setLevel(logging.CRITICAL)
     sys.unraisablehook = lambda _: None
+    warnings.simplefilter('ignore')
   sys.exit(code)
