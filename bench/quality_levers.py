@@ -52,7 +52,7 @@ LEVERS = {
   ),
   'swiglu_seed1': ('the default, seed 1 (not 0)', ('--config.seed=1',)),
   'swiglu_seed2': ('the default, seed 2 (not 0)', ('--config.seed=2',)),
-  # The rows below change the GELU default (all but the last three).
+  # The rows below change the GELU default, through shift_windows.
   'nodrop_cos0_b8_d128_32min': (
     'the GELU default at width 128 (0.8M non-embedding parameters) for a 32-minute budget',
     (*GELU, '--config.model.d_model=128', '--config.train_minutes=32'),
@@ -135,6 +135,35 @@ LEVERS = {
     'the default at peak learning rate 2.5e-3 (not 2e-3)',
     ('--config.learning_rate=2.5e-3',),
   ),
+  'swiglu_warmup100': (
+    'the default with 100 warmup steps (not 200)',
+    ('--config.warmup_steps=100',),
+  ),
+  # Weight decay on the matrices either side of 0.1 (0.5 did worse on the GELU model).
+  'swiglu_wd0.05': (
+    'the default with weight decay 0.05 (not 0.1)',
+    ('--config.weight_decay=0.05',),
+  ),
+  'swiglu_wd0.2': (
+    'the default with weight decay 0.2 (not 0.1)',
+    ('--config.weight_decay=0.2',),
+  ),
+  # The validation loss flattens while the training loss still falls, yet dropout 0.1 and decay
+  # 0.5 on the matrices did worse on the GELU model; the tied token embedding (also the output
+  # layer) had no decay. It lowered each seed, but genre fine-tuned from it did worse on
+  # validation (docs/results.md): not shipped.
+  'decay_embeddings': (
+    'the default with weight decay on the token embedding too (tied: also the output layer)',
+    ('--config.decay_embeddings=true',),
+  ),
+  'decay_embeddings_seed1': (
+    'the default with the embedding decayed too, seed 1 (not 0)',
+    ('--config.decay_embeddings=true', '--config.seed=1'),
+  ),
+  'decay_embeddings_seed2': (
+    'the default with the embedding decayed too, seed 2 (not 0)',
+    ('--config.decay_embeddings=true', '--config.seed=2'),
+  ),
 }
 
 
@@ -173,10 +202,10 @@ def section(levers: dict, provenance: list[str], lm: dict | None = None) -> list
     f'Target: at most {TARGET_BITS_PER_BYTE} bits/byte on the whole validation split in no more '
     'time than the previous default. Each row is `python train.py '
     '--config=configs/shakespeare_lm.py` with the overrides named (relative to the config as it '
-    'is now), one seed (0), each run pinned to one core; wall times compare only between runs '
-    'that ran beside each other (last column). The rows up to the default are cumulative: each '
-    'keeps the changes above it. The rows after it change the default, or the GELU default where '
-    'they say so, by their overrides alone.',
+    'is now), seed 0 unless the row names another, each run pinned to one core; wall times '
+    'compare only between runs that ran beside each other (last column). The rows up to the '
+    'default are cumulative: each keeps the changes above it. The rows after it change the '
+    'default, or the GELU default where they say so, by their overrides alone.',
     '',
     '| change | overrides | bits/byte | vs previous default | vs default | steps | wall time '
     '| tokens/s | ran beside |',
@@ -195,24 +224,30 @@ def section(levers: dict, provenance: list[str], lm: dict | None = None) -> list
       f'| {row["wall_s"]:.0f} s | {row["tokens_per_s"]:.0f} | {row.get("ran_beside") or "—"} |'
     )
   best = min(levers.values(), key=lambda row: row['bits_per_byte'])
-  verdict = 'met' if best['bits_per_byte'] <= TARGET_BITS_PER_BYTE else 'missed'
-  lines += ['', f'Lowest: {best["label"]}, {best["bits_per_byte"]:.3f}. Target {verdict}.']
-  # The default's reruns with another seed and nothing else: one seed's row may sit on the line.
-  seeds = [levers['default']] if 'default' in levers else []
-  seeds += [
-    row
-    for slug, row in levers.items()
-    if slug != 'default'
-    and row['overrides']
-    and all(o.startswith('--config.seed=') for o in row['overrides'])
-  ]
-  if len(seeds) > 1:
-    values = [row['bits_per_byte'] for row in seeds]
+  # The lowest row may be a lever that is not shipped, from one seed: not the target's verdict.
+  place = 'at or under' if best['bits_per_byte'] <= TARGET_BITS_PER_BYTE else 'above'
+  lines += ['', f'Lowest row: {best["label"]}, {best["bits_per_byte"]:.3f} ({place} the target).']
+  # A row and its reruns with another seed and nothing else: one seed may sit on the line, so
+  # the target is judged on the default's mean, given to four decimals lest 1.9501 print as 1.950.
+  groups: dict[tuple, dict[int, tuple[str, dict]]] = {}
+  for slug in sorted(levers, key=lambda s: s != 'default'):  # the default is its group's base
+    row = levers[slug]
+    rest = tuple(sorted(o for o in row['overrides'] if not o.startswith('--config.seed=')))
+    seeds = [o for o in row['overrides'] if o.startswith('--config.seed=')]
+    seed = int(seeds[-1].split('=', 1)[1]) if seeds else 0
+    groups.setdefault(rest, {}).setdefault(seed, (slug, row))
+  for runs in groups.values():
+    if len(runs) < 2 or 0 not in runs:  # no reruns, or no seed-0 row to name them by
+      continue
+    slug = runs[0][0]
+    values = [runs[seed][1]['bits_per_byte'] for seed in sorted(runs)]
     mean = spread(values)['mean']
     verdict = 'met' if mean <= TARGET_BITS_PER_BYTE else 'missed'
+    name = 'The default' if slug == 'default' else f'The {slug} row'
     lines.append(
-      f'The default over {len(seeds)} seeds: {", ".join(f"{v:.4f}" for v in values)}, mean '
-      f'{mean:.3f}: target {verdict} on the mean.'
+      f'{name} over seeds {", ".join(map(str, sorted(runs)))}: '
+      f'{", ".join(f"{v:.4f}" for v in values)}, mean {mean:.4f}'
+      + (f': target {verdict} on the mean.' if slug == 'default' else '.')
     )
   shipped = levers.get('default', {}).get('steps')
   if lm and shipped and lm['default_run']['steps'] != shipped:

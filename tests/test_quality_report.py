@@ -127,7 +127,7 @@ def test_the_levers_table_compares_with_the_previous_default_and_says_what_it_me
   assert '| new | none | 1.971 | -0.064 | +0.000 | 2535 | 2000 s | 1700 | previous_default |' in md
   # A row after the default changes one thing in it: the default is what it is compared with.
   assert '| one change | none | 1.979 | -0.056 | +0.008 | 2535 | 2000 s | 1700 | — |' in md
-  assert 'Lowest: new, 1.971. Target missed.' in md
+  assert 'Lowest row: new, 1.971 (above the target).' in md
   assert 'section above measured the previous default' not in md  # no LM part to speak of
   section = load_script('bench/quality_levers.py').section  # with an LM part, on its own
   lines = section(levers, [], lm)
@@ -135,14 +135,32 @@ def test_the_levers_table_compares_with_the_previous_default_and_says_what_it_me
   same = section(levers, [], {'default_run': {'steps': 2535}})  # it measured this default
   assert not any('section above measured' in x for x in same)
   levers['default']['bits_per_byte'] = 1.94
-  assert 'Lowest: new, 1.940. Target met.' in section(levers, [], lm)
+  assert 'Lowest row: new, 1.940 (at or under the target).' in section(levers, [], lm)
   assert not any('seeds' in x for x in section(levers, [], lm))  # one seed: nothing to average
   # A rerun of the default with another seed: the verdict on the mean may differ from the row's.
+  # lr3e-3 has no overrides here either: the default, not it, names the seed-1 rerun.
   levers['seed1'] = dict(row('new, seed 1', 1.97, 2535), overrides=['--config.seed=1'])
-  assert (
-    'The default over 2 seeds: 1.9400, 1.9700, mean 1.955: target missed on the mean.'
-    in section(levers, [], lm)
+
+  def seed_lines():
+    return [x for x in section(levers, [], lm) if ' over seeds ' in x]
+
+  assert seed_lines() == [
+    'The default over seeds 0, 1: 1.9400, 1.9700, mean 1.9550: target missed on the mean.'
+  ]
+  # Any other row's reruns too, whatever the order of the overrides, each seed once, in seed
+  # order; a mean just above the line shows four decimals; a rerun with no seed-0 row is left out.
+  levers['seed1']['bits_per_byte'] = 1.9602
+  levers['lr3e-3']['overrides'] = ['--config.learning_rate=3e-3', '--config.warmup_steps=9']
+  rerun = ['--config.seed=2', '--config.warmup_steps=9', '--config.learning_rate=3e-3']
+  levers['lr3e-3_seed2'] = dict(row('one change, seed 2', 1.98, 2535), overrides=rerun)
+  levers['lr3e-3_seed2_again'] = dict(row('again', 1.99, 2535), overrides=rerun)
+  levers['orphan_seed1'] = dict(
+    row('orphan', 1.9, 2535), overrides=['--config.b=1', '--config.seed=1']
   )
+  assert seed_lines() == [
+    'The default over seeds 0, 1: 1.9400, 1.9602, mean 1.9501: target missed on the mean.',
+    'The lr3e-3 row over seeds 0, 2: 1.9790, 1.9800, mean 1.9795.',
+  ]
 
 
 def test_a_retrained_lever_loses_its_hand_recorded_pairing(monkeypatch):
