@@ -103,7 +103,7 @@ def unigram_bits_per_byte(data) -> float:
   """Cross-entropy of the validation tokens under the train split's add-one unigram, per byte."""
   import numpy as np
 
-  from jaxformer.data import bits_per_byte
+  from jaxformer.metrics import bits_per_byte
 
   train = np.asarray(data.encoded(data.splits['train']).tokens.values)
   val = np.asarray(data.encoded(data.splits['eval']).tokens.values)

@@ -79,8 +79,6 @@ def _loss_sums(loaded, data, split, batch_size, limit):
 
 
 def evaluate_lm(loaded, data, split, batch_size, limit) -> dict:
-  from jaxformer.data import bits_per_byte
-
   (loss_sum, weight_sum, correct), rows = _loss_sums(loaded, data, split, batch_size, limit)
   loss = loss_sum / max(weight_sum, 1.0)
   return {
@@ -88,7 +86,7 @@ def evaluate_lm(loaded, data, split, batch_size, limit) -> dict:
     'num_tokens': int(weight_sum),
     'loss': loss,
     'perplexity': metrics.perplexity(loss),
-    'bits_per_byte': bits_per_byte(loss_sum, data.scored_bytes(split, rows)),
+    'bits_per_byte': metrics.bits_per_byte(loss_sum, data.scored_bytes(split, rows)),
     'token_accuracy': correct / max(weight_sum, 1.0),
   }
 

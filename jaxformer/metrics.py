@@ -6,6 +6,7 @@
     confusion_matrix(labels, predictions, n)      [n, n] counts, rows = true class
     balanced_accuracy(labels, predictions[, n])   mean recall over the classes present in labels
     perplexity(loss)                              exp(mean loss in nats), finite for any loss
+    bits_per_byte(loss_sum, num_bytes)            summed nats per UTF-8 byte, in bits
     per_class_f1(labels, predictions, n)          [n] F1 of each class (0 where undefined)
     plot_confusion(matrix, labels, path)          the confusion matrix as a PNG
 
@@ -97,6 +98,15 @@ MAX_PERPLEXITY_LOG = 700.0
 def perplexity(loss: float) -> float:
   """exp(loss) for a mean loss in nats per token, clamped at exp(700) so it never overflows."""
   return math.exp(min(float(loss), MAX_PERPLEXITY_LOG))
+
+
+def bits_per_byte(loss_sum: float, num_bytes: int) -> float:
+  """Summed cross-entropy (nats) over some targets, in bits per UTF-8 byte of those targets.
+
+  Unlike per-token loss it does not depend on the tokenizer, so LMs with different vocabularies
+  compare on it.
+  """
+  return loss_sum / math.log(2) / max(num_bytes, 1)
 
 
 def per_class_f1(

@@ -101,3 +101,9 @@ def test_perplexity_is_exp_loss_and_finite_for_any_loss():
   assert metrics.perplexity(2.0) == pytest.approx(math.exp(2.0))
   assert metrics.perplexity(100.0) == pytest.approx(math.exp(100.0))  # the loop clamped at 50
   assert math.isfinite(metrics.perplexity(1e6)) and metrics.perplexity(1e6) == math.exp(700.0)
+
+
+def test_bits_per_byte_turns_summed_nats_into_bits_per_byte():
+  # 12 bytes at a uniform 1-in-256 guess each cost 12 * ln(256) nats: exactly 8 bits per byte.
+  assert metrics.bits_per_byte(12 * math.log(256), 12) == pytest.approx(8.0)
+  assert metrics.bits_per_byte(5.0, 0) == pytest.approx(5.0 / math.log(2))  # no bytes: no crash

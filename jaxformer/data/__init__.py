@@ -12,7 +12,7 @@ jaxformer_numbers/{en_de,en_fr}. The training loop only needs `build_task_data`:
 from jaxformer.data import builders  # noqa: F401  (registers the TFDS builders)
 from jaxformer.data.errors import DataError
 from jaxformer.data.files import load_label_names, load_split_record, save_run_data_files
-from jaxformer.data.pipeline import TaskData, bits_per_byte, build_task_data
+from jaxformer.data.pipeline import TaskData, build_task_data
 from jaxformer.data.sources import KNOWN, default_data_dir
 from jaxformer.data.tokenizers import (
   ByteTokenizer,
@@ -27,7 +27,6 @@ __all__ = [
   'load_split_record',
   'save_run_data_files',
   'TaskData',
-  'bits_per_byte',
   'build_task_data',
   'KNOWN',
   'default_data_dir',

@@ -211,7 +211,7 @@ class TaskData:
     """UTF-8 bytes of the targets in the first `num_rows` rows of `split` (default: all rows).
 
     These are exactly the bytes that evaluating those rows scores (EOS counts 0), so
-    bits/byte = bits_per_byte(loss_sum over those rows, scored_bytes(split, rows)).
+    bits/byte = metrics.bits_per_byte(loss_sum over those rows, scored_bytes(split, rows)).
     """
     if self.task == 'classify':
       raise ValueError('classification targets are labels, not text: there are no bytes to score')
@@ -439,11 +439,6 @@ class EvalBatches:
         for i in range(start, start + self.per_process)
       ]
       yield {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-
-def bits_per_byte(loss_sum: float, num_bytes: int) -> float:
-  """Summed cross-entropy (nats) over some targets, in bits per UTF-8 byte of those targets."""
-  return loss_sum / math.log(2) / max(num_bytes, 1)
 
 
 def _pad(ids, length: int) -> np.ndarray:

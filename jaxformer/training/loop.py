@@ -21,10 +21,9 @@ import numpy as np
 from flax import linen as nn
 
 from jaxformer import checkpoint as ckpt_lib
-from jaxformer import data as data_lib
 from jaxformer import models
 from jaxformer.config import early_stopping_monitor
-from jaxformer.metrics import perplexity
+from jaxformer.metrics import bits_per_byte, perplexity
 from jaxformer.training import budget, console, optim
 from jaxformer.training import workdir as workdir_lib
 from jaxformer.training.callbacks import (
@@ -304,7 +303,7 @@ class _Trainer:
     if self.config.task == 'lm':
       out['perplexity'] = perplexity(out['loss'])
       rows = max_batches * batches.batch_size if max_batches else None
-      out['bits_per_byte'] = data_lib.bits_per_byte(loss_sum, self.s.data.scored_bytes(split, rows))
+      out['bits_per_byte'] = bits_per_byte(loss_sum, self.s.data.scored_bytes(split, rows))
     return out
 
   def _evaluate(self, state, step: int) -> float:
