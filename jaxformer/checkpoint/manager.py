@@ -14,12 +14,11 @@ What we add on top:
     directly on the current mesh, whatever mesh they were saved from.
 
 Layout of one step: <directory>/<step>/{params,opt_state,step,rng,...}/ (one orbax item per
-top-level key of `state`), meta/ (our JSON) and metrics/ (orbax's copy of val_loss, which the
-preservation policy reads back after a restart).
+top-level key of `state`), meta/ (our JSON, see meta.py) and metrics/ (orbax's copy of val_loss,
+which the preservation policy reads back after a restart).
 """
 
 import dataclasses
-import datetime
 import errno
 import json
 import logging
@@ -30,12 +29,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxformer import sharding as jf_sharding
 from jaxformer.checkpoint import integrity
+from jaxformer.checkpoint import meta as meta_lib
 from jaxformer.checkpoint.abstract import (
   nested_target,
   restore_target,
@@ -43,14 +42,12 @@ from jaxformer.checkpoint.abstract import (
   wrap,
 )
 from jaxformer.checkpoint.errors import CheckpointError, CorruptCheckpointWarning
-from jaxformer.checkpoint.processes import everywhere, jaxformer_version, short_error, sync
+from jaxformer.checkpoint.processes import everywhere, short_error, sync
 
 log = logging.getLogger(__name__)
 
-META_ITEM = 'meta'  # our JSON: version, time, val_loss, extra, per-array checksums
-RESERVED_ITEMS = (META_ITEM, 'metrics')  # 'metrics' is orbax's own item name
+RESERVED_ITEMS = (meta_lib.ITEM, 'metrics')  # 'metrics' is orbax's own item name
 TMP_MARKER = '.orbax-checkpoint-tmp'
-META_FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,15 +74,6 @@ def _finite_or_none(value) -> float | None:
     return None
   value = float(value)
   return value if math.isfinite(value) else None  # a NaN loss must never become "the best"
-
-
-def _nbytes(record: dict) -> int:
-  """Bytes of one array described by integrity.describe (the space a save needs, roughly)."""
-  try:
-    itemsize = np.dtype(record['dtype']).itemsize
-  except TypeError:
-    itemsize = 4
-  return int(np.prod(record['shape'])) * itemsize
 
 
 class Checkpointer:
@@ -256,26 +244,11 @@ class Checkpointer:
         self.wait_until_finished()
       return False
     val_loss = _finite_or_none(val_loss)
-    meta = {
-      'format_version': META_FORMAT_VERSION,
-      'jaxformer_version': jaxformer_version(),
-      'time': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-      'step': step,
-      'val_loss': val_loss,
-      'items': sorted(state),
-      'extra': dict(extra or {}),
-      'arrays': integrity.describe(state),
-    }
-    try:
-      json.dumps(meta)
-    except (TypeError, ValueError) as e:
-      raise ValueError(
-        f'checkpoint extra is not JSON-serializable ({e}); pass plain dicts, lists, str and numbers'
-      ) from e
+    meta = meta_lib.record(step, state, extra, val_loss)
     args = {key: ocp.args.StandardSave(wrap(tree)) for key, tree in state.items()}
-    args[META_ITEM] = ocp.args.JsonSave(meta)
+    args[meta_lib.ITEM] = ocp.args.JsonSave(meta)
     metrics = {'val_loss': val_loss} if val_loss is not None else {}
-    self._saving = (step, sum(_nbytes(r) for r in meta['arrays'].values()))
+    self._saving = (step, meta_lib.array_bytes(meta))
     try:
       self._manager.save(step, args=ocp.args.Composite(**args), metrics=metrics, force=True)
       if wait:
@@ -381,14 +354,9 @@ class Checkpointer:
     error = None
     try:
       meta = self._manager.restore(
-        step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()})
-      )[META_ITEM]
-      if not (
-        isinstance(meta, dict)
-        and isinstance(meta.get('arrays'), dict)
-        and isinstance(meta.get('items'), list)
-      ):
-        error = "metadata JSON lacks 'arrays'/'items'"
+        step, args=ocp.args.Composite(**{meta_lib.ITEM: ocp.args.JsonRestore()})
+      )[meta_lib.ITEM]
+      error = meta_lib.problem(meta)
     except MemoryError:
       raise
     except Exception as e:
