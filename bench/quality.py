@@ -120,8 +120,8 @@ def bpb_at(rows: list[dict], seconds: float) -> float | None:
 
 
 # The default LM (`python train.py`), keeping a checkpoint every 100 steps so that
-# `python -m jaxformer.experiments heads_dynamics --workdir runs/shakespeare_lm` can follow its
-# heads through training; the kept history changes no weight or metric.
+# `python -m jaxformer.experiments heads_dynamics --workdir runs/quality/shakespeare_lm` can follow
+# its heads through training; the kept history changes no weight or metric.
 DEFAULT_LM = ('configs/shakespeare_lm.py', '--config.keep_every_steps=100')
 
 
@@ -190,7 +190,9 @@ def main() -> None:
   )
   p.add_argument('--runs', default='runs/quality')
   p.add_argument(
-    '--pretrained', default='runs/shakespeare_lm', help='the default LM run (trained if missing)'
+    '--pretrained',
+    default='runs/quality/shakespeare_lm',
+    help="the default LM run (trained if missing; not the Quickstart's runs/shakespeare_lm)",
   )
   p.add_argument(
     '--genre_sizes', default='30,100,300,0', help='labelled passages per class (0 = all)'

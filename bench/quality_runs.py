@@ -24,9 +24,18 @@ def train(workdir: str, config: str, *overrides: str, fresh: bool = True) -> dic
 
   Without `fresh`, a finished run is reused and an interrupted one resumes, but only if it was
   started from the same config file contents and overrides; otherwise it is trained again.
+  Only directories this bench made (they hold its signature file) are ever deleted: anything
+  else in `workdir` stops the bench with exit code 2.
   """
   summary_path = os.path.join(workdir, 'summary.json')
   sig_path = os.path.join(workdir, 'quality_signature.txt')
+  if os.path.isdir(workdir) and os.listdir(workdir) and not os.path.exists(sig_path):
+    print(
+      f'error: {workdir} holds files bench.quality did not write (a run of your own?); it is '
+      'left as it is: pass another --runs or --pretrained directory, or move it away',
+      file=sys.stderr,
+    )
+    raise SystemExit(2)
   signature = _signature(config, overrides)
   stale = not os.path.exists(sig_path) or open(sig_path).read() != signature
   if os.path.exists(workdir) and (fresh or stale):

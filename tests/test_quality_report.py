@@ -4,6 +4,7 @@ import copy
 import json
 import os
 
+import pytest
 from helpers import REPO, load_script
 
 write_markdown = load_script('bench/quality_report.py').write_markdown
@@ -232,3 +233,34 @@ def test_fine_tuning_settings_are_chosen_on_validation_not_on_test(monkeypatch, 
   old = {'settings': {'gone': out['settings']['wide']}}
   out = genre.genre_settings('runs', 'runs/lm', settings=settings, seeds=(1,), out=old)
   assert set(out['settings']) == {'shipped', 'wide'}
+
+
+def test_the_quality_bench_never_deletes_a_run_it_did_not_start(tmp_path, monkeypatch, capsys):
+  # The bench's default LM directory used to be the Quickstart's runs/shakespeare_lm: a run of
+  # the user's own, without the bench's signature file, must survive, and the bench stops.
+  runs = load_script('bench/quality_runs.py')
+  trained = []
+
+  def fake_train_py(cmd, **kwargs):
+    workdir = next(a.split('=', 1)[1] for a in cmd if a.startswith('--workdir='))
+    trained.append(workdir)
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      f.write('{"new": true}')
+    return runs.subprocess.CompletedProcess(cmd, 0)
+
+  monkeypatch.setattr(runs.subprocess, 'run', fake_train_py)
+  mine = tmp_path / 'shakespeare_lm'
+  mine.mkdir()
+  (mine / 'summary.json').write_text('{"mine": true}')
+  with pytest.raises(SystemExit) as exit_info:
+    runs.train(str(mine), 'configs/shakespeare_lm.py', fresh=False)
+  assert exit_info.value.code == 2 and not trained
+  assert (mine / 'summary.json').read_text() == '{"mine": true}'
+  assert str(mine) in capsys.readouterr().err
+  # Its own runs are still redone when their config or overrides change.
+  ours = tmp_path / 'ours'
+  ours.mkdir()
+  (ours / 'quality_signature.txt').write_text('the signature of an older config')
+  (ours / 'summary.json').write_text('{"old": true}')
+  assert runs.train(str(ours), 'configs/shakespeare_lm.py', fresh=False)['new'] is True
+  assert trained == [str(ours)]
