@@ -244,7 +244,7 @@ class Checkpointer:
         self.wait_until_finished()
       return False
     val_loss = _finite_or_none(val_loss)
-    meta = meta_lib.record(step, state, extra, val_loss)
+    meta = meta_lib.record(step, state, extra=extra, val_loss=val_loss)
     args = {key: ocp.args.StandardSave(wrap(tree)) for key, tree in state.items()}
     args[meta_lib.ITEM] = ocp.args.JsonSave(meta)
     metrics = {'val_loss': val_loss} if val_loss is not None else {}
@@ -356,7 +356,7 @@ class Checkpointer:
       meta = self._manager.restore(
         step, args=ocp.args.Composite(**{meta_lib.ITEM: ocp.args.JsonRestore()})
       )[meta_lib.ITEM]
-      error = meta_lib.problem(meta)
+      error = meta_lib.unusable_reason(meta)
     except MemoryError:
       raise
     except Exception as e:

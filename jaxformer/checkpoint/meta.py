@@ -19,7 +19,7 @@ ITEM = 'meta'  # the orbax item name of this record
 FORMAT_VERSION = 1
 
 
-def record(step: int, state: Mapping[str, Any], extra: dict | None, val_loss: float | None):
+def record(step: int, state: Mapping[str, Any], *, extra: dict | None, val_loss: float | None):
   """The JSON-able record of `state` saved at `step`; a ValueError if `extra` is not JSON-able."""
   meta = {
     'format_version': FORMAT_VERSION,
@@ -40,7 +40,7 @@ def record(step: int, state: Mapping[str, Any], extra: dict | None, val_loss: fl
   return meta
 
 
-def problem(meta) -> str | None:
+def unusable_reason(meta) -> str | None:
   """Why a record read back cannot be used to verify a restore, or None if it can."""
   if (
     isinstance(meta, dict)
