@@ -6,6 +6,9 @@
                                                # unseen_pairs_bytes | lm | genre |
                                                # genre_seeds | genre_settings | peft |
                                                # levers
+    python -m bench.quality --only genre_settings_second_lm --second_lm RUN
+                                               # the fine-tuning settings from another run of
+                                               # the default LM (read, never written)
 
 Each part trains through train.py (a subprocess, exactly what a user runs), scores with
 jaxformer.evaluate, and records wall time. Baselines: a unigram LM (bits per byte) and
@@ -21,13 +24,20 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 
 from bench import quality_levers
 from bench.quality_format import measured_before
-from bench.quality_genre import genre, genre_seeds, genre_settings, peft
+from bench.quality_genre import (
+  SECOND_LM_SETTINGS,
+  genre,
+  genre_seeds,
+  genre_settings,
+  peft,
+)
 from bench.quality_report import write_markdown
-from bench.quality_runs import DOCS, REPO, evaluate, train, val_rows
+from bench.quality_runs import DOCS, REPO, evaluate, refuse_foreign, train, val_rows
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -204,7 +214,22 @@ def main() -> None:
     help="skip the long LM's row (the genre part still trains it: it fine-tunes from it)",
   )
   p.add_argument('--pairs', default='en_de,en_fr', help='number-word language pairs')
+  p.add_argument(
+    '--second_lm',
+    default='',
+    help='a finished run of the default LM config (another seed, or trained on another core '
+    'count) for genre_settings_second_lm; read, never written',
+  )
   args = p.parse_args()
+  # Every path is relative to the repository root, where train.py runs: check them there.
+  if os.path.realpath(os.getcwd()) != os.path.realpath(REPO):
+    _usage_error(f'run bench.quality from the repository root ({os.path.relpath(REPO)})')
+  parts = args.only.split(',')
+  if 'genre_settings_second_lm' in parts and not os.path.exists(
+    os.path.join(args.second_lm, 'summary.json')
+  ):
+    _usage_error('genre_settings_second_lm needs --second_lm=DIR, a finished LM run')
+  refuse_foreign(args.pretrained)  # now, before hours of other parts
   os.makedirs(DOCS, exist_ok=True)
   path = os.path.join(DOCS, 'results.json')
   results = json.load(open(path)) if os.path.exists(path) else {}
@@ -214,7 +239,6 @@ def main() -> None:
     'cpus': os.cpu_count(),
     'date': time.strftime('%Y-%m-%d'),
   }
-  parts = args.only.split(',')
   measured = {'date': time.strftime('%Y-%m-%d'), 'commit': _commit()}
   results.setdefault('measured', {})
   if 'numbers' in parts:
@@ -261,10 +285,16 @@ def main() -> None:
     results['measured']['genre_seeds'] = measured
   if 'genre_settings' in parts:
     train(args.pretrained, *DEFAULT_LM, fresh=False)
-    results['genre_settings'] = genre_settings(
-      args.runs, args.pretrained, out=results.get('genre_settings')
-    )
+    results['genre_settings'] = genre_settings(args.runs, args.pretrained)
     results['measured']['genre_settings'] = measured
+  if 'genre_settings_second_lm' in parts:
+    results['genre_settings_second_lm'] = genre_settings(
+      os.path.join(args.runs, 'second_lm'),
+      args.second_lm,
+      settings=SECOND_LM_SETTINGS,
+      lm_label='a second run of the default LM',
+    )
+    results['measured']['genre_settings_second_lm'] = measured
   if 'peft' in parts:
     long_dir, _ = long_language_model(args.runs)
     results['peft'] = peft(args.runs, long_dir, out=results.get('peft'))
@@ -274,6 +304,11 @@ def main() -> None:
   os.replace(path + '.tmp', path)
   write_markdown(results, os.path.join(REPO, 'docs', 'results.md'))
   print(json.dumps(results, indent=2))
+
+
+def _usage_error(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  raise SystemExit(2)
 
 
 def _commit() -> str:

@@ -133,6 +133,8 @@ def write_markdown(r: dict, path: str) -> None:
     lines += quality_report_genre.seeds_section(r)
   if 'genre_settings' in r:
     lines += quality_report_genre.settings_section(r)
+  if 'genre_settings_second_lm' in r:
+    lines += quality_report_genre.settings_section(r, 'genre_settings_second_lm')
   if 'peft' in r:
     lines += quality_report_genre.peft_section(r)
   lines += [

@@ -226,15 +226,18 @@ def peft_section(r: dict) -> list[str]:
   return lines + ['']
 
 
-def settings_section(r: dict) -> list[str]:
-  g = r['genre_settings']
+def settings_section(r: dict, part: str = 'genre_settings') -> list[str]:
+  g = r[part]
   rows = g['settings']
   seeds = sorted({seed for row in rows.values() for seed in row['per_seed']}, key=int)
+  label = g.get('lm_label')
+  lm = label or 'the default LM'
   lines = [
-    f'## Fine-tuning settings at {g["examples_per_class"]} per class over {len(seeds)} seeds',
+    f'## Fine-tuning settings at {g["examples_per_class"]} per class over {len(seeds)} seeds'
+    + (f', from {label}' if label else ''),
     '',
-    *provenance(r, 'genre_settings'),
-    'Each row changes one setting of `configs/genre_finetune.py` and fine-tunes the default LM '
+    *provenance(r, part),
+    f'Each row changes one setting of `configs/genre_finetune.py` and fine-tunes {lm} '
     f'(`--config.init_from={g["init_from"]}`) once per `--config.seed`. The mean best validation '
     'accuracy (150 passages from the training plays, what early stopping keeps) chooses; test '
     'balanced accuracy (held-out plays) is shown for the record, it does not choose. Spread = '

@@ -14,6 +14,21 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+SIGNATURE = 'quality_signature.txt'  # in every workdir this bench made: only those may be deleted
+
+
+def refuse_foreign(workdir: str) -> None:
+  """Exit 2 if `workdir` holds files but not this bench's signature (a run of the user's own)."""
+  if os.path.isdir(workdir) and os.listdir(workdir):
+    if not os.path.exists(os.path.join(workdir, SIGNATURE)):
+      print(
+        f'error: {workdir} holds files bench.quality did not write (a run of your own?); it is '
+        'left as it is: pass another --runs or --pretrained directory, or move it away',
+        file=sys.stderr,
+      )
+      raise SystemExit(2)
+
+
 def _signature(config: str, overrides) -> str:
   with open(os.path.join(REPO, config), 'rb') as f:
     return hashlib.sha256(f.read() + json.dumps(list(overrides)).encode()).hexdigest()
@@ -27,15 +42,9 @@ def train(workdir: str, config: str, *overrides: str, fresh: bool = True) -> dic
   Only directories this bench made (they hold its signature file) are ever deleted: anything
   else in `workdir` stops the bench with exit code 2.
   """
+  refuse_foreign(workdir)
   summary_path = os.path.join(workdir, 'summary.json')
-  sig_path = os.path.join(workdir, 'quality_signature.txt')
-  if os.path.isdir(workdir) and os.listdir(workdir) and not os.path.exists(sig_path):
-    print(
-      f'error: {workdir} holds files bench.quality did not write (a run of your own?); it is '
-      'left as it is: pass another --runs or --pretrained directory, or move it away',
-      file=sys.stderr,
-    )
-    raise SystemExit(2)
+  sig_path = os.path.join(workdir, SIGNATURE)
   signature = _signature(config, overrides)
   stale = not os.path.exists(sig_path) or open(sig_path).read() != signature
   if os.path.exists(workdir) and (fresh or stale):

@@ -229,10 +229,14 @@ def test_fine_tuning_settings_are_chosen_on_validation_not_on_test(monkeypatch, 
   md = _render({'genre_settings': out, 'measured': {}}, tmp_path)
   assert 'cannot be weighed: the shipped setting ran one seed' in md
   assert 'setting kept (as shipped, 0.620): missed.' in md
-  # A slug no longer in the table is not carried over from an earlier results.json.
-  old = {'settings': {'gone': out['settings']['wide']}}
-  out = genre.genre_settings('runs', 'runs/lm', settings=settings, seeds=(1,), out=old)
-  assert set(out['settings']) == {'shipped', 'wide'}
+  # The same table from a second LM run has its own section, which names that LM.
+  second = genre.genre_settings('runs2', 'runs/lm2', settings=settings, seeds=(1,), lm_label='LM 2')
+  md = _render(
+    {'genre_settings': out, 'genre_settings_second_lm': second, 'measured': {}}, tmp_path
+  )
+  assert '## Fine-tuning settings at 100 per class over 1 seeds, from LM 2' in md
+  assert 'fine-tunes LM 2 (`--config.init_from=runs/lm2`)' in md
+  assert md.count('Highest mean validation accuracy') == 2
 
 
 def test_the_quality_bench_never_deletes_a_run_it_did_not_start(tmp_path, monkeypatch, capsys):
@@ -252,9 +256,10 @@ def test_the_quality_bench_never_deletes_a_run_it_did_not_start(tmp_path, monkey
   mine = tmp_path / 'shakespeare_lm'
   mine.mkdir()
   (mine / 'summary.json').write_text('{"mine": true}')
-  with pytest.raises(SystemExit) as exit_info:
-    runs.train(str(mine), 'configs/shakespeare_lm.py', fresh=False)
-  assert exit_info.value.code == 2 and not trained
+  for fresh in (False, True):
+    with pytest.raises(SystemExit) as exit_info:
+      runs.train(str(mine), 'configs/shakespeare_lm.py', fresh=fresh)
+    assert exit_info.value.code == 2 and not trained
   assert (mine / 'summary.json').read_text() == '{"mine": true}'
   assert str(mine) in capsys.readouterr().err
   # Its own runs are still redone when their config or overrides change.
@@ -264,3 +269,29 @@ def test_the_quality_bench_never_deletes_a_run_it_did_not_start(tmp_path, monkey
   (ours / 'summary.json').write_text('{"old": true}')
   assert runs.train(str(ours), 'configs/shakespeare_lm.py', fresh=False)['new'] is True
   assert trained == [str(ours)]
+
+
+def test_the_quality_bench_checks_its_arguments_before_running_any_part(tmp_path):
+  import subprocess
+  import sys
+
+  def bench(*args, cwd=REPO):
+    return subprocess.run(
+      [sys.executable, '-m', 'bench.quality', *args],
+      cwd=cwd,
+      env=dict(os.environ, PYTHONPATH=REPO),
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
+
+  proc = bench('--only', 'genre_settings_second_lm')
+  assert proc.returncode == 2 and 'needs --second_lm=DIR' in proc.stderr
+  proc = bench('--only', 'numbers', cwd=tmp_path)  # paths would point outside the repository
+  assert proc.returncode == 2 and 'from the repository root' in proc.stderr
+  mine = tmp_path / 'my_lm'
+  mine.mkdir()
+  (mine / 'summary.json').write_text('{}')
+  proc = bench('--only', 'numbers', '--pretrained', str(mine))
+  assert proc.returncode == 2 and f'{mine} holds files bench.quality did not write' in proc.stderr
+  assert (mine / 'summary.json').read_text() == '{}'
