@@ -6,9 +6,13 @@
                                                # unseen_pairs_bytes | lm | genre |
                                                # genre_seeds | genre_settings | peft |
                                                # levers
-    python -m bench.quality --only genre_settings_second_lm --second_lm RUN
+    python -m bench.quality --only genre_settings_second_lm --second_lm DIR
                                                # the fine-tuning settings from another run of
                                                # the default LM (read, never written)
+
+Run it from the repository root (train.py runs there). It stops with exit code 2 before any part
+runs if a part name is unknown, or if --pretrained holds a run it did not make (such as the
+Quickstart's runs/shakespeare_lm): it deletes only directories it made.
 
 Each part trains through train.py (a subprocess, exactly what a user runs), scores with
 jaxformer.evaluate, and records wall time. Baselines: a unigram LM (bits per byte) and
@@ -189,14 +193,28 @@ def language_model(runs: str, default_workdir: str, long_run: bool = True) -> di
   return out
 
 
+# What `python -m bench.quality` runs, in this order; the optional parts run only when named.
+PARTS = (
+  'numbers',
+  *(key.removeprefix('numbers_') for key in SYSTEMATIC_SPLITS),
+  'lm',
+  'levers',
+  'genre',
+  'genre_seeds',
+  'genre_settings',
+  'peft',
+)
+OPTIONAL_PARTS = ('genre_settings_second_lm',)  # needs --second_lm
+
+
 def main() -> None:
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   p.add_argument(
     '--only',
-    default='numbers,systematic,unseen_pairs,unseen_pairs_bytes,lm,levers,genre,genre_seeds,'
-    'genre_settings,peft',
+    default=','.join(PARTS),
+    help=f'comma-separated parts: {", ".join(PARTS + OPTIONAL_PARTS)}',
   )
   p.add_argument('--runs', default='runs/quality')
   p.add_argument(
@@ -217,16 +235,22 @@ def main() -> None:
   p.add_argument(
     '--second_lm',
     default='',
+    metavar='DIR',
     help='a finished run of the default LM config (another seed, or trained on another core '
     'count) for genre_settings_second_lm; read, never written',
   )
   args = p.parse_args()
   # Every path is relative to the repository root, where train.py runs: check them there.
   if os.path.realpath(os.getcwd()) != os.path.realpath(REPO):
-    _usage_error(f'run bench.quality from the repository root ({os.path.relpath(REPO)})')
+    _usage_error(f'run bench.quality from the repository root ({REPO})')
   parts = args.only.split(',')
-  if 'genre_settings_second_lm' in parts and not os.path.exists(
-    os.path.join(args.second_lm, 'summary.json')
+  unknown = sorted(set(parts) - set(PARTS + OPTIONAL_PARTS))
+  if unknown:
+    _usage_error(
+      f'unknown part(s) {", ".join(unknown)}; the parts: {", ".join(PARTS + OPTIONAL_PARTS)}'
+    )
+  if 'genre_settings_second_lm' in parts and not (
+    args.second_lm and os.path.exists(os.path.join(args.second_lm, 'summary.json'))
   ):
     _usage_error('genre_settings_second_lm needs --second_lm=DIR, a finished LM run')
   refuse_foreign(args.pretrained)  # now, before hours of other parts

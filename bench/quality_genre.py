@@ -193,7 +193,7 @@ GENRE_SETTINGS = {
   ),
 }
 
-# Two more settings, from a second run of the default LM (bench/quality.py's SECOND_LM), with the
+# Two more settings, from a second run of the default LM (bench/quality.py's --second_lm), with the
 # shipped setting rerun from it so that every row of the table shares one LM.
 SECOND_LM_SETTINGS = {
   'shipped': GENRE_SETTINGS['shipped'],

@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import sys
 
 import pytest
 from helpers import REPO, load_script
@@ -271,27 +272,36 @@ def test_the_quality_bench_never_deletes_a_run_it_did_not_start(tmp_path, monkey
   assert trained == [str(ours)]
 
 
-def test_the_quality_bench_checks_its_arguments_before_running_any_part(tmp_path):
-  import subprocess
-  import sys
+def test_the_quality_bench_checks_its_arguments_before_running_any_part(
+  tmp_path, monkeypatch, capsys
+):
+  quality = load_script('bench/quality.py')
+
+  def ran(*args, **kwargs):
+    raise AssertionError('a part started: the argument checks let this through')
+
+  # Should a check regress, nothing trains and nothing under docs/ is written: the test fails.
+  for name in ('_commit', 'train', 'numbers', 'genre_settings', 'write_markdown'):
+    monkeypatch.setattr(quality, name, ran)
+  monkeypatch.setattr(quality, 'DOCS', str(tmp_path / 'docs'))
 
   def bench(*args, cwd=REPO):
-    return subprocess.run(
-      [sys.executable, '-m', 'bench.quality', *args],
-      cwd=cwd,
-      env=dict(os.environ, PYTHONPATH=REPO),
-      capture_output=True,
-      text=True,
-      timeout=120,
-    )
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, 'argv', ['bench.quality', '--runs', str(tmp_path / 'runs'), *args])
+    with pytest.raises(SystemExit) as exit_info:
+      quality.main()
+    return exit_info.value.code, capsys.readouterr().err
 
-  proc = bench('--only', 'genre_settings_second_lm')
-  assert proc.returncode == 2 and 'needs --second_lm=DIR' in proc.stderr
-  proc = bench('--only', 'numbers', cwd=tmp_path)  # paths would point outside the repository
-  assert proc.returncode == 2 and 'from the repository root' in proc.stderr
+  code, err = bench('--only', 'genre_settings_second_lm')
+  assert code == 2 and 'needs --second_lm=DIR' in err
+  code, err = bench('--only', 'genre_setings')  # a typo would otherwise run nothing, silently
+  assert code == 2 and 'unknown part(s) genre_setings' in err
+  code, err = bench('--only', 'numbers', cwd=tmp_path)  # paths would miss the repository
+  assert code == 2 and 'from the repository root' in err
   mine = tmp_path / 'my_lm'
   mine.mkdir()
   (mine / 'summary.json').write_text('{}')
-  proc = bench('--only', 'numbers', '--pretrained', str(mine))
-  assert proc.returncode == 2 and f'{mine} holds files bench.quality did not write' in proc.stderr
+  code, err = bench('--only', 'numbers', '--pretrained', str(mine))
+  assert code == 2 and f'{mine} holds files bench.quality did not write' in err
   assert (mine / 'summary.json').read_text() == '{}'
+  assert not (tmp_path / 'docs').exists()
