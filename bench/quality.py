@@ -28,7 +28,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 
 from bench import quality_levers
@@ -41,7 +40,15 @@ from bench.quality_genre import (
   peft,
 )
 from bench.quality_report import write_markdown
-from bench.quality_runs import DOCS, REPO, evaluate, refuse_foreign, train, val_rows
+from bench.quality_runs import (
+  DOCS,
+  REPO,
+  evaluate,
+  refuse_foreign,
+  train,
+  usage_error,
+  val_rows,
+)
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -242,17 +249,17 @@ def main() -> None:
   args = p.parse_args()
   # Every path is relative to the repository root, where train.py runs: check them there.
   if os.path.realpath(os.getcwd()) != os.path.realpath(REPO):
-    _usage_error(f'run bench.quality from the repository root ({REPO})')
+    usage_error(f'run bench.quality from the repository root ({REPO})')
   parts = args.only.split(',')
   unknown = sorted(set(parts) - set(PARTS + OPTIONAL_PARTS))
   if unknown:
-    _usage_error(
+    usage_error(
       f'unknown part(s) {", ".join(unknown)}; the parts: {", ".join(PARTS + OPTIONAL_PARTS)}'
     )
   if 'genre_settings_second_lm' in parts and not (
     args.second_lm and os.path.exists(os.path.join(args.second_lm, 'summary.json'))
   ):
-    _usage_error('genre_settings_second_lm needs --second_lm=DIR, a finished LM run')
+    usage_error('genre_settings_second_lm needs --second_lm=DIR, a finished LM run')
   refuse_foreign(args.pretrained)  # now, before hours of other parts
   os.makedirs(DOCS, exist_ok=True)
   path = os.path.join(DOCS, 'results.json')
@@ -328,11 +335,6 @@ def main() -> None:
   os.replace(path + '.tmp', path)
   write_markdown(results, os.path.join(REPO, 'docs', 'results.md'))
   print(json.dumps(results, indent=2))
-
-
-def _usage_error(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr)
-  raise SystemExit(2)
 
 
 def _commit() -> str:

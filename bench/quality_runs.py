@@ -17,16 +17,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIGNATURE = 'quality_signature.txt'  # in every workdir this bench made: only those may be deleted
 
 
+def usage_error(message: str) -> None:
+  """Stops the bench with one line on stderr and exit code 2, before it changes anything."""
+  print(f'error: {message}', file=sys.stderr)
+  raise SystemExit(2)
+
+
 def refuse_foreign(workdir: str) -> None:
   """Exit 2 if `workdir` holds files but not this bench's signature (a run of the user's own)."""
   if os.path.isdir(workdir) and os.listdir(workdir):
     if not os.path.exists(os.path.join(workdir, SIGNATURE)):
-      print(
-        f'error: {workdir} holds files bench.quality did not write (a run of your own?); it is '
-        'left as it is: pass another --runs or --pretrained directory, or move it away',
-        file=sys.stderr,
+      usage_error(
+        f'{workdir} holds files bench.quality did not write (a run of your own?); it is left as '
+        'it is: pass another --runs or --pretrained directory, or move it away'
       )
-      raise SystemExit(2)
 
 
 def _signature(config: str, overrides) -> str:
